@@ -1,0 +1,312 @@
+"""`Channel`: the application's handle on a layer."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+
+from ._names import check_name, check_names
+from ._registry import SubscriptionRegistry
+from .discovery import layer_for_url
+from .exceptions import ChannelClosedError, NotSupportedError, PayloadTooLargeError
+from .layer import ChannelLayer
+from .plugins import capabilities_of
+from .serializers import Serializer, resolve_serializer
+from .subscriber import OVERFLOW_POLICIES, OverflowPolicy, Subscriber
+
+__all__ = ["Channel", "ChannelStats"]
+
+logger = logging.getLogger("channels_core")
+
+#: The options `Channel.from_url` keeps for the channel; the rest go to the layer.
+CHANNEL_OPTIONS = ("serializer", "buffer_size", "overflow", "unsubscribe_timeout")
+
+
+class _State(enum.Enum):
+    NEW = "not entered yet"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """A snapshot of a channel's counters (see `Channel.stats`)."""
+
+    subscribers: int
+    groups: int
+    patterns: int
+    published: int
+    received: int
+    undecodable: int
+    gaps: int
+
+
+class Channel:
+    """Publish to groups and subscribe to them through one layer.
+
+    Use it as an async context manager: entering connects the layer,
+    leaving ends every open subscription and disconnects the layer.
+
+    `serializer` is ``"json"`` (default), ``"msgpack"``, ``"pickle"`` or an
+    object with ``dumps``/``loads``. `buffer_size` and `overflow` are the
+    defaults for each subscriber's bounded buffer (see `OverflowPolicy`).
+    """
+
+    def __init__(
+        self,
+        layer: ChannelLayer,
+        *,
+        serializer: str | Serializer = "json",
+        buffer_size: int = 1000,
+        overflow: OverflowPolicy = "drop_oldest",
+        unsubscribe_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(layer, ChannelLayer):
+            raise TypeError(
+                f"Channel needs a ChannelLayer instance, got {type(layer).__name__}; "
+                "use Channel.from_url('memory://') to pick a layer by URL"
+            )
+        self._layer = layer
+        self._codec = resolve_serializer(serializer)
+        self._buffer_size = _check_buffer_size(buffer_size)
+        self._overflow = _check_overflow(overflow)
+        self._unsubscribe_timeout = unsubscribe_timeout
+        self._capabilities = capabilities_of(type(layer))
+        self._registry = SubscriptionRegistry(self._codec.loads)
+        self._state = _State.NEW
+        self._exit_stack: AsyncExitStack | None = None
+        self._subscription_lock: anyio.Lock | None = None
+        self._published = 0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A channel on the layer serving `url`'s scheme (e.g. ``redis://host:6379/0``).
+
+        Channel options (``serializer``, ``buffer_size``, ``overflow``,
+        ``unsubscribe_timeout``) are taken out; the remaining options go to
+        the layer's ``from_url``.
+        """
+        channel_options = {key: options.pop(key) for key in CHANNEL_OPTIONS if key in options}
+        layer = layer_for_url(url).from_url(url, **options)
+        return cls(layer, **channel_options)
+
+    def __repr__(self) -> str:
+        return f"<Channel {self._layer!r} ({self._state.value})>"
+
+    @property
+    def layer(self) -> ChannelLayer:
+        return self._layer
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The layer's optional capabilities, e.g. ``{"multi-group", "patterns"}``."""
+        return self._capabilities.names
+
+    def stats(self) -> ChannelStats:
+        registry = self._registry
+        return ChannelStats(
+            subscribers=len(registry.subscribers),
+            groups=len(registry.groups),
+            patterns=len(registry.patterns),
+            published=self._published,
+            received=registry.received,
+            undecodable=registry.undecodable,
+            gaps=registry.gaps,
+        )
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.NEW:
+            raise ChannelClosedError(
+                f"this channel is {self._state.value}; a Channel can be entered only once, "
+                "create a new one"
+            )
+        self._subscription_lock = anyio.Lock()
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self._layer.connect(self._registry))
+            self._exit_stack = stack.pop_all()
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if self._state is not _State.OPEN:
+            return None
+        self._state = _State.CLOSED
+        self._registry.close_all()
+        assert self._exit_stack is not None
+        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN:
+            raise ChannelClosedError(
+                f"this channel is {self._state.value}: use it inside "
+                "`async with channel:` (or `async with Channel(...) as channel:`)"
+            )
+
+    # -- publishing -------------------------------------------------------------
+
+    async def publish(self, group: str, message: Any) -> None:
+        """Send `message` to every current subscriber of `group`, in every process.
+
+        Raises `SerializationError` or `PayloadTooLargeError` (nothing sent)
+        if the message cannot be carried.
+        """
+        self._check_open()
+        check_name(group, "group")
+        payload = self._codec.dumps(message)
+        limit = self._layer.max_payload_bytes
+        if limit is not None and len(payload) > limit:
+            raise PayloadTooLargeError(
+                f"the encoded message is {len(payload):,} bytes; {type(self._layer).__name__} "
+                f"carries at most {limit:,}. Nothing was sent: send a smaller message, "
+                "or a reference to where the data is stored"
+            )
+        await self._layer.publish(group, payload)
+        self._published += 1
+
+    # -- subscribing ------------------------------------------------------------
+
+    def subscribe(
+        self,
+        group: str,
+        *more_groups: str,
+        buffer_size: int | None = None,
+        overflow: OverflowPolicy | None = None,
+    ) -> AbstractAsyncContextManager[Subscriber]:
+        """Subscribe to one or more groups for the duration of an ``async with`` block.
+
+        The subscription is live on the broker when the block starts; it
+        yields a `Subscriber`, an async iterator of `Event`.
+        """
+        groups = check_names((group, *more_groups), "group")
+        return self._subscription(groups, (), buffer_size, overflow)
+
+    def subscribe_pattern(
+        self,
+        pattern: str,
+        *more_patterns: str,
+        buffer_size: int | None = None,
+        overflow: OverflowPolicy | None = None,
+    ) -> AbstractAsyncContextManager[Subscriber]:
+        """Subscribe to every group matching glob patterns (Redis PSUBSCRIBE semantics).
+
+        Events carry the matching pattern in `Event.pattern`. Raises
+        `NotSupportedError` if the layer has no pattern support.
+        """
+        patterns = check_names((pattern, *more_patterns), "pattern")
+        if self._capabilities.patterns is None:
+            raise NotSupportedError(
+                f"{type(self._layer).__name__} does not support pattern subscriptions; "
+                "subscribe to the groups by name, or use a layer that supports patterns "
+                "(memory, redis)"
+            )
+        return self._subscription((), patterns, buffer_size, overflow)
+
+    def _subscription(
+        self,
+        groups: tuple[str, ...],
+        patterns: tuple[str, ...],
+        buffer_size: int | None,
+        overflow: OverflowPolicy | None,
+    ) -> AbstractAsyncContextManager[Subscriber]:
+        subscriber = Subscriber(
+            groups,
+            patterns,
+            self._buffer_size if buffer_size is None else _check_buffer_size(buffer_size),
+            self._overflow if overflow is None else _check_overflow(overflow),
+        )
+        return self._attached(subscriber)
+
+    @asynccontextmanager
+    async def _attached(self, subscriber: Subscriber) -> AsyncIterator[Subscriber]:
+        await self._attach(subscriber)
+        try:
+            yield subscriber
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._detach(subscriber)
+
+    async def _attach(self, subscriber: Subscriber) -> None:
+        self._check_open()
+        assert self._subscription_lock is not None
+        async with self._subscription_lock:
+            self._check_open()
+            new_groups, new_patterns = self._registry.add(subscriber)
+            try:
+                await self._broker_subscribe(new_groups, new_patterns)
+            except BaseException:
+                self._registry.remove(subscriber)
+                subscriber._close()
+                with anyio.CancelScope(shield=True):
+                    await self._broker_unsubscribe(new_groups, new_patterns)
+                raise
+
+    async def _detach(self, subscriber: Subscriber) -> None:
+        assert self._subscription_lock is not None
+        async with self._subscription_lock:
+            subscriber._close()
+            gone_groups, gone_patterns = self._registry.remove(subscriber)
+            if self._state is _State.OPEN:
+                await self._broker_unsubscribe(gone_groups, gone_patterns)
+
+    async def _broker_subscribe(self, groups: Sequence[str], patterns: Sequence[str]) -> None:
+        layer, capabilities = self._layer, self._capabilities
+        if groups:
+            if capabilities.multi_group is not None:
+                await capabilities.multi_group.subscribe(layer, groups)
+            else:
+                for group in groups:
+                    await layer.subscribe(group)
+        if patterns:
+            assert capabilities.patterns is not None
+            await capabilities.patterns.subscribe(layer, patterns)
+
+    async def _broker_unsubscribe(self, groups: Sequence[str], patterns: Sequence[str]) -> None:
+        """Best effort, bounded in time: a failure is logged, never raised.
+
+        The layer has already forgotten these names, so a reconnect will not
+        bring them back; messages that still arrive for them are discarded.
+        """
+        if not (groups or patterns):
+            return
+        layer, capabilities = self._layer, self._capabilities
+        try:
+            with anyio.fail_after(self._unsubscribe_timeout):
+                if groups:
+                    if capabilities.multi_group is not None:
+                        await capabilities.multi_group.unsubscribe(layer, groups)
+                    else:
+                        for group in groups:
+                            await layer.unsubscribe(group)
+                if patterns and capabilities.patterns is not None:
+                    await capabilities.patterns.unsubscribe(layer, patterns)
+        except Exception:
+            logger.warning(
+                "could not unsubscribe %s from the broker", [*groups, *patterns], exc_info=True
+            )
+
+
+
+def _check_buffer_size(buffer_size: object) -> int:
+    if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
+        raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
+    return buffer_size
+
+
+def _check_overflow(overflow: object) -> OverflowPolicy:
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+    return overflow  # type: ignore[return-value]

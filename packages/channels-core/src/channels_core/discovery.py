@@ -1,0 +1,114 @@
+"""Finding layers: the ``channels.layers`` entry-point group.
+
+An entry point's name is the layer's name and a URL scheme it serves; its
+object is the layer class. Nothing here knows any particular layer: the
+in-memory layer is found through the core's own ``memory`` entry point.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from urllib.parse import urlsplit
+
+from .exceptions import LayerImportError, LayerNotFoundError
+from .layer import ChannelLayer
+from .plugins import register_layer_plugins
+
+__all__ = ["ENTRY_POINT_GROUP", "available_layers", "get_layer", "layer_for_url"]
+
+ENTRY_POINT_GROUP = "channels.layers"
+
+#: Where the layers this project publishes come from, for "not found" messages.
+_INSTALL_HINTS = {
+    "redis": "channels-core[redis]",
+    "rediss": "channels-core[redis]",
+    "postgres": "channels-core[postgres]",
+    "postgresql": "channels-core[postgres]",
+}
+
+
+def _layer_entry_points() -> dict[str, list[EntryPoint]]:
+    found: dict[str, list[EntryPoint]] = {}
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        same_name = found.setdefault(entry_point.name, [])
+        if all(other.value != entry_point.value for other in same_name):
+            same_name.append(entry_point)
+    return found
+
+
+def available_layers() -> list[str]:
+    """Names of the installed layers (each is also a URL scheme), sorted."""
+    return sorted(_layer_entry_points())
+
+
+def get_layer(name: str) -> type[ChannelLayer]:
+    """The layer class registered under `name` in ``channels.layers``.
+
+    Raises `LayerNotFoundError` if no installed distribution provides it and
+    `LayerImportError` if the one that does fails to load.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"layer name must be a str, got {type(name).__name__}")
+    candidates = _layer_entry_points().get(name)
+    if not candidates:
+        raise LayerNotFoundError(_not_found_message(name))
+    if len(candidates) > 1:
+        sources = "; ".join(f"{_distribution(ep)} ({ep.value})" for ep in candidates)
+        raise LayerImportError(
+            f"several installed distributions register the channel layer {name!r}: "
+            f"{sources}. Uninstall all but one."
+        )
+    return _load(candidates[0])
+
+
+def layer_for_url(url: str) -> type[ChannelLayer]:
+    """The layer class serving `url`'s scheme (``redis://...`` -> the ``redis`` layer)."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {type(url).__name__}")
+    scheme = urlsplit(url).scheme.lower()
+    if not scheme or "://" not in url:
+        raise ValueError(
+            f"{url!r} is not a layer URL: it needs a scheme naming the layer, "
+            f"e.g. memory:// or redis://localhost:6379/0 (installed: {_installed_text()})"
+        )
+    return get_layer(scheme)
+
+
+def _load(entry_point: EntryPoint) -> type[ChannelLayer]:
+    origin = f"{entry_point.name!r} ({entry_point.value}, from {_distribution(entry_point)})"
+    try:
+        layer_class = entry_point.load()
+    except Exception as exc:
+        raise LayerImportError(
+            f"the channel layer plugin {origin} failed to load: "
+            f"{type(exc).__name__}: {exc}. Reinstall or fix that distribution; "
+            "the other layers are not affected."
+        ) from exc
+    if not (isinstance(layer_class, type) and issubclass(layer_class, ChannelLayer)):
+        raise LayerImportError(
+            f"the channel layer plugin {origin} does not point to a ChannelLayer "
+            f"subclass (it points to {layer_class!r})"
+        )
+    register_layer_plugins(layer_class)
+    return layer_class
+
+
+def _distribution(entry_point: EntryPoint) -> str:
+    dist = entry_point.dist
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+
+
+def _installed_text() -> str:
+    return ", ".join(available_layers()) or "none"
+
+
+def _not_found_message(name: str) -> str:
+    hint = _INSTALL_HINTS.get(name.lower())
+    install = (
+        f"install it with: pip install {hint}"
+        if hint
+        else "install the distribution that provides it (for the layers shipped with "
+        "this project: pip install channels-core[redis], channels-core[postgres] "
+        "or channels-core[all])"
+    )
+    return f"no channel layer named {name!r} is installed (installed: {_installed_text()}); {install}"

@@ -1,0 +1,23 @@
+"""The value a subscriber receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Event"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message delivered to a subscriber.
+
+    `group` is the group it was published to; `pattern` is the glob pattern
+    that matched it for `subscribe_pattern` subscriptions, else ``None``.
+    One `Event` object is shared by every local subscriber of the message:
+    treat `message` as read-only.
+    """
+
+    group: str
+    message: Any
+    pattern: str | None = None

@@ -1,0 +1,82 @@
+"""Every error the library raises on purpose; all derive from `ChannelsError`.
+
+Each message says what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = [
+    "BrokerUnavailableError",
+    "ChannelClosedError",
+    "ChannelsError",
+    "LayerImportError",
+    "LayerNotFoundError",
+    "LossReason",
+    "MessagesLost",
+    "NotSupportedError",
+    "PayloadTooLargeError",
+    "SerializationError",
+]
+
+LossReason = Literal["overflow", "reconnect"]
+
+
+class ChannelsError(Exception):
+    """Base class of every error raised by `channels_core` and its layers."""
+
+
+class LayerNotFoundError(ChannelsError, LookupError):
+    """No installed layer serves the requested name or URL scheme."""
+
+
+class LayerImportError(ChannelsError, ImportError):
+    """An installed layer plugin failed to load (import error or bad entry point)."""
+
+
+class NotSupportedError(ChannelsError):
+    """The layer lacks an optional capability (for example pattern subscriptions)."""
+
+
+class ChannelClosedError(ChannelsError):
+    """The channel is not open: enter it with `async with` before use."""
+
+
+class SerializationError(ChannelsError, ValueError):
+    """A message could not be encoded for the wire; nothing was sent."""
+
+
+class PayloadTooLargeError(ChannelsError, ValueError):
+    """An encoded message exceeds what the layer can carry; nothing was sent."""
+
+
+class BrokerUnavailableError(ChannelsError, ConnectionError):
+    """The broker could not be reached (at connect, or during an outage, after retries)."""
+
+
+class MessagesLost(ChannelsError):
+    """Raised by a subscriber's iteration at the point where messages went missing.
+
+    `reason` is ``"overflow"`` when the subscriber's buffer was full and
+    ``"reconnect"`` when the layer lost its broker connection and came back
+    (messages published in between were not seen). `count` is the number of
+    dropped messages when it is known (overflow), else ``None``.
+
+    The subscription stays live: catch this, resynchronise whatever state you
+    derive from the stream, and keep iterating the same subscriber.
+    """
+
+    def __init__(self, reason: LossReason, count: int | None) -> None:
+        self.reason: LossReason = reason
+        self.count = count
+        if reason == "overflow":
+            what = f"{count} message(s) dropped because this subscriber's buffer was full"
+            hint = "read faster, or raise buffer_size"
+        else:
+            what = "the broker connection was lost and restored; messages published meanwhile were missed"
+            hint = "resynchronise any state derived from this stream"
+        super().__init__(f"{what}; {hint}. The subscription is still live: keep iterating.")
+
+    def __reduce__(self) -> tuple[type[MessagesLost], tuple[LossReason, int | None]]:
+        return (type(self), (self.reason, self.count))

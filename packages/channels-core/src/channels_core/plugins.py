@@ -1,0 +1,81 @@
+"""The plugin manager and what it says about a layer's optional capabilities.
+
+Layer authors need `hookimpl` and `SubscribeMethods` from here; applications
+rarely need anything but `layer_capabilities`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import cache
+
+import pluggy
+
+from . import hookspecs
+from .hookspecs import PROJECT_NAME, SubscribeMethods, hookimpl
+from .layer import ChannelLayer
+
+__all__ = [
+    "Capabilities",
+    "SubscribeMethods",
+    "hookimpl",
+    "layer_capabilities",
+    "plugin_manager",
+    "register_layer_plugins",
+]
+
+MULTI_GROUP = "multi-group"
+PATTERNS = "patterns"
+
+
+@cache
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager holding the hookspecs and every hookimpl."""
+    manager = pluggy.PluginManager(PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def register_layer_plugins(layer_class: type[ChannelLayer]) -> None:
+    """Register the modules defining `layer_class` (and its layer bases) as plugins.
+
+    This is how a layer's hookimpls are found with nothing but its entry
+    point: they live in the module that defines the layer class.
+    """
+    manager = plugin_manager()
+    for cls in layer_class.__mro__:
+        if cls is ChannelLayer or not issubclass(cls, ChannelLayer):
+            continue
+        module = sys.modules.get(cls.__module__)
+        if module is not None and not manager.is_registered(module):
+            manager.register(module)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The optional capabilities of one layer class, as its hookimpls declare them."""
+
+    multi_group: SubscribeMethods | None
+    patterns: SubscribeMethods | None
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Capability names, e.g. ``{"multi-group", "patterns"}``."""
+        found = {MULTI_GROUP: self.multi_group, PATTERNS: self.patterns}
+        return frozenset(name for name, methods in found.items() if methods is not None)
+
+
+def capabilities_of(layer_class: type[ChannelLayer]) -> Capabilities:
+    """Ask the hookimpls which capabilities `layer_class` has."""
+    register_layer_plugins(layer_class)
+    hook = plugin_manager().hook
+    return Capabilities(
+        multi_group=hook.channels_multi_group_support(layer_class=layer_class),
+        patterns=hook.channels_pattern_support(layer_class=layer_class),
+    )
+
+
+def layer_capabilities(layer_class: type[ChannelLayer]) -> frozenset[str]:
+    """Names of the optional capabilities of `layer_class` (``multi-group``, ``patterns``)."""
+    return capabilities_of(layer_class).names

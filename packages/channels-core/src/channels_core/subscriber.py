@@ -1,0 +1,170 @@
+"""A subscriber: the bounded buffer between the fan-out and one consumer."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+
+from .event import Event
+from .exceptions import ChannelClosedError, LossReason, MessagesLost
+
+__all__ = ["OverflowPolicy", "Subscriber"]
+
+#: What a full buffer does with a new message: ``"drop_oldest"`` makes room by
+#: discarding the oldest buffered event (the subscriber stays current),
+#: ``"drop_newest"`` discards the new message (the subscriber keeps the past).
+#: Either way the publisher and the other subscribers never wait, and the
+#: subscriber is told: its iteration raises `MessagesLost` where the gap is.
+OverflowPolicy = Literal["drop_oldest", "drop_newest"]
+OVERFLOW_POLICIES: tuple[OverflowPolicy, ...] = ("drop_oldest", "drop_newest")
+
+
+@dataclass(frozen=True, slots=True)
+class _Gap:
+    """A marker in the buffer: messages went missing at this point."""
+
+    reason: LossReason
+    count: int | None
+
+    def merge(self, other: _Gap) -> _Gap:
+        if self.reason == "reconnect" or other.reason == "reconnect":
+            return _Gap("reconnect", None)
+        return _Gap("overflow", (self.count or 0) + (other.count or 0))
+
+
+_ONE_DROPPED = _Gap("overflow", 1)
+_RECONNECTED = _Gap("reconnect", None)
+
+
+class Subscriber:
+    """The async iterator of `Event` that `Channel.subscribe` yields.
+
+    Iteration never ends on its own while the subscription is live; it ends
+    (after the buffered events) when the subscription or channel is left. If
+    messages were lost, iteration raises `MessagesLost` at the point of the
+    gap; the subscription stays live and iteration can go on.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_capacity",
+        "_closed",
+        "_drop_oldest",
+        "_size",
+        "_waiter",
+        "dropped",
+        "groups",
+        "patterns",
+    )
+
+    def __init__(
+        self,
+        groups: tuple[str, ...],
+        patterns: tuple[str, ...],
+        buffer_size: int,
+        overflow: OverflowPolicy,
+    ) -> None:
+        self.groups = groups
+        self.patterns = patterns
+        #: Messages discarded because the buffer was full, since subscribing.
+        self.dropped = 0
+        self._buffer: deque[Event | _Gap] = deque()
+        self._size = 0  # events in the buffer, not counting gap markers
+        self._capacity = buffer_size
+        self._drop_oldest = overflow == "drop_oldest"
+        self._waiter: anyio.Event | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        names = ", ".join(map(repr, self.groups + self.patterns))
+        state = "closed" if self._closed else f"{self._size} buffered"
+        return f"<Subscriber {names} ({state})>"
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Event:
+        buffer = self._buffer
+        while not buffer:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._waiter is None:
+                self._waiter = anyio.Event()
+            await self._waiter.wait()
+        item = buffer.popleft()
+        if type(item) is Event:
+            self._size -= 1
+            return item
+        assert isinstance(item, _Gap)
+        raise MessagesLost(item.reason, item.count)
+
+    async def receive(self) -> Event:
+        """The next event; `ChannelClosedError` once the subscription has ended."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise ChannelClosedError(
+                "this subscription has ended (its subscribe block or its channel was left)"
+            ) from None
+
+    @property
+    def closed(self) -> bool:
+        """True once the subscription has ended."""
+        return self._closed
+
+    # -- called by the channel's fan-out (synchronous, never blocks) --------
+
+    def _push(self, event: Event) -> None:
+        if self._closed:
+            return
+        if self._size >= self._capacity:
+            self.dropped += 1
+            if self._drop_oldest:
+                self._discard_oldest()
+            else:
+                self._mark(_ONE_DROPPED)
+                return
+        self._buffer.append(event)
+        self._size += 1
+        self._wake()
+
+    def _mark_reconnect(self) -> None:
+        if not self._closed:
+            self._mark(_RECONNECTED)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _mark(self, gap: _Gap) -> None:
+        buffer = self._buffer
+        if buffer and type(last := buffer[-1]) is _Gap:
+            buffer[-1] = last.merge(gap)
+        else:
+            buffer.append(gap)
+        self._wake()
+
+    def _discard_oldest(self) -> None:
+        """Drop the oldest event, folding the loss into a gap marker at the front."""
+        buffer = self._buffer
+        gap = _ONE_DROPPED
+        while True:
+            item = buffer.popleft()
+            if type(item) is _Gap:
+                gap = gap.merge(item)
+            else:
+                break
+        self._size -= 1
+        while buffer and type(head := buffer[0]) is _Gap:
+            gap = gap.merge(head)
+            buffer.popleft()
+        buffer.appendleft(gap)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()

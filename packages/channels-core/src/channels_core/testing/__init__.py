@@ -1,0 +1,27 @@
+"""A conformance suite for channel layers, to run in a layer's own tests.
+
+Subclass `ChannelLayerConformance` in a test module and override the
+``make_layer`` fixture with a callable that builds a new, unconnected layer;
+every layer it builds must reach the same broker (so that two channels can
+talk). Layers that only run on asyncio also override ``anyio_backend``::
+
+    import pytest
+    from channels_core.testing import ChannelLayerConformance
+
+    class TestMyLayerConformance(ChannelLayerConformance):
+        @pytest.fixture
+        def anyio_backend(self):
+            return "asyncio"
+
+        @pytest.fixture
+        def make_layer(self):
+            return lambda: MyLayer.from_url("my://127.0.0.1")
+
+Needs pytest and anyio's pytest plugin (installed with anyio); trio for the
+default backends. Pattern tests adapt to the layer: with a pattern hookimpl
+they check matching, without one they check `NotSupportedError`.
+"""
+
+from ._suite import DELIVERY_TIMEOUT, ChannelLayerConformance, LayerFactory
+
+__all__ = ["DELIVERY_TIMEOUT", "ChannelLayerConformance", "LayerFactory"]

@@ -1,0 +1,380 @@
+"""The conformance tests themselves (see the package docstring)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from .. import (
+    Channel,
+    ChannelClosedError,
+    ChannelLayer,
+    Event,
+    MessagesLost,
+    NotSupportedError,
+    SerializationError,
+    Subscriber,
+    layer_capabilities,
+)
+
+LayerFactory = Callable[[], ChannelLayer]
+
+#: Seconds a test waits for one delivery before failing (never hangs).
+DELIVERY_TIMEOUT = 10.0
+
+_ROUND_TRIP_MESSAGES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -(2**53),
+    2**63,
+    1.5,
+    "",
+    "plain",
+    "ünïcødé 🚀 \u2028 \x00 control",
+    [],
+    [1, "two", 3.0, None],
+    {},
+    {"nested": {"list": [{"deep": [1, [2, [3]]]}]}, "k": "v"},
+]
+
+_UNUSUAL_GROUPS = [
+    "with spaces and 'quotes' and \"double\"",
+    "semi;colon -- comment /* */",
+    "ünïcødé 🚀 グループ",
+    "a" * 1000,
+    "b" * 70 + "1",
+    "b" * 70 + "2",
+    "x",
+]
+
+
+async def _receive(subscriber: Subscriber) -> Event:
+    with anyio.fail_after(DELIVERY_TIMEOUT):
+        return await subscriber.receive()
+
+
+class ChannelLayerConformance:
+    """The behaviour every layer must show through the public `Channel` API."""
+
+    pytestmark = pytest.mark.anyio
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture
+    def make_layer(self) -> LayerFactory:
+        raise NotImplementedError(
+            "override the make_layer fixture: return a callable that builds a new, "
+            "unconnected layer; all layers it builds must reach the same broker"
+        )
+
+    @asynccontextmanager
+    async def _channel(self, make_layer: LayerFactory, **options: Any) -> AsyncIterator[Channel]:
+        async with Channel(make_layer(), **options) as channel:
+            yield channel
+
+    # -- delivery ------------------------------------------------------------------
+
+    async def test_subscriber_receives_what_is_published(self, make_layer: LayerFactory) -> None:
+        async with self._channel(make_layer) as channel:
+            async with channel.subscribe("chatroom") as subscriber:
+                await channel.publish("chatroom", {"message": "hi"})
+                event = await _receive(subscriber)
+        assert event == Event("chatroom", {"message": "hi"}, None)
+
+    async def test_json_values_round_trip(self, make_layer: LayerFactory) -> None:
+        async with self._channel(make_layer) as channel:
+            async with channel.subscribe("types") as subscriber:
+                for message in _ROUND_TRIP_MESSAGES:
+                    await channel.publish("types", message)
+                received = [(await _receive(subscriber)).message for _ in _ROUND_TRIP_MESSAGES]
+        assert received == _ROUND_TRIP_MESSAGES
+
+    async def test_large_message_round_trips(self, make_layer: LayerFactory) -> None:
+        layer = make_layer()
+        size = min(64 * 1024, (layer.max_payload_bytes or math.inf) - 16)
+        message = "x" * int(size)
+        async with Channel(layer) as channel, channel.subscribe("large") as subscriber:
+            await channel.publish("large", message)
+            assert (await _receive(subscriber)).message == message
+
+    async def test_every_subscriber_gets_every_message_in_order(
+        self, make_layer: LayerFactory
+    ) -> None:
+        count = 200
+        async with self._channel(make_layer) as channel:
+            async with (
+                channel.subscribe("fan") as first,
+                channel.subscribe("fan") as second,
+                channel.subscribe("fan") as third,
+            ):
+                for number in range(count):
+                    await channel.publish("fan", number)
+                for subscriber in (first, second, third):
+                    received = [(await _receive(subscriber)).message for _ in range(count)]
+                    assert received == list(range(count))
+
+    async def test_each_publisher_order_is_kept(self, make_layer: LayerFactory) -> None:
+        count = 100
+        async with (
+            self._channel(make_layer) as listener,
+            self._channel(make_layer) as publisher_a,
+            self._channel(make_layer) as publisher_b,
+        ):
+            async with listener.subscribe("order", buffer_size=4 * count) as subscriber:
+
+                async def run(channel: Channel, name: str) -> None:
+                    for number in range(count):
+                        await channel.publish("order", [name, number])
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(run, publisher_a, "a")
+                    group.start_soon(run, publisher_b, "b")
+                received = [(await _receive(subscriber)).message for _ in range(2 * count)]
+        for name in ("a", "b"):
+            assert [n for who, n in received if who == name] == list(range(count))
+
+    async def test_other_channel_receives_once_subscription_is_entered(
+        self, make_layer: LayerFactory
+    ) -> None:
+        async with self._channel(make_layer) as listener, self._channel(make_layer) as sender:
+            for round_number in range(5):
+                async with listener.subscribe("live") as subscriber:
+                    await sender.publish("live", round_number)
+                    assert (await _receive(subscriber)).message == round_number
+
+    async def test_groups_are_isolated(self, make_layer: LayerFactory) -> None:
+        async with self._channel(make_layer) as channel:
+            async with channel.subscribe("mine") as subscriber:
+                await channel.publish("other", "not for me")
+                await channel.publish("mine", "for me")
+                assert (await _receive(subscriber)).message == "for me"
+
+    async def test_unusual_group_names_work_and_stay_distinct(
+        self, make_layer: LayerFactory
+    ) -> None:
+        async with self._channel(make_layer) as channel:
+            for group in _UNUSUAL_GROUPS:
+                async with channel.subscribe(group) as subscriber:
+                    for other in _UNUSUAL_GROUPS:
+                        if other != group:
+                            await channel.publish(other, "wrong group")
+                    await channel.publish(group, group)
+                    event = await _receive(subscriber)
+                    assert (event.group, event.message) == (group, group)
+
+    async def test_one_subscription_over_several_groups(self, make_layer: LayerFactory) -> None:
+        async with self._channel(make_layer) as channel:
+            async with channel.subscribe("a", "b", "c", "a") as subscriber:
+                for group in ("c", "a", "b", "elsewhere", "a"):
+                    await channel.publish(group, f"to {group}")
+                received = [await _receive(subscriber) for _ in range(4)]
+                await channel.publish("b", "last")
+                assert (await _receive(subscriber)).message == "last"
+        assert [(e.group, e.message) for e in received] == [
+            ("c", "to c"),
+            ("a", "to a"),
+            ("b", "to b"),
+            ("a", "to a"),
+        ]
+
+    async def test_overlapping_subscriptions_keep_each_other_alive(
+        self, make_layer: LayerFactory
+    ) -> None:
+        async with self._channel(make_layer) as channel:
+            async with channel.subscribe("shared", "solo") as both:
+                async with channel.subscribe("shared") as only_shared:
+                    await channel.publish("shared", 1)
+                    assert (await _receive(only_shared)).message == 1
+                    assert (await _receive(both)).message == 1
+                await channel.publish("shared", 2)
+                assert (await _receive(both)).message == 2
+
+    # -- patterns -----------------------------------------------------------------------
+
+    async def test_pattern_subscription(self, make_layer: LayerFactory) -> None:
+        layer = make_layer()
+        async with Channel(layer) as channel:
+            if "patterns" not in layer_capabilities(type(layer)):
+                with pytest.raises(NotSupportedError, match=type(layer).__name__):
+                    channel.subscribe_pattern("chat.*")
+                async with channel.subscribe("still-usable") as subscriber:
+                    await channel.publish("still-usable", 1)
+                    assert (await _receive(subscriber)).message == 1
+                return
+            async with channel.subscribe_pattern("chat.*", "user.?", "[xy]z") as subscriber:
+                for group in ("chat.1", "chatroom", "user.7", "user.42", "yz", "az", "chat."):
+                    await channel.publish(group, group)
+                received = [await _receive(subscriber) for _ in range(4)]
+        assert [(e.group, e.pattern) for e in received] == [
+            ("chat.1", "chat.*"),
+            ("user.7", "user.?"),
+            ("yz", "[xy]z"),
+            ("chat.", "chat.*"),
+        ]
+
+    async def test_pattern_and_group_subscribers_both_receive(
+        self, make_layer: LayerFactory
+    ) -> None:
+        layer = make_layer()
+        if "patterns" not in layer_capabilities(type(layer)):
+            pytest.skip("the layer has no pattern support (checked by test_pattern_subscription)")
+        async with Channel(layer) as channel:
+            async with (
+                channel.subscribe_pattern("news.*") as by_pattern,
+                channel.subscribe("news.sport") as by_name,
+            ):
+                await channel.publish("news.sport", "goal")
+                assert await _receive(by_pattern) == Event("news.sport", "goal", "news.*")
+                assert await _receive(by_name) == Event("news.sport", "goal", None)
+
+    # -- leaving, cancelling, closing -----------------------------------------------------
+
+    async def test_leaving_a_subscription_stops_its_delivery(
+        self, make_layer: LayerFactory
+    ) -> None:
+        async with self._channel(make_layer) as channel:
+            async with channel.subscribe("room") as staying:
+                async with channel.subscribe("room") as leaving:
+                    pass
+                assert leaving.closed
+                await channel.publish("room", 1)
+                assert (await _receive(staying)).message == 1
+                with pytest.raises(ChannelClosedError):
+                    await leaving.receive()
+            assert channel.stats().subscribers == 0
+            async with channel.subscribe("room") as again:
+                await channel.publish("room", 2)
+                assert (await _receive(again)).message == 2
+
+    async def test_cancelled_subscriber_leaves_nothing_behind(
+        self, make_layer: LayerFactory
+    ) -> None:
+        async with self._channel(make_layer) as channel:
+            with anyio.move_on_after(0.2):
+                async with channel.subscribe("cancel-me") as subscriber:
+                    async for _ in subscriber:
+                        pass
+            async with anyio.create_task_group() as group:
+
+                async def consume() -> None:
+                    async with channel.subscribe("cancel-me", "and-me") as subscriber:
+                        async for _ in subscriber:
+                            pass
+
+                group.start_soon(consume)
+                await anyio.sleep(0.1)
+                group.cancel_scope.cancel()
+            stats = channel.stats()
+            assert (stats.subscribers, stats.groups) == (0, 0)
+            async with channel.subscribe("cancel-me") as fresh:
+                await channel.publish("cancel-me", "after")
+                assert (await _receive(fresh)).message == "after"
+
+    async def test_error_in_subscription_body_unsubscribes(self, make_layer: LayerFactory) -> None:
+        async with self._channel(make_layer) as channel:
+            with pytest.raises(KeyError):
+                async with channel.subscribe("boom"):
+                    raise KeyError("body failed")
+            assert channel.stats().subscribers == 0
+            async with channel.subscribe("boom") as subscriber:
+                await channel.publish("boom", "fine")
+                assert (await _receive(subscriber)).message == "fine"
+
+    async def test_leaving_the_channel_ends_iteration(self, make_layer: LayerFactory) -> None:
+        ended = anyio.Event()
+        async with anyio.create_task_group() as group:
+            async with self._channel(make_layer) as channel:
+                subscribed = anyio.Event()
+
+                async def consume() -> None:
+                    async with channel.subscribe("closing") as subscriber:
+                        subscribed.set()
+                        async for _ in subscriber:
+                            pass
+                    ended.set()
+
+                group.start_soon(consume)
+                with anyio.fail_after(DELIVERY_TIMEOUT):
+                    await subscribed.wait()
+            with anyio.fail_after(DELIVERY_TIMEOUT):
+                await ended.wait()
+
+    async def test_unopened_and_closed_channels_refuse_use(self, make_layer: LayerFactory) -> None:
+        channel = Channel(make_layer())
+        with pytest.raises(ChannelClosedError):
+            await channel.publish("group", 1)
+        with pytest.raises(ChannelClosedError):
+            async with channel.subscribe("group"):
+                pass
+        async with channel:
+            await channel.publish("group", 1)
+        with pytest.raises(ChannelClosedError):
+            await channel.publish("group", 1)
+        with pytest.raises(ChannelClosedError):
+            async with channel.subscribe("group"):
+                pass
+        with pytest.raises(ChannelClosedError):
+            async with channel:
+                pass
+
+    # -- bad input ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("group", "error"),
+        [(None, TypeError), (1, TypeError), (b"bytes", TypeError), ("", ValueError),
+         ("\ud800", ValueError)],
+    )
+    async def test_bad_group_names_are_refused(
+        self, make_layer: LayerFactory, group: Any, error: type[Exception]
+    ) -> None:
+        async with self._channel(make_layer) as channel:
+            with pytest.raises(error, match="group"):
+                await channel.publish(group, "x")
+            with pytest.raises(error, match="group"):
+                channel.subscribe(group)
+            with pytest.raises(error, match="group"):
+                channel.subscribe("fine", group)
+            async with channel.subscribe("fine") as subscriber:
+                await channel.publish("fine", "still usable")
+                assert (await _receive(subscriber)).message == "still usable"
+
+    async def test_unserializable_message_sends_nothing(self, make_layer: LayerFactory) -> None:
+        async with self._channel(make_layer) as channel:
+            async with channel.subscribe("codec") as subscriber:
+                for bad in (object(), {1, 2}, float("nan"), b"raw bytes"):
+                    with pytest.raises(SerializationError):
+                        await channel.publish("codec", {"bad": bad})
+                await channel.publish("codec", "ok")
+                assert (await _receive(subscriber)).message == "ok"
+            assert channel.stats().published == 1
+
+    # -- slow subscribers ---------------------------------------------------------------
+
+    async def test_slow_subscriber_loses_messages_and_is_told(
+        self, make_layer: LayerFactory
+    ) -> None:
+        count = 50
+        async with self._channel(make_layer) as channel:
+            async with (
+                channel.subscribe("burst", buffer_size=5) as slow,
+                channel.subscribe("burst", buffer_size=count) as fast,
+            ):
+                for number in range(count):
+                    await channel.publish("burst", number)
+                fast_received = [(await _receive(fast)).message for _ in range(count)]
+                with pytest.raises(MessagesLost) as lost:
+                    await _receive(slow)
+                tail = [(await _receive(slow)).message for _ in range(5)]
+        assert fast_received == list(range(count))
+        assert lost.value.reason == "overflow"
+        assert lost.value.count == count - 5
+        assert tail == list(range(count - 5, count))
