@@ -1,9 +1,9 @@
 """channels-core: anyio publish/subscribe with pluggable broker layers.
 
-    async with Channel.from_url("memory://") as channel:
-        async with channel.subscribe("chatroom") as subscriber:
-            await channel.publish("chatroom", {"message": "hi"})
-            event = await subscriber.receive()
+async with Channel.from_url("memory://") as channel:
+    async with channel.subscribe("chatroom") as subscriber:
+        await channel.publish("chatroom", {"message": "hi"})
+        event = await subscriber.receive()
 """
 
 from .channel import Channel, ChannelStats

@@ -80,7 +80,11 @@ class SubscriptionRegistry:
             logger.warning(
                 "skipped a message on group %r that could not be decoded (%s: %s); "
                 "%d byte(s), starting %r",
-                group, type(exc).__name__, exc, len(payload), payload[:64],
+                group,
+                type(exc).__name__,
+                exc,
+                len(payload),
+                payload[:64],
             )
             return
         event = Event(group, message, pattern)

@@ -299,7 +299,6 @@ class Channel:
             )
 
 
-
 def _check_buffer_size(buffer_size: object) -> int:
     if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
         raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
@@ -309,4 +308,4 @@ def _check_buffer_size(buffer_size: object) -> int:
 def _check_overflow(overflow: object) -> OverflowPolicy:
     if overflow not in OVERFLOW_POLICIES:
         raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
-    return overflow  # type: ignore[return-value]
+    return overflow

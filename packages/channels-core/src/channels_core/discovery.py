@@ -111,4 +111,6 @@ def _not_found_message(name: str) -> str:
         "this project: pip install channels-core[redis], channels-core[postgres] "
         "or channels-core[all])"
     )
-    return f"no channel layer named {name!r} is installed (installed: {_installed_text()}); {install}"
+    return (
+        f"no channel layer named {name!r} is installed (installed: {_installed_text()}); {install}"
+    )

@@ -74,7 +74,10 @@ class MessagesLost(ChannelsError):
             what = f"{count} message(s) dropped because this subscriber's buffer was full"
             hint = "read faster, or raise buffer_size"
         else:
-            what = "the broker connection was lost and restored; messages published meanwhile were missed"
+            what = (
+                "the broker connection was lost and restored; "
+                "messages published meanwhile were missed"
+            )
             hint = "resynchronise any state derived from this stream"
         super().__init__(f"{what}; {hint}. The subscription is still live: keep iterating.")
 

@@ -45,7 +45,7 @@ class SubscribeMethods:
 
 
 @hookspec(firstresult=True)
-def channels_multi_group_support(  # type: ignore[empty-body]
+def channels_multi_group_support(
     layer_class: type[ChannelLayer],
 ) -> SubscribeMethods | None:
     """Subscribe several groups in one broker round trip.
@@ -56,7 +56,7 @@ def channels_multi_group_support(  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def channels_pattern_support(  # type: ignore[empty-body]
+def channels_pattern_support(
     layer_class: type[ChannelLayer],
 ) -> SubscribeMethods | None:
     """Subscribe glob patterns (Redis PSUBSCRIBE semantics).

@@ -1,1 +1,1 @@
-"""Layers shipped with the core (only the in-memory one; brokers live in their own distributions)."""
+"""Layers shipped with the core: only the in-memory one (brokers have their own)."""

@@ -93,9 +93,7 @@ class InMemoryChannelLayer(ChannelLayer):
     def from_url(cls, url: str, **options: Any) -> Self:
         """``memory://`` (a private hub) or ``memory://NAME`` (the shared hub NAME)."""
         if options:
-            raise TypeError(
-                f"the memory layer takes no options, got {', '.join(sorted(options))}"
-            )
+            raise TypeError(f"the memory layer takes no options, got {', '.join(sorted(options))}")
         parts = urlsplit(url)
         if parts.scheme.lower() != "memory":
             raise ValueError(f"{url!r} is not a memory:// URL")

@@ -110,17 +110,17 @@ class ChannelLayerConformance:
         self, make_layer: LayerFactory
     ) -> None:
         count = 200
-        async with self._channel(make_layer) as channel:
-            async with (
-                channel.subscribe("fan") as first,
-                channel.subscribe("fan") as second,
-                channel.subscribe("fan") as third,
-            ):
-                for number in range(count):
-                    await channel.publish("fan", number)
-                for subscriber in (first, second, third):
-                    received = [(await _receive(subscriber)).message for _ in range(count)]
-                    assert received == list(range(count))
+        async with (
+            self._channel(make_layer) as channel,
+            channel.subscribe("fan") as first,
+            channel.subscribe("fan") as second,
+            channel.subscribe("fan") as third,
+        ):
+            for number in range(count):
+                await channel.publish("fan", number)
+            for subscriber in (first, second, third):
+                received = [(await _receive(subscriber)).message for _ in range(count)]
+                assert received == list(range(count))
 
     async def test_each_publisher_order_is_kept(self, make_layer: LayerFactory) -> None:
         count = 100
@@ -227,14 +227,14 @@ class ChannelLayerConformance:
         layer = make_layer()
         if "patterns" not in layer_capabilities(type(layer)):
             pytest.skip("the layer has no pattern support (checked by test_pattern_subscription)")
-        async with Channel(layer) as channel:
-            async with (
-                channel.subscribe_pattern("news.*") as by_pattern,
-                channel.subscribe("news.sport") as by_name,
-            ):
-                await channel.publish("news.sport", "goal")
-                assert await _receive(by_pattern) == Event("news.sport", "goal", "news.*")
-                assert await _receive(by_name) == Event("news.sport", "goal", None)
+        async with (
+            Channel(layer) as channel,
+            channel.subscribe_pattern("news.*") as by_pattern,
+            channel.subscribe("news.sport") as by_name,
+        ):
+            await channel.publish("news.sport", "goal")
+            assert await _receive(by_pattern) == Event("news.sport", "goal", "news.*")
+            assert await _receive(by_name) == Event("news.sport", "goal", None)
 
     # -- leaving, cancelling, closing -----------------------------------------------------
 
@@ -330,8 +330,13 @@ class ChannelLayerConformance:
 
     @pytest.mark.parametrize(
         ("group", "error"),
-        [(None, TypeError), (1, TypeError), (b"bytes", TypeError), ("", ValueError),
-         ("\ud800", ValueError)],
+        [
+            (None, TypeError),
+            (1, TypeError),
+            (b"bytes", TypeError),
+            ("", ValueError),
+            ("\ud800", ValueError),
+        ],
     )
     async def test_bad_group_names_are_refused(
         self, make_layer: LayerFactory, group: Any, error: type[Exception]
@@ -363,17 +368,17 @@ class ChannelLayerConformance:
         self, make_layer: LayerFactory
     ) -> None:
         count = 50
-        async with self._channel(make_layer) as channel:
-            async with (
-                channel.subscribe("burst", buffer_size=5) as slow,
-                channel.subscribe("burst", buffer_size=count) as fast,
-            ):
-                for number in range(count):
-                    await channel.publish("burst", number)
-                fast_received = [(await _receive(fast)).message for _ in range(count)]
-                with pytest.raises(MessagesLost) as lost:
-                    await _receive(slow)
-                tail = [(await _receive(slow)).message for _ in range(5)]
+        async with (
+            self._channel(make_layer) as channel,
+            channel.subscribe("burst", buffer_size=5) as slow,
+            channel.subscribe("burst", buffer_size=count) as fast,
+        ):
+            for number in range(count):
+                await channel.publish("burst", number)
+            fast_received = [(await _receive(fast)).message for _ in range(count)]
+            with pytest.raises(MessagesLost) as lost:
+                await _receive(slow)
+            tail = [(await _receive(slow)).message for _ in range(5)]
         assert fast_received == list(range(count))
         assert lost.value.reason == "overflow"
         assert lost.value.count == count - 5

@@ -22,8 +22,8 @@ from channels_core import ChannelClosedError, ChannelLayer, Inbox
 _Delivery = tuple[str, bytes]
 
 #: namespace -> group -> the send streams of the layers subscribed to it
-_brokers: defaultdict[str, defaultdict[str, set[MemoryObjectSendStream[_Delivery]]]] = (
-    defaultdict(lambda: defaultdict(set))
+_brokers: defaultdict[str, defaultdict[str, set[MemoryObjectSendStream[_Delivery]]]] = defaultdict(
+    lambda: defaultdict(set)
 )
 
 
