@@ -1,0 +1,294 @@
+"""Channel behaviour beyond the conformance suite: options, buffers, gaps, failures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from channels_core import (
+    Channel,
+    ChannelClosedError,
+    ChannelLayer,
+    Event,
+    Inbox,
+    MessagesLost,
+    PayloadTooLargeError,
+)
+from channels_core.layers.local_memory import InMemoryChannelLayer
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingLayer(ChannelLayer):
+    """A layer whose broker side the test drives: it records calls and can fail them."""
+
+    max_payload_bytes = 100
+
+    def __init__(self) -> None:
+        self.inbox: Inbox | None = None
+        self.calls: list[tuple[str, str]] = []
+        self.subscribe_delay = 0.0
+        self.fail_unsubscribe = False
+        self.connect_error: Exception | None = None
+
+    @asynccontextmanager
+    async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
+        if self.connect_error is not None:
+            raise self.connect_error
+        self.inbox = inbox
+        try:
+            yield
+        finally:
+            self.inbox = None
+
+    async def publish(self, group: str, payload: bytes) -> None:
+        assert self.inbox is not None
+        self.calls.append(("publish", group))
+        self.inbox.deliver(group, payload)
+
+    async def subscribe(self, group: str) -> None:
+        self.calls.append(("subscribe", group))
+        await anyio.sleep(self.subscribe_delay)
+        self.calls.append(("subscribed", group))
+
+    async def unsubscribe(self, group: str) -> None:
+        self.calls.append(("unsubscribe", group))
+        if self.fail_unsubscribe:
+            raise ConnectionError("broker went away")
+
+
+async def test_drop_oldest_keeps_the_newest_and_reports_the_gap_first() -> None:
+    async with Channel(InMemoryChannelLayer(), buffer_size=3) as channel:
+        async with channel.subscribe("g") as subscriber:
+            for number in range(10):
+                await channel.publish("g", number)
+            with pytest.raises(MessagesLost) as lost:
+                await subscriber.receive()
+            assert (lost.value.reason, lost.value.count) == ("overflow", 7)
+            assert [(await subscriber.receive()).message for _ in range(3)] == [7, 8, 9]
+            assert subscriber.dropped == 7
+            await channel.publish("g", 10)
+            assert (await subscriber.receive()).message == 10
+
+
+async def test_drop_newest_keeps_the_oldest_and_reports_the_gap_after_them() -> None:
+    async with Channel(InMemoryChannelLayer()) as channel:
+        async with channel.subscribe("g", buffer_size=3, overflow="drop_newest") as subscriber:
+            for number in range(10):
+                await channel.publish("g", number)
+            await channel.publish("g", 10)  # after the reader drains, this one fits
+            assert [(await subscriber.receive()).message for _ in range(3)] == [0, 1, 2]
+            with pytest.raises(MessagesLost) as lost:
+                await subscriber.receive()
+            assert lost.value.count == 8
+
+
+async def test_an_overflowing_subscriber_does_not_slow_or_starve_others() -> None:
+    async with Channel(InMemoryChannelLayer()) as channel:
+        async with (
+            channel.subscribe("g", buffer_size=1) as stuck,
+            channel.subscribe("g", buffer_size=10_000) as healthy,
+        ):
+            for number in range(5_000):
+                await channel.publish("g", number)
+            assert [(await healthy.receive()).message for _ in range(5_000)] == list(range(5_000))
+            assert stuck.dropped == 4_999
+
+
+async def test_reconnect_gap_is_raised_in_stream_order_and_iteration_goes_on() -> None:
+    layer = RecordingLayer()
+    async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
+        await channel.publish("g", "before")
+        assert layer.inbox is not None
+        layer.inbox.messages_lost()
+        await channel.publish("g", "after")
+        received: list[Any] = []
+        gaps: list[MessagesLost] = []
+        while len(received) < 3:
+            try:
+                async for event in subscriber:
+                    received.append(event.message)
+                    if len(received) == 3:
+                        break
+            except MessagesLost as gap:
+                gaps.append(gap)
+                received.append("<gap>")
+        assert received == ["before", "<gap>", "after"]
+        assert (gaps[0].reason, gaps[0].count) == ("reconnect", None)
+        assert channel.stats().gaps == 1
+
+
+async def test_undecodable_payload_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    layer = InMemoryChannelLayer()
+    async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
+        with caplog.at_level(logging.WARNING, logger="channels_core"):
+            layer.hub.publish("g", b"\xff not json")
+        await channel.publish("g", "good")
+        assert (await subscriber.receive()).message == "good"
+        assert channel.stats().undecodable == 1
+    assert "could not be decoded" in caplog.text
+
+
+async def test_payload_limit_of_the_layer_is_enforced_before_sending() -> None:
+    layer = RecordingLayer()
+    async with Channel(layer) as channel:
+        with pytest.raises(PayloadTooLargeError, match="at most 100"):
+            await channel.publish("g", "x" * 200)
+        assert layer.calls == []
+        await channel.publish("g", "small")
+        assert layer.calls == [("publish", "g")]
+
+
+async def test_multi_group_fallback_subscribes_each_new_group_once() -> None:
+    layer = RecordingLayer()
+    async with Channel(layer) as channel:
+        assert channel.capabilities == frozenset()
+        async with channel.subscribe("a", "b"), channel.subscribe("b", "c"):
+            pass
+    subscribed = [group for call, group in layer.calls if call == "subscribe"]
+    unsubscribed = [group for call, group in layer.calls if call == "unsubscribe"]
+    assert subscribed == ["a", "b", "c"]
+    assert sorted(unsubscribed) == ["a", "b", "c"]
+
+
+async def test_concurrent_subscribers_are_all_live_when_their_blocks_start() -> None:
+    layer = RecordingLayer()
+    layer.subscribe_delay = 0.05
+    live: list[bool] = []
+    async with Channel(layer) as channel:
+
+        async def subscriber_task() -> None:
+            async with channel.subscribe("g"):
+                live.append(("subscribed", "g") in layer.calls)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(subscriber_task)
+    assert live == [True] * 5
+
+
+async def test_cancelled_while_subscribing_leaves_no_subscription() -> None:
+    layer = RecordingLayer()
+    layer.subscribe_delay = 10
+    async with Channel(layer) as channel:
+        with anyio.move_on_after(0.05):
+            async with channel.subscribe("slow"):
+                pytest.fail("the block must not start")
+        assert channel.stats().subscribers == 0
+        assert layer.calls[-1] == ("unsubscribe", "slow")
+
+
+async def test_failed_unsubscribe_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    layer = RecordingLayer()
+    async with Channel(layer) as channel:
+        layer.fail_unsubscribe = True
+        with caplog.at_level(logging.WARNING, logger="channels_core"):
+            async with channel.subscribe("g"):
+                pass
+        assert channel.stats().subscribers == 0
+        layer.fail_unsubscribe = False
+        async with channel.subscribe("g") as subscriber:
+            await channel.publish("g", 1)
+            assert (await subscriber.receive()).message == 1
+    assert "could not unsubscribe" in caplog.text
+
+
+async def test_a_failed_connect_can_be_retried() -> None:
+    layer = RecordingLayer()
+    layer.connect_error = ConnectionError("refused")
+    channel = Channel(layer)
+    with pytest.raises(ConnectionError):
+        await channel.__aenter__()
+    layer.connect_error = None
+    async with channel:
+        await channel.publish("g", 1)
+
+
+async def test_subscriber_iteration_ends_when_the_channel_closes_mid_wait() -> None:
+    async with anyio.create_task_group() as group:
+        channel = Channel(InMemoryChannelLayer())
+        received: list[Event] = []
+        async with channel:
+            ready = anyio.Event()
+
+            async def consume() -> None:
+                async with channel.subscribe("g") as subscriber:
+                    ready.set()
+                    received.extend([event async for event in subscriber])
+
+            group.start_soon(consume)
+            await ready.wait()
+            await channel.publish("g", 1)
+        await anyio.wait_all_tasks_blocked()
+    assert [event.message for event in received] == [1]
+
+
+def test_from_url_splits_channel_and_layer_options() -> None:
+    channel = Channel.from_url("memory://", buffer_size=7, overflow="drop_newest")
+    assert isinstance(channel.layer, InMemoryChannelLayer)
+    with pytest.raises(TypeError, match="takes no options, got bogus"):
+        Channel.from_url("memory://", bogus=1)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"buffer_size": 0}, ValueError, "buffer_size"),
+        ({"buffer_size": "10"}, ValueError, "buffer_size"),
+        ({"overflow": "block"}, ValueError, "overflow"),
+        ({"serializer": "yaml"}, ValueError, "serializer"),
+    ],
+)
+def test_bad_channel_options_are_clear(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Channel(InMemoryChannelLayer(), **options)
+
+
+def test_channel_needs_a_layer_instance() -> None:
+    with pytest.raises(TypeError, match="ChannelLayer instance"):
+        Channel(InMemoryChannelLayer)  # type: ignore[arg-type]
+
+
+async def test_named_memory_hubs_connect_channels_in_one_process() -> None:
+    async with (
+        Channel.from_url("memory://shared-room") as listener,
+        Channel.from_url("memory://shared-room") as sender,
+        Channel.from_url("memory://") as stranger,
+    ):
+        async with listener.subscribe("g") as subscriber:
+            await stranger.publish("g", "private hub")
+            await sender.publish("g", "shared hub")
+            assert (await subscriber.receive()).message == "shared hub"
+
+
+async def test_receive_after_the_block_reports_closed() -> None:
+    async with Channel(InMemoryChannelLayer()) as channel:
+        async with channel.subscribe("g") as subscriber:
+            pass
+        with pytest.raises(ChannelClosedError, match="ended"):
+            await subscriber.receive()
+
+
+def test_layer_methods_need_a_connection() -> None:
+    async def publish_unconnected() -> None:
+        await InMemoryChannelLayer().publish("g", b"1")
+
+    with pytest.raises(ChannelClosedError):
+        anyio.run(publish_unconnected)
+
+
+async def test_many_groups_fan_out_independently() -> None:
+    groups: Sequence[str] = [f"room-{n}" for n in range(50)]
+    async with Channel(InMemoryChannelLayer()) as channel:
+        async with channel.subscribe(*groups) as everything, channel.subscribe("room-7") as one:
+            for group in groups:
+                await channel.publish(group, group)
+            assert [(await everything.receive()).group for _ in groups] == list(groups)
+            assert (await one.receive()).group == "room-7"

@@ -1,0 +1,98 @@
+"""Serializers: JSON by default, msgpack and custom objects on request, pickle only by name."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+import pytest
+
+from channels_core import Channel, SerializationError
+from channels_core.layers.local_memory import InMemoryChannelLayer
+from channels_core.serializers import resolve_serializer
+
+pytestmark = pytest.mark.anyio
+
+
+async def _round_trip(message: Any, **options: Any) -> Any:
+    async with Channel(InMemoryChannelLayer(), **options) as channel:
+        async with channel.subscribe("codec") as subscriber:
+            await channel.publish("codec", message)
+            return (await subscriber.receive()).message
+
+
+async def test_json_is_the_default_and_turns_tuples_into_lists() -> None:
+    assert await _round_trip({"t": (1, 2), "s": "ü"}) == {"t": [1, 2], "s": "ü"}
+
+
+async def test_msgpack_carries_bytes() -> None:
+    assert await _round_trip({"raw": b"\x00\xff"}, serializer="msgpack") == {"raw": b"\x00\xff"}
+
+
+async def test_a_module_with_dumps_and_loads_works_even_if_it_returns_str() -> None:
+    assert await _round_trip([1, "two"], serializer=json) == [1, "two"]
+
+
+async def test_pickle_only_when_named() -> None:
+    assert await _round_trip({1, 2}, serializer="pickle") == {1, 2}
+    with pytest.raises(SerializationError):
+        await _round_trip({1, 2})
+
+
+def test_json_payload_is_compact_utf8() -> None:
+    codec = resolve_serializer("json")
+    assert codec.dumps({"a": [1, "é"]}) == '{"a":[1,"é"]}'.encode()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [object(), float("inf"), {"k": {1, 2}}, "\udc80", [b"bytes"]],
+    ids=["object", "infinity", "set", "lone-surrogate", "bytes"],
+)
+def test_json_refuses_what_it_cannot_carry(message: Any) -> None:
+    with pytest.raises(SerializationError, match="json"):
+        resolve_serializer("json").dumps(message)
+
+
+def test_deep_nesting_is_a_serialization_error_not_a_crash() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(SerializationError):
+        resolve_serializer("json").dumps(deep)
+
+
+class _Broken:
+    name = "broken"
+
+    def dumps(self, message: Any) -> bytes:
+        raise RuntimeError("encoder exploded")
+
+    def loads(self, payload: bytes) -> Any:
+        return pickle.loads(payload)
+
+
+def test_errors_of_a_custom_serializer_become_serialization_errors() -> None:
+    with pytest.raises(SerializationError, match="encoder exploded"):
+        resolve_serializer(_Broken()).dumps(1)
+
+
+class _ReturnsInt:
+    def dumps(self, message: Any) -> int:
+        return 1
+
+    def loads(self, payload: bytes) -> Any:
+        return None
+
+
+def test_a_serializer_returning_neither_bytes_nor_str_is_refused() -> None:
+    with pytest.raises(SerializationError, match="returned int"):
+        resolve_serializer(_ReturnsInt()).dumps(1)  # type: ignore[arg-type]
+
+
+def test_bad_serializer_specs_are_clear() -> None:
+    with pytest.raises(ValueError, match="unknown serializer 'yaml'"):
+        resolve_serializer("yaml")
+    with pytest.raises(TypeError, match="dumps"):
+        resolve_serializer(42)  # type: ignore[arg-type]

@@ -1,0 +1,150 @@
+"""Layers are found through the ``channels.layers`` entry points, never by special cases."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+import pytest
+
+from channels_core import (
+    Channel,
+    ChannelLayer,
+    LayerImportError,
+    LayerNotFoundError,
+    available_layers,
+    get_layer,
+    layer_capabilities,
+)
+from channels_core.layers.local_memory import InMemoryChannelLayer
+
+
+def _install_fake_distribution(
+    tmp_path: Path, name: str, entry_points: str, **modules: str
+) -> None:
+    """Put a distribution with the given entry points and modules on sys.path."""
+    dist_info = tmp_path / f"{name.replace('-', '_')}-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[channels.layers]\n{entry_points}\n")
+    for module, source in modules.items():
+        (tmp_path / f"{module}.py").write_text(source)
+
+
+@pytest.fixture
+def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for module in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[module]
+
+
+def test_shipped_layers_are_listed() -> None:
+    names = available_layers()
+    for name in ("memory", "redis", "rediss", "postgres", "postgresql", "example"):
+        assert name in names
+    assert names == sorted(names)
+
+
+def test_memory_layer_comes_from_its_entry_point() -> None:
+    assert get_layer("memory") is InMemoryChannelLayer
+    assert layer_capabilities(InMemoryChannelLayer) == {"multi-group", "patterns"}
+
+
+def test_unknown_layer_lists_installed_layers_and_how_to_install() -> None:
+    with pytest.raises(LayerNotFoundError) as error:
+        get_layer("nats")
+    message = str(error.value)
+    assert "'nats'" in message
+    assert "memory" in message
+    assert "pip install channels-core[redis]" in message
+
+
+def test_unknown_url_scheme_is_a_layer_not_found_error() -> None:
+    with pytest.raises(LayerNotFoundError, match="'amqp'"):
+        Channel.from_url("amqp://127.0.0.1:5672")
+
+
+@pytest.mark.parametrize("url", ["", "localhost:6379", "redis-without-scheme"])
+def test_url_without_scheme_is_a_clear_value_error(url: str) -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        Channel.from_url(url)
+
+
+def test_missing_shipped_layer_names_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    def without_redis(*, group: str) -> list[EntryPoint]:
+        return [ep for ep in entry_points(group=group) if not ep.name.startswith("redis")]
+
+    monkeypatch.setattr("channels_core.discovery.entry_points", without_redis)
+    with pytest.raises(LayerNotFoundError, match=r"pip install channels-core\[redis\]"):
+        Channel.from_url("rediss://127.0.0.1:6380")
+
+
+def test_broken_plugin_names_itself_and_its_cause_and_spares_the_others(fake_site: Path) -> None:
+    _install_fake_distribution(
+        fake_site,
+        "fake-broken-layer",
+        "broken = fake_broken:Layer",
+        fake_broken="raise RuntimeError('cannot start: missing native library')\n",
+    )
+    assert "broken" in available_layers()
+    with pytest.raises(LayerImportError) as error:
+        get_layer("broken")
+    message = str(error.value)
+    assert "'broken'" in message
+    assert "fake-broken-layer" in message
+    assert "missing native library" in message
+    assert isinstance(error.value.__cause__, RuntimeError)
+    assert get_layer("memory") is InMemoryChannelLayer
+
+
+def test_entry_point_that_is_not_a_layer_class_is_refused(fake_site: Path) -> None:
+    _install_fake_distribution(
+        fake_site, "fake-not-a-layer", "notalayer = fake_thing:thing", fake_thing="thing = 42\n"
+    )
+    with pytest.raises(LayerImportError, match="does not point to a ChannelLayer subclass"):
+        get_layer("notalayer")
+
+
+def test_two_distributions_claiming_one_name_is_an_error(fake_site: Path) -> None:
+    _install_fake_distribution(
+        fake_site,
+        "fake-memory-clone",
+        "memory = fake_clone:Clone",
+        fake_clone=(
+            "from channels_core.layers.local_memory import InMemoryChannelLayer\n"
+            "class Clone(InMemoryChannelLayer): pass\n"
+        ),
+    )
+    with pytest.raises(LayerImportError, match="several installed distributions"):
+        get_layer("memory")
+
+
+def test_plugin_found_by_entry_point_brings_its_hookimpls(fake_site: Path) -> None:
+    _install_fake_distribution(
+        fake_site,
+        "fake-pattern-layer",
+        "fakepattern = fake_pattern_layer:PatternLayer",
+        fake_pattern_layer=(
+            "from channels_core.layers.local_memory import InMemoryChannelLayer\n"
+            "from channels_core.plugins import SubscribeMethods, hookimpl\n"
+            "class PatternLayer(InMemoryChannelLayer):\n"
+            "    pass\n"
+            "@hookimpl\n"
+            "def channels_pattern_support(layer_class):\n"
+            "    if issubclass(layer_class, PatternLayer):\n"
+            "        return SubscribeMethods(PatternLayer.subscribe_patterns,\n"
+            "                                PatternLayer.unsubscribe_patterns)\n"
+            "    return None\n"
+        ),
+    )
+    layer_class = get_layer("fakepattern")
+    assert issubclass(layer_class, ChannelLayer)
+    assert "patterns" in layer_capabilities(layer_class)
+
+
+def test_get_layer_needs_a_name() -> None:
+    with pytest.raises(TypeError, match="str"):
+        get_layer(None)  # type: ignore[arg-type]
