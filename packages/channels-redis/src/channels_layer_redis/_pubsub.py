@@ -1,0 +1,211 @@
+"""One Redis connection in pub/sub mode: the layer's single subscribing connection.
+
+`PubSubConnection.open` connects and subscribes a whole set of channels and
+patterns in one round trip (also what a reconnect does); `run` then reads
+forever, handing messages to a callback and PINGing when the line is quiet.
+`call` sends (P)(UN)SUBSCRIBE from any task and returns once the server has
+processed it: the command is followed by ``PING <token>`` and, replies
+being in order, the token's PONG proves the command is done.
+
+The connection speaks RESP2 (where pub/sub messages are plain replies),
+whatever protocol the publishing connections use.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import anyio
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "ConnectionLost",
+    "Message",
+    "MessageHandler",
+    "PubSubConnection",
+]
+
+#: ``(channel, data, pattern)``; `pattern` is None for SUBSCRIBE deliveries.
+Message = tuple[bytes, bytes, bytes | None]
+#: ``handler(channel, data, pattern)``, called from the reading task.
+MessageHandler = Callable[[bytes, bytes, bytes | None], None]
+
+#: Errors that mean "the server cannot be reached right now": worth retrying.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+)
+
+_tokens = itertools.count()
+
+
+class ConnectionLost(Exception):
+    """The connection ended before the server answered; the layer is reconnecting."""
+
+
+class PubSubConnection:
+    """A connected pub/sub connection; create it with `open`."""
+
+    def __init__(self, connection: AbstractConnection, handler: MessageHandler) -> None:
+        self._connection = connection
+        self._handler = handler
+        self._waiting: dict[bytes, anyio.Event] = {}
+        self._answers: dict[bytes, list[ResponseError]] = {}
+        self._errors: list[ResponseError] = []
+        self._health_token: bytes | None = None
+        self._closed = False
+        self.client_id: int | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        connection: AbstractConnection,
+        handler: MessageHandler,
+        channels: Sequence[bytes],
+        patterns: Sequence[bytes],
+        timeout: float,
+    ) -> tuple[PubSubConnection, list[Message]]:
+        """Connect, subscribe `channels` and `patterns`, and wait for the server to confirm.
+
+        Returns the connection and the messages that arrived meanwhile, for
+        the caller to hand over once it has announced the reconnect. Closes
+        `connection` on any failure.
+        """
+        early: list[Message] = []
+        self = cls(connection, lambda *message: early.append(message))
+        try:
+            with anyio.fail_after(timeout):
+                await connection.connect()  # type: ignore[no-untyped-call]
+                commands: list[tuple[Any, ...]] = [("CLIENT", "ID")]
+                if channels:
+                    commands.append(("SUBSCRIBE", *channels))
+                if patterns:
+                    commands.append(("PSUBSCRIBE", *patterns))
+                token = _new_token()
+                answered = self._waiting[token] = anyio.Event()
+                commands.append(("PING", token))
+                await self._send(commands)
+                client_id = await self._read(timeout)
+                self.client_id = client_id if isinstance(client_id, int) else None
+                while not answered.is_set():
+                    self._dispatch(await self._read(timeout))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.disconnect()
+            raise
+        del self._waiting[token]
+        errors = self._answers.pop(token)
+        if errors:
+            await self.aclose()
+            raise errors[0]
+        self._handler = handler
+        return self, early
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def call(self, command: str, names: Sequence[bytes]) -> None:
+        """Send ``command *names`` and return once the server has processed it.
+
+        Raises `ConnectionLost` if the connection ends first, and the
+        server's `ResponseError` if it refused the command.
+        """
+        token = _new_token()
+        answered = self._waiting[token] = anyio.Event()
+        try:
+            await self._send([(command, *names), ("PING", token)])
+            await answered.wait()
+        finally:
+            del self._waiting[token]
+            errors = self._answers.pop(token, None)
+        if errors is None:
+            raise ConnectionLost(f"the pub/sub connection closed before {command} was confirmed")
+        if errors:
+            raise errors[0]
+
+    async def run(self, health_check_interval: float) -> None:
+        """Read and dispatch until the connection fails (the error propagates).
+
+        After `health_check_interval` seconds of silence a PING goes out; if
+        nothing at all comes back within as long again, the connection is
+        declared dead with a redis-py `TimeoutError`.
+        """
+        while True:
+            response = await self._read(health_check_interval)
+            if response is not None:
+                self._dispatch(response)
+            elif self._health_token is None:
+                self._health_token = _new_token()
+                await self._send([("PING", self._health_token)])
+            else:
+                raise RedisTimeoutError(
+                    f"no reply to PING within {health_check_interval:g} s on the pub/sub connection"
+                )
+
+    async def aclose(self) -> None:
+        """Close the connection and wake every `call` still waiting (idempotent)."""
+        self._closed = True
+        for answered in self._waiting.values():
+            answered.set()
+        with anyio.CancelScope(shield=True):
+            await self._connection.disconnect()
+
+    # -- internals ------------------------------------------------------------
+
+    async def _read(self, timeout: float) -> Any:
+        """One reply (an error reply is returned, not raised), or None after `timeout` s."""
+        try:
+            return await self._connection.read_response(disable_decoding=True, timeout=timeout)
+        except ResponseError as error:
+            return error
+
+    async def _send(self, commands: Iterable[tuple[Any, ...]]) -> None:
+        # Checked right before sending: redis-py would silently reconnect a
+        # disconnected connection, without our subscriptions.
+        if self._closed or not self._connection.is_connected:
+            raise ConnectionLost("the pub/sub connection is closed")
+        try:
+            await self._connection.send_packed_command(
+                self._connection.pack_commands(commands), check_health=False
+            )
+        except TRANSIENT_ERRORS as exc:
+            raise ConnectionLost(f"the pub/sub connection failed: {exc}") from exc
+
+    def _dispatch(self, response: Any) -> None:
+        if isinstance(response, ResponseError):
+            self._errors.append(response)
+        elif isinstance(response, bytes):  # PONG outside subscribed mode: the token itself
+            self._answer(response)
+        elif isinstance(response, list) and response:
+            kind = response[0]
+            if kind == b"message":
+                self._handler(response[1], response[2], None)
+            elif kind == b"pmessage":
+                self._handler(response[2], response[3], response[1])
+            elif kind == b"pong":
+                self._answer(response[1])
+            # (p)(un)subscribe confirmations need nothing: the PONG after them counts.
+
+    def _answer(self, token: bytes) -> None:
+        # Each command is sent together with its PING, so the error replies
+        # read since the previous PONG belong to the command of this one.
+        errors, self._errors = self._errors, []
+        if token == self._health_token:
+            self._health_token = None
+            return
+        waiter = self._waiting.get(token)
+        if waiter is not None:
+            self._answers[token] = errors
+            waiter.set()
+
+
+def _new_token() -> bytes:
+    return b"channels:%d" % next(_tokens)

@@ -1,0 +1,144 @@
+"""Turning a URL plus keyword options into everything the layer needs to connect.
+
+redis-py parses the URL (db, username/password, ``rediss://`` TLS with
+``ssl_*`` options, ``unix://`` sockets); this module adds the layer's own
+options, rejects unknown ones early (redis-py would only fail at the first
+connection), and makes the display form of the URL, which never shows a
+password.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+
+from ._options import LAYER_OPTION_NAMES, LayerOptions
+
+__all__ = ["DEFAULT_URL", "RedisConfig", "parse_config", "redact_url"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+#: Schemes understood here; ``redis+unix://`` is ``unix://`` under a name that
+#: can be a ``channels.layers`` entry point.
+SCHEMES = ("redis", "rediss", "unix", "redis+unix")
+
+#: Connection-pool options (the rest go to each connection).
+_POOL_OPTIONS = frozenset(("max_connections", "timeout"))
+
+#: Options the layer sets itself, so they cannot be given.
+_MANAGED = {
+    "retry": "the layer retries on its own: use publish_timeout and reconnect_backoff",
+    "connection_class": "the URL scheme picks it (redis://, rediss://, unix://)",
+}
+
+DEFAULT_MAX_CONNECTIONS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """A parsed URL and options. `connection_kwargs` may hold secrets: never log it."""
+
+    display_url: str
+    connection_class: type[AbstractConnection]
+    connection_kwargs: Mapping[str, Any] = field(repr=False)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    pool_timeout: float | None = None
+    options: LayerOptions = field(default_factory=LayerOptions)
+
+
+def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
+    """Validate `url` and `options` (layer options and redis-py connection options)."""
+    if not isinstance(url, str):
+        raise TypeError(f"the Redis URL must be a str, got {type(url).__name__}")
+    display_url = redact_url(url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(
+            f"{display_url!r} is not a Redis URL: use redis://, rediss:// (TLS), "
+            "unix:// or redis+unix:// (a unix socket)"
+        )
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    url_layer_options = {name: value for name, value in query if name in LAYER_OPTION_NAMES}
+    redis_query = [(name, value) for name, value in query if name not in LAYER_OPTION_NAMES]
+    redis_url = urlunsplit(
+        parts._replace(
+            scheme="unix" if scheme == "redis+unix" else scheme, query=urlencode(redis_query)
+        )
+    )
+    url_kwargs: dict[str, Any] = dict(parse_url(redis_url))
+    connection_class: type[AbstractConnection] = url_kwargs.pop("connection_class", Connection)
+
+    layer_kwargs = {name: value for name, value in options.items() if name in LAYER_OPTION_NAMES}
+    redis_kwargs = {**url_kwargs}
+    redis_kwargs.update(
+        (name, value) for name, value in options.items() if name not in LAYER_OPTION_NAMES
+    )
+    _check_redis_options(connection_class, redis_kwargs)
+
+    max_connections = redis_kwargs.pop("max_connections", DEFAULT_MAX_CONNECTIONS)
+    if type(max_connections) is not int or max_connections < 1:
+        raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
+    pool_timeout = redis_kwargs.pop("timeout", None)
+    redis_kwargs.setdefault("socket_keepalive", True)
+    return RedisConfig(
+        display_url=display_url,
+        connection_class=connection_class,
+        connection_kwargs=redis_kwargs,
+        max_connections=max_connections,
+        pool_timeout=pool_timeout,
+        options=LayerOptions.from_mapping({**url_layer_options, **layer_kwargs}),
+    )
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in the user info or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
+    query = urlencode(
+        [
+            (name, "***" if "password" in name.lower() else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*:/",
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _check_redis_options(
+    connection_class: type[AbstractConnection], given: Mapping[str, Any]
+) -> None:
+    for name, reason in _MANAGED.items():
+        if name in given:
+            raise TypeError(f"the Redis layer does not take {name!r}: {reason}")
+    accepted = _connection_parameters(connection_class) | _POOL_OPTIONS | LAYER_OPTION_NAMES
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) for the Redis layer ({connection_class.__name__}): "
+            f"{', '.join(unknown)}. Layer options: {', '.join(sorted(LAYER_OPTION_NAMES))}; "
+            "every other option must be a redis-py connection option "
+            "(see redis.asyncio.Connection)"
+        )
+
+
+def _connection_parameters(connection_class: type[AbstractConnection]) -> frozenset[str]:
+    """Keyword names `connection_class` accepts, through its ``**kwargs`` chain."""
+    names: set[str] = set()
+    for cls in connection_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        for parameter in inspect.signature(init).parameters.values():
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                names.add(parameter.name)
+    names.discard("self")
+    return frozenset(names)

@@ -1,0 +1,152 @@
+"""Redis servers for the tests.
+
+`redis_url` is the shared server: ``CHANNELS_TEST_REDIS_URL``, else
+redis://127.0.0.1:6379; if that is unreachable outside CI, a throwaway
+``redis-server`` is started for the session (in CI, unreachable is a
+failure). `throwaway_redis` is a private server per test, on another free
+loopback port, that the test may stop and restart. Pub/sub ignores db
+numbers, so tests keep apart through a unique channel `prefix`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+
+from channels_layer_redis import RedisPubSubChannelLayer
+
+DEFAULT_URL = "redis://127.0.0.1:6379"
+
+LayerMaker = Callable[..., RedisPubSubChannelLayer]
+
+
+def _reachable(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` process on a loopback port (and a unix socket) that we own."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (apt-get install redis-server)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self._binary = binary
+        self._directory = directory
+        self.port = _free_port()
+        self.unix_socket = directory / "redis.sock"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self._process is None
+        self._process = subprocess.Popen(
+            [
+                self._binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--unixsocket", str(self.unix_socket),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self._directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not _reachable(self.url):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("CHANNELS_TEST_REDIS_URL", DEFAULT_URL)
+    if _reachable(url):
+        yield url
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"the test Redis server {url} is unreachable (CI is set, so no fallback)")
+    server = RedisServer(tmp_path_factory.mktemp("redis-shared"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A channel prefix of this test's own: no cross-talk on a shared server."""
+    return f"test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def make_redis_layer(redis_url: str, prefix: str) -> LayerMaker:
+    """Builds layers on the shared server under this test's prefix (options pass through)."""
+
+    def make(**options: object) -> RedisPubSubChannelLayer:
+        return RedisPubSubChannelLayer.from_url(redis_url, **{"prefix": prefix, **options})
+
+    return make
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain redis-py client on the shared server, to look at it from outside."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
