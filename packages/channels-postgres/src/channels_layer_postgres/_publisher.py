@@ -1,0 +1,79 @@
+"""Where the layer's statements run: its own pool, or the application's pool or connection.
+
+Publishing never waits behind the listening connection. The application
+may hand over an asyncpg pool or connection it owns; the layer then uses it
+without ever closing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import asyncpg
+
+__all__ = ["Publisher"]
+
+
+class Publisher:
+    """Hands out connections for publishing and fetching payloads."""
+
+    def __init__(
+        self,
+        connect_kwargs: dict[str, Any],
+        pool_size: int,
+        *,
+        pool: Any = None,
+        connection: Any = None,
+    ) -> None:
+        if pool is not None and connection is not None:
+            raise TypeError("pass either pool or connection, not both")
+        self._connect_kwargs = connect_kwargs
+        self._pool_size = pool_size
+        self._app_pool = pool
+        self._app_connection = connection
+        self._pool: Any = None
+        self._connection_lock = anyio.Lock()
+
+    @property
+    def owned(self) -> bool:
+        """True when the layer opens (and closes) its own pool."""
+        return self._app_pool is None and self._app_connection is None
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        """Open the layer's own pool for the duration of the context (nothing when given one).
+
+        The pool connects lazily (``min_size=0``), so the first statement is
+        what reaches the server, inside the caller's retry bound.
+        """
+        if not self.owned:
+            yield
+            return
+        self._pool = await asyncpg.create_pool(
+            **self._connect_kwargs, min_size=0, max_size=self._pool_size
+        )
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(self._connect_kwargs.get("timeout", 5.0)):
+                    with contextlib.suppress(Exception):
+                        await pool.close()
+                pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        """A connection to run one operation on."""
+        if self._app_connection is not None:
+            async with self._connection_lock:
+                yield self._app_connection
+            return
+        pool = self._app_pool if self._app_pool is not None else self._pool
+        if pool is None:
+            raise RuntimeError("the publisher is not open")
+        async with pool.acquire() as conn:
+            yield conn

@@ -1,0 +1,389 @@
+"""`PostgreSQLChannelLayer`: LISTEN/NOTIFY through asyncpg, and its pluggy hookimpls.
+
+Pieces: `_names` maps groups to channels, `_envelope` frames payloads for
+NOTIFY, `_sql` holds every statement, `_listener` keeps the one LISTEN
+connection alive, `_publisher` runs statements on a pool or the
+application's connection. This module ties them to the core's protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from channels_core.exceptions import (
+    ChannelClosedError,
+    NotSupportedError,
+    PayloadTooLargeError,
+)
+from channels_core.layer import ChannelLayer, Inbox
+from channels_core.patterns import compile_pattern
+from channels_core.plugins import SubscribeMethods, hookimpl
+from channels_core.reconnect import retry_until
+from channels_core.serializers import Serializer, resolve_serializer
+
+from ._config import DEFAULT_URL, SCHEMES, Settings, check_url, redact_url
+from ._connection import CONNECTION_ERRORS, connect_kwargs
+from ._counters import LayerCounters
+from ._envelope import EnvelopeWriter, decode
+from ._listener import Listener
+from ._names import ChannelNames
+from ._publisher import Publisher
+from ._sql import Statements
+
+__all__ = ["PostgreSQLChannelLayer"]
+
+logger = logging.getLogger("channels_layer_postgres")
+
+_Notification = tuple[str, str]  # (channel, payload text)
+
+
+class PostgreSQLChannelLayer(ChannelLayer):
+    """Cross-process publish/subscribe through PostgreSQL LISTEN/NOTIFY (asyncio only).
+
+    `url` is a libpq-style URL (``postgresql://user:password@host:5432/db?sslmode=require``);
+    `options` are the layer settings (see the README: timeouts, liveness,
+    reconnect backoff, payload limits, namespace, ...). Publishing uses a
+    pool the layer opens, or the application's own asyncpg `pool` or
+    `connection` (never closed by the layer); listening always uses one
+    dedicated connection built from `url`.
+    """
+
+    url_schemes = SCHEMES
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        pool: Any = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> None:
+        self._url = check_url(url)
+        self.settings = Settings.from_options(options)
+        self.max_payload_bytes: int = self.settings.max_payload_bytes
+        self.counters = LayerCounters()
+        self._names = ChannelNames(self.settings.namespace)
+        self._sql = Statements(self._names)
+        self._connect_kwargs = connect_kwargs(url, self.settings)
+        self._publisher = Publisher(
+            self._connect_kwargs, self.settings.pool_size, pool=pool, connection=connection
+        )
+        self._writer = EnvelopeWriter()
+        self._groups: dict[str, str] = {}  # group -> channel, the desired state
+        self._patterns: dict[str, Callable[[str], object]] = {}
+        self._inbox: Inbox | None = None
+        self._listener: Listener | None = None
+        self._notifications: MemoryObjectSendStream[_Notification] | None = None
+        self._schema_ready = False
+        self._next_expiry = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A layer for a ``postgres://`` or ``postgresql://`` URL; unknown options: TypeError."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        return f"<PostgreSQLChannelLayer {redact_url(self._url)}>"
+
+    @property
+    def listener_pid(self) -> int | None:
+        """Backend process id of the LISTEN connection (None while disconnected)."""
+        return None if self._listener is None else self._listener.pid
+
+    async def listening_channels(self) -> list[str]:
+        """The channels the LISTEN connection listens to, as the server reports them."""
+        return [] if self._listener is None else await self._listener.listening_channels()
+
+    def channel_name(self, group: str) -> str:
+        """The PostgreSQL NOTIFY channel that carries `group`."""
+        return self._names.channel(group)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise NotSupportedError(
+                "PostgreSQLChannelLayer runs on asyncio only (asyncpg is asyncio-only); "
+                "run this channel under asyncio, e.g. anyio.run(main, backend='asyncio')"
+            ) from None
+        if self._inbox is not None:
+            raise RuntimeError("this layer is already connected; a layer serves one Channel")
+        send, receive = anyio.create_memory_object_stream[_Notification](math.inf)
+        listener = Listener(
+            connect_kwargs=self._connect_kwargs,
+            settings=self.settings,
+            describe=redact_url(self._url),
+            desired=self._desired_channels,
+            extra_statements=self._pattern_registry_statements,
+            on_notification=self._on_notification,
+            on_restored=inbox.messages_lost,
+            counters=self.counters,
+        )
+        self._inbox, self._listener, self._notifications = inbox, listener, send
+        try:
+            async with self._publisher.open(), anyio.create_task_group() as tasks:
+                await self._prepare_schema()
+                await tasks.start(listener.run)
+                tasks.start_soon(self._route, receive)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            send.close()
+            receive.close()
+            self._groups.clear()
+            self._patterns.clear()
+            self._inbox = self._listener = self._notifications = None
+
+    async def _prepare_schema(self) -> None:
+        """Create the layer's tables if needed (serialised by an advisory lock)."""
+
+        async def attempt() -> None:
+            async with self._publisher.acquire() as conn:
+                encoding = await conn.fetchval("SHOW server_encoding")
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext($1))", self._sql.lock_key
+                    )
+                    for statement in self._sql.create_schema:
+                        await conn.execute(statement)
+            self._writer.ascii_only = str(encoding).upper() not in ("UTF8", "UTF-8")
+
+        await retry_until(
+            attempt,
+            timeout=self.settings.connect_timeout,
+            retry_on=CONNECTION_ERRORS,
+            what=f"connect to {redact_url(self._url)}",
+            backoff=self.settings.reconnect_backoff,
+        )
+        self._schema_ready = True
+
+    def _connected_listener(self) -> Listener:
+        if self._listener is None:
+            raise ChannelClosedError("the PostgreSQL layer is not connected")
+        return self._listener
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def publish(self, group: str, payload: bytes) -> None:
+        self._connected_listener()
+        deadline = anyio.current_time() + self.settings.publish_timeout
+        send = self._prepare(group, payload)
+
+        async def attempt() -> None:
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
+                async with self._publisher.acquire() as conn:
+                    await send(conn)
+
+        await retry_until(
+            attempt,
+            timeout=self.settings.publish_timeout,
+            retry_on=CONNECTION_ERRORS,
+            what=f"publish to {redact_url(self._url)}",
+            backoff=self.settings.reconnect_backoff,
+        )
+
+    async def publish_in(
+        self,
+        connection: Any,
+        group: str,
+        message: Any,
+        *,
+        serializer: str | Serializer = "json",
+    ) -> None:
+        """Publish `message` through the application's `connection`, inside its transaction.
+
+        Subscribers receive it when that transaction commits, never if it
+        rolls back. `serializer` must be the one the subscribing channels
+        use (JSON by default). The tables must exist: connect a layer of the
+        same namespace first (any process, once).
+        """
+        if not isinstance(group, str) or not group:
+            raise TypeError(f"group must be a non-empty str, got {group!r}")
+        if not self._schema_ready:
+            raise ChannelClosedError(
+                "connect this layer (enter its Channel) before publish_in: "
+                "it creates the tables large messages travel through"
+            )
+        payload = resolve_serializer(serializer).dumps(message)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"the encoded message is {len(payload):,} bytes; PostgreSQLChannelLayer "
+                f"carries at most {self.max_payload_bytes:,}. Nothing was sent"
+            )
+        await self._prepare(group, payload)(connection)
+
+    def _prepare(self, group: str, payload: bytes) -> Callable[[Any], Any]:
+        """The statement that publishes `payload` (inline, or through the payloads table)."""
+        channel, firehose = self._names.channel(group), self._names.firehose
+        envelope = self._writer.inline(group, payload)
+        if envelope is not None:
+            return lambda conn: conn.execute(self._sql.publish, channel, envelope, firehose)
+        head = self._writer.reference_head(group)
+        if head is None:
+            raise PayloadTooLargeError(
+                f"the group name is too long ({len(group):,} characters) to carry a message "
+                "this large; use a shorter group name"
+            )
+
+        async def send_large(conn: Any) -> None:
+            await conn.execute(self._sql.publish_large, channel, head, firehose, payload)
+            self.counters.large_published += 1
+            if anyio.current_time() >= self._next_expiry:
+                self._next_expiry = anyio.current_time() + self.settings.large_payload_ttl / 2
+                await conn.execute(self._sql.expire_payloads, self.settings.large_payload_ttl)
+
+        return send_large
+
+    # -- subscribing ------------------------------------------------------------------
+
+    def _desired_channels(self) -> set[str]:
+        channels = set(self._groups.values())
+        if self._patterns:
+            channels.add(self._names.firehose)
+        return channels
+
+    def _pattern_registry_statements(self, listen: set[str], unlisten: set[str]) -> list[str]:
+        """Keep the pattern-listeners table in step with LISTENing the firehose."""
+        if self._names.firehose in listen:
+            return [self._sql.register_patterns]
+        if self._names.firehose in unlisten:
+            return [self._sql.unregister_patterns]
+        return []
+
+    async def subscribe(self, group: str) -> None:
+        await self.subscribe_groups([group])
+
+    async def unsubscribe(self, group: str) -> None:
+        await self.unsubscribe_groups([group])
+
+    async def subscribe_groups(self, groups: Sequence[str]) -> None:
+        """LISTEN several groups in one round trip; returns once the server has them."""
+        listener = self._connected_listener()
+        self._groups.update((group, self._names.channel(group)) for group in groups)
+        await listener.sync(wait=True)
+
+    async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
+        for group in groups:
+            self._groups.pop(group, None)
+        if self._listener is not None:
+            await self._listener.sync(wait=False)
+
+    async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
+        """Start receiving every group matching the glob patterns (through the firehose)."""
+        listener = self._connected_listener()
+        self._patterns.update((pattern, compile_pattern(pattern)) for pattern in patterns)
+        await listener.sync(wait=True)
+
+    async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
+        for pattern in patterns:
+            self._patterns.pop(pattern, None)
+        if self._listener is not None:
+            await self._listener.sync(wait=False)
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _on_notification(self, channel: str, text: str) -> None:
+        """Called by asyncpg for each notification: queue it, in arrival order."""
+        self.counters.notifications += 1
+        if self._notifications is not None:
+            with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._notifications.send_nowait((channel, text))
+
+    async def _route(self, notifications: MemoryObjectReceiveStream[_Notification]) -> None:
+        """Decode, check and hand over notifications one by one (large ones fetched in turn)."""
+        async for channel, text in notifications:
+            try:
+                envelope = decode(text)
+            except ValueError as exc:
+                self.counters.undecodable += 1
+                logger.warning(
+                    "skipped a notification on channel %r that is not from this layer (%s)",
+                    channel,
+                    exc,
+                )
+                continue
+            group = envelope.group
+            if channel == self._names.firehose:
+                patterns: list[str | None] = [
+                    p for p, matches in self._patterns.items() if matches(group)
+                ]
+                if not patterns:
+                    continue
+            elif self._names.channel(group) != channel:
+                self.counters.misrouted += 1
+                logger.warning("skipped a notification for group %r on channel %r", group, channel)
+                continue
+            elif group in self._groups:
+                patterns = [None]
+            else:
+                continue
+            payload = envelope.payload
+            if payload is None:
+                assert envelope.reference is not None
+                payload = await self._fetch(group, envelope.reference)
+                if payload is None:
+                    continue
+            inbox = self._inbox
+            if inbox is None:
+                return
+            for pattern in patterns:
+                inbox.deliver(group, payload, pattern)
+
+    async def _fetch(self, group: str, row_id: int) -> bytes | None:
+        """A large payload from the payloads table, or None (logged) if it is gone."""
+
+        async def attempt() -> Any:
+            with anyio.fail_after(self.settings.command_timeout):
+                async with self._publisher.acquire() as conn:
+                    return await conn.fetchval(self._sql.fetch_payload, row_id)
+
+        try:
+            body = await retry_until(
+                attempt,
+                timeout=self.settings.publish_timeout,
+                retry_on=CONNECTION_ERRORS,
+                what=f"fetch a large message from {redact_url(self._url)}",
+                backoff=self.settings.reconnect_backoff,
+            )
+        except Exception as exc:
+            body, reason = None, f"{type(exc).__name__}: {exc}"
+        else:
+            reason = "it expired (raise large_payload_ttl?)"
+        if body is None:
+            self.counters.large_missing += 1
+            logger.warning("skipped a large message on group %r: %s", group, reason)
+            return None
+        self.counters.large_fetched += 1
+        return bytes(body)
+
+
+@hookimpl
+def channels_multi_group_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
+    if issubclass(layer_class, PostgreSQLChannelLayer):
+        return SubscribeMethods(
+            PostgreSQLChannelLayer.subscribe_groups, PostgreSQLChannelLayer.unsubscribe_groups
+        )
+    return None
+
+
+@hookimpl
+def channels_pattern_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
+    if issubclass(layer_class, PostgreSQLChannelLayer):
+        return SubscribeMethods(
+            PostgreSQLChannelLayer.subscribe_patterns, PostgreSQLChannelLayer.unsubscribe_patterns
+        )
+    return None

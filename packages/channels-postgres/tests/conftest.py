@@ -1,0 +1,90 @@
+"""The PostgreSQL server the tests use, and layers on it.
+
+``CHANNELS_TEST_POSTGRES_URL`` names the server, else
+postgresql://postgres@127.0.0.1:5432/test. If it is unreachable outside CI, a
+throwaway server is started on a free loopback port; in CI (``CI`` set) an
+unreachable server fails the run. Each session uses its own namespace (its
+own channels and tables, dropped at the end), so concurrent runs never meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
+from channels_layer_postgres.testing import LayerMaker, TemporaryPostgres
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def _probe(url: str) -> str | None:
+    """None if `url` accepts connections, else why not."""
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+async def _drop_tables(url: str, names: ChannelNames) -> None:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for table in (names.payloads_table, names.patterns_table):
+            await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    url = os.environ.get("CHANNELS_TEST_POSTGRES_URL", DEFAULT_URL)
+    problem = asyncio.run(_probe(url))
+    if problem is None:
+        yield url
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"the test PostgreSQL server {url} is unreachable in CI: {problem}")
+    with TemporaryPostgres() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def namespace(postgres_url: str) -> Iterator[str]:
+    name = f"t{secrets.token_hex(6)}"
+    yield name
+    asyncio.run(_drop_tables(postgres_url, ChannelNames(name)))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+#: Short timeouts so that outage tests stay fast.
+FAST = {
+    "connect_timeout": 5.0,
+    "publish_timeout": 2.0,
+    "subscribe_timeout": 5.0,
+    "liveness_interval": 0.5,
+    "liveness_timeout": 0.5,
+}
+
+
+@pytest.fixture
+def make_layer(postgres_url: str, namespace: str) -> LayerMaker:
+    """Builds layers on the test server; keyword options override the defaults."""
+
+    def make(url: str | None = None, **options: Any) -> PostgreSQLChannelLayer:
+        return PostgreSQLChannelLayer(
+            url or postgres_url, **{"namespace": namespace, **FAST, **options}
+        )
+
+    return make
