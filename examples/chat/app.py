@@ -1,0 +1,316 @@
+"""A live chat on `channels`: Starlette + uvicorn, one websocket per browser tab.
+
+Each room is a group (``chat.<room>``); the channel layer comes from
+``--url`` or ``CHANNELS_URL`` (default ``memory://``, a single process).
+
+    python examples/chat/app.py                  # then open http://127.0.0.1:8000
+    python -m examples.chat --port 8001          # the same, from the repository root
+
+Scale out by pointing two instances at one broker: a message typed in a
+browser on one port appears in every browser on the other.
+
+    CHANNELS_URL=redis://127.0.0.1:6379/0 python examples/chat/app.py --port 8000
+    CHANNELS_URL=redis://127.0.0.1:6379/0 python examples/chat/app.py --port 8001
+    # or --url postgresql://postgres@127.0.0.1:5432/test
+
+The websocket speaks JSON objects. Browser to server:
+``{"type": "join", "room": ..., "nick": ...}`` (subscribe to a room, leaving
+the previous one) and ``{"type": "message", "text": ...}``. Server to
+browser: ``welcome``, ``joined``, ``message`` ({room, nick, text, time}),
+``notice`` (messages were lost) and ``error`` (bad input; the socket stays
+open).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import uvicorn
+from anyio.abc import TaskGroup, TaskStatus
+from starlette.applications import Starlette
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from channels_core import Channel, ChannelsError, MessagesLost
+
+__all__ = ["BadFrame", "ChatSession", "Join", "Say", "create_app", "main", "parse_frame"]
+
+logger = logging.getLogger("chat")
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_FRAME = 8 * 1024  # characters in one frame from the browser
+MAX_ROOM = 40
+MAX_NICK = 24
+MAX_TEXT = 1000
+
+
+def group_for(room: str) -> str:
+    return f"chat.{room}"
+
+
+# -- frames from the browser ------------------------------------------------------
+
+
+class BadFrame(ValueError):
+    """A frame from the browser that the server refuses; its text goes back as an error."""
+
+
+@dataclass(frozen=True)
+class Join:
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+
+
+def parse_frame(text: str) -> Join | Say:
+    """Validate one text frame from the browser; raise `BadFrame` saying what is wrong."""
+    if len(text) > MAX_FRAME:
+        raise BadFrame(f"frame too long ({len(text)} characters, at most {MAX_FRAME})")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise BadFrame("frames must be JSON objects") from None
+    if not isinstance(data, dict):
+        raise BadFrame("frames must be JSON objects")
+    kind = data.get("type")
+    if kind == "join":
+        return Join(_field(data, "room", MAX_ROOM), _field(data, "nick", MAX_NICK))
+    if kind == "message":
+        return Say(_field(data, "text", MAX_TEXT))
+    raise BadFrame('"type" must be "join" or "message"')
+
+
+def _field(data: dict[str, Any], name: str, limit: int) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise BadFrame(f'"{name}" must be a string')
+    value = value.strip()
+    if not value:
+        raise BadFrame(f'"{name}" must not be empty')
+    if len(value) > limit:
+        raise BadFrame(f'"{name}" is too long ({len(value)} characters, at most {limit})')
+    if not value.isprintable():
+        raise BadFrame(f'"{name}" must not contain control characters')
+    return value
+
+
+def chat_message(message: object) -> dict[str, str] | None:
+    """The message frame for a broker message, or None if it is not a chat message.
+
+    Anything can be published on a shared broker: pass on only the expected shape.
+    """
+    if not isinstance(message, dict):
+        return None
+    fields = {key: message.get(key) for key in ("room", "nick", "text", "time")}
+    if not all(isinstance(value, str) for value in fields.values()):
+        return None
+    return {"type": "message", **fields}  # type: ignore[dict-item]  # all str, checked above
+
+
+# -- one browser tab ----------------------------------------------------------------
+
+
+class ChatSession:
+    """One websocket: a reader task (the caller's) and a relay task for the current room.
+
+    The reader validates frames and publishes; the relay iterates the room's
+    subscriber and sends. Joining another room cancels the old relay (its
+    subscription ends with it) and starts a new one. When the socket closes
+    the task group is cancelled, so nothing outlives the connection.
+    """
+
+    def __init__(self, websocket: WebSocket, channel: Channel) -> None:
+        self.websocket = websocket
+        self.channel = channel
+        self.joined: Join | None = None
+        self._relay_scope: anyio.CancelScope | None = None
+        self._send_lock = anyio.Lock()
+        self._gone = False  # a send failed: the browser is gone
+
+    async def run(self, layer: str) -> None:
+        await self.websocket.accept()
+        async with anyio.create_task_group() as tasks:
+            await self.send({"type": "welcome", "layer": layer})
+            await self._read(tasks)
+            tasks.cancel_scope.cancel()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send one frame; a socket that went away just ends the session."""
+        async with self._send_lock:
+            if self._gone:
+                return
+            try:
+                await self.websocket.send_text(json.dumps(frame))
+            except (WebSocketDisconnect, OSError):
+                self._gone = True  # the reader sees the disconnect and ends the session
+
+    async def _read(self, tasks: TaskGroup) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            try:
+                if not isinstance(text, str):
+                    raise BadFrame("send text frames holding JSON objects")
+                frame = parse_frame(text)
+                if isinstance(frame, Join):
+                    await self._join(frame, tasks)
+                else:
+                    await self._say(frame)
+            except BadFrame as error:
+                await self.send({"type": "error", "error": str(error)})
+
+    async def _join(self, join: Join, tasks: TaskGroup) -> None:
+        if self._relay_scope is not None:
+            self._relay_scope.cancel()
+            self._relay_scope, self.joined = None, None
+        try:
+            self._relay_scope = await tasks.start(self._relay, join.room)
+        except ChannelsError as error:  # e.g. the broker is down beyond the retry bound
+            logger.warning("could not subscribe to %s: %s", join.room, error)
+            raise BadFrame(f"could not join {join.room!r}: {error}") from None
+        self.joined = join
+        await self.send({"type": "joined", "room": join.room, "nick": join.nick})
+
+    async def _say(self, say: Say) -> None:
+        if self.joined is None:
+            raise BadFrame("join a room first")
+        room, nick = self.joined.room, self.joined.nick
+        time = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        message = {"room": room, "nick": nick, "text": say.text, "time": time}
+        try:
+            await self.channel.publish(group_for(room), message)
+        except ChannelsError as error:  # e.g. the broker is down beyond the retry bound
+            logger.warning("could not publish to %s: %s", room, error)
+            raise BadFrame(f"your message was not sent: {error}") from None
+
+    async def _relay(
+        self, room: str, *, task_status: TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            async with self.channel.subscribe(group_for(room)) as subscriber:
+                task_status.started(scope)  # live on the broker: "joined" may go out
+                while True:
+                    try:
+                        async for event in subscriber:
+                            frame = chat_message(event.message)
+                            if frame is not None:
+                                await self.send(frame)
+                        return  # the channel is closing
+                    except MessagesLost as gap:
+                        await self.send({"type": "notice", "text": _describe(gap)})
+
+
+def _describe(gap: MessagesLost) -> str:
+    if gap.reason == "reconnect":
+        return "the server lost its broker connection for a moment: messages may be missing"
+    return f"you were too slow: {gap.count or 'some'} message(s) skipped"
+
+
+# -- the app ------------------------------------------------------------------------
+
+
+def create_app(url: str) -> Starlette:
+    """The chat app on the layer for `url`; ``app.state.channel`` while it runs."""
+    layer = urlsplit(url).scheme
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with Channel.from_url(url) as channel:
+            app.state.channel = channel
+            yield
+
+    async def index(request: Any) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    async def chat_socket(websocket: WebSocket) -> None:
+        await ChatSession(websocket, websocket.app.state.channel).run(layer)
+
+    routes = [
+        Route("/", index),
+        WebSocketRoute("/ws", chat_socket),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+# -- command line -------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chat", description="The channels chat demo: open the printed address."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("CHANNELS_URL") or "memory://",
+        help="channel layer URL (default: $CHANNELS_URL, else memory://)",
+    )
+    parser.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    return parser.parse_args(argv)
+
+
+async def check_layer(url: str) -> None:
+    """Connect once, so a bad URL or a broker that is down fails early and plainly."""
+    with anyio.fail_after(15):
+        async with Channel.from_url(url):
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo until Ctrl-C; the exit status (0, or 1 if the layer is unusable)."""
+    try:
+        return serve(parse_args(argv))
+    except KeyboardInterrupt:  # Ctrl-C before uvicorn took over
+        print("chat stopped", flush=True)
+        return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        anyio.run(check_layer, args.url)
+    except (ChannelsError, OSError, TimeoutError) as error:
+        print(f"chat: cannot use {args.url}: {error}", file=sys.stderr)
+        return 1
+    config = uvicorn.Config(
+        create_app(args.url),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        ws_max_size=64 * 1024,
+        timeout_graceful_shutdown=3,
+    )
+    sock = config.bind_socket()  # a port in use exits here, with uvicorn's message
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"chat on {args.url}: open http://{host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutting down
+        uvicorn.Server(config).run(sockets=[sock])
+    print("chat stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

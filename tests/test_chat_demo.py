@@ -1,0 +1,477 @@
+"""The chat demo (examples/chat): in process, across processes, on Ctrl-C, and in a browser.
+
+In-process tests serve the app with uvicorn on a loopback port and talk to it
+with websocket clients. End-to-end tests start `python -m examples.chat`
+processes sharing Redis or PostgreSQL (CHANNELS_TEST_REDIS_URL /
+CHANNELS_TEST_POSTGRES_URL, else the loopback defaults); outside CI a broker
+or browser that is missing skips those tests, in CI it fails them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+import uvicorn
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as connect_async
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection as SyncClientConnection
+from websockets.sync.client import connect as connect_sync
+
+from channels_core import Channel, ChannelsError, get_layer
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the demo lives in the repository, not in a distribution
+    sys.path.insert(0, str(ROOT))
+
+from examples.chat.app import ChatSession, create_app  # noqa: E402
+
+IN_CI = bool(os.environ.get("CI"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT = 5.0
+
+
+def unique_room() -> str:
+    """Rooms are groups on a shared broker: keep concurrent test runs apart."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def missing(reason: str) -> None:
+    """Skip outside CI; in CI, a missing server or browser is a failure."""
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+# -- in process: uvicorn in the test's event loop --------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # uvicorn runs on asyncio
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Poll state owned by someone else (nothing to wait on) until `condition` holds."""
+    with anyio.fail_after(TIMEOUT):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+class _InProcessServer(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # leave Ctrl-C to pytest
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port for the block; yields its websocket URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = _InProcessServer(uvicorn.Config(app, lifespan="on", log_level="warning"))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(server.serve, [sock])
+        try:
+            await eventually(lambda: server.started)
+            yield f"ws://127.0.0.1:{port}/ws"
+        finally:
+            server.should_exit = True
+
+
+async def receive(client: ClientConnection) -> dict[str, Any]:
+    with anyio.fail_after(TIMEOUT):
+        frame: dict[str, Any] = json.loads(await client.recv())
+    return frame
+
+
+async def join(client: ClientConnection, room: str, nick: str) -> None:
+    await client.send(json.dumps({"type": "join", "room": room, "nick": nick}))
+    assert await receive(client) == {"type": "joined", "room": room, "nick": nick}
+
+
+async def say(client: ClientConnection, text: str) -> None:
+    await client.send(json.dumps({"type": "message", "text": text}))
+
+
+@asynccontextmanager
+async def chatter(url: str, room: str, nick: str) -> AsyncIterator[ClientConnection]:
+    async with connect_async(url) as client:
+        assert (await receive(client))["type"] == "welcome"
+        await join(client, room, nick)
+        yield client
+
+
+def assert_message(frame: dict[str, Any], room: str, nick: str, text: str) -> None:
+    assert frame["type"] == "message"
+    assert (frame["room"], frame["nick"], frame["text"]) == (room, nick, text)
+    datetime.fromisoformat(frame["time"])
+
+
+@pytest.mark.anyio
+async def test_a_room_hears_its_messages_and_only_its_own() -> None:
+    async with serving(create_app("memory://")) as url:
+        async with (
+            chatter(url, "lobby", "ann") as ann,
+            chatter(url, "lobby", "bob") as bob,
+            chatter(url, "kitchen", "cy") as cy,
+        ):
+            await say(ann, "hi bob")
+            assert_message(await receive(bob), "lobby", "ann", "hi bob")
+            assert_message(await receive(ann), "lobby", "ann", "hi bob")
+            await say(bob, "hi ann")
+            assert_message(await receive(ann), "lobby", "bob", "hi ann")
+            # cy's next frame is its own message: nothing from the lobby came first
+            await say(cy, "anyone?")
+            assert_message(await receive(cy), "kitchen", "cy", "anyone?")
+
+
+@pytest.mark.anyio
+async def test_switching_rooms_leaves_the_old_one() -> None:
+    async with serving(create_app("memory://")) as url:
+        async with chatter(url, "lobby", "ann") as ann, chatter(url, "lobby", "bob") as bob:
+            await join(ann, "kitchen", "ann")
+            await say(bob, "still here?")
+            assert_message(await receive(bob), "lobby", "bob", "still here?")
+            await say(ann, "in the kitchen")
+            assert_message(await receive(ann), "kitchen", "ann", "in the kitchen")
+            await join(ann, "lobby", "ann")
+            await say(bob, "welcome back")
+            assert_message(await receive(ann), "lobby", "bob", "welcome back")
+
+
+BAD_FRAMES = {
+    "not json": "frames must be JSON objects",
+    "[1, 2]": "frames must be JSON objects",
+    '{"type": "shout"}': '"type" must be "join" or "message"',
+    '{"type": "message", "text": "hi"}': "join a room first",
+    '{"type": "join", "room": 5, "nick": "ann"}': '"room" must be a string',
+    '{"type": "join", "room": "  ", "nick": "ann"}': '"room" must not be empty',
+    '{"type": "join", "room": "lobby"}': '"nick" must be a string',
+    json.dumps({"type": "join", "room": "x" * 41, "nick": "ann"}): '"room" is too long',
+    json.dumps({"type": "join", "room": "a\nb", "nick": "ann"}): "control characters",
+    json.dumps({"type": "message", "text": "x" * 9000}): "frame too long",
+}
+
+
+@pytest.mark.anyio
+async def test_bad_input_gets_an_error_frame_and_the_socket_stays_usable() -> None:
+    async with serving(create_app("memory://")) as url, connect_async(url) as client:
+        assert await receive(client) == {"type": "welcome", "layer": "memory"}
+        for frame, error in BAD_FRAMES.items():
+            await client.send(frame)
+            reply = await receive(client)
+            assert reply["type"] == "error", frame
+            assert error in reply["error"], frame
+        await client.send(b"\x00binary")
+        assert (await receive(client))["type"] == "error"
+        await join(client, "lobby", "ann")
+        await say(client, "x" * 1001)
+        assert "at most 1000" in (await receive(client))["error"]
+        await say(client, "  still works  ")
+        assert_message(await receive(client), "lobby", "ann", "still works")
+
+
+@pytest.mark.anyio
+async def test_no_subscription_outlives_its_socket() -> None:
+    app = create_app("memory://")
+    async with serving(app) as url:
+        channel: Channel = app.state.channel
+        async with chatter(url, "lobby", "ann") as ann, chatter(url, "lobby", "bob"):
+            await join(ann, "kitchen", "ann")
+            await join(ann, "lobby", "ann")
+            assert channel.stats().subscribers == 2
+        async with chatter(url, "attic", "cy") as cy:
+            await say(cy, "bye")
+            await cy.close()  # closed mid-session, while a message is in flight
+        await eventually(lambda: channel.stats().subscribers == channel.stats().groups == 0)
+
+
+class _SlowSocket:
+    """Just enough of a Starlette WebSocket for `ChatSession`, whose sends wait for the test."""
+
+    def __init__(self) -> None:
+        self.incoming, self._receive = anyio.create_memory_object_stream[dict[str, Any]](10)
+        self._send, self.sent = anyio.create_memory_object_stream[str]()
+
+    async def accept(self) -> None:
+        pass
+
+    async def receive(self) -> dict[str, Any]:
+        return await self._receive.receive()
+
+    async def send_text(self, text: str) -> None:
+        await self._send.send(text)
+
+
+@pytest.mark.anyio
+async def test_lost_messages_are_noticed_and_the_room_goes_on() -> None:
+    socket_ = _SlowSocket()
+
+    async def client_says(frame: dict[str, Any]) -> None:
+        await socket_.incoming.send({"type": "websocket.receive", "text": json.dumps(frame)})
+
+    async def next_frame() -> dict[str, Any]:
+        with anyio.fail_after(TIMEOUT):
+            frame: dict[str, Any] = json.loads(await socket_.sent.receive())
+        return frame
+
+    async with Channel.from_url("memory://", buffer_size=1) as channel:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(ChatSession(cast(WebSocket, socket_), channel).run, "memory")
+            assert (await next_frame())["type"] == "welcome"
+            await client_says({"type": "join", "room": "lobby", "nick": "ann"})
+            assert (await next_frame())["type"] == "joined"
+            for n in range(4):  # the relay blocks sending the first; the buffer holds one
+                await client_says({"type": "message", "text": f"m{n}"})
+            await anyio.wait_all_tasks_blocked()
+            assert (await next_frame())["text"] == "m0"
+            notice = await next_frame()
+            assert notice["type"] == "notice"
+            assert "2 message(s) skipped" in notice["text"]
+            assert (await next_frame())["text"] == "m3"
+            await client_says({"type": "message", "text": "after"})
+            assert (await next_frame())["text"] == "after"
+            await socket_.incoming.send({"type": "websocket.disconnect", "code": 1000})
+        assert channel.stats().subscribers == 0  # the session ended with its socket
+
+
+# -- across processes --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Instance:
+    """A `python -m examples.chat` process on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    stdout: Path
+    stderr: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def output(self) -> str:
+        return f"stdout:\n{self.stdout.read_text()}\nstderr:\n{self.stderr.read_text()}"
+
+    def stop(self) -> int:
+        """Ctrl-C, then wait; a process that does not stop is killed (and the test fails)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the demo ignored Ctrl-C\n{self.output()}") from None
+
+
+@contextmanager
+def chat_process(url: str, workdir: Path) -> Iterator[Instance]:
+    """Start the demo on `url`, wait until it serves its page, stop it afterwards."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = workdir / f"{port}.out", workdir / f"{port}.err"
+    env = {key: value for key, value in os.environ.items() if key != "CHANNELS_URL"}
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "examples.chat", "--port", str(port), "--url", url],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    instance = Instance(process, port, stdout, stderr)
+    try:
+        wait_until_serving(instance)
+        yield instance
+    finally:
+        instance.stop()
+
+
+def wait_until_serving(instance: Instance) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if instance.process.poll() is not None:
+            raise AssertionError(f"the demo exited early\n{instance.output()}")
+        try:
+            with urllib.request.urlopen(instance.http, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the demo did not serve its page within 20 s\n{instance.output()}")
+
+
+def broker_url(variable: str, default: str, layer: str) -> str:
+    """The test broker's URL, if its layer is installed and something listens there."""
+    url = os.environ.get(variable) or default
+    try:
+        get_layer(layer)
+    except ChannelsError as error:
+        missing(f"the {layer} layer is not usable: {error}")
+    parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or {"redis": 6379}.get(layer, 5432))
+    try:
+        socket.create_connection(address, timeout=2).close()
+    except OSError as error:
+        missing(f"no {layer} server at {url} ({error}); set {variable}")
+    return url
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> str:
+    return broker_url("CHANNELS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", "redis")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    return broker_url(
+        "CHANNELS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test", "postgresql"
+    )
+
+
+@pytest.fixture(scope="module")
+def redis_pair(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Instance, Instance]]:
+    workdir = tmp_path_factory.mktemp("chat-redis")
+    with chat_process(redis_url, workdir) as a, chat_process(redis_url, workdir) as b:
+        yield a, b
+
+
+def sync_receive(client: SyncClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(client.recv(timeout=TIMEOUT))
+    return frame
+
+
+@contextmanager
+def sync_chatter(url: str, room: str, nick: str) -> Iterator[SyncClientConnection]:
+    with connect_sync(url) as client:
+        assert sync_receive(client)["type"] == "welcome"
+        client.send(json.dumps({"type": "join", "room": room, "nick": nick}))
+        assert sync_receive(client) == {"type": "joined", "room": room, "nick": nick}
+        yield client
+
+
+def assert_shared_rooms(a: Instance, b: Instance) -> None:
+    room = unique_room()
+    with sync_chatter(a.ws, room, "ann") as ann, sync_chatter(b.ws, room, "bob") as bob:
+        ann.send(json.dumps({"type": "message", "text": "hello from A"}))
+        assert_message(sync_receive(bob), room, "ann", "hello from A")
+        bob.send(json.dumps({"type": "message", "text": "hello from B"}))
+        assert_message(sync_receive(ann), room, "ann", "hello from A")  # her own, first
+        assert_message(sync_receive(ann), room, "bob", "hello from B")
+
+
+def test_two_instances_share_rooms_over_redis(redis_pair: tuple[Instance, Instance]) -> None:
+    assert_shared_rooms(*redis_pair)
+
+
+def test_two_instances_share_rooms_over_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    with chat_process(postgres_url, tmp_path) as a, chat_process(postgres_url, tmp_path) as b:
+        assert_shared_rooms(a, b)
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    with chat_process("memory://", tmp_path) as demo:
+        assert f"open {demo.http}/" in demo.stdout.read_text()
+        with sync_chatter(demo.ws, "lobby", "ann") as ann:
+            assert demo.stop() == 0
+            with pytest.raises(ConnectionClosed):
+                ann.recv(timeout=TIMEOUT)
+    assert demo.stdout.read_text().rstrip().endswith("chat stopped")
+    stderr = demo.stderr.read_text()
+    assert "Traceback" not in stderr, stderr
+    assert "ERROR" not in stderr, stderr
+
+
+def test_a_bad_layer_url_is_a_plain_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.chat", "--url", "nosuchlayer://x", "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot use nosuchlayer://x" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- in a browser ------------------------------------------------------------------------
+
+
+def test_a_message_typed_in_one_browser_appears_in_the_other(
+    redis_pair: tuple[Instance, Instance],
+) -> None:
+    if not Path(CHROMIUM).exists():
+        missing(f"{CHROMIUM} is missing: apt-get install chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    room = unique_room()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = []
+            for instance, nick in zip(redis_pair, ("ann", "bob"), strict=True):
+                page = browser.new_page()
+                page.goto(f"{instance.http}/#{room}")
+                page.fill("#nick", nick)
+                page.click("#join")
+                expect(page.locator("#log")).to_contain_text(f"you are {nick} in {room}")
+                pages.append(page)
+            ann, bob = pages
+            ann.fill("#text", "hello from the first browser")
+            ann.press("#text", "Enter")
+            expect(bob.locator("#log")).to_contain_text("hello from the first browser")
+            expect(bob.locator("#log .nick")).to_have_text(["ann"])
+            bob.fill("#text", "and back")
+            bob.click("#send")
+            expect(ann.locator("#log")).to_contain_text("and back")
+        finally:
+            browser.close()
