@@ -16,9 +16,10 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 import redis
 import redis.asyncio
@@ -49,7 +50,7 @@ def _free_port() -> int:
 class RedisServer:
     """A ``redis-server`` process on a loopback port (and a unix socket) that we own."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             message = "redis-server is not installed (apt-get install redis-server)"
@@ -60,11 +61,18 @@ class RedisServer:
         self._directory = directory
         self.port = _free_port()
         self.unix_socket = directory / "redis.sock"
+        self.password = password
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        auth = "" if self.password is None else f":{self.password}@"
+        return f"redis://{auth}127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     def start(self) -> None:
         assert self._process is None
@@ -77,6 +85,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self._directory),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -112,13 +121,42 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def throwaway_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
+def start_redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., RedisServer]]:
+    """Starts private servers (``password=`` for one with requirepass); stops them after."""
+    servers: list[RedisServer] = []
+
+    def start(password: str | None = None) -> RedisServer:
+        server = RedisServer(tmp_path_factory.mktemp("redis"), password)
+        servers.append(server)
+        server.start()
+        return server
+
     try:
-        yield server
+        yield start
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def throwaway_redis(start_redis_server: Callable[..., RedisServer]) -> RedisServer:
+    return start_redis_server()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `predicate` until it holds; fail the test after `timeout` seconds."""
+    with anyio.fail_after(timeout):
+        while True:  # the counters polled here have no event to wait on
+            if predicate():
+                return
+            await anyio.sleep(0.01)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[None]]:
+    return wait_for
 
 
 @pytest.fixture
