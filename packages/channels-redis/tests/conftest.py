@@ -145,11 +145,14 @@ def throwaway_redis(start_redis_server: Callable[..., RedisServer]) -> RedisServ
     return start_redis_server()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll `predicate` until it holds; fail the test after `timeout` seconds."""
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll `predicate` (sync or async) until it holds; fail the test after `timeout` s."""
     with anyio.fail_after(timeout):
-        while True:  # the counters polled here have no event to wait on
-            if predicate():
+        while True:  # what is polled here (counters, the server) has no event to wait on
+            holds = predicate()
+            if not isinstance(holds, bool):
+                holds = await holds
+            if holds:
                 return
             await anyio.sleep(0.01)
 
