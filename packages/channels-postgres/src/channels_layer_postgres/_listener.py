@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.abc
 import asyncpg
 
 from channels_core.exceptions import BrokerUnavailableError
@@ -66,19 +65,21 @@ class Listener:
 
     # -- the supervisor ---------------------------------------------------------
 
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Connect (BrokerUnavailableError after `connect_timeout`), then keep connected."""
+    async def start(self) -> None:
+        """Connect and LISTEN; BrokerUnavailableError after `connect_timeout`."""
         settings = self._settings
-        conn = await retry_until(
+        await retry_until(
             self._open,
             timeout=settings.connect_timeout,
             retry_on=CONNECTION_ERRORS,
             what=f"connect to {self._describe}",
             backoff=settings.reconnect_backoff,
         )
-        task_status.started()
+
+    async def run(self) -> None:
+        """After `start`: watch the connection and replace it whenever it dies."""
+        conn = self._conn
+        assert conn is not None, "start() first"
         try:
             while True:
                 await self._watch(conn)
@@ -88,7 +89,7 @@ class Listener:
                 logger.info("reconnected to %s; listening again", self._describe)
                 self._on_restored()
         finally:
-            await self._close()
+            await self.close()
 
     async def _open(self) -> ListenConnection:
         conn: ListenConnection = await asyncpg.connect(
@@ -150,13 +151,19 @@ class Listener:
             self._dead.set()
         conn.terminate()
 
-    async def _close(self) -> None:
-        """Close the current connection politely (bounded in time), then for sure."""
+    async def close(self) -> None:
+        """UNLISTEN everything and close the connection (bounded in time), then for sure.
+
+        Unlistening first also takes this connection out of the
+        pattern-listeners table, so publishers stop paying for the firehose.
+        """
         conn = self._conn
         if conn is None:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._settings.command_timeout):
             with contextlib.suppress(Exception):
+                if self._listening:
+                    await conn.execute(self._batch(set(), self._listening))
                 await conn.close()
         self._forget(conn)
 
@@ -209,10 +216,12 @@ class Listener:
             add, remove = desired - self._listening, self._listening - desired
             if not (add or remove):
                 return
-            sql = "; ".join([listen_batch(add, remove), *self._extra_statements(add, remove)])
             with anyio.CancelScope(shield=True):
-                await conn.execute(sql, timeout=self._settings.command_timeout)
+                await conn.execute(self._batch(add, remove), timeout=self._settings.command_timeout)
             self._listening = (self._listening | add) - remove
+
+    def _batch(self, add: set[str], remove: set[str]) -> str:
+        return "; ".join([listen_batch(add, remove), *self._extra_statements(add, remove)])
 
     async def listening_channels(self) -> list[str]:
         """What the server says the connection LISTENs (``pg_listening_channels()``)."""

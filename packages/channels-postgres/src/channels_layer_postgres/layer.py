@@ -111,6 +111,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
     @asynccontextmanager
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
+        """Open the publishing pool and the LISTEN connection; background tasks run inside.
+
+        Startup errors (BrokerUnavailableError, ...) and the body's own
+        exceptions come out as they are, never wrapped in an exception group.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -133,14 +138,24 @@ class PostgreSQLChannelLayer(ChannelLayer):
         )
         self._inbox, self._listener, self._notifications = inbox, listener, send
         try:
-            async with self._publisher.open(), anyio.create_task_group() as tasks:
+            async with self._publisher.open():
                 await self._prepare_schema()
-                await tasks.start(listener.run)
-                tasks.start_soon(self._route, receive)
+                await listener.start()
                 try:
-                    yield
+                    failure = None
+                    async with anyio.create_task_group() as tasks:
+                        tasks.start_soon(listener.run)
+                        tasks.start_soon(self._route, receive)
+                        try:
+                            yield
+                        except Exception as exc:
+                            failure = exc  # re-raised below, not wrapped in a group
+                        finally:
+                            tasks.cancel_scope.cancel()
                 finally:
-                    tasks.cancel_scope.cancel()
+                    await listener.close()
+                if failure is not None:
+                    raise failure
         finally:
             send.close()
             receive.close()

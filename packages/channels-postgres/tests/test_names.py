@@ -1,0 +1,93 @@
+"""Group names reach PostgreSQL safely, stay distinct, and come back right."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import pytest
+
+from channels_core import Channel, Subscriber
+from channels_layer_postgres import ChannelNames
+from channels_layer_postgres.testing import LayerMaker
+
+pytestmark = pytest.mark.anyio
+
+HOSTILE = [
+    'x"; DROP TABLE canary; --',
+    "x'); DROP TABLE canary; --",
+    '"',
+    "'",
+    "\\",
+    "$1",
+    "UNLISTEN *",
+    "semi;colon;",
+    "ünïcødé 🚀 グループ",
+    "tab\tnew\nline",
+    "nul\x00byte",
+    "   ",
+    "z" * 1000,
+    "y" * 62 + "-1",
+    "y" * 62 + "-2",
+    "é" * 40 + "1",
+    "é" * 40 + "2",
+]
+
+
+def test_channel_names_fit_and_never_collide() -> None:
+    names = ChannelNames("channels")
+    channels = [names.channel(group) for group in HOSTILE]
+    assert len(set(channels)) == len(HOSTILE)
+    for channel in channels:
+        assert len(channel.encode()) <= 63
+        assert "\x00" not in channel
+    assert names.channel("chat.room-1") == "channels:chat.room-1"
+    assert names.channel("x" * 100).startswith("channels#xxxx")
+    assert names.channel("a" * 54) != names.channel("a" * 55)  # direct vs hashed
+
+
+@pytest.fixture
+async def canary(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(postgres_url)
+    await conn.execute("CREATE TABLE IF NOT EXISTS canary (id int)")
+    try:
+        yield conn
+    finally:
+        await conn.execute("DROP TABLE IF EXISTS canary")
+        await conn.close()
+
+
+async def _next(subscriber: Subscriber) -> tuple[str, object]:
+    with anyio.fail_after(5):
+        event = await subscriber.receive()
+    return event.group, event.message
+
+
+async def test_hostile_names_are_delivered_to_their_group_only(
+    make_layer: LayerMaker, canary: asyncpg.Connection
+) -> None:
+    async with Channel(make_layer()) as listener, Channel(make_layer()) as sender:
+        async with listener.subscribe(*HOSTILE) as subscriber:
+            for group in HOSTILE:
+                await sender.publish(group, group)
+            received = [await _next(subscriber) for _ in HOSTILE]
+        assert received == [(group, group) for group in HOSTILE]
+        # One at a time: nothing from the look-alikes leaks in.
+        for group in HOSTILE:
+            async with listener.subscribe(group) as subscriber:
+                for other in HOSTILE:
+                    await sender.publish(other, other)
+                assert await _next(subscriber) == (group, group)
+    assert await canary.fetchval("SELECT to_regclass('canary') IS NOT NULL")
+
+
+async def test_every_subscription_is_listened_and_unlistened(make_layer: LayerMaker) -> None:
+    layer = make_layer()
+    async with Channel(layer) as channel:
+        async with channel.subscribe(*HOSTILE):
+            listening = await layer.listening_channels()
+            assert sorted(listening) == sorted(layer.channel_name(group) for group in HOSTILE)
+            async with channel.subscribe_pattern("y*"):
+                assert len(await layer.listening_channels()) == len(HOSTILE) + 1
+        assert await layer.listening_channels() == []

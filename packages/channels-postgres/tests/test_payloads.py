@@ -1,0 +1,132 @@
+"""Payload sizes, binary payloads, expiry of large payloads, garbage notifications."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import asyncpg
+import pytest
+
+from channels_core import Channel, Event, PayloadTooLargeError, Subscriber
+from channels_layer_postgres import ChannelNames
+from channels_layer_postgres.testing import LayerMaker
+
+pytestmark = pytest.mark.anyio
+
+
+async def _receive(subscriber: Subscriber) -> Event:
+    with anyio.fail_after(5):
+        return await subscriber.receive()
+
+
+def _message_of(size: int) -> str:
+    """A message whose JSON encoding is exactly `size` bytes."""
+    message = "x" * (size - 2)
+    assert len(json.dumps(message).encode()) == size
+    return message
+
+
+@pytest.mark.parametrize(
+    ("size", "through_table"),
+    [(1000, False), (7_900, False), (7_999, True), (8_000, True), (100_000, True)],
+)
+async def test_payload_sizes_around_the_notify_limit(
+    make_layer: LayerMaker, size: int, through_table: bool
+) -> None:
+    message = _message_of(size)
+    sender = make_layer()
+    async with Channel(make_layer()) as listener, Channel(sender) as channel:
+        async with listener.subscribe("sizes") as subscriber:
+            await channel.publish("sizes", message)
+            await channel.publish("sizes", "after")
+            assert (await _receive(subscriber)).message == message
+            assert (await _receive(subscriber)).message == "after"  # order kept
+    assert sender.counters.large_published == int(through_table)
+
+
+async def test_the_maximum_is_enforced_before_sending(make_layer: LayerMaker) -> None:
+    layer = make_layer()
+    limit = layer.max_payload_bytes
+    async with Channel(layer) as channel, channel.subscribe("max") as subscriber:
+        await channel.publish("max", _message_of(limit))
+        assert len((await _receive(subscriber)).message) == limit - 2
+        with pytest.raises(PayloadTooLargeError, match=f"{limit:,}"):
+            await channel.publish("max", _message_of(limit + 1))
+        await channel.publish("max", "next")
+        assert (await _receive(subscriber)).message == "next"
+    assert layer.counters.large_published == 1
+
+
+async def test_the_maximum_is_configurable(make_layer: LayerMaker) -> None:
+    async with Channel(make_layer(max_payload_bytes=20_000)) as channel:
+        await channel.publish("max", _message_of(20_000))
+        with pytest.raises(PayloadTooLargeError):
+            await channel.publish("max", _message_of(20_001))
+
+
+@pytest.mark.parametrize("size", [10, 7_000, 50_000])
+async def test_binary_payloads_round_trip(make_layer: LayerMaker, size: int) -> None:
+    message = {"blob": bytes(range(256)) * (size // 256 + 1), "n": None}
+    async with Channel(make_layer(), serializer="msgpack") as channel:
+        async with channel.subscribe("binary") as subscriber:
+            await channel.publish("binary", message)
+            assert (await _receive(subscriber)).message == message
+
+
+async def test_large_payload_rows_expire(
+    make_layer: LayerMaker, postgres_url: str, namespace: str
+) -> None:
+    table = ChannelNames(namespace).payloads_table
+    layer = make_layer(large_payload_ttl=0.2)
+    async with Channel(layer) as channel:
+        await channel.publish("expiry", _message_of(10_000))
+        await anyio.sleep(0.3)
+        await channel.publish("expiry", _message_of(10_000))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        old = await conn.fetchval(
+            f"SELECT count(*) FROM \"{table}\" WHERE created < now() - interval '0.2 s'"
+        )
+    finally:
+        await conn.close()
+    assert old == 0
+
+
+async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
+    make_layer: LayerMaker, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    layer = make_layer()
+    channel_name = layer.channel_name("victim")
+    forged = [
+        "plain text",
+        "",
+        "chl1",
+        "chl1t0:",
+        "chl1t0:not json",
+        'chl1t0:"victim',
+        "chl1t0:123body",
+        'chl1b0:"victim"***',
+        'chl1r0:"victim"12x',
+        'chl1z0:"victim"body',
+    ]
+    async with Channel(layer) as channel, channel.subscribe("victim") as subscriber:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            for text in forged:
+                await conn.execute("SELECT pg_notify($1, $2)", channel_name, text)
+            # Well-formed, but naming another group than the channel carries.
+            await conn.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t0:"other""x"')
+            # Well-formed, for this group, but a row that does not exist.
+            await conn.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1r0:"victim"999999999')
+            # Undecodable JSON body: the core reports and skips it.
+            await conn.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t1:"victim"{oops')
+        finally:
+            await conn.close()
+        await channel.publish("victim", "real")
+        assert await _receive(subscriber) == Event("victim", "real")
+    assert layer.counters.undecodable == len(forged)
+    assert layer.counters.misrouted == 1
+    assert layer.counters.large_missing == 1
+    assert channel.stats().undecodable == 1
+    assert "skipped" in caplog.text

@@ -1,0 +1,120 @@
+"""Publishing inside the application's transaction, and through its own pool or connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import pytest
+
+from channels_core import Channel, ChannelClosedError, PayloadTooLargeError, Subscriber
+from channels_layer_postgres.testing import LayerMaker
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def app_connection(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _messages(subscriber: Subscriber, count: int) -> list[object]:
+    with anyio.fail_after(5):
+        return [(await subscriber.receive()).message for _ in range(count)]
+
+
+async def test_commit_delivers_and_rollback_drops(
+    make_layer: LayerMaker, app_connection: asyncpg.Connection
+) -> None:
+    layer = make_layer()
+    async with Channel(layer) as channel, channel.subscribe("orders") as subscriber:
+        async with app_connection.transaction():
+            await layer.publish_in(app_connection, "orders", {"id": 1})
+            await layer.publish_in(app_connection, "orders", {"id": 1})  # not folded
+            await layer.publish_in(app_connection, "orders", "x" * 20_000)  # large
+        transaction = app_connection.transaction()
+        await transaction.start()
+        await layer.publish_in(app_connection, "orders", "rolled back")
+        await layer.publish_in(app_connection, "orders", "y" * 20_000)
+        await transaction.rollback()
+        await channel.publish("orders", "marker")
+        received = await _messages(subscriber, 4)
+    assert received == [{"id": 1}, {"id": 1}, "x" * 20_000, "marker"]
+
+
+async def test_nothing_is_delivered_before_commit(
+    make_layer: LayerMaker, app_connection: asyncpg.Connection
+) -> None:
+    layer = make_layer()
+    async with Channel(layer) as channel, channel.subscribe("pending") as subscriber:
+        transaction = app_connection.transaction()
+        await transaction.start()
+        await layer.publish_in(app_connection, "pending", "later")
+        await anyio.sleep(0.2)
+        assert channel.stats().received == 0
+        await transaction.commit()
+        assert await _messages(subscriber, 1) == ["later"]
+
+
+async def test_publish_in_checks_its_input(
+    make_layer: LayerMaker, app_connection: asyncpg.Connection
+) -> None:
+    layer = make_layer(max_payload_bytes=1000)
+    with pytest.raises(ChannelClosedError, match="enter its Channel"):
+        await layer.publish_in(app_connection, "g", 1)
+    async with Channel(layer):
+        with pytest.raises(PayloadTooLargeError):
+            await layer.publish_in(app_connection, "g", "x" * 1000)
+        with pytest.raises(TypeError, match="group"):
+            await layer.publish_in(app_connection, "", 1)
+
+
+async def test_msgpack_publish_in(
+    make_layer: LayerMaker, app_connection: asyncpg.Connection
+) -> None:
+    layer = make_layer()
+    async with Channel(layer, serializer="msgpack") as channel:
+        async with channel.subscribe("packed") as subscriber:
+            await layer.publish_in(
+                app_connection, "packed", {"b": b"\x00\xff"}, serializer="msgpack"
+            )
+            assert await _messages(subscriber, 1) == [{"b": b"\x00\xff"}]
+
+
+async def test_application_pool_is_used_and_left_open(
+    make_layer: LayerMaker, postgres_url: str
+) -> None:
+    pool = await asyncpg.create_pool(postgres_url, min_size=1, max_size=2)
+    try:
+        async with Channel(make_layer(pool=pool)) as channel:
+            async with channel.subscribe("pooled") as subscriber:
+                await channel.publish("pooled", 1)
+                await channel.publish("pooled", "z" * 30_000)
+                assert await _messages(subscriber, 2) == [1, "z" * 30_000]
+        assert not pool.is_closing()
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
+
+
+async def test_application_connection_is_used_and_left_open(
+    make_layer: LayerMaker, app_connection: asyncpg.Connection
+) -> None:
+    async with Channel(make_layer(connection=app_connection)) as channel:
+        async with channel.subscribe("shared-conn") as subscriber:
+
+            async def publish(tag: str) -> None:
+                for number in range(20):
+                    await channel.publish("shared-conn", [tag, number])
+
+            async with anyio.create_task_group() as tasks:  # concurrent use is serialised
+                tasks.start_soon(publish, "a")
+                tasks.start_soon(publish, "b")
+            received = await _messages(subscriber, 40)
+    assert sorted(map(tuple, received)) == sorted((t, n) for t in "ab" for n in range(20))  # type: ignore[arg-type]
+    assert not app_connection.is_closed()
