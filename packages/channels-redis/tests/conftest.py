@@ -50,18 +50,16 @@ def _free_port() -> int:
 class RedisServer:
     """A ``redis-server`` process on a loopback port (and a unix socket) that we own."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            message = "redis-server is not installed (apt-get install redis-server)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        self._binary = binary
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
+        self._binary = _require_tool("redis-server", "apt-get install redis-server")
         self._directory = directory
         self.port = _free_port()
         self.unix_socket = directory / "redis.sock"
         self.password = password
+        self.tls_port = _free_port() if tls else None
+        self.ca_file = directory / "ca.crt"
+        if tls:
+            _make_certificates(directory)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,6 +84,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self._directory),
                 *(["--requirepass", self.password] if self.password else []),
+                *self._tls_arguments(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -97,11 +96,72 @@ class RedisServer:
                 pytest.fail(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
 
+    def _tls_arguments(self) -> list[str]:
+        if self.tls_port is None:
+            return []
+        return [
+            "--tls-port", str(self.tls_port),
+            "--tls-cert-file", str(self._directory / "server.crt"),
+            "--tls-key-file", str(self._directory / "server.key"),
+            "--tls-ca-cert-file", str(self.ca_file),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
             process.kill()
             process.wait(timeout=10)
+
+
+def _require_tool(name: str, install: str) -> str:
+    """The path of a program the tests need: a skip without it, a failure in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({install})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _make_certificates(directory: Path) -> None:
+    """A throwaway CA (ca.crt) and a server certificate for 127.0.0.1 signed by it."""
+    openssl = _require_tool("openssl", "apt-get install openssl")
+
+    def run(*arguments: str) -> None:
+        subprocess.run([openssl, *arguments], cwd=directory, check=True, capture_output=True)
+
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-extfile", "san.cnf", "-out", "server.crt")  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -124,11 +184,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def start_redis_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., RedisServer]]:
-    """Starts private servers (``password=`` for one with requirepass); stops them after."""
+    """Starts private servers (``password=``: requirepass, ``tls=True``: a TLS port too)."""
     servers: list[RedisServer] = []
 
-    def start(password: str | None = None) -> RedisServer:
-        server = RedisServer(tmp_path_factory.mktemp("redis"), password)
+    def start(password: str | None = None, tls: bool = False) -> RedisServer:
+        server = RedisServer(tmp_path_factory.mktemp("redis"), password, tls)
         servers.append(server)
         server.start()
         return server

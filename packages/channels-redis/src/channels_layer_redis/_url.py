@@ -85,7 +85,8 @@ def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
     if type(max_connections) is not int or max_connections < 1:
         raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
     pool_timeout = redis_kwargs.pop("timeout", None)
-    redis_kwargs.setdefault("socket_keepalive", True)
+    if "socket_keepalive" in _connection_parameters(connection_class):  # TCP only
+        redis_kwargs.setdefault("socket_keepalive", True)
     return RedisConfig(
         display_url=display_url,
         connection_class=connection_class,

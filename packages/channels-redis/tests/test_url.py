@@ -1,0 +1,158 @@
+"""URL forms and options: what redis-py's URL parser takes, plus the layer's own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import pytest
+import redis.asyncio
+
+from channels_core import BrokerUnavailableError, Channel, get_layer
+from channels_core.reconnect import Backoff
+from channels_layer_redis import LayerOptions, RedisPubSubChannelLayer
+
+pytestmark = pytest.mark.anyio
+
+
+class Server(Protocol):
+    """What the conftest's private `RedisServer` offers a test."""
+
+    url: str
+    port: int
+    tls_port: int | None
+    ca_file: Path
+    unix_socket: Path
+
+
+async def round_trip(channel: Channel, group: str = "url-test") -> None:
+    async with channel.subscribe(group) as subscriber:
+        await channel.publish(group, "over this URL")
+        with anyio.fail_after(5):
+            assert (await subscriber.receive()).message == "over this URL"
+
+
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "redis+unix"])
+def test_the_schemes_resolve_to_this_layer(scheme: str) -> None:
+    assert get_layer(scheme) is RedisPubSubChannelLayer
+
+
+async def test_db_username_and_password_reach_the_server(throwaway_redis: Server) -> None:
+    admin = redis.asyncio.Redis.from_url(throwaway_redis.url)
+    try:
+        await admin.acl_setuser(
+            "alice",
+            enabled=True,
+            passwords=["+alice-pw"],
+            commands=["+@all"],
+            keys=["*"],
+            channels=["*"],
+        )
+        url = f"redis://alice:alice-pw@127.0.0.1:{throwaway_redis.port}/5"
+        layer = RedisPubSubChannelLayer.from_url(url, client_name="url-test")
+        async with Channel(layer) as channel:
+            await round_trip(channel)
+            mine = [c for c in await admin.client_list() if c["name"] == "url-test"]
+        assert mine
+        assert {(c["user"], c["db"]) for c in mine} == {("alice", "5")}
+    finally:
+        await admin.aclose()
+
+
+@pytest.mark.parametrize("scheme", ["unix", "redis+unix"])
+async def test_unix_socket(throwaway_redis: Server, scheme: str) -> None:
+    url = f"{scheme}://{throwaway_redis.unix_socket}?db=2"
+    async with Channel(RedisPubSubChannelLayer.from_url(url)) as channel:
+        await round_trip(channel)
+    if scheme == "redis+unix":
+        async with Channel.from_url(url) as channel:
+            await round_trip(channel)
+
+
+async def test_tls_with_ssl_options_in_the_url(
+    start_redis_server: Callable[..., Server],
+) -> None:
+    server = start_redis_server(tls=True)
+    base = f"rediss://127.0.0.1:{server.tls_port}/0"
+    async with Channel.from_url(f"{base}?ssl_ca_certs={server.ca_file}") as channel:
+        await round_trip(channel)
+    async with Channel.from_url(f"{base}?ssl_cert_reqs=none") as channel:
+        await round_trip(channel)
+    untrusted = RedisPubSubChannelLayer.from_url(base, connect_timeout=0.3)
+    with pytest.raises(BrokerUnavailableError, match=r"(?i)certificate"):
+        async with Channel(untrusted):
+            pass
+
+
+def test_layer_options_from_the_url_and_keywords() -> None:
+    layer = RedisPubSubChannelLayer.from_url(
+        "redis://127.0.0.1/0?publish_timeout=0.25&prefix=app%3A&health_check_interval=1.5",
+        subscribe_timeout=3,
+        prefix="keyword-wins:",
+        reconnect_backoff=Backoff(initial=0.1),
+    )
+    assert layer.options == LayerOptions(
+        prefix="keyword-wins:",
+        publish_timeout=0.25,
+        subscribe_timeout=3,
+        health_check_interval=1.5,
+        reconnect_backoff=Backoff(initial=0.1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "named"),
+    [
+        ("redis://127.0.0.1/0", {"publish_timeuot": 1}, "publish_timeuot"),
+        ("redis://127.0.0.1/0?colour=blue", {}, "colour"),
+        ("unix:///tmp/redis.sock", {"host": "elsewhere"}, "host"),
+        ("redis://127.0.0.1/0", {"retry": None}, "retry"),
+    ],
+)
+def test_unknown_options_are_refused_by_name(
+    url: str, options: dict[str, object], named: str
+) -> None:
+    with pytest.raises(TypeError, match=named):
+        RedisPubSubChannelLayer.from_url(url, **options)
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("http://127.0.0.1/0", {}),
+        ("redis://127.0.0.1/0?publish_timeout=soon", {}),
+        ("redis://127.0.0.1/0", {"publish_timeout": 0}),
+        ("redis://127.0.0.1/0", {"health_check_interval": float("inf")}),
+        ("redis://127.0.0.1/0", {"max_connections": 0}),
+        ("redis://127.0.0.1/0?db=first", {}),
+    ],
+)
+def test_bad_values_are_refused(url: str, options: dict[str, object]) -> None:
+    with pytest.raises(
+        ValueError, match=r"publish_timeout|health_check_interval|max_connections|db|Redis URL"
+    ):
+        RedisPubSubChannelLayer.from_url(url, **options)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("rediss://bob:s3cret@cache.internal/1", "rediss://bob:***@cache.internal/1"),
+        ("redis://127.0.0.1/0?password=s3cret&db=1", "redis://127.0.0.1/0?password=***&db=1"),
+        ("rediss://127.0.0.1/0?ssl_password=s3cret", "rediss://127.0.0.1/0?ssl_password=***"),
+    ],
+)
+def test_passwords_never_show(url: str, shown: str) -> None:
+    layer = RedisPubSubChannelLayer.from_url(url)
+    assert layer.url == shown
+    assert repr(layer) == f"<RedisPubSubChannelLayer {shown}>"
+    assert "s3cret" not in repr(Channel(layer))
+    with pytest.raises(TypeError) as error:
+        RedisPubSubChannelLayer.from_url(url, bogus=1)
+    assert "s3cret" not in str(error.value)
+    with pytest.raises(ValueError, match="not a Redis URL") as error2:
+        RedisPubSubChannelLayer.from_url(url.replace("redis", "http", 1))
+    assert "s3cret" not in str(error2.value)
