@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the demo lives in the repository, not in a distribution
     sys.path.insert(0, str(ROOT))
 
-from examples.chat.app import ChatSession, create_app  # noqa: E402
+from examples.chat.app import ChatSession, create_app, server_config  # noqa: E402
 
 IN_CI = bool(os.environ.get("CI"))
 CHROMIUM = "/usr/bin/chromium"
@@ -99,7 +99,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = _InProcessServer(uvicorn.Config(app, lifespan="on", log_level="warning"))
+    server = _InProcessServer(server_config(app, port=port))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(server.serve, [sock])
         try:
@@ -233,10 +233,17 @@ class _SlowSocket:
     async def send_text(self, text: str) -> None:
         await self._send.send(text)
 
+    def close(self) -> None:
+        for stream in (self.incoming, self._receive, self._send, self.sent):
+            stream.close()
+
 
 @pytest.mark.anyio
-async def test_lost_messages_are_noticed_and_the_room_goes_on() -> None:
+async def test_lost_messages_are_noticed_and_the_room_goes_on(
+    request: pytest.FixtureRequest,
+) -> None:
     socket_ = _SlowSocket()
+    request.addfinalizer(socket_.close)
 
     async def client_says(frame: dict[str, Any]) -> None:
         await socket_.incoming.send({"type": "websocket.receive", "text": json.dumps(frame)})
@@ -328,7 +335,9 @@ def chat_process(url: str, workdir: Path) -> Iterator[Instance]:
         wait_until_serving(instance)
         yield instance
     finally:
-        instance.stop()
+        status = instance.stop()
+    assert status == 0, f"exit status {status}\n{instance.output()}"
+    assert "Traceback" not in instance.stderr.read_text(), instance.output()
 
 
 def wait_until_serving(instance: Instance) -> None:
@@ -429,9 +438,16 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     assert "ERROR" not in stderr, stderr
 
 
-def test_a_bad_layer_url_is_a_plain_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("nosuchlayer://x", "pip install channels-core"),  # lists the installed layers
+        ("redis://127.0.0.1:1/0", "127.0.0.1:1"),  # nothing listens on port 1
+    ],
+)
+def test_an_unusable_layer_url_is_a_plain_error(url: str, error: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "examples.chat", "--url", "nosuchlayer://x", "--port", "0"],
+        [sys.executable, "-m", "examples.chat", "--url", url, "--port", "0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -439,7 +455,8 @@ def test_a_bad_layer_url_is_a_plain_error(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert "cannot use nosuchlayer://x" in result.stderr
+    assert f"chat: cannot use {url}: " in result.stderr
+    assert error in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -48,7 +48,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from channels_core import Channel, ChannelsError, MessagesLost
 
-__all__ = ["BadFrame", "ChatSession", "Join", "Say", "create_app", "main", "parse_frame"]
+__all__ = [
+    "BadFrame",
+    "ChatSession",
+    "Join",
+    "Say",
+    "create_app",
+    "main",
+    "parse_frame",
+    "server_config",
+]
 
 logger = logging.getLogger("chat")
 
@@ -272,11 +281,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def check_layer(url: str) -> None:
-    """Connect once, so a bad URL or a broker that is down fails early and plainly."""
-    with anyio.fail_after(15):
-        async with Channel.from_url(url):
-            pass
+async def check_layer(url: str) -> str | None:
+    """Connect once, so a bad URL or a broker that is down fails early and plainly.
+
+    Returns what went wrong, or None.
+    """
+    try:
+        with anyio.fail_after(20):
+            async with Channel.from_url(url):
+                return None
+    except TimeoutError:
+        return "no answer within 20 s"
+    except Exception as error:
+        while isinstance(error, ExceptionGroup):  # raised from a layer's task group
+            error = error.exceptions[0]
+        return str(error) if isinstance(error, ChannelsError) else repr(error)
+
+
+def server_config(
+    app: Starlette, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning"
+) -> uvicorn.Config:
+    """How the demo runs under uvicorn (the tests serve it the same way)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        ws_max_size=64 * 1024,  # bytes in one websocket frame; larger closes the socket
+        timeout_graceful_shutdown=3,  # seconds open sockets get to close on Ctrl-C
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,20 +323,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    try:
-        anyio.run(check_layer, args.url)
-    except (ChannelsError, OSError, TimeoutError) as error:
-        print(f"chat: cannot use {args.url}: {error}", file=sys.stderr)
+    problem = anyio.run(check_layer, args.url)
+    if problem is not None:
+        print(f"chat: cannot use {args.url}: {problem}", file=sys.stderr)
         return 1
-    config = uvicorn.Config(
-        create_app(args.url),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        lifespan="on",
-        ws_max_size=64 * 1024,
-        timeout_graceful_shutdown=3,
-    )
+    config = server_config(create_app(args.url), args.host, args.port, args.log_level)
     sock = config.bind_socket()  # a port in use exits here, with uvicorn's message
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"chat on {args.url}: open http://{host}:{args.port}/  (Ctrl-C to stop)", flush=True)
