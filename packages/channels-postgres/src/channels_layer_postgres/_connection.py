@@ -10,7 +10,11 @@ import asyncpg.exceptions
 
 from ._config import Settings
 
-__all__ = ["CONNECTION_ERRORS", "ListenConnection", "connect_kwargs"]
+__all__ = ["CLOSE_TIMEOUT", "CONNECTION_ERRORS", "ListenConnection", "connect_kwargs"]
+
+#: Seconds a polite close may take before the connection is simply cut
+#: (a silently dead connection would otherwise hold up leaving the channel).
+CLOSE_TIMEOUT = 1.0
 
 #: Errors a retry or a reconnect can cure: network failures, a killed backend,
 #: a server starting up or shutting down, a closed connection.

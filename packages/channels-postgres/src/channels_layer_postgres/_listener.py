@@ -21,7 +21,7 @@ from channels_core.exceptions import BrokerUnavailableError
 from channels_core.reconnect import retry_until
 
 from ._config import Settings
-from ._connection import CONNECTION_ERRORS, ListenConnection
+from ._connection import CLOSE_TIMEOUT, CONNECTION_ERRORS, ListenConnection
 from ._counters import LayerCounters
 from ._sql import listen_batch
 
@@ -160,7 +160,7 @@ class Listener:
         conn = self._conn
         if conn is None:
             return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._settings.command_timeout):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
             with contextlib.suppress(Exception):
                 if self._listening:
                     await conn.execute(self._batch(set(), self._listening))

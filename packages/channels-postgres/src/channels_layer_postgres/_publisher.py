@@ -14,6 +14,8 @@ from typing import Any
 import anyio
 import asyncpg
 
+from ._connection import CLOSE_TIMEOUT
+
 __all__ = ["Publisher"]
 
 
@@ -60,7 +62,7 @@ class Publisher:
         finally:
             pool, self._pool = self._pool, None
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(self._connect_kwargs.get("timeout", 5.0)):
+                with anyio.move_on_after(CLOSE_TIMEOUT):
                     with contextlib.suppress(Exception):
                         await pool.close()
                 pool.terminate()

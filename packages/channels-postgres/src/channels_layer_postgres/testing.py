@@ -117,6 +117,18 @@ class TemporaryPostgres:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
 
+    def ensure_running(self) -> None:
+        """Start the server if it is stopped (e.g. after a test that stopped it failed)."""
+        status = subprocess.run(  # noqa: S603 - fixed executable, no shell
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self._data), "status"],
+            capture_output=True,
+            user=self._user,
+            cwd=self._root,
+            check=False,
+        )
+        if status.returncode != 0:
+            self.start()
+
     def restart(self) -> None:
         self.stop()
         self.start()
