@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import anyio
-import anyio.lowlevel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
@@ -87,7 +86,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._inbox: Inbox | None = None
         self._client: Redis | None = None
         self._pubsub: PubSubConnection | None = None
-        self._reconnected = anyio.Event()
+        self._reconnected: anyio.Event | None = None  # set on each reconnect, then replaced
         self._published = 0
         self._losses = 0
         self._reconnects = 0
@@ -135,6 +134,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         if self._inbox is not None:
             raise RuntimeError("this layer is already connected; a layer serves one Channel")
         self._inbox = inbox
+        self._reconnected = anyio.Event()
         pool = BlockingConnectionPool(
             connection_class=self._config.connection_class,
             max_connections=self._config.max_connections,
@@ -162,7 +162,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 if self._pubsub is not None:
                     await self._pubsub.aclose()
                 await pool.disconnect()
-            self._inbox = self._client = self._pubsub = None
+            self._inbox = self._client = self._pubsub = self._reconnected = None
             self._groups.clear()
             self._patterns.clear()
 
@@ -197,19 +197,17 @@ class RedisPubSubChannelLayer(ChannelLayer):
             assert pubsub is not None
             try:
                 await pubsub.run(self.options.health_check_interval)
-            except TRANSIENT_ERRORS as exc:
+            except ConnectionLost as exc:
                 logger.warning(
-                    "lost the pub/sub connection to %s (%s: %s); reconnecting",
-                    self.url,
-                    type(exc).__name__,
-                    exc,
+                    "lost the pub/sub connection to %s (%s); reconnecting", self.url, exc
                 )
             self._pubsub = None
             self._losses += 1
             await pubsub.aclose()
             self._pubsub, early = await self._reconnect()
             self._reconnects += 1
-            self._reconnected.set()
+            if self._reconnected is not None:
+                self._reconnected.set()
             self._reconnected = anyio.Event()
             logger.warning(
                 "reconnected to %s; %d group(s) and %d pattern(s) subscribed again, "
@@ -317,17 +315,17 @@ class RedisPubSubChannelLayer(ChannelLayer):
         timeout = self.options.subscribe_timeout
         with anyio.move_on_after(timeout):
             while True:
-                pubsub = self._pubsub
+                pubsub, reconnected = self._pubsub, self._reconnected
                 if pubsub is None:
-                    if self._inbox is None:
+                    if reconnected is None:
                         raise ChannelClosedError("the Redis layer is not connected")
-                    await self._reconnected.wait()
+                    await reconnected.wait()
                     continue
                 try:
                     await pubsub.call(command, names)
                     return
                 except ConnectionLost:
-                    await anyio.lowlevel.checkpoint()  # the reader task will reconnect
+                    await anyio.sleep(0.01)  # for the reader task to notice and reconnect
         raise BrokerUnavailableError(
             f"could not {command} {len(names)} name(s) on {self.url} within {timeout:g} s: "
             "the server is not answering. The layer keeps reconnecting in the background; "

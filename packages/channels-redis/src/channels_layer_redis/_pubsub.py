@@ -132,23 +132,24 @@ class PubSubConnection:
             raise errors[0]
 
     async def run(self, health_check_interval: float) -> None:
-        """Read and dispatch until the connection fails (the error propagates).
+        """Read and dispatch until the connection fails, then raise `ConnectionLost`.
 
         After `health_check_interval` seconds of silence a PING goes out; if
         nothing at all comes back within as long again, the connection is
-        declared dead with a redis-py `TimeoutError`.
+        declared dead.
         """
-        while True:
-            response = await self._read(health_check_interval)
-            if response is not None:
-                self._dispatch(response)
-            elif self._health_token is None:
-                self._health_token = _new_token()
-                await self._send([("PING", self._health_token)])
-            else:
-                raise RedisTimeoutError(
-                    f"no reply to PING within {health_check_interval:g} s on the pub/sub connection"
-                )
+        try:
+            while True:
+                response = await self._read(health_check_interval)
+                if response is not None:
+                    self._dispatch(response)
+                elif self._health_token is None:
+                    self._health_token = _new_token()
+                    await self._send([("PING", self._health_token)])
+                else:
+                    raise RedisTimeoutError(f"no reply to PING within {health_check_interval:g} s")
+        except TRANSIENT_ERRORS as exc:
+            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         """Close the connection and wake every `call` still waiting (idempotent)."""
