@@ -77,19 +77,20 @@ class Listener:
         )
 
     async def run(self) -> None:
-        """After `start`: watch the connection and replace it whenever it dies."""
+        """After `start`: watch the connection and replace it whenever it dies.
+
+        Cancelling it leaves the connection open: the layer still needs it to
+        unsubscribe while it shuts down, then calls `close`.
+        """
         conn = self._conn
         assert conn is not None, "start() first"
-        try:
-            while True:
-                await self._watch(conn)
-                self._forget(conn)
-                conn = await self._reconnect()
-                self._counters.reconnects += 1
-                logger.info("reconnected to %s; listening again", self._describe)
-                self._on_restored()
-        finally:
-            await self.close()
+        while True:
+            await self._watch(conn)
+            self._forget(conn)
+            conn = await self._reconnect()
+            self._counters.reconnects += 1
+            logger.info("reconnected to %s; listening again", self._describe)
+            self._on_restored()
 
     async def _open(self) -> ListenConnection:
         conn: ListenConnection = await asyncpg.connect(
@@ -161,10 +162,11 @@ class Listener:
         if conn is None:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
-            with contextlib.suppress(Exception):
-                if self._listening:
-                    await conn.execute(self._batch(set(), self._listening))
-                await conn.close()
+            async with self._lock:
+                with contextlib.suppress(Exception):
+                    if self._listening:
+                        await conn.execute(self._batch(set(), self._listening))
+                    await conn.close()
         self._forget(conn)
 
     # -- following the desired state ----------------------------------------------

@@ -167,14 +167,20 @@ class PostgreSQLChannelLayer(ChannelLayer):
         """Create the layer's tables if needed (serialised by an advisory lock)."""
 
         async def attempt() -> None:
+            timeout = self.settings.command_timeout
             async with self._publisher.acquire() as conn:
-                encoding = await conn.fetchval("SHOW server_encoding")
-                async with conn.transaction():
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext($1))", self._sql.lock_key
-                    )
-                    for statement in self._sql.create_schema:
-                        await conn.execute(statement)
+                # Shielded (each statement bounded): a cancelled transaction
+                # must not go back to the pool half-done.
+                with anyio.CancelScope(shield=True):
+                    encoding = await conn.fetchval("SHOW server_encoding", timeout=timeout)
+                    async with conn.transaction():
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock(hashtext($1))",
+                            self._sql.lock_key,
+                            timeout=timeout,
+                        )
+                        for statement in self._sql.create_schema:
+                            await conn.execute(statement, timeout=timeout)
             self._writer.ascii_only = str(encoding).upper() not in ("UTF8", "UTF-8")
 
         await retry_until(
