@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
 
 import pytest
 
@@ -19,26 +17,6 @@ from channels_core import (
     layer_capabilities,
 )
 from channels_core.layers.local_memory import InMemoryChannelLayer
-
-
-def _install_fake_distribution(
-    tmp_path: Path, name: str, entry_points: str, **modules: str
-) -> None:
-    """Put a distribution with the given entry points and modules on sys.path."""
-    dist_info = tmp_path / f"{name.replace('-', '_')}-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(f"[channels.layers]\n{entry_points}\n")
-    for module, source in modules.items():
-        (tmp_path / f"{module}.py").write_text(source)
-
-
-@pytest.fixture
-def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    for module in [m for m in sys.modules if m.startswith("fake_")]:
-        del sys.modules[module]
 
 
 def test_shipped_layers_are_listed() -> None:
@@ -82,9 +60,10 @@ def test_missing_shipped_layer_names_its_install_command(monkeypatch: pytest.Mon
         Channel.from_url("rediss://127.0.0.1:6380")
 
 
-def test_broken_plugin_names_itself_and_its_cause_and_spares_the_others(fake_site: Path) -> None:
-    _install_fake_distribution(
-        fake_site,
+def test_broken_plugin_names_itself_and_its_cause_and_spares_the_others(
+    fake_distribution: Callable[..., None],
+) -> None:
+    fake_distribution(
         "fake-broken-layer",
         "broken = fake_broken:Layer",
         fake_broken="raise RuntimeError('cannot start: missing native library')\n",
@@ -100,17 +79,18 @@ def test_broken_plugin_names_itself_and_its_cause_and_spares_the_others(fake_sit
     assert get_layer("memory") is InMemoryChannelLayer
 
 
-def test_entry_point_that_is_not_a_layer_class_is_refused(fake_site: Path) -> None:
-    _install_fake_distribution(
-        fake_site, "fake-not-a-layer", "notalayer = fake_thing:thing", fake_thing="thing = 42\n"
-    )
+def test_entry_point_that_is_not_a_layer_class_is_refused(
+    fake_distribution: Callable[..., None],
+) -> None:
+    fake_distribution("fake-not-a-layer", "notalayer = fake_thing:thing", fake_thing="thing = 42\n")
     with pytest.raises(LayerImportError, match="does not point to a ChannelLayer subclass"):
         get_layer("notalayer")
 
 
-def test_two_distributions_claiming_one_name_is_an_error(fake_site: Path) -> None:
-    _install_fake_distribution(
-        fake_site,
+def test_two_distributions_claiming_one_name_is_an_error(
+    fake_distribution: Callable[..., None],
+) -> None:
+    fake_distribution(
         "fake-memory-clone",
         "memory = fake_clone:Clone",
         fake_clone=(
@@ -122,9 +102,10 @@ def test_two_distributions_claiming_one_name_is_an_error(fake_site: Path) -> Non
         get_layer("memory")
 
 
-def test_plugin_found_by_entry_point_brings_its_hookimpls(fake_site: Path) -> None:
-    _install_fake_distribution(
-        fake_site,
+def test_plugin_found_by_entry_point_brings_its_hookimpls(
+    fake_distribution: Callable[..., None],
+) -> None:
+    fake_distribution(
         "fake-pattern-layer",
         "fakepattern = fake_pattern_layer:PatternLayer",
         fake_pattern_layer=(

@@ -1,0 +1,193 @@
+"""The ``channels`` command line, run as a user would run it: as a separate process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from channels_core.cli import main
+
+COMMAND = [sys.executable, "-m", "channels_core.cli"]
+
+
+def run(*arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *arguments], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@contextmanager
+def background(*arguments: str) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [*COMMAND, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 20) -> None:
+    """Wait until the process writes `needle` to stderr (its readiness line)."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if needle in line:
+            return
+        if not line and process.poll() is not None:
+            pytest.fail(f"process exited early with {process.returncode}")
+    pytest.fail(f"no {needle!r} within {timeout} s")
+
+
+@pytest.mark.parametrize("command", [[], ["layers"], ["publish"], ["subscribe"], ["bench"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: channels" in result.stdout
+
+
+def test_layers_lists_installed_layers_with_capabilities(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["layers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    memory = next(line for line in lines if line.startswith("memory "))
+    assert "channels-core" in memory
+    assert "InMemoryChannelLayer" in memory
+    assert "multi-group, patterns" in memory
+    example = next(line for line in lines if line.startswith("example "))
+    assert example.rstrip().endswith("-")
+
+
+def test_layers_shows_a_broken_plugin_with_its_error(
+    capsys: pytest.CaptureFixture[str], fake_distribution: Callable[..., None]
+) -> None:
+    fake_distribution(
+        "fake-broken-cli",
+        "brokencli = fake_cli_mod:X",
+        fake_cli_mod="raise ImportError('needs libfoo')\n",
+    )
+    assert main(["layers"]) == 0
+    out = capsys.readouterr().out
+    assert "BROKEN" in out
+    assert "needs libfoo" in out
+    assert "multi-group, patterns" in out  # the other layers are still listed
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["publish", "localhost:6379", "g", "1"], "scheme"),
+        (["publish", "nats://127.0.0.1:4222", "g", "1"], "pip install"),
+        (["subscribe", "amqp://127.0.0.1", "g"], "no channel layer named 'amqp'"),
+        (["bench", "nope://x"], "no channel layer named 'nope'"),
+    ],
+)
+def test_bad_url_or_missing_layer_is_a_usage_error(arguments: list[str], message: str) -> None:
+    result = run(*arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_arguments_are_usage_errors() -> None:
+    result = run("bench", "memory://", "--subscribers", "0")
+    assert result.returncode == 2
+    assert "must be at least 1" in result.stderr
+
+
+def test_publish_on_memory_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["publish", "memory://", "room", '{"text": "hi"}']) == 0
+
+
+def test_bench_on_memory_prints_a_summary_table() -> None:
+    result = run(
+        "bench",
+        "memory://",
+        "--messages",
+        "2000",
+        "--subscribers",
+        "3",
+        "--latency-messages",
+        "200",
+        "--rate",
+        "5000",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = dict(line.split("  ", 1) for line in result.stdout.splitlines() if "  " in line)
+    assert summary["subscribers"].strip() == "3"
+    assert "6,000 events" in summary["delivered"]
+    assert summary["lost"].strip() == "0"
+    assert "200 samples" in summary["latency p50"]
+    assert "100.0%" in result.stderr  # the progress display
+
+
+def test_subscribe_stops_cleanly_on_interrupt() -> None:
+    with background("subscribe", "memory://", "room") as process:
+        wait_for_line(process, "subscribed to room")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0
+        assert "Traceback" not in stderr
+
+
+def _network_urls() -> list[str]:
+    return [
+        os.environ.get("CHANNELS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        os.environ.get("CHANNELS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    ]
+
+
+@pytest.mark.parametrize("url", _network_urls(), ids=["redis", "postgres"])
+def test_publish_in_one_process_reaches_subscribe_in_another(url: str) -> None:
+    with background("subscribe", url, "cli.room", "cli.other", "--count", "2") as listener:
+        wait_for_line(listener, "subscribed to")
+        assert run("publish", url, "cli.room", '{"text": "hi", "n": [1, 2]}').returncode == 0
+        assert run("publish", url, "cli.other", "plain words, not JSON").returncode == 0
+        stdout, stderr = listener.communicate(timeout=20)
+    assert listener.returncode == 0, stderr
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert events == [
+        {"group": "cli.room", "message": {"text": "hi", "n": [1, 2]}, "pattern": None},
+        {"group": "cli.other", "message": "plain words, not JSON", "pattern": None},
+    ]
+
+
+@pytest.mark.parametrize("url", _network_urls(), ids=["redis", "postgres"])
+def test_pattern_subscribe_across_processes(url: str) -> None:
+    with background("subscribe", url, "cli.p.*", "--pattern", "--count", "1") as listener:
+        wait_for_line(listener, "subscribed to")
+        assert run("publish", url, "cli.x", "no").returncode == 0
+        assert run("publish", url, "cli.p.1", "yes").returncode == 0
+        stdout, _ = listener.communicate(timeout=20)
+    assert json.loads(stdout) == {"group": "cli.p.1", "message": "yes", "pattern": "cli.p.*"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/test"],
+    ids=["redis", "postgres"],
+)
+def test_unreachable_server_is_a_runtime_error(url: str) -> None:
+    result = run("publish", url, "g", "1")
+    assert result.returncode == 1
+    assert "127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_runs_against_a_network_layer() -> None:
+    url = _network_urls()[0]
+    result = run("bench", url, "--messages", "500", "--latency-messages", "100", "--rate", "2000")
+    assert result.returncode == 0, result.stderr
+    assert "latency p99" in result.stdout
