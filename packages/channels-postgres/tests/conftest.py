@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
+from channels_layer_postgres._config import redact_url
 from channels_layer_postgres.testing import LayerMaker, TemporaryPostgres
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -51,7 +52,7 @@ def postgres_url() -> Iterator[str]:
         yield url
         return
     if os.environ.get("CI"):
-        pytest.fail(f"the test PostgreSQL server {url} is unreachable in CI: {problem}")
+        pytest.fail(f"the test PostgreSQL server {redact_url(url)} is unreachable in CI: {problem}")
     with TemporaryPostgres() as server:
         yield server.url
 
@@ -88,3 +89,13 @@ def make_layer(postgres_url: str, namespace: str) -> LayerMaker:
         )
 
     return make
+
+
+@pytest.fixture
+async def pg(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to the test server (the application's, or an admin's)."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import asyncpg
 import pytest
@@ -16,20 +14,11 @@ pytestmark = pytest.mark.anyio
 APP = "channels-lifecycle-test"
 
 
-@pytest.fixture
-async def admin(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def _backends(admin: asyncpg.Connection) -> int:
+async def _backends(pg: asyncpg.Connection) -> int:
     """Backends of the layers under test, once the server has let closed ones go."""
     count = 0
     for _ in range(100):
-        count = await admin.fetchval(
+        count = await pg.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", APP
         )
         if count == 0:
@@ -39,22 +28,22 @@ async def _backends(admin: asyncpg.Connection) -> int:
 
 
 async def test_leaving_closes_every_connection(
-    make_layer: LayerMaker, admin: asyncpg.Connection
+    make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:
     layer = make_layer(application_name=APP)
     async with Channel(layer) as channel, channel.subscribe("a", "b"):
         await channel.publish("a", 1)
         assert (
-            await admin.fetchval(
+            await pg.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", APP
             )
             == 2
         )  # one LISTEN connection, one pooled publishing connection
-    assert await _backends(admin) == 0
+    assert await _backends(pg) == 0
 
 
 async def test_cancelling_leaves_nothing_behind(
-    make_layer: LayerMaker, admin: asyncpg.Connection, postgres_url: str
+    make_layer: LayerMaker, pg: asyncpg.Connection, postgres_url: str
 ) -> None:
     # asyncpg leaves an unretrieved future when a connect is cancelled during
     # its SSL negotiation (MagicStack/asyncpg#1310), which fails any anyio
@@ -67,7 +56,7 @@ async def test_cancelling_leaves_nothing_behind(
             async with Channel(make_layer(url, application_name=APP)) as channel:
                 async with channel.subscribe("cancelled"), channel.subscribe_pattern("c*"):
                     await anyio.sleep_forever()
-    assert await _backends(admin) == 0
+    assert await _backends(pg) == 0
 
 
 async def test_the_body_error_comes_out_unwrapped(make_layer: LayerMaker) -> None:

@@ -48,14 +48,13 @@ def test_channel_names_fit_and_never_collide() -> None:
 
 
 @pytest.fixture
-async def canary(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(postgres_url)
-    await conn.execute("CREATE TABLE IF NOT EXISTS canary (id int)")
+async def canary(pg: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    """A table that the hostile names try to drop."""
+    await pg.execute("CREATE TABLE IF NOT EXISTS canary (id int)")
     try:
-        yield conn
+        yield pg
     finally:
-        await conn.execute("DROP TABLE IF EXISTS canary")
-        await conn.close()
+        await pg.execute("DROP TABLE IF EXISTS canary")
 
 
 async def _next(subscriber: Subscriber) -> tuple[str, object]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import asyncpg
 import pytest
@@ -21,17 +19,13 @@ async def _receive(subscriber: Subscriber) -> Event:
 
 
 @pytest.fixture
-async def firehose(postgres_url: str, namespace: str) -> AsyncIterator[list[str]]:
+async def firehose(pg: asyncpg.Connection, namespace: str) -> list[str]:
     """What reaches the firehose channel, seen by a raw LISTEN."""
     seen: list[str] = []
-    conn = await asyncpg.connect(postgres_url)
-    await conn.add_listener(
+    await pg.add_listener(
         ChannelNames(namespace).firehose, lambda _c, _pid, _ch, payload: seen.append(payload)
     )
-    try:
-        yield seen
-    finally:
-        await conn.close()
+    return seen
 
 
 async def test_patterns_match_across_layers_and_nothing_else_arrives(

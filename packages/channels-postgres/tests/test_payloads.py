@@ -75,7 +75,7 @@ async def test_binary_payloads_round_trip(make_layer: LayerMaker, size: int) -> 
 
 
 async def test_large_payload_rows_expire(
-    make_layer: LayerMaker, postgres_url: str, namespace: str
+    make_layer: LayerMaker, pg: asyncpg.Connection, namespace: str
 ) -> None:
     table = ChannelNames(namespace).payloads_table
     layer = make_layer(large_payload_ttl=0.2)
@@ -83,18 +83,14 @@ async def test_large_payload_rows_expire(
         await channel.publish("expiry", _message_of(10_000))
         await anyio.sleep(0.3)
         await channel.publish("expiry", _message_of(10_000))
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        old = await conn.fetchval(
-            f"SELECT count(*) FROM \"{table}\" WHERE created < now() - interval '0.2 s'"
-        )
-    finally:
-        await conn.close()
+    old = await pg.fetchval(
+        f"SELECT count(*) FROM \"{table}\" WHERE created < now() - interval '0.2 s'"
+    )
     assert old == 0
 
 
 async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
-    make_layer: LayerMaker, postgres_url: str, caplog: pytest.LogCaptureFixture
+    make_layer: LayerMaker, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     layer = make_layer()
     channel_name = layer.channel_name("victim")
@@ -111,18 +107,14 @@ async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
         'chl1z0:"victim"body',
     ]
     async with Channel(layer) as channel, channel.subscribe("victim") as subscriber:
-        conn = await asyncpg.connect(postgres_url)
-        try:
-            for text in forged:
-                await conn.execute("SELECT pg_notify($1, $2)", channel_name, text)
-            # Well-formed, but naming another group than the channel carries.
-            await conn.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t0:"other""x"')
-            # Well-formed, for this group, but a row that does not exist.
-            await conn.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1r0:"victim"999999999')
-            # Undecodable JSON body: the core reports and skips it.
-            await conn.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t1:"victim"{oops')
-        finally:
-            await conn.close()
+        for text in forged:
+            await pg.execute("SELECT pg_notify($1, $2)", channel_name, text)
+        # Well-formed, but naming another group than the channel carries.
+        await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t0:"other""x"')
+        # Well-formed, for this group, but a row that does not exist.
+        await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1r0:"victim"999999999')
+        # Undecodable JSON body: the core reports and skips it.
+        await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t1:"victim"{oops')
         await channel.publish("victim", "real")
         assert await _receive(subscriber) == Event("victim", "real")
     assert layer.counters.undecodable == len(forged)

@@ -43,22 +43,18 @@ async def _receive(subscriber: Subscriber) -> object:
 
 
 async def test_killed_backend_is_replaced_and_subscribers_resume(
-    make_layer: LayerMaker, postgres_url: str
+    make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:
     layer = make_layer(application_name="channels-kill-test", reconnect_backoff=QUICK)
     async with Channel(layer) as listener, Channel(make_layer()) as sender:
         async with listener.subscribe("survivor", "other") as subscriber:
-            admin = await asyncpg.connect(postgres_url)
-            try:
-                pid = await admin.fetchval(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid = $2",
-                    "channels-kill-test",
-                    layer.listener_pid,
-                )
-                assert pid is not None
-                assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-            finally:
-                await admin.close()
+            pid = await pg.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid = $2",
+                "channels-kill-test",
+                layer.listener_pid,
+            )
+            assert pid is not None
+            assert await pg.fetchval("SELECT pg_terminate_backend($1)", pid)
             await _gap(subscriber, within=5)
             await sender.publish("survivor", "after")
             assert await _receive(subscriber) == "after"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import asyncpg
 import pytest
@@ -14,33 +12,24 @@ from channels_layer_postgres.testing import LayerMaker
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def app_connection(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def _messages(subscriber: Subscriber, count: int) -> list[object]:
     with anyio.fail_after(5):
         return [(await subscriber.receive()).message for _ in range(count)]
 
 
 async def test_commit_delivers_and_rollback_drops(
-    make_layer: LayerMaker, app_connection: asyncpg.Connection
+    make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:
     layer = make_layer()
     async with Channel(layer) as channel, channel.subscribe("orders") as subscriber:
-        async with app_connection.transaction():
-            await layer.publish_in(app_connection, "orders", {"id": 1})
-            await layer.publish_in(app_connection, "orders", {"id": 1})  # not folded
-            await layer.publish_in(app_connection, "orders", "x" * 20_000)  # large
-        transaction = app_connection.transaction()
+        async with pg.transaction():
+            await layer.publish_in(pg, "orders", {"id": 1})
+            await layer.publish_in(pg, "orders", {"id": 1})  # not folded
+            await layer.publish_in(pg, "orders", "x" * 20_000)  # large
+        transaction = pg.transaction()
         await transaction.start()
-        await layer.publish_in(app_connection, "orders", "rolled back")
-        await layer.publish_in(app_connection, "orders", "y" * 20_000)
+        await layer.publish_in(pg, "orders", "rolled back")
+        await layer.publish_in(pg, "orders", "y" * 20_000)
         await transaction.rollback()
         await channel.publish("orders", "marker")
         received = await _messages(subscriber, 4)
@@ -48,41 +37,35 @@ async def test_commit_delivers_and_rollback_drops(
 
 
 async def test_nothing_is_delivered_before_commit(
-    make_layer: LayerMaker, app_connection: asyncpg.Connection
+    make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:
     layer = make_layer()
     async with Channel(layer) as channel, channel.subscribe("pending") as subscriber:
-        transaction = app_connection.transaction()
+        transaction = pg.transaction()
         await transaction.start()
-        await layer.publish_in(app_connection, "pending", "later")
+        await layer.publish_in(pg, "pending", "later")
         await anyio.sleep(0.2)
         assert channel.stats().received == 0
         await transaction.commit()
         assert await _messages(subscriber, 1) == ["later"]
 
 
-async def test_publish_in_checks_its_input(
-    make_layer: LayerMaker, app_connection: asyncpg.Connection
-) -> None:
+async def test_publish_in_checks_its_input(make_layer: LayerMaker, pg: asyncpg.Connection) -> None:
     layer = make_layer(max_payload_bytes=1000)
     with pytest.raises(ChannelClosedError, match="enter its Channel"):
-        await layer.publish_in(app_connection, "g", 1)
+        await layer.publish_in(pg, "g", 1)
     async with Channel(layer):
         with pytest.raises(PayloadTooLargeError):
-            await layer.publish_in(app_connection, "g", "x" * 1000)
+            await layer.publish_in(pg, "g", "x" * 1000)
         with pytest.raises(TypeError, match="group"):
-            await layer.publish_in(app_connection, "", 1)
+            await layer.publish_in(pg, "", 1)
 
 
-async def test_msgpack_publish_in(
-    make_layer: LayerMaker, app_connection: asyncpg.Connection
-) -> None:
+async def test_msgpack_publish_in(make_layer: LayerMaker, pg: asyncpg.Connection) -> None:
     layer = make_layer()
     async with Channel(layer, serializer="msgpack") as channel:
         async with channel.subscribe("packed") as subscriber:
-            await layer.publish_in(
-                app_connection, "packed", {"b": b"\x00\xff"}, serializer="msgpack"
-            )
+            await layer.publish_in(pg, "packed", {"b": b"\x00\xff"}, serializer="msgpack")
             assert await _messages(subscriber, 1) == [{"b": b"\x00\xff"}]
 
 
@@ -103,9 +86,9 @@ async def test_application_pool_is_used_and_left_open(
 
 
 async def test_application_connection_is_used_and_left_open(
-    make_layer: LayerMaker, app_connection: asyncpg.Connection
+    make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:
-    async with Channel(make_layer(connection=app_connection)) as channel:
+    async with Channel(make_layer(connection=pg)) as channel:
         async with channel.subscribe("shared-conn") as subscriber:
 
             async def publish(tag: str) -> None:
@@ -117,4 +100,4 @@ async def test_application_connection_is_used_and_left_open(
                 tasks.start_soon(publish, "b")
             received = await _messages(subscriber, 40)
     assert sorted(map(tuple, received)) == sorted((t, n) for t in "ab" for n in range(20))  # type: ignore[arg-type]
-    assert not app_connection.is_closed()
+    assert not pg.is_closed()
