@@ -47,17 +47,24 @@ async def test_patterns_match_across_layers_and_nothing_else_arrives(
     assert received[2].message == "b" * 20_000
 
 
-async def test_a_group_matching_two_patterns_arrives_once_per_pattern(
+async def test_a_group_matching_two_patterns_and_its_name_arrives_once_per_subscription(
     make_layer: LayerMaker,
 ) -> None:
-    async with Channel(make_layer()) as listener, Channel(make_layer()) as sender:
+    layer = make_layer()
+    big = "B" * 20_000
+    async with Channel(layer) as listener, Channel(make_layer()) as sender:
         async with (
             listener.subscribe_pattern("a.*") as first,
             listener.subscribe_pattern("*.b") as second,
+            listener.subscribe("a.b") as by_name,
         ):
             await sender.publish("a.b", 1)
-            assert await _receive(first) == Event("a.b", 1, "a.*")
-            assert await _receive(second) == Event("a.b", 1, "*.b")
+            await sender.publish("a.b", big)
+            for message in (1, big):
+                assert await _receive(first) == Event("a.b", message, "a.*")
+                assert await _receive(second) == Event("a.b", message, "*.b")
+                assert await _receive(by_name) == Event("a.b", message)
+    assert layer.counters.large_fetched == 1  # fetched once for all three
 
 
 async def test_publishers_pay_for_the_firehose_only_while_patterns_are_live(
