@@ -90,3 +90,18 @@ async def test_every_subscription_is_listened_and_unlistened(make_layer: LayerMa
             async with channel.subscribe_pattern("y*"):
                 assert len(await layer.listening_channels()) == len(HOSTILE) + 1
         assert await layer.listening_channels() == []
+
+
+@pytest.mark.parametrize("length", [3_000, 20_000])
+async def test_group_names_longer_than_a_notify_work(make_layer: LayerMaker, length: int) -> None:
+    group = "q" * length
+    async with Channel(make_layer()) as listener, Channel(make_layer()) as sender:
+        async with (
+            listener.subscribe(group) as by_name,
+            listener.subscribe_pattern("q*") as by_pattern,
+        ):
+            await sender.publish("p" + group[1:], "look-alike")  # same length, no match
+            for message in ("small", "x" * 9_000):
+                await sender.publish(group, message)
+                assert await _next(by_name) == (group, message)
+                assert await _next(by_pattern) == (group, message)

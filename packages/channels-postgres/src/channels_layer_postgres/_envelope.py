@@ -9,7 +9,9 @@ with kind ``t`` (body: the payload itself, when it is UTF-8 text without
 NUL), ``b`` (body: the payload in base64) or ``r`` (body: the id of the row
 of the payloads table holding it, for payloads that do not fit). The
 sequence number keeps two identical messages published in one transaction
-distinct (PostgreSQL folds identical notifications of a transaction).
+distinct (PostgreSQL folds identical notifications of a transaction). A
+group name too long to fit is sent as ``null`` in a reference envelope and
+stored in the payloads table row instead.
 """
 
 from __future__ import annotations
@@ -26,15 +28,19 @@ __all__ = ["NOTIFY_LIMIT", "Envelope", "EnvelopeWriter", "decode"]
 NOTIFY_LIMIT = 7999
 
 _MAGIC = "chl1"
+_MAX_ID_DIGITS = 20  # a bigint in decimal
 _TEXT, _BASE64, _REFERENCE = "t", "b", "r"
 _decode_json = json.JSONDecoder().raw_decode
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded notification: `payload` is set, or `reference` (a payloads-table row id)."""
+    """A decoded notification: `payload` is set, or `reference` (a payloads-table row id).
 
-    group: str
+    `group` is None only for a reference whose row holds the group name.
+    """
+
+    group: str | None
     payload: bytes | None
     reference: int | None
 
@@ -46,7 +52,7 @@ class EnvelopeWriter:
         self.ascii_only = ascii_only
         self._sequence = count()
 
-    def _head(self, kind: str, group: str) -> str:
+    def _head(self, kind: str, group: str | None) -> str:
         quoted = json.dumps(group, ensure_ascii=self.ascii_only)
         return f"{_MAGIC}{kind}{next(self._sequence):x}:{quoted}"
 
@@ -64,10 +70,16 @@ class EnvelopeWriter:
             envelope = self._head(_BASE64, group) + base64.b64encode(payload).decode("ascii")
         return envelope if len(envelope.encode("utf-8")) <= NOTIFY_LIMIT else None
 
-    def reference_head(self, group: str) -> str | None:
-        """The envelope minus the row id (the SQL appends it), or None if the group is too long."""
+    def reference_head(self, group: str) -> tuple[str, bool]:
+        """The envelope minus the row id (the SQL appends it), and whether it names the group.
+
+        A group name too long for a NOTIFY is left out (JSON ``null``): it
+        then travels in the payloads table, with the payload.
+        """
         head = self._head(_REFERENCE, group)
-        return head if len(head.encode("utf-8")) + 20 <= NOTIFY_LIMIT else None
+        if len(head.encode("utf-8")) + _MAX_ID_DIGITS <= NOTIFY_LIMIT:
+            return head, True
+        return self._head(_REFERENCE, None), False
 
 
 def decode(text: str) -> Envelope:
@@ -79,7 +91,7 @@ def decode(text: str) -> Envelope:
     if kind not in (_TEXT, _BASE64, _REFERENCE) or colon < 0:
         raise ValueError("malformed envelope header")
     group, end = _decode_json(text, colon + 1)
-    if not isinstance(group, str) or not group:
+    if not (isinstance(group, str) and group) and not (group is None and kind == _REFERENCE):
         raise ValueError("the envelope's group is not a non-empty string")
     body = text[end:]
     if kind == _TEXT:

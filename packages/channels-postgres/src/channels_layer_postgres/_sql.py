@@ -33,7 +33,8 @@ class Statements:
             f"CREATE UNLOGGED TABLE IF NOT EXISTS {payloads} ("
             " id bigserial PRIMARY KEY,"
             " created timestamptz NOT NULL DEFAULT now(),"
-            " body bytea NOT NULL)",
+            " body bytea NOT NULL,"
+            " grp text)",  # the group, when it is too long for the NOTIFY
             f"CREATE INDEX IF NOT EXISTS {created_index} ON {payloads} (created)",
             f"CREATE UNLOGGED TABLE IF NOT EXISTS {patterns} ("
             " pid integer PRIMARY KEY,"
@@ -44,14 +45,14 @@ class Statements:
         )
         #: $1 channel, $2 envelope, $3 firehose channel.
         self.publish = f"SELECT pg_notify($1, $2), {firehose_if_needed.format('$2')}"
-        #: $1 channel, $2 envelope head, $3 firehose channel, $4 payload.
+        #: $1 channel, $2 envelope head, $3 firehose channel, $4 payload, $5 group or NULL.
         self.publish_large = (
-            f"WITH stored AS (INSERT INTO {payloads} (body) VALUES ($4) RETURNING id) "
+            f"WITH stored AS (INSERT INTO {payloads} (body, grp) VALUES ($4, $5) RETURNING id) "
             "SELECT pg_notify($1, $2 || stored.id::text), "
             f"{firehose_if_needed.format('$2 || stored.id::text')} FROM stored"
         )
         #: $1 row id.
-        self.fetch_payload = f"SELECT body FROM {payloads} WHERE id = $1"
+        self.fetch_payload = f"SELECT body, grp FROM {payloads} WHERE id = $1"
         #: $1 age in seconds.
         self.expire_payloads = (
             f"DELETE FROM {payloads} WHERE created < now() - make_interval(secs => $1)"

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import anyio
-import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from channels_core.exceptions import (
     ChannelClosedError,
@@ -25,7 +22,6 @@ from channels_core.exceptions import (
     PayloadTooLargeError,
 )
 from channels_core.layer import ChannelLayer, Inbox
-from channels_core.patterns import compile_pattern
 from channels_core.plugins import SubscribeMethods, hookimpl
 from channels_core.reconnect import retry_until
 from channels_core.serializers import Serializer, resolve_serializer
@@ -33,17 +29,16 @@ from channels_core.serializers import Serializer, resolve_serializer
 from ._config import DEFAULT_URL, SCHEMES, Settings, check_url, redact_url
 from ._connection import CONNECTION_ERRORS, connect_kwargs
 from ._counters import LayerCounters
-from ._envelope import EnvelopeWriter, decode
+from ._envelope import EnvelopeWriter
 from ._listener import Listener
 from ._names import ChannelNames
 from ._publisher import Publisher
+from ._router import Router
 from ._sql import Statements
 
 __all__ = ["PostgreSQLChannelLayer"]
 
 logger = logging.getLogger("channels_layer_postgres")
-
-_Notification = tuple[str, str]  # (channel, payload text)
 
 
 class PostgreSQLChannelLayer(ChannelLayer):
@@ -78,14 +73,12 @@ class PostgreSQLChannelLayer(ChannelLayer):
             self._connect_kwargs, self.settings.pool_size, pool=pool, connection=connection
         )
         self._writer = EnvelopeWriter()
-        self._groups: dict[str, str] = {}  # group -> channel, the desired state
-        self._patterns: dict[str, Callable[[str], object]] = {}
-        self._inbox: Inbox | None = None
+        self._router = Router(self._names, self.counters)
+        self._connected = False
         self._listener: Listener | None = None
-        self._notifications: MemoryObjectSendStream[_Notification] | None = None
         self._schema_ready = False
         self._next_expiry = 0.0
-        self._last_fetched: tuple[int, bytes] | None = None
+        self._last_fetched: tuple[int, tuple[str | None, bytes]] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -124,20 +117,19 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 "PostgreSQLChannelLayer runs on asyncio only (asyncpg is asyncio-only); "
                 "run this channel under asyncio, e.g. anyio.run(main, backend='asyncio')"
             ) from None
-        if self._inbox is not None:
+        if self._connected:
             raise RuntimeError("this layer is already connected; a layer serves one Channel")
-        send, receive = anyio.create_memory_object_stream[_Notification](math.inf)
         listener = Listener(
             connect_kwargs=self._connect_kwargs,
             settings=self.settings,
             describe=redact_url(self._url),
-            desired=self._desired_channels,
+            desired=self._router.desired_channels,
             extra_statements=self._pattern_registry_statements,
-            on_notification=self._on_notification,
+            on_notification=self._router.on_notification,
             on_restored=inbox.messages_lost,
             counters=self.counters,
         )
-        self._inbox, self._listener, self._notifications = inbox, listener, send
+        self._connected, self._listener = True, listener
         try:
             async with self._publisher.open():
                 await self._prepare_schema()
@@ -146,7 +138,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
                     failure = None
                     async with anyio.create_task_group() as tasks:
                         tasks.start_soon(listener.run)
-                        tasks.start_soon(self._route, receive)
+                        tasks.start_soon(self._router.run, inbox, self._fetch)
                         try:
                             yield
                         except Exception as exc:
@@ -158,11 +150,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 if failure is not None:
                     raise failure
         finally:
-            send.close()
-            receive.close()
-            self._groups.clear()
-            self._patterns.clear()
-            self._inbox = self._listener = self._notifications = None
+            self._router.clear()
+            self._connected, self._listener = False, None
 
     async def _prepare_schema(self) -> None:
         """Create the layer's tables if needed (serialised by an advisory lock)."""
@@ -259,15 +248,13 @@ class PostgreSQLChannelLayer(ChannelLayer):
         envelope = self._writer.inline(group, payload)
         if envelope is not None:
             return lambda conn: conn.execute(self._sql.publish, channel, envelope, firehose)
-        head = self._writer.reference_head(group)
-        if head is None:
-            raise PayloadTooLargeError(
-                f"the group name is too long ({len(group):,} characters) to carry a message "
-                "this large; use a shorter group name"
-            )
+        head, names_group = self._writer.reference_head(group)
+        stored_group = None if names_group else group
 
         async def send_large(conn: Any) -> None:
-            await conn.execute(self._sql.publish_large, channel, head, firehose, payload)
+            await conn.execute(
+                self._sql.publish_large, channel, head, firehose, payload, stored_group
+            )
             self.counters.large_published += 1
             if anyio.current_time() >= self._next_expiry:
                 self._next_expiry = anyio.current_time() + self.settings.large_payload_ttl / 2
@@ -276,12 +263,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
         return send_large
 
     # -- subscribing ------------------------------------------------------------------
-
-    def _desired_channels(self) -> set[str]:
-        channels = set(self._groups.values())
-        if self._patterns:
-            channels.add(self._names.firehose)
-        return channels
 
     def _pattern_registry_statements(self, listen: set[str], unlisten: set[str]) -> list[str]:
         """Keep the pattern-listeners table in step with LISTENing the firehose."""
@@ -300,78 +281,29 @@ class PostgreSQLChannelLayer(ChannelLayer):
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """LISTEN several groups in one round trip; returns once the server has them."""
         listener = self._connected_listener()
-        self._groups.update((group, self._names.channel(group)) for group in groups)
+        self._router.add_groups(groups)
         await listener.sync(wait=True)
 
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
-        for group in groups:
-            self._groups.pop(group, None)
+        self._router.remove_groups(groups)
         if self._listener is not None:
             await self._listener.sync(wait=False)
 
     async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
         """Start receiving every group matching the glob patterns (through the firehose)."""
         listener = self._connected_listener()
-        self._patterns.update((pattern, compile_pattern(pattern)) for pattern in patterns)
+        self._router.add_patterns(patterns)
         await listener.sync(wait=True)
 
     async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
-        for pattern in patterns:
-            self._patterns.pop(pattern, None)
+        self._router.remove_patterns(patterns)
         if self._listener is not None:
             await self._listener.sync(wait=False)
 
     # -- receiving ----------------------------------------------------------------------
 
-    def _on_notification(self, channel: str, text: str) -> None:
-        """Called by asyncpg for each notification: queue it, in arrival order."""
-        self.counters.notifications += 1
-        if self._notifications is not None:
-            with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._notifications.send_nowait((channel, text))
-
-    async def _route(self, notifications: MemoryObjectReceiveStream[_Notification]) -> None:
-        """Decode, check and hand over notifications one by one (large ones fetched in turn)."""
-        async for channel, text in notifications:
-            try:
-                envelope = decode(text)
-            except ValueError as exc:
-                self.counters.undecodable += 1
-                logger.warning(
-                    "skipped a notification on channel %r that is not from this layer (%s)",
-                    channel,
-                    exc,
-                )
-                continue
-            group = envelope.group
-            if channel == self._names.firehose:
-                patterns: list[str | None] = [
-                    p for p, matches in self._patterns.items() if matches(group)
-                ]
-                if not patterns:
-                    continue
-            elif self._names.channel(group) != channel:
-                self.counters.misrouted += 1
-                logger.warning("skipped a notification for group %r on channel %r", group, channel)
-                continue
-            elif group in self._groups:
-                patterns = [None]
-            else:
-                continue
-            payload = envelope.payload
-            if payload is None:
-                assert envelope.reference is not None
-                payload = await self._fetch(group, envelope.reference)
-                if payload is None:
-                    continue
-            inbox = self._inbox
-            if inbox is None:
-                return
-            for pattern in patterns:
-                inbox.deliver(group, payload, pattern)
-
-    async def _fetch(self, group: str, row_id: int) -> bytes | None:
-        """A large payload from the payloads table, or None (logged) if it is gone.
+    async def _fetch(self, row_id: int) -> tuple[str | None, bytes] | None:
+        """A large payload (and its group, if stored) from the payloads table, or None if gone.
 
         The last one is remembered: a message reaching both a group and a
         pattern subscription arrives twice in a row (group channel, firehose).
@@ -382,10 +314,10 @@ class PostgreSQLChannelLayer(ChannelLayer):
         async def attempt() -> Any:
             with anyio.fail_after(self.settings.command_timeout):
                 async with self._publisher.acquire() as conn:
-                    return await conn.fetchval(self._sql.fetch_payload, row_id)
+                    return await conn.fetchrow(self._sql.fetch_payload, row_id)
 
         try:
-            body = await retry_until(
+            row = await retry_until(
                 attempt,
                 timeout=self.settings.publish_timeout,
                 retry_on=CONNECTION_ERRORS,
@@ -393,15 +325,15 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 backoff=self.settings.reconnect_backoff,
             )
         except Exception as exc:
-            body, reason = None, f"{type(exc).__name__}: {exc}"
+            row, reason = None, f"{type(exc).__name__}: {exc}"
         else:
             reason = "it expired (raise large_payload_ttl?)"
-        if body is None:
+        if row is None:
             self.counters.large_missing += 1
-            logger.warning("skipped a large message on group %r: %s", group, reason)
+            logger.warning("skipped large message #%d: %s", row_id, reason)
             return None
         self.counters.large_fetched += 1
-        self._last_fetched = (row_id, bytes(body))
+        self._last_fetched = (row_id, (row["grp"], bytes(row["body"])))
         return self._last_fetched[1]
 
 
