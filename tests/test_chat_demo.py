@@ -28,6 +28,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.lowlevel
 import pytest
 import uvicorn
 from starlette.websockets import WebSocket
@@ -168,6 +169,28 @@ async def test_switching_rooms_leaves_the_old_one() -> None:
             await join(ann, "lobby", "ann")
             await say(bob, "welcome back")
             assert_message(await receive(ann), "lobby", "bob", "welcome back")
+
+
+@pytest.mark.anyio
+async def test_joined_comes_before_the_rooms_messages() -> None:
+    """The page shows a room's messages once it is told it joined: none may come first."""
+    app = create_app("memory://")
+    async with serving(app) as url:
+        channel: Channel = app.state.channel
+        message = {"room": "busy", "nick": "bot", "text": "spam", "time": "2026-01-01T00:00:00Z"}
+
+        async def chatter_away() -> None:
+            while True:
+                await channel.publish("chat.busy", message)
+                await anyio.lowlevel.checkpoint()
+
+        for _ in range(10):
+            async with connect_async(url) as client:
+                assert (await receive(client))["type"] == "welcome"
+                async with anyio.create_task_group() as bot:
+                    bot.start_soon(chatter_away)
+                    await join(client, "busy", "ann")  # the very next frame says "joined"
+                    bot.cancel_scope.cancel()
 
 
 BAD_FRAMES = {

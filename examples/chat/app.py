@@ -129,10 +129,13 @@ def chat_message(message: object) -> dict[str, str] | None:
     """
     if not isinstance(message, dict):
         return None
-    fields = {key: message.get(key) for key in ("room", "nick", "text", "time")}
-    if not all(isinstance(value, str) for value in fields.values()):
-        return None
-    return {"type": "message", **fields}  # type: ignore[dict-item]  # all str, checked above
+    frame = {"type": "message"}
+    for key in ("room", "nick", "text", "time"):
+        value = message.get(key)
+        if not isinstance(value, str):
+            return None
+        frame[key] = value
+    return frame
 
 
 # -- one browser tab ----------------------------------------------------------------
@@ -163,14 +166,18 @@ class ChatSession:
             tasks.cancel_scope.cancel()
 
     async def send(self, frame: dict[str, Any]) -> None:
-        """Send one frame; a socket that went away just ends the session."""
+        """Send one frame; frames from both tasks go out whole, one at a time."""
         async with self._send_lock:
-            if self._gone:
-                return
-            try:
-                await self.websocket.send_text(json.dumps(frame))
-            except (WebSocketDisconnect, OSError):
-                self._gone = True  # the reader sees the disconnect and ends the session
+            await self._write(frame)
+
+    async def _write(self, frame: dict[str, Any]) -> None:
+        """Send holding the lock; a socket that went away just ends the session."""
+        if self._gone:
+            return
+        try:
+            await self.websocket.send_text(json.dumps(frame))
+        except (WebSocketDisconnect, OSError):
+            self._gone = True  # the reader sees the disconnect and ends the session
 
     async def _read(self, tasks: TaskGroup) -> None:
         while True:
@@ -193,13 +200,14 @@ class ChatSession:
         if self._relay_scope is not None:
             self._relay_scope.cancel()
             self._relay_scope, self.joined = None, None
-        try:
-            self._relay_scope = await tasks.start(self._relay, join.room)
-        except ChannelsError as error:  # e.g. the broker is down beyond the retry bound
-            logger.warning("could not subscribe to %s: %s", join.room, error)
-            raise BadFrame(f"could not join {join.room!r}: {error}") from None
-        self.joined = join
-        await self.send({"type": "joined", "room": join.room, "nick": join.nick})
+        async with self._send_lock:  # the new room's messages go out after "joined"
+            try:
+                self._relay_scope = await tasks.start(self._relay, join.room)
+            except ChannelsError as error:  # e.g. the broker is down beyond the retry bound
+                logger.warning("could not subscribe to %s: %s", join.room, error)
+                raise BadFrame(f"could not join {join.room!r}: {error}") from None
+            self.joined = join
+            await self._write({"type": "joined", "room": join.room, "nick": join.nick})
 
     async def _say(self, say: Say) -> None:
         if self.joined is None:
@@ -218,7 +226,7 @@ class ChatSession:
     ) -> None:
         with anyio.CancelScope() as scope:
             async with self.channel.subscribe(group_for(room)) as subscriber:
-                task_status.started(scope)  # live on the broker: "joined" may go out
+                task_status.started(scope)  # live on the broker: "joined" can go out
                 while True:
                     try:
                         async for event in subscriber:
