@@ -12,7 +12,8 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 import anyio
@@ -51,6 +52,19 @@ async def expect_gap(subscriber: Subscriber) -> None:
     with anyio.fail_after(5), pytest.raises(MessagesLost) as lost:
         await subscriber.receive()
     assert lost.value.reason == "reconnect"
+
+
+@asynccontextmanager
+async def restarted_soon(server: Server, delay: float = 0.3) -> AsyncIterator[None]:
+    """Restart the stopped `server` after `delay` s, while the block runs."""
+    async with anyio.create_task_group() as tasks:
+
+        async def restart() -> None:
+            await anyio.sleep(delay)
+            server.start()
+
+        tasks.start_soon(restart)
+        yield
 
 
 async def test_server_restart_resubscribes_everything_and_tells_subscribers(
@@ -128,13 +142,7 @@ async def test_publish_waits_out_a_short_outage(throwaway_redis: Server) -> None
     )
     async with Channel(layer) as channel, channel.subscribe("group") as subscriber:
         server.stop()
-        async with anyio.create_task_group() as tasks:
-
-            async def restart_soon() -> None:
-                await anyio.sleep(0.3)
-                server.start()
-
-            tasks.start_soon(restart_soon)
+        async with restarted_soon(server):
             await channel.publish("group", "delivered late")
         await expect_gap(subscriber)
         # Published once the pub/sub connection was (or was being) restored:
@@ -193,13 +201,7 @@ async def test_subscribe_started_in_an_outage_completes_when_the_server_returns(
     async with Channel(layer) as channel:
         server.stop()
         await eventually(lambda: not layer.stats().connected)
-        async with anyio.create_task_group() as tasks:
-
-            async def restart_soon() -> None:
-                await anyio.sleep(0.3)
-                server.start()
-
-            tasks.start_soon(restart_soon)
+        async with restarted_soon(server):
             async with channel.subscribe("late") as subscriber:
                 await channel.publish("late", "made it")
                 # It was registered during the outage, so it is told of the gap too.
