@@ -128,12 +128,15 @@ class Listener:
             with anyio.move_on_after(settings.liveness_interval):
                 await self._dead.wait()
                 return
+            timeout = settings.liveness_timeout
             try:
-                with anyio.fail_after(settings.liveness_timeout):
+                with anyio.fail_after(timeout):  # bounds the wait for the lock too
                     async with self._lock:
                         if conn is not self._conn:
                             return
-                        await conn.fetchval("SELECT 1")
+                        # Shielded, so that shutting down never leaves the query in flight.
+                        with anyio.CancelScope(shield=True):
+                            await conn.fetchval("SELECT 1", timeout=timeout)
             except CONNECTION_ERRORS as exc:  # TimeoutError is an OSError
                 self._counters.liveness_failures += 1
                 logger.warning(

@@ -53,9 +53,10 @@ class Statements:
         )
         #: $1 row id.
         self.fetch_payload = f"SELECT body, grp FROM {payloads} WHERE id = $1"
-        #: $1 age in seconds.
+        #: $1 age in seconds. Rows another publisher is deleting are skipped, not waited for.
         self.expire_payloads = (
-            f"DELETE FROM {payloads} WHERE created < now() - make_interval(secs => $1)"
+            f"DELETE FROM {payloads} WHERE id IN (SELECT id FROM {payloads}"
+            " WHERE created < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED)"
         )
         # Run on the listening connection, whose backend pid is the key.
         self.register_patterns = (

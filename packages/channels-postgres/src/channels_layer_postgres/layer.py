@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
@@ -192,7 +192,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
     async def publish(self, group: str, payload: bytes) -> None:
         self._connected_listener()
         deadline = anyio.current_time() + self.settings.publish_timeout
-        send = self._prepare(group, payload)
+        send, large = self._prepare(group, payload)
 
         async def attempt() -> None:
             with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
@@ -206,6 +206,25 @@ class PostgreSQLChannelLayer(ChannelLayer):
             what=f"publish to {redact_url(self._url)}",
             backoff=self.settings.reconnect_backoff,
         )
+        if large and anyio.current_time() >= self._next_expiry:
+            await self._expire_large_payloads()
+
+    async def _expire_large_payloads(self) -> None:
+        """Delete expired large payloads; at most twice per TTL, best effort, never raises.
+
+        Only `publish` does it, never `publish_in`: row locks taken inside
+        the application's transaction would hold up other publishers.
+        """
+        ttl = self.settings.large_payload_ttl
+        self._next_expiry = anyio.current_time() + ttl / 2
+        try:
+            with anyio.fail_after(self.settings.command_timeout):
+                async with self._publisher.acquire() as conn:
+                    await conn.execute(self._sql.expire_payloads, ttl)
+        except Exception as exc:
+            logger.warning(
+                "could not delete expired large payloads (%s: %s)", type(exc).__name__, exc
+            )
 
     async def publish_in(
         self,
@@ -240,14 +259,23 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 f"the encoded message is {len(payload):,} bytes; PostgreSQLChannelLayer "
                 f"carries at most {self.max_payload_bytes:,}. Nothing was sent"
             )
-        await self._prepare(group, payload)(connection)
+        send, _ = self._prepare(group, payload)
+        await send(connection)
 
-    def _prepare(self, group: str, payload: bytes) -> Callable[[Any], Any]:
-        """The statement that publishes `payload` (inline, or through the payloads table)."""
+    def _prepare(self, group: str, payload: bytes) -> tuple[Callable[[Any], Awaitable[None]], bool]:
+        """The statement publishing `payload`, and whether it goes through the payloads table.
+
+        Prepared once per message (the envelope's sequence number with it),
+        then run on whichever connection, as many times as retries need.
+        """
         channel, firehose = self._names.channel(group), self._names.firehose
         envelope = self._writer.inline(group, payload)
         if envelope is not None:
-            return lambda conn: conn.execute(self._sql.publish, channel, envelope, firehose)
+
+            async def send_inline(conn: Any) -> None:
+                await conn.execute(self._sql.publish, channel, envelope, firehose)
+
+            return send_inline, False
         head, names_group = self._writer.reference_head(group)
         stored_group = None if names_group else group
 
@@ -256,11 +284,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 self._sql.publish_large, channel, head, firehose, payload, stored_group
             )
             self.counters.large_published += 1
-            if anyio.current_time() >= self._next_expiry:
-                self._next_expiry = anyio.current_time() + self.settings.large_payload_ttl / 2
-                await conn.execute(self._sql.expire_payloads, self.settings.large_payload_ttl)
 
-        return send_large
+        return send_large, True
 
     # -- subscribing ------------------------------------------------------------------
 
