@@ -117,6 +117,56 @@ async def test_killed_connection_is_replaced_on_the_shared_server(
         assert subscribers[0][1] == 1
 
 
+async def test_publishing_does_not_wait_for_the_pubsub_connection(
+    make_redis_layer: Callable[..., RedisPubSubChannelLayer],
+    admin: redis.asyncio.Redis,
+    eventually: Eventually,
+) -> None:
+    slow_to_return = Backoff(initial=30, maximum=30, jitter=0)
+    layer = make_redis_layer(reconnect_backoff=slow_to_return)
+    async with (
+        Channel(layer) as channel,
+        Channel(make_redis_layer()) as listener,
+        listener.subscribe("elsewhere") as subscriber,
+    ):
+        await admin.client_kill_filter(_id=str(layer.stats().pubsub_client_id))
+        await eventually(lambda: not layer.stats().connected)
+        with anyio.fail_after(1):
+            await channel.publish("elsewhere", "sent while our reader is down")
+        assert (await receive(subscriber)).message == "sent while our reader is down"
+
+
+async def test_cancellation_leaves_no_connection_behind(
+    throwaway_redis: Server, eventually: Eventually
+) -> None:
+    server = throwaway_redis
+    admin = redis.asyncio.Redis.from_url(server.url)
+
+    async def ours_left() -> bool:  # every client but `admin` is gone
+        return len(await admin.client_list()) == 1
+
+    try:
+        layer = RedisPubSubChannelLayer.from_url(server.url)
+        with anyio.move_on_after(0.3):
+            async with Channel(layer) as channel, channel.subscribe("group"):
+                await channel.publish("group", "uses the pool too")
+                await anyio.sleep_forever()
+        await eventually(ours_left)
+
+        os.kill(server.pid, signal.SIGSTOP)  # connecting now hangs in the handshake
+        try:
+            with anyio.move_on_after(0.3) as scope:
+                async with Channel(layer):
+                    pytest.fail("connected to a frozen server")
+            assert scope.cancelled_caught
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        await eventually(ours_left)
+        assert not layer.stats().connected
+    finally:
+        await admin.aclose()
+
+
 async def test_publish_during_an_outage_fails_within_the_bound(
     throwaway_redis: Server,
 ) -> None:

@@ -142,7 +142,6 @@ def test_bad_values_are_refused(url: str, options: dict[str, object]) -> None:
         ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
         ("rediss://bob:s3cret@cache.internal/1", "rediss://bob:***@cache.internal/1"),
         ("redis://127.0.0.1/0?password=s3cret&db=1", "redis://127.0.0.1/0?password=***&db=1"),
-        ("rediss://127.0.0.1/0?ssl_password=s3cret", "rediss://127.0.0.1/0?ssl_password=***"),
     ],
 )
 def test_passwords_never_show(url: str, shown: str) -> None:
