@@ -279,7 +279,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="chat", description="The channels chat demo: open the printed address."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8000")),
+        help="port to listen on (default: $PORT, else 8000)",
+    )
     parser.add_argument(
         "--url",
         default=os.environ.get("CHANNELS_URL") or "memory://",

@@ -61,7 +61,7 @@ const handlers = {
     history.replaceState(null, "", "#" + encodeURIComponent(room));
     listRooms();
     log.replaceChildren();
-    show("notice", ["", `you are ${frame.nick} in ${room}`]);
+    show("info", ["", `you are ${frame.nick} in ${room}`]);
     setStatus(`${room} · ${layer} layer · ${location.host}`);
     textBox.disabled = sendButton.disabled = false;
     textBox.focus();
