@@ -46,8 +46,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 _tokens = itertools.count()
 
 
-class ConnectionLost(Exception):
-    """The connection ended before the server answered; the layer is reconnecting."""
+class ConnectionLost(RedisConnectionError):
+    """The pub/sub connection failed or closed (so it counts as transient, like its base)."""
 
 
 class PubSubConnection:
@@ -79,7 +79,7 @@ class PubSubConnection:
         `connection` on any failure.
         """
         early: list[Message] = []
-        self = cls(connection, lambda *message: early.append(message))
+        pubsub = cls(connection, lambda *message: early.append(message))
         try:
             with anyio.fail_after(timeout):
                 await connection.connect()  # type: ignore[no-untyped-call]
@@ -89,28 +89,24 @@ class PubSubConnection:
                 if patterns:
                     commands.append(("PSUBSCRIBE", *patterns))
                 token = _new_token()
-                answered = self._waiting[token] = anyio.Event()
+                answered = pubsub._waiting[token] = anyio.Event()
                 commands.append(("PING", token))
-                await self._send(commands)
-                client_id = await self._read(timeout)
-                self.client_id = client_id if isinstance(client_id, int) else None
+                await pubsub._send(commands)
+                client_id = await pubsub._read(timeout)
+                pubsub.client_id = client_id if isinstance(client_id, int) else None
                 while not answered.is_set():
-                    self._dispatch(await self._read(timeout))
+                    pubsub._dispatch(await pubsub._read(timeout))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await connection.disconnect()
             raise
-        del self._waiting[token]
-        errors = self._answers.pop(token)
+        del pubsub._waiting[token]
+        errors = pubsub._answers.pop(token)
         if errors:
-            await self.aclose()
+            await pubsub.aclose()
             raise errors[0]
-        self._handler = handler
-        return self, early
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        pubsub._handler = handler
+        return pubsub, early
 
     async def call(self, command: str, names: Sequence[bytes]) -> None:
         """Send ``command *names`` and return once the server has processed it.
