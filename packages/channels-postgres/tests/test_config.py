@@ -34,6 +34,7 @@ def test_unknown_options_are_named() -> None:
     with pytest.raises(TypeError, match="bogus, colour") as error:
         PostgreSQLChannelLayer.from_url("postgresql://127.0.0.1/db", colour=1, bogus=2)
     assert "publish_timeout" in str(error.value)
+    assert "pool" in str(error.value)
 
 
 @pytest.mark.parametrize(

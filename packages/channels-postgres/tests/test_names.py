@@ -105,3 +105,24 @@ async def test_group_names_longer_than_a_notify_work(make_layer: LayerMaker, len
                 await sender.publish(group, message)
                 assert await _next(by_name) == (group, message)
                 assert await _next(by_pattern) == (group, message)
+
+
+async def test_namespaces_keep_layers_apart(
+    make_layer: LayerMaker, namespace: str, pg: asyncpg.Connection
+) -> None:
+    other = ChannelNames(namespace + "b")
+    try:
+        async with (
+            Channel(make_layer()) as mine,
+            Channel(make_layer(namespace=other.namespace)) as theirs,
+            mine.subscribe("shared") as by_name,
+            mine.subscribe_pattern("sh*") as by_pattern,
+        ):
+            await theirs.publish("shared", "theirs")
+            await theirs.publish("shared", "y" * 9_000)
+            await mine.publish("shared", "mine")
+            assert await _next(by_name) == ("shared", "mine")
+            assert await _next(by_pattern) == ("shared", "mine")
+    finally:
+        for table in (other.payloads_table, other.patterns_table):
+            await pg.execute(f'DROP TABLE IF EXISTS "{table}"')

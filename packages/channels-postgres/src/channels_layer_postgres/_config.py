@@ -77,7 +77,7 @@ class Settings:
         if unknown:
             raise TypeError(
                 f"unknown PostgreSQL layer option(s): {', '.join(unknown)}; "
-                f"valid options are {', '.join(sorted(known))}"
+                f"valid options are {', '.join(sorted(known | {'pool', 'connection'}))}"
             )
         return cls(**options)
 
