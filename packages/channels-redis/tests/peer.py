@@ -1,7 +1,11 @@
 """A separate process for the cross-process tests (run as a script, not collected).
 
-python peer.py subscribe URL PREFIX GROUP COUNT   # prints "ready", then COUNT messages as JSON
-python peer.py publish URL PREFIX GROUP COUNT     # publishes 0..COUNT-1
+python peer.py subscribe URL PREFIX GROUP COUNT
+    subscribes to GROUP and GROUP-2 in one subscription and to the pattern
+    GROUP* in another, prints "ready", then one JSON line per event:
+    [group, message, pattern]; exits after 4 * COUNT events
+python peer.py publish URL PREFIX GROUP COUNT
+    publishes COUNT messages to GROUP, then COUNT to GROUP-2
 """
 
 from __future__ import annotations
@@ -11,24 +15,31 @@ import sys
 
 import anyio
 
-from channels_core import Channel
+from channels_core import Channel, Subscriber
 
 
 async def subscribe(url: str, prefix: str, group: str, count: int) -> None:
+    async def show(subscriber: Subscriber) -> None:
+        for _ in range(2 * count):
+            event = await subscriber.receive()
+            print(json.dumps([event.group, event.message, event.pattern]), flush=True)
+
     async with (
         Channel.from_url(url, prefix=prefix) as channel,
-        channel.subscribe(group) as subscriber,
+        channel.subscribe(group, f"{group}-2") as by_name,
+        channel.subscribe_pattern(f"{group}*") as by_pattern,
+        anyio.create_task_group() as tasks,
     ):
         print("ready", flush=True)
-        for _ in range(count):
-            event = await subscriber.receive()
-            print(json.dumps([event.group, event.message]), flush=True)
+        tasks.start_soon(show, by_name)
+        tasks.start_soon(show, by_pattern)
 
 
 async def publish(url: str, prefix: str, group: str, count: int) -> None:
     async with Channel.from_url(url, prefix=prefix) as channel:
-        for number in range(count):
-            await channel.publish(group, {"n": number, "from": "publisher"})
+        for target in (group, f"{group}-2"):
+            for number in range(count):
+                await channel.publish(target, {"n": number})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,14 @@ import pytest
 import redis.asyncio
 from anyio.streams.text import TextReceiveStream
 
-from channels_core import Channel, Event, NotSupportedError, Subscriber, layer_capabilities
+from channels_core import (
+    Channel,
+    Event,
+    NotSupportedError,
+    Serializer,
+    Subscriber,
+    layer_capabilities,
+)
 from channels_layer_redis import RedisPubSubChannelLayer
 
 pytestmark = pytest.mark.anyio
@@ -38,23 +45,23 @@ async def test_two_processes_exchange_messages(redis_url: str, prefix: str) -> N
             [part.format(role="subscribe") for part in command]
         ) as subscriber:
             assert subscriber.stdout is not None
-            lines = TextReceiveStream(subscriber.stdout)
-            received: list[str] = []
-            buffer = ""
-            async for chunk in lines:
-                buffer += chunk
-                if "ready\n" in buffer:
-                    buffer = buffer.split("ready\n", 1)[1]
-                    break
-            publisher = await anyio.run_process([part.format(role="publish") for part in command])
-            assert publisher.returncode == 0
-            async for chunk in lines:
-                buffer += chunk
-            received = buffer.splitlines()
+            output, published = "", False
+            async for chunk in TextReceiveStream(subscriber.stdout):
+                output += chunk
+                if output.startswith("ready\n") and not published:
+                    publisher = await anyio.run_process(
+                        [part.format(role="publish") for part in command]
+                    )
+                    assert publisher.returncode == 0
+                    published = True
             assert await subscriber.wait() == 0
-    assert [json.loads(line) for line in received] == [
-        [group, {"n": number, "from": "publisher"}] for number in range(count)
-    ]
+    events = [json.loads(line) for line in output.splitlines()[1:]]
+    sent = [{"n": number} for number in range(count)]
+    for pattern in (None, f"{group}*"):
+        assert [(g, m) for g, m, p in events if p == pattern] == [
+            *((group, message) for message in sent),
+            *((f"{group}-2", message) for message in sent),
+        ]
 
 
 async def test_several_layers_in_one_process(make_redis_layer: LayerMaker) -> None:
@@ -164,6 +171,29 @@ async def test_prefix_with_glob_characters_is_matched_literally(
         await lookalike.publish("room.1", "not mine")
         await channel.publish("room.2", "mine")
         assert await receive(subscriber) == Event("room.2", "mine", "room.*")
+
+
+class Reversed:
+    """A user serializer: JSON, reversed on the wire."""
+
+    def dumps(self, message: object) -> bytes:
+        return json.dumps(message).encode()[::-1]
+
+    def loads(self, payload: bytes) -> object:
+        return json.loads(payload[::-1])
+
+
+@pytest.mark.parametrize("serializer", ["msgpack", Reversed()], ids=["msgpack", "custom"])
+async def test_other_serializers_travel_through_redis(
+    make_redis_layer: LayerMaker, serializer: str | Serializer
+) -> None:
+    async with (
+        Channel(make_redis_layer(), serializer=serializer) as sender,
+        Channel(make_redis_layer(), serializer=serializer) as receiver,
+        receiver.subscribe("codec") as subscriber,
+    ):
+        await sender.publish("codec", {"list": [1, 2.5, "three"], "none": None})
+        assert (await receive(subscriber)).message == {"list": [1, 2.5, "three"], "none": None}
 
 
 def test_capabilities_come_from_the_hookimpls() -> None:
