@@ -37,7 +37,7 @@ class Publisher:
         self._app_pool = pool
         self._app_connection = connection
         self._pool: Any = None
-        self._connection_lock = anyio.Lock()
+        self._connection_lock: anyio.Lock | None = None  # made in open(), inside the event loop
 
     @property
     def owned(self) -> bool:
@@ -51,6 +51,7 @@ class Publisher:
         The pool connects lazily (``min_size=0``), so the first statement is
         what reaches the server, inside the caller's retry bound.
         """
+        self._connection_lock = anyio.Lock()
         if not self.owned:
             yield
             return
@@ -71,6 +72,7 @@ class Publisher:
     async def acquire(self) -> AsyncIterator[Any]:
         """A connection to run one operation on."""
         if self._app_connection is not None:
+            assert self._connection_lock is not None, "open() first"
             async with self._connection_lock:
                 yield self._app_connection
             return
