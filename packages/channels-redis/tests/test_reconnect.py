@@ -167,6 +167,49 @@ async def test_cancellation_leaves_no_connection_behind(
         await admin.aclose()
 
 
+async def test_subscriptions_churning_through_repeated_kills_stay_in_step(
+    make_redis_layer: Callable[..., RedisPubSubChannelLayer],
+    admin: redis.asyncio.Redis,
+    eventually: Eventually,
+) -> None:
+    """Whatever the timing of kills, the server ends up subscribed to exactly what is live."""
+    layer = make_redis_layer(reconnect_backoff=FAST, subscribe_timeout=5)
+    groups = [f"churn-{number}" for number in range(8)]
+    async with Channel(layer, unsubscribe_timeout=5) as channel:
+
+        async def churn(number: int) -> None:
+            for round_number in range(15):
+                names = groups[(number + round_number) % 8 :][:3] or groups[:1]
+                async with channel.subscribe(*names):
+                    await anyio.sleep(0.005 * (number % 3))
+
+        async def kill_repeatedly() -> None:
+            for _ in range(5):
+                await anyio.sleep(0.04)
+                await eventually(lambda: layer.stats().connected)
+                await admin.client_kill_filter(_id=str(layer.stats().pubsub_client_id))
+
+        async with anyio.create_task_group() as tasks:
+            for number in range(6):
+                tasks.start_soon(churn, number)
+            tasks.start_soon(kill_repeatedly)
+        assert layer.stats().connection_losses == 5
+
+        async with channel.subscribe("churn-0", "churn-5") as survivor:
+            await eventually(lambda: layer.stats().connected)
+            counts = dict(await admin.pubsub_numsub(*(layer.options.prefix + g for g in groups)))
+            live = {g: counts[(layer.options.prefix + g).encode()] for g in groups}
+            assert live == {g: int(g in ("churn-0", "churn-5")) for g in groups}
+            await channel.publish("churn-5", "in step")
+            while True:  # gap signals from the kills may come first
+                try:
+                    event = await receive(survivor)
+                except MessagesLost:
+                    continue
+                break
+            assert event.message == "in step"
+
+
 async def test_publish_during_an_outage_fails_within_the_bound(
     throwaway_redis: Server,
 ) -> None:
