@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from channels_core import (
@@ -19,7 +20,7 @@ from channels_core import (
     MessagesLost,
     PayloadTooLargeError,
 )
-from channels_core.layers.local_memory import InMemoryChannelLayer
+from channels_core.layers.local_memory import YIELD_EVERY, InMemoryChannelLayer
 
 pytestmark = pytest.mark.anyio
 
@@ -292,3 +293,55 @@ async def test_many_groups_fan_out_independently() -> None:
                 await channel.publish(group, group)
             assert [(await everything.receive()).group for _ in groups] == list(groups)
             assert (await one.receive()).group == "room-7"
+
+
+async def test_a_subscriber_that_keeps_pace_loses_nothing_even_with_a_tiny_buffer() -> None:
+    async with Channel(InMemoryChannelLayer(), buffer_size=2) as channel:
+        async with channel.subscribe("g") as subscriber, anyio.create_task_group() as tasks:
+            received: list[int] = []
+
+            async def consume() -> None:
+                async for event in subscriber:
+                    received.append(event.message)
+                    if event.message == 9_999:
+                        return
+
+            tasks.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            for number in range(10_000):
+                await channel.publish("g", number)
+        assert received == list(range(10_000))
+        assert subscriber.dropped == 0
+
+
+async def test_a_publishing_loop_does_not_starve_other_tasks() -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with Channel(InMemoryChannelLayer()) as channel, anyio.create_task_group() as tasks:
+        tasks.start_soon(ticker)
+        for number in range(1_000):
+            await channel.publish("nobody-listens", number)
+        tasks.cancel_scope.cancel()
+    assert ticks >= 1_000 // YIELD_EVERY - 1
+
+
+async def test_a_gap_before_the_subscription_went_live_is_not_reported() -> None:
+    layer = RecordingLayer()
+    layer.subscribe_delay = 0.05
+    async with Channel(layer) as channel, anyio.create_task_group() as tasks:
+
+        async def lose_messages_while_subscribing() -> None:
+            await anyio.sleep(0.01)
+            assert layer.inbox is not None
+            layer.inbox.messages_lost()
+
+        tasks.start_soon(lose_messages_while_subscribing)
+        async with channel.subscribe("g") as subscriber:
+            await channel.publish("g", "first")
+            assert (await subscriber.receive()).message == "first"

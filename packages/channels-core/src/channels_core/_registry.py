@@ -68,11 +68,11 @@ class SubscriptionRegistry:
 
     # -- the Inbox protocol ---------------------------------------------------
 
-    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> None:
+    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> bool:
         self.received += 1
         members = self._groups.get(group) if pattern is None else self._patterns.get(pattern)
         if not members:
-            return
+            return False
         try:
             message = self._loads(payload)
         except Exception as exc:
@@ -86,10 +86,13 @@ class SubscriptionRegistry:
                 len(payload),
                 payload[:64],
             )
-            return
+            return False
         event = Event(group, message, pattern)
+        filling = False
         for subscriber in members:
-            subscriber._push(event)
+            if subscriber._push(event):
+                filling = True
+        return filling
 
     def messages_lost(self) -> None:
         self.gaps += 1

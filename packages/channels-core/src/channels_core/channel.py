@@ -253,6 +253,7 @@ class Channel:
                 with anyio.CancelScope(shield=True):
                     await self._broker_unsubscribe(new_groups, new_patterns)
                 raise
+            subscriber._live = True
 
     async def _detach(self, subscriber: Subscriber) -> None:
         assert self._subscription_lock is not None

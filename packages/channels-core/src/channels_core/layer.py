@@ -33,11 +33,14 @@ class Inbox(Protocol):
     layer's reader task, without awaiting anything in between.
     """
 
-    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> None:
+    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> bool:
         """Hand over one message published to `group`.
 
         Pass `pattern` when the message arrived through a pattern
         subscription (the pattern as it was subscribed), else leave it None.
+        Returns True when a local subscriber's buffer is filling up: a layer
+        that delivers without I/O (in-process) should then yield to the event
+        loop so subscribers can catch up; network layers can ignore it.
         """
 
     def messages_lost(self) -> None:
@@ -61,7 +64,9 @@ class ChannelLayer(abc.ABC):
       to, update it *before* talking to the broker, and restore all of it
       after a reconnect; then call `Inbox.messages_lost`.
     * Background work (a reader loop, a keep-alive) lives in a task group
-      opened inside `connect`, so that leaving `connect` ends it.
+      opened inside `connect`, so that leaving `connect` ends it; use
+      `channels_core.background.background_tasks`, which also keeps the
+      application's exceptions from being wrapped in an exception group.
     * Never leak a connection on error or cancellation.
     """
 

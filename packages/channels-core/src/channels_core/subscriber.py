@@ -53,6 +53,7 @@ class Subscriber:
         "_capacity",
         "_closed",
         "_drop_oldest",
+        "_live",
         "_size",
         "_waiter",
         "dropped",
@@ -77,6 +78,7 @@ class Subscriber:
         self._drop_oldest = overflow == "drop_oldest"
         self._waiter: anyio.Event | None = None
         self._closed = False
+        self._live = False  # set once the broker confirmed the subscription
 
     def __repr__(self) -> str:
         names = ", ".join(map(repr, self.groups + self.patterns))
@@ -117,22 +119,28 @@ class Subscriber:
 
     # -- called by the channel's fan-out (synchronous, never blocks) --------
 
-    def _push(self, event: Event) -> None:
+    def _push(self, event: Event) -> bool:
+        """Buffer `event`; return True once the buffer is at least half full."""
         if self._closed:
-            return
+            return False
         if self._size >= self._capacity:
             self.dropped += 1
             if self._drop_oldest:
                 self._discard_oldest()
             else:
                 self._mark(_ONE_DROPPED)
-                return
+                return True
         self._buffer.append(event)
         self._size += 1
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+        return self._size * 2 >= self._capacity
 
     def _mark_reconnect(self) -> None:
-        if not self._closed:
+        """Note a broker gap, for subscriptions whose block had started before it."""
+        if self._live and not self._closed:
             self._mark(_RECONNECTED)
 
     def _close(self) -> None:

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError
 from redis.retry import Retry
 
+from channels_core.background import background_tasks
 from channels_core.exceptions import BrokerUnavailableError, ChannelClosedError, NotSupportedError
 from channels_core.layer import ChannelLayer, Inbox
 from channels_core.plugins import SubscribeMethods, hookimpl
@@ -151,12 +152,9 @@ class RedisPubSubChannelLayer(ChannelLayer):
             )
             self._client = Redis(connection_pool=pool)
             self._deliver_all(early)
-            async with anyio.create_task_group() as tasks:
+            async with background_tasks() as tasks:
                 tasks.start_soon(self._keep_reading, inbox)
-                try:
-                    yield
-                finally:
-                    tasks.cancel_scope.cancel()
+                yield
         finally:
             with anyio.CancelScope(shield=True):
                 if self._pubsub is not None:

@@ -308,6 +308,22 @@ class ChannelLayerConformance:
             with anyio.fail_after(DELIVERY_TIMEOUT):
                 await ended.wait()
 
+    async def test_errors_in_the_channel_body_propagate_unchanged(
+        self, make_layer: LayerFactory
+    ) -> None:
+        async def fail_in_body() -> None:
+            async with self._channel(make_layer) as channel, channel.subscribe("errors"):
+                raise KeyError("from the body")
+
+        with pytest.raises(KeyError, match="from the body"):
+            await fail_in_body()
+        with anyio.CancelScope() as scope:
+            async with self._channel(make_layer) as channel:
+                async with channel.subscribe("errors") as subscriber:
+                    scope.cancel()
+                    await subscriber.receive()
+        assert scope.cancelled_caught
+
     async def test_unopened_and_closed_channels_refuse_use(self, make_layer: LayerFactory) -> None:
         channel = Channel(make_layer())
         with pytest.raises(ChannelClosedError):

@@ -18,6 +18,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from channels_core import ChannelClosedError, ChannelLayer, Inbox
+from channels_core.background import background_tasks
 
 _Delivery = tuple[str, bytes]
 
@@ -52,7 +53,7 @@ class ExampleChannelLayer(ChannelLayer):
                 async for group, payload in receive:
                     inbox.deliver(group, payload)
 
-        async with anyio.create_task_group() as tasks, send:
+        async with background_tasks() as tasks, send:
             tasks.start_soon(read)
             self._send = send
             try:
@@ -62,7 +63,6 @@ class ExampleChannelLayer(ChannelLayer):
                     _brokers[self.namespace][group].discard(send)
                 self._groups.clear()
                 self._send = None
-                tasks.cancel_scope.cancel()
 
     def _connected(self) -> MemoryObjectSendStream[_Delivery]:
         if self._send is None:
