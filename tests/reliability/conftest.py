@@ -1,0 +1,153 @@
+"""Brokers for the reliability tests.
+
+The shared servers (``CHANNELS_TEST_REDIS_URL`` / ``CHANNELS_TEST_POSTGRES_URL``,
+else the loopback defaults) carry the tests that do not hurt the server.
+Faults (restarts, pauses, killed connections) only ever hit private
+throwaway servers on other free loopback ports, started here and stopped in
+the fixtures' teardown: the layers' own test helpers (the Redis tests'
+``RedisServer`` and `channels_layer_postgres.testing.TemporaryPostgres`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+import redis.asyncio
+
+from channels_layer_postgres import ChannelNames
+from channels_layer_postgres.testing import TemporaryPostgres, find_postgres_bin
+from tests.reliability.support import RedisServer, redis_server_class
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _unavailable(message: str) -> None:
+    """Skip outside CI, fail in CI (where every broker must be there)."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # both network layers are asyncio-only
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("CHANNELS_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _unavailable(f"the test Redis server {url} is unreachable: {exc}")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A channel prefix of this test's own on the shared Redis server."""
+    return f"rel-{secrets.token_hex(6)}:"
+
+
+@pytest.fixture
+async def redis_admin(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def start_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RedisServer]]:
+    """Starts private redis-servers (``password=``, ``tls=True``); all stopped afterwards."""
+    server_class = redis_server_class()
+    servers: list[RedisServer] = []
+
+    def start(password: str | None = None, tls: bool = False) -> RedisServer:
+        server: RedisServer = server_class(tmp_path_factory.mktemp("redis"), password, tls)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def _probe_postgres(url: str) -> str | None:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("CHANNELS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    problem = asyncio.run(_probe_postgres(url))
+    if problem is not None:
+        _unavailable(f"the test PostgreSQL server is unreachable: {problem}")
+    return url
+
+
+async def _drop_tables(url: str, names: ChannelNames) -> None:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for table in (names.payloads_table, names.patterns_table):
+            await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_namespace(postgres_url: str) -> Iterator[str]:
+    """This session's namespace on the shared server (its tables dropped at the end)."""
+    name = f"rel{secrets.token_hex(6)}"
+    yield name
+    asyncio.run(_drop_tables(postgres_url, ChannelNames(name)))
+
+
+@pytest.fixture
+async def pg_admin(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[TemporaryPostgres]:
+    """A throwaway PostgreSQL server that tests may stop, restart and pause."""
+    if find_postgres_bin() is None:
+        _unavailable("fault tests need initdb/pg_ctl (PostgreSQL server binaries)")
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def private_postgres_url(private_postgres: TemporaryPostgres) -> Iterator[str]:
+    """The private server's URL; the server is running again after each test."""
+    yield private_postgres.url
+    private_postgres.ensure_running()
+
+
+@pytest.fixture
+def redis_tests_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "packages" / "channels-redis" / "tests"

@@ -1,0 +1,351 @@
+"""Broker faults with 20 live subscribers: restart, killed connection, paused server.
+
+Every scenario runs the same script on each network layer, against a
+private server of its own:
+
+1. 20 subscribers (18 by name over four groups, six of them on two groups,
+   and two by pattern) on one listening channel; a second channel publishes.
+2. A round of messages: everyone gets exactly its share, in order.
+3. The fault. Publishing meanwhile behaves as documented: during a restart
+   or a pause, `BrokerUnavailableError` within `publish_timeout`; while only
+   the listening connection is killed, publishing goes on.
+4. Recovery is awaited through its signal, each subscriber's
+   `MessagesLost(reason="reconnect")`, never a sleep.
+5. A round after recovery: everyone gets all of it, in order, nothing twice;
+   the layer's counters report exactly one lost-and-restored connection.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+import redis.asyncio
+
+from channels_core import BrokerUnavailableError, Channel, ChannelLayer
+from channels_core.reconnect import Backoff
+from channels_layer_postgres import PostgreSQLChannelLayer
+from channels_layer_postgres.testing import TemporaryPostgres
+from channels_layer_redis import RedisPubSubChannelLayer
+from tests.reliability.support import (
+    GAP,
+    Recorder,
+    RedisServer,
+    eventually,
+    postgres_processes,
+    signal_all,
+)
+
+pytestmark = pytest.mark.anyio
+
+GROUPS = ("fault-a", "fault-b", "fault-c", "fault-d")
+PATTERNS = ("fault-*", "fault-[ab]")
+PUBLISH_TIMEOUT = 1.0
+QUICK = Backoff(initial=0.02, maximum=0.2)
+#: Messages per group in each round.
+ROUND = 5
+
+
+@dataclass(frozen=True)
+class Spec:
+    groups: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+    def wants(self, group: str) -> bool:
+        return group in self.groups or any(fnmatchcase(group, p) for p in self.patterns)
+
+
+def twenty_subscribers() -> list[Spec]:
+    specs = []
+    for number in range(18):
+        groups: tuple[str, ...] = (GROUPS[number % 4],)
+        if number % 3 == 0:
+            groups += (GROUPS[(number + 1) % 4],)
+        specs.append(Spec(groups=groups))
+    specs += [Spec(patterns=(pattern,)) for pattern in PATTERNS]
+    return specs
+
+
+@dataclass
+class Outage:
+    """The publishing side of a scenario: numbered messages and what became of them."""
+
+    publisher: Channel
+    sequence: int = 0
+    log: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
+    refused: list[int] = field(default_factory=list)  # seq of publishes that raised
+    refusal_seconds: list[float] = field(default_factory=list)
+
+    async def publish(self, group: str, phase: str) -> None:
+        self.sequence += 1
+        message = {"seq": self.sequence, "phase": phase}
+        self.log.setdefault(phase, []).append((group, message))
+        await self.publisher.publish(group, message)
+
+    async def publish_round(self, phase: str) -> None:
+        for _ in range(ROUND):
+            for group in GROUPS:
+                await self.publish(group, phase)
+
+    async def publish_refused(self) -> None:
+        """One publish while the server is down or frozen: refused within the bound."""
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailableError, match="could not publish"):
+            await self.publish(GROUPS[0], "outage")
+        self.refusal_seconds.append(time.monotonic() - started)
+        self.refused.append(self.sequence)
+
+    def expected(self, spec: Spec, phase: str) -> list[tuple[str, Any]]:
+        return [(group, message) for group, message in self.log[phase] if spec.wants(group)]
+
+
+class Script:
+    """Runs the scenario; `check` verifies what every subscriber received."""
+
+    def __init__(self, listener: Channel, publisher: Channel) -> None:
+        self.listener = listener
+        self.specs = twenty_subscribers()
+        self.recorders: list[Recorder] = []
+        self.outage = Outage(publisher)
+
+    @asynccontextmanager
+    async def subscribed(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+            for number, spec in enumerate(self.specs):
+                if spec.groups:
+                    subscription = self.listener.subscribe(*spec.groups)
+                else:
+                    subscription = self.listener.subscribe_pattern(*spec.patterns)
+                subscriber = await stack.enter_async_context(subscription)
+                recorder = Recorder(f"subscriber {number} {spec}", subscriber)
+                self.recorders.append(recorder)
+                tasks.start_soon(recorder.run)
+            yield
+            tasks.cancel_scope.cancel()
+
+    async def all_received(self, phase: str) -> None:
+        with anyio.fail_after(10):
+            for recorder, spec in zip(self.recorders, self.specs, strict=True):
+                await recorder.wait_for(_contains(self.outage.expected(spec, phase)[-1]))
+
+    async def all_told_of_the_gap(self, timeout: float = 20) -> None:
+        with anyio.fail_after(timeout):
+            for recorder in self.recorders:
+                await recorder.wait_for(lambda items: any(item[0] == GAP for item in items))
+
+    async def keep_publishing_until_recovered(self) -> None:
+        """Publish 'during' messages until every subscriber was told of the gap."""
+        async with anyio.create_task_group() as tasks:
+
+            async def publish_forever() -> None:
+                number = 0
+                while True:
+                    await self.outage.publish(GROUPS[number % 4], "during")
+                    number += 1
+                    await anyio.sleep(0.002)
+
+            tasks.start_soon(publish_forever)
+            await self.all_told_of_the_gap()
+            tasks.cancel_scope.cancel()
+
+    def check(self, late_allowed: bool) -> None:
+        """Before the gap: the first round, complete; after it: the last round, complete.
+
+        In between only messages published during the fault, each at most
+        once and in order; a refused publish is never delivered, except after
+        a pause (`late_allowed`), where the server runs the command it had
+        already read once it wakes up.
+        """
+        outage = self.outage
+        for recorder, spec in zip(self.recorders, self.specs, strict=True):
+            items, name = recorder.items, recorder.name
+            gaps = [index for index, item in enumerate(items) if item[0] == GAP]
+            assert [items[index][1] for index in gaps] == ["reconnect"], name
+            before = [(item[0], item[1]) for item in items[: gaps[0]]]
+            after = [(item[0], item[1]) for item in items[gaps[0] + 1 :]]
+            first, last = outage.expected(spec, "before"), outage.expected(spec, "after")
+            assert before[: len(first)] == first, name
+            assert after[len(after) - len(last) :] == last, name
+            middle = before[len(first) :] + after[: len(after) - len(last)]
+            for group, message in middle:
+                assert message["phase"] in ("during", "outage"), (name, message)
+                assert spec.wants(group), (name, group)
+            sequence = [message["seq"] for _, message in before + after]
+            assert sequence == sorted(set(sequence)), f"{name}: out of order or duplicated"
+            late = [m for _, m in middle if m["seq"] in outage.refused]
+            if not late_allowed:
+                assert not late, name
+
+
+def _contains(item: tuple[str, Any]) -> Callable[[list[tuple[Any, ...]]], bool]:
+    return lambda items: item in items
+
+
+Fault = Callable[[Script], Awaitable[None]]
+
+
+async def run_scenario(
+    listener_layer: ChannelLayer,
+    publisher_layer: ChannelLayer,
+    fault: Fault,
+    *,
+    late_allowed: bool = False,
+) -> Script:
+    async with Channel(listener_layer) as listener, Channel(publisher_layer) as publisher:
+        script = Script(listener, publisher)
+        async with script.subscribed():
+            await script.outage.publish_round("before")
+            await script.all_received("before")
+            await fault(script)
+            await script.all_told_of_the_gap()
+            await script.outage.publish_round("after")
+            await script.all_received("after")
+        script.check(late_allowed)
+        assert listener.stats().gaps == 1
+        assert listener.stats().subscribers == 0
+    for seconds in script.outage.refusal_seconds:
+        assert PUBLISH_TIMEOUT * 0.9 <= seconds <= PUBLISH_TIMEOUT + 1.0
+    return script
+
+
+# -- Redis -----------------------------------------------------------------------------
+
+
+def redis_layer(server: RedisServer) -> RedisPubSubChannelLayer:
+    return RedisPubSubChannelLayer.from_url(
+        server.url,
+        reconnect_backoff=QUICK,
+        publish_timeout=PUBLISH_TIMEOUT,
+        health_check_interval=0.25,
+        connect_timeout=1.0,
+    )
+
+
+def check_redis_counters(layer: RedisPubSubChannelLayer) -> None:
+    stats = layer.stats()
+    assert (stats.connection_losses, stats.reconnects) == (1, 1)
+    assert stats.reconnect_attempts >= 1
+
+
+async def test_redis_server_restart(start_redis: Callable[..., RedisServer]) -> None:
+    server = start_redis()
+    listener = redis_layer(server)
+
+    async def restart(script: Script) -> None:
+        server.stop()
+        await eventually(lambda: listener.stats().connection_losses == 1)
+        await script.outage.publish_refused()
+        await anyio.to_thread.run_sync(server.start)
+
+    script = await run_scenario(listener, redis_layer(server), restart)
+    check_redis_counters(listener)
+    assert len(script.outage.refused) == 1
+
+
+async def test_redis_client_kill(start_redis: Callable[..., RedisServer]) -> None:
+    server = start_redis()
+    listener, publisher = redis_layer(server), redis_layer(server)
+    admin = redis.asyncio.Redis.from_url(server.url)
+
+    async def kill(script: Script) -> None:
+        client_id = listener.stats().pubsub_client_id
+        assert await admin.client_kill_filter(_id=str(client_id)) == 1
+        await script.keep_publishing_until_recovered()
+
+    try:
+        script = await run_scenario(listener, publisher, kill)
+    finally:
+        await admin.aclose()
+    check_redis_counters(listener)
+    assert script.outage.refused == []
+    assert len(script.outage.log["during"]) > 0
+    assert publisher.stats().connection_losses == 0
+
+
+async def test_redis_server_paused(start_redis: Callable[..., RedisServer]) -> None:
+    server = start_redis()
+    listener = redis_layer(server)
+
+    async def pause(script: Script) -> None:
+        pid = server.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await eventually(lambda: listener.stats().connection_losses == 1)
+            await script.outage.publish_refused()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    await run_scenario(listener, redis_layer(server), pause, late_allowed=True)
+    check_redis_counters(listener)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+def postgres_layer(url: str) -> PostgreSQLChannelLayer:
+    return PostgreSQLChannelLayer(
+        url,
+        namespace="faults",
+        reconnect_backoff=QUICK,
+        publish_timeout=PUBLISH_TIMEOUT,
+        liveness_interval=0.25,
+        liveness_timeout=0.25,
+        connect_timeout=1.0,
+    )
+
+
+async def test_postgres_server_restart(
+    private_postgres: TemporaryPostgres, private_postgres_url: str
+) -> None:
+    listener = postgres_layer(private_postgres_url)
+
+    async def restart(script: Script) -> None:
+        await anyio.to_thread.run_sync(private_postgres.stop)
+        await script.outage.publish_refused()
+        await anyio.to_thread.run_sync(private_postgres.start)
+
+    await run_scenario(listener, postgres_layer(private_postgres_url), restart)
+    assert listener.counters.reconnects == 1
+
+
+async def test_postgres_backend_terminated(private_postgres_url: str) -> None:
+    listener, publisher = postgres_layer(private_postgres_url), postgres_layer(private_postgres_url)
+    admin = await asyncpg.connect(private_postgres_url)
+
+    async def kill(script: Script) -> None:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", listener.listener_pid)
+        await script.keep_publishing_until_recovered()
+
+    try:
+        script = await run_scenario(listener, publisher, kill)
+    finally:
+        await admin.close()
+    assert (listener.counters.reconnects, publisher.counters.reconnects) == (1, 0)
+    assert script.outage.refused == []
+    assert len(script.outage.log["during"]) > 0
+
+
+async def test_postgres_server_paused(private_postgres_url: str) -> None:
+    listener = postgres_layer(private_postgres_url)
+
+    async def pause(script: Script) -> None:
+        assert listener.listener_pid is not None
+        processes = postgres_processes(listener.listener_pid)
+        signal_all(processes, signal.SIGSTOP)
+        try:
+            await eventually(lambda: listener.counters.liveness_failures == 1)
+            await script.outage.publish_refused()
+        finally:
+            signal_all(processes[::-1], signal.SIGCONT)
+
+    await run_scenario(listener, postgres_layer(private_postgres_url), pause, late_allowed=True)
+    assert (listener.counters.reconnects, listener.counters.liveness_failures) == (1, 1)
