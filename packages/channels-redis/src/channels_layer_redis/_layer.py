@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -140,7 +141,11 @@ class RedisPubSubChannelLayer(ChannelLayer):
             connection_class=self._config.connection_class,
             max_connections=self._config.max_connections,
             timeout=self._config.pool_timeout,
-            **self._connection_kwargs(health_check_interval=self.options.health_check_interval),
+            **{
+                "socket_timeout": self.options.publish_timeout,
+                "socket_connect_timeout": self.options.publish_timeout,
+                **self._connection_kwargs(health_check_interval=self.options.health_check_interval),
+            },
         )
         try:
             self._pubsub, early = await retry_until(
@@ -256,23 +261,34 @@ class RedisPubSubChannelLayer(ChannelLayer):
     # -- publishing -------------------------------------------------------------
 
     async def publish(self, group: str, payload: bytes) -> None:
+        """PUBLISH once; only if that fails, retry until `publish_timeout` has passed.
+
+        The first attempt is bounded by the publishing connections' socket
+        timeouts (`publish_timeout` unless the URL sets them), so the common
+        case costs one round trip and no timer of the layer's own.
+        """
         client = self._client
         if client is None:
             raise ChannelClosedError("the Redis layer is not connected")
         channel = self._wire.channel(group)
-        deadline = anyio.current_time() + self.options.publish_timeout
+        started = time.monotonic()
+        try:
+            await client.publish(channel, payload)
+        except TRANSIENT_ERRORS:
+            elapsed = time.monotonic() - started
+            deadline = anyio.current_time() + self.options.publish_timeout - elapsed
 
-        async def attempt() -> None:
-            with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                await client.publish(channel, payload)
+            async def attempt() -> None:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    await client.publish(channel, payload)
 
-        await retry_until(
-            attempt,
-            timeout=self.options.publish_timeout,
-            retry_on=TRANSIENT_ERRORS,
-            what=f"publish to {self.url}",
-            backoff=self.options.reconnect_backoff,
-        )
+            await retry_until(
+                attempt,
+                timeout=max(0.0, deadline - anyio.current_time()),
+                retry_on=TRANSIENT_ERRORS,
+                what=f"publish to {self.url}",
+                backoff=self.options.reconnect_backoff,
+            )
         self._published += 1
 
     # -- subscribing ------------------------------------------------------------
