@@ -38,6 +38,10 @@ class Publisher:
         self._app_connection = connection
         self._pool: Any = None
         self._connection_lock: anyio.Lock | None = None  # made in open(), inside the event loop
+        # One connection of the layer's own pool kept out between uses: asyncpg's
+        # acquire/release costs more than a NOTIFY round trip. Others come and
+        # go through the pool when publishers run concurrently.
+        self._idle: Any = None
 
     @property
     def owned(self) -> bool:
@@ -56,15 +60,21 @@ class Publisher:
             yield
             return
         self._pool = await asyncpg.create_pool(
-            **self._connect_kwargs, min_size=0, max_size=self._pool_size
+            **self._connect_kwargs,
+            min_size=0,
+            max_size=self._pool_size,
+            reset=_reset_if_needed,
         )
         try:
             yield
         finally:
             pool, self._pool = self._pool, None
+            idle, self._idle = self._idle, None
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(CLOSE_TIMEOUT):
                     with contextlib.suppress(Exception):
+                        if idle is not None:
+                            await pool.release(idle)
                         await pool.close()
                 pool.terminate()
 
@@ -79,5 +89,38 @@ class Publisher:
         pool = self._app_pool if self._app_pool is not None else self._pool
         if pool is None:
             raise RuntimeError("the publisher is not open")
-        async with pool.acquire() as conn:
+        if pool is not self._pool:  # the application's pool: borrow as it expects
+            async with pool.acquire() as conn:
+                yield conn
+            return
+        conn, self._idle = self._idle, None
+        if conn is None or conn.is_closed():
+            if conn is not None:
+                await _release(pool, conn)
+            conn = await pool.acquire()
+        try:
             yield conn
+        except BaseException:
+            await _release(pool, conn)  # the pool resets or discards it
+            raise
+        if self._idle is None and self._pool is pool:
+            self._idle = conn
+        else:
+            await _release(pool, conn)
+
+
+async def _release(pool: Any, conn: Any) -> None:
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        await pool.release(conn)
+
+
+async def _reset_if_needed(connection: Any) -> None:
+    """Pool reset for the layer's own pool: usually nothing to do.
+
+    asyncpg's default reset costs a round trip on every release (UNLISTEN,
+    RESET ALL, ...). The layer's statements leave no session state behind,
+    so only a connection released inside a transaction (a cancelled
+    statement) gets the full reset.
+    """
+    if connection.is_in_transaction():
+        await connection.reset()

@@ -190,8 +190,10 @@ class PostgreSQLChannelLayer(ChannelLayer):
     # -- publishing -----------------------------------------------------------------
 
     async def publish(self, group: str, payload: bytes) -> None:
+        """NOTIFY once; only if that fails, retry until `publish_timeout` has passed."""
         self._connected_listener()
-        deadline = anyio.current_time() + self.settings.publish_timeout
+        timeout = self.settings.publish_timeout
+        deadline = anyio.current_time() + timeout
         send, large = self._prepare(group, payload)
 
         async def attempt() -> None:
@@ -199,13 +201,16 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 async with self._publisher.acquire() as conn:
                     await send(conn)
 
-        await retry_until(
-            attempt,
-            timeout=self.settings.publish_timeout,
-            retry_on=CONNECTION_ERRORS,
-            what=f"publish to {redact_url(self._url)}",
-            backoff=self.settings.reconnect_backoff,
-        )
+        try:
+            await attempt()
+        except CONNECTION_ERRORS:
+            await retry_until(
+                attempt,
+                timeout=max(deadline - anyio.current_time(), 0.0),
+                retry_on=CONNECTION_ERRORS,
+                what=f"publish to {redact_url(self._url)}",
+                backoff=self.settings.reconnect_backoff,
+            )
         if large and anyio.current_time() >= self._next_expiry:
             await self._expire_large_payloads()
 
