@@ -12,20 +12,19 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from channels_core.layer import Inbox
 from channels_core.patterns import compile_pattern
 
 from ._counters import LayerCounters
-from ._envelope import decode
+from ._envelope import Envelope, decode
 from ._names import ChannelNames
 
-__all__ = ["Fetch", "Notification", "Router"]
+__all__ = ["Fetch", "Router"]
 
 logger = logging.getLogger("channels_layer_postgres")
 
-Notification = tuple[str, str]  # (channel, payload text)
 #: Fetch a large payload by row id: (group stored with it or None, payload), or None if gone.
 Fetch = Callable[[int], Awaitable[tuple[str | None, bytes] | None]]
 
@@ -38,7 +37,9 @@ class Router:
         self._counters = counters
         self._groups: dict[str, str] = {}  # group -> channel
         self._patterns: dict[str, Callable[[str], object]] = {}
-        self._queue: MemoryObjectSendStream[Notification] | None = None
+        self._queue: MemoryObjectSendStream[tuple[str, Envelope]] | None = None
+        self._inbox: Inbox | None = None
+        self._backlog = 0  # notifications queued or being fetched
 
     # -- the desired state --------------------------------------------------------
 
@@ -70,52 +71,74 @@ class Router:
     # -- routing --------------------------------------------------------------------
 
     def on_notification(self, channel: str, text: str) -> None:
-        """Called by the connection for each notification: queue it, in arrival order."""
+        """Called by the connection for each notification, in arrival order.
+
+        An inline message with nothing queued before it is delivered right
+        away; a reference (its payload must be fetched) and everything
+        behind one wait in the queue, so each publisher's order is kept.
+        """
         self._counters.notifications += 1
-        if self._queue is not None:
-            with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._queue.send_nowait((channel, text))
+        queue, inbox = self._queue, self._inbox
+        if queue is None or inbox is None:
+            return
+        envelope = self._decode(channel, text)
+        if envelope is None:
+            return
+        if not self._backlog and envelope.payload is not None:
+            self._deliver(inbox, channel, envelope.group, envelope.payload)
+            return
+        self._backlog += 1
+        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            queue.send_nowait((channel, envelope))
 
     async def run(self, inbox: Inbox, fetch: Fetch) -> None:
-        """Route notifications to `inbox` until cancelled."""
-        send, receive = anyio.create_memory_object_stream[Notification](float("inf"))
-        self._queue = send
+        """Route queued notifications to `inbox` until cancelled."""
+        send, receive = anyio.create_memory_object_stream[tuple[str, Envelope]](float("inf"))
+        self._queue, self._inbox, self._backlog = send, inbox, 0
         try:
             async with receive:
-                await self._route(receive, inbox, fetch)
+                async for channel, envelope in receive:
+                    try:
+                        await self._route_queued(inbox, fetch, channel, envelope)
+                    finally:
+                        self._backlog -= 1
         finally:
-            self._queue = None
+            self._queue = self._inbox = None
             send.close()
 
-    async def _route(
-        self, notifications: MemoryObjectReceiveStream[Notification], inbox: Inbox, fetch: Fetch
+    def _decode(self, channel: str, text: str) -> Envelope | None:
+        try:
+            return decode(text)
+        except ValueError as exc:
+            self._counters.undecodable += 1
+            logger.warning(
+                "skipped a notification on channel %r that is not from this layer (%s)",
+                channel,
+                exc,
+            )
+            return None
+
+    async def _route_queued(
+        self, inbox: Inbox, fetch: Fetch, channel: str, envelope: Envelope
     ) -> None:
-        async for channel, text in notifications:
-            try:
-                envelope = decode(text)
-            except ValueError as exc:
-                self._counters.undecodable += 1
-                logger.warning(
-                    "skipped a notification on channel %r that is not from this layer (%s)",
-                    channel,
-                    exc,
-                )
-                continue
-            group, payload = envelope.group, envelope.payload
+        group, payload = envelope.group, envelope.payload
+        if payload is None:
             if group is not None and not self._recipients(channel, group):
-                continue
-            if payload is None:
-                assert envelope.reference is not None
-                fetched = await fetch(envelope.reference)
-                if fetched is None:
-                    continue
-                stored_group, payload = fetched
-                group = group or stored_group
-            if group is None:  # a reference whose row holds no group: not from this layer
-                self._counters.undecodable += 1
-                continue
-            for pattern in self._recipients(channel, group):
-                inbox.deliver(group, payload, pattern)
+                return
+            assert envelope.reference is not None
+            fetched = await fetch(envelope.reference)
+            if fetched is None:
+                return
+            stored_group, payload = fetched
+            group = group or stored_group
+        self._deliver(inbox, channel, group, payload)
+
+    def _deliver(self, inbox: Inbox, channel: str, group: str | None, payload: bytes) -> None:
+        if group is None:  # a reference whose row holds no group: not from this layer
+            self._counters.undecodable += 1
+            return
+        for pattern in self._recipients(channel, group):
+            inbox.deliver(group, payload, pattern)
 
     def _recipients(self, channel: str, group: str) -> list[str | None]:
         """How `group` is delivered if it arrives on `channel`: by name (None), by patterns."""
