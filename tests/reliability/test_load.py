@@ -1,0 +1,151 @@
+"""Sustained load per network layer: throughput holds and memory stays flat.
+
+Four publishers (each a channel of its own, so a connection of its own)
+publish as fast as they can to ten groups for `DURATION` seconds; one
+listening channel carries 100 subscribers, ten per group, each reading
+everything. Every second the test samples what was published and received
+and the process's RSS. Then:
+
+* the last third's throughput is at least 70% of the first third's,
+* RSS in the last third is within 16 MiB of the first third's peak,
+* every subscriber received every message of its group, in order per
+  publisher, nothing lost (no `MessagesLost`) and nothing twice.
+
+``CHANNELS_RELIABILITY_LOAD_SECONDS`` sets the duration (default 20 s; 60 s
+for the long run).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import anyio
+import pytest
+
+from channels_core import Channel, ChannelLayer, Subscriber
+from channels_layer_postgres import PostgreSQLChannelLayer
+from channels_layer_redis import RedisPubSubChannelLayer
+from tests.reliability.support import rss_bytes
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+DURATION = float(os.environ.get("CHANNELS_RELIABILITY_LOAD_SECONDS", "20"))
+PUBLISHERS = 4
+GROUPS = [f"load-{number}" for number in range(10)]
+PER_GROUP = 10
+MiB = 1024 * 1024
+END = "end"
+
+
+@dataclass
+class Sample:
+    at: float
+    published: int
+    received: int
+    rss: int
+
+
+@dataclass
+class Load:
+    published: list[int] = field(default_factory=lambda: [0] * PUBLISHERS)
+    received: int = 0
+    samples: list[Sample] = field(default_factory=list)
+    #: Per publisher and group, the last number published.
+    last: dict[tuple[int, str], int] = field(default_factory=dict)
+
+
+async def read(subscriber: Subscriber, group: str, load: Load) -> None:
+    """Receive until the end marker, checking each publisher's numbers: in order, none twice.
+
+    At the end marker (published after every publisher stopped), nothing may be missing.
+    """
+    expected: dict[int, int] = {}
+    async for event in subscriber:  # a MessagesLost fails the test
+        load.received += 1
+        if event.message == END:
+            break
+        source, number = event.message
+        assert number == expected.get(source, 0), (group, source, number, expected)
+        expected[source] = number + 1
+    for source in range(PUBLISHERS):
+        assert expected.get(source, 0) == load.last.get((source, group), -1) + 1, (group, source)
+
+
+async def publish(channel: Channel, source: int, load: Load, stop: anyio.Event) -> None:
+    numbers = dict.fromkeys(GROUPS, 0)
+    turn = 0
+    while not stop.is_set():
+        group = GROUPS[(source + turn) % len(GROUPS)]
+        turn += 1
+        await channel.publish(group, [source, numbers[group]])
+        load.last[source, group] = numbers[group]
+        numbers[group] += 1
+        load.published[source] += 1
+
+
+def third(samples: list[Sample], which: int) -> list[Sample]:
+    size = len(samples) // 3
+    return samples[which * size : (which + 1) * size + 1]
+
+
+def rate(samples: list[Sample], attribute: str) -> float:
+    first, last = samples[0], samples[-1]
+    return float(getattr(last, attribute) - getattr(first, attribute)) / (last.at - first.at)
+
+
+async def run_load(make_layer: Callable[[], ChannelLayer], name: str) -> None:
+    load = Load()
+    stop = anyio.Event()
+    async with AsyncExitStack() as stack:
+        listener = await stack.enter_async_context(Channel(make_layer()))
+        publishers = [
+            await stack.enter_async_context(Channel(make_layer())) for _ in range(PUBLISHERS)
+        ]
+        with anyio.fail_after(DURATION + 60):  # (readers stop at the end markers)
+            async with anyio.create_task_group() as readers:
+                for group in GROUPS:
+                    for _ in range(PER_GROUP):
+                        subscriber = await stack.enter_async_context(listener.subscribe(group))
+                        readers.start_soon(read, subscriber, group, load)
+                async with anyio.create_task_group() as tasks:
+                    for source, channel in enumerate(publishers):
+                        tasks.start_soon(publish, channel, source, load, stop)
+                    started = time.monotonic()
+                    while time.monotonic() - started < DURATION:
+                        load.samples.append(
+                            Sample(
+                                time.monotonic(), sum(load.published), load.received, rss_bytes()
+                            )
+                        )
+                        await anyio.sleep(1.0)
+                    stop.set()
+                for group in GROUPS:
+                    await publishers[0].publish(group, END)
+    assert listener.stats().gaps == 0
+    samples = load.samples
+    first, last = third(samples, 0), third(samples, 2)
+    published = sum(load.published)
+    print(
+        f"{name}: {published:,} messages published in {DURATION:g} s "
+        f"({published / DURATION:,.0f}/s, {PER_GROUP * published / DURATION:,.0f} deliveries/s); "
+        f"first third {rate(first, 'published'):,.0f}/s, "
+        f"last third {rate(last, 'published'):,.0f}/s; "
+        f"RSS first third peak {max(s.rss for s in first) / MiB:.1f} MiB, "
+        f"last third peak {max(s.rss for s in last) / MiB:.1f} MiB"
+    )
+    assert load.received == PER_GROUP * (published + len(GROUPS))  # (with the end markers)
+    assert rate(last, "published") >= 0.7 * rate(first, "published")
+    assert rate(last, "received") >= 0.7 * rate(first, "received")
+    assert max(s.rss for s in last) - max(s.rss for s in first) < 16 * MiB
+
+
+async def test_redis_sustained_load(redis_url: str, prefix: str) -> None:
+    await run_load(lambda: RedisPubSubChannelLayer.from_url(redis_url, prefix=prefix), "redis")
+
+
+async def test_postgres_sustained_load(postgres_url: str, pg_namespace: str) -> None:
+    await run_load(lambda: PostgreSQLChannelLayer(postgres_url, namespace=pg_namespace), "postgres")
