@@ -1,0 +1,74 @@
+"""Our layers, through the public `Channel` API only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from channels_core import Channel
+from channels_core.subscriber import Subscriber
+
+from .base import Contender, OnMessage, Session, Stream
+
+__all__ = ["channels_contenders"]
+
+#: Subscriber buffers large enough that no scenario overflows them: broadcaster
+#: and the raw clients buffer without bound, so dropping would not be fair play.
+BUFFER_SIZE = 1_000_000
+
+#: The PostgreSQL layer's namespace (its tables' prefix) for the suite, apart from
+#: the default ``channels`` tables other users of a shared server may have made.
+POSTGRES_NAMESPACE = "bench"
+
+
+class _ChannelStream:
+    def __init__(self, subscriber: Subscriber) -> None:
+        self._subscriber = subscriber
+
+    async def drain(self, count: int, on_message: OnMessage | None) -> None:
+        if count <= 0:
+            return
+        left = count
+        async for event in self._subscriber:
+            if on_message is not None:
+                on_message(event.message)
+            left -= 1
+            if not left:
+                return
+
+
+class _ChannelSession:
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        # The bound method itself: no wrapper frame between the scenario and our API.
+        self.publish = channel.publish
+
+    @asynccontextmanager
+    async def subscribe(self, group: str) -> AsyncIterator[Stream]:
+        async with self._channel.subscribe(group) as subscriber:
+            yield _ChannelStream(subscriber)
+
+
+def _opener(url: str, **options: Any) -> Callable[[], AbstractAsyncContextManager[Session]]:
+    @asynccontextmanager
+    async def open_session() -> AsyncIterator[Session]:
+        async with Channel.from_url(url, buffer_size=BUFFER_SIZE, **options) as channel:
+            yield _ChannelSession(channel)
+
+    return open_session
+
+
+def channels_contenders(redis_url: str, postgres_url: str) -> list[Contender]:
+    """Our memory, Redis and PostgreSQL layers."""
+    return [
+        Contender("channels memory", "channels", "memory", _opener("memory://")),
+        Contender("channels redis", "channels", "redis", _opener(redis_url)),
+        Contender(
+            "channels postgres",
+            "channels",
+            "postgres",
+            _opener(postgres_url, namespace=POSTGRES_NAMESPACE),
+            notes="payloads over NOTIFY's 8000 bytes travel through the layer's payload table",
+        ),
+    ]

@@ -1,0 +1,200 @@
+"""The measurements: end-to-end delivery rate, paced latency, memory per idle subscriber.
+
+Each function takes an open `Session` (connections are made outside the
+timed region) and measures one thing once; the runner repeats, warms up
+and interleaves contenders. Messages are dicts ``{"i", "t", "pad"}`` whose
+JSON encoding is about the requested size, built before the clock starts.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+import tracemalloc
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import anyio.lowlevel
+
+from .contenders import Session, Stream
+from .contenders.base import dumps
+
+__all__ = [
+    "Delivery",
+    "IdleMemory",
+    "Latency",
+    "Probe",
+    "encoded_size",
+    "make_message",
+    "measure_delivery",
+    "measure_idle_memory",
+    "measure_latency",
+]
+
+_TIME_SAMPLE = 12345.678901234  # a perf_counter value of typical width
+
+
+def make_message(index: int, size: int, t: float = _TIME_SAMPLE) -> dict[str, Any]:
+    """A message whose compact JSON encoding is about `size` bytes."""
+    overhead = len(dumps({"i": index, "t": t, "pad": ""}))
+    return {"i": index, "t": t, "pad": "x" * max(0, size - overhead)}
+
+
+def encoded_size(size: int) -> int:
+    """The exact encoded size of a typical message of nominal `size`."""
+    return len(dumps(make_message(0, size)).encode())
+
+
+class Probe(Protocol):
+    """Server-side observations around a timed region (see `benchmarks.redis_stats`)."""
+
+    async def before(self, group: str) -> None: ...
+
+    async def after(self, group: str, messages: int, message_bytes: int) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One delivery run: `delivered` events reached their subscribers in `seconds`."""
+
+    seconds: float
+    published: int
+    delivered: int
+    server: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(slots=True)
+class Latency:
+    """Publish-to-receive latencies of one paced run, in seconds."""
+
+    samples: list[float]
+
+    def quantile_ms(self, quantile: float) -> float:
+        if not self.samples:
+            return math.nan
+        ordered = sorted(self.samples)
+        index = min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))
+        return ordered[index] * 1000.0
+
+
+@dataclass(slots=True)
+class IdleMemory:
+    """Python heap growth (tracemalloc) per idle subscriber, and how many were open."""
+
+    subscribers: int
+    bytes_per_subscriber: float
+
+
+async def measure_delivery(
+    session: Session,
+    group: str,
+    *,
+    publishers: int,
+    subscribers: int,
+    messages: int,
+    size: int,
+    timeout: float,
+    probe: Probe | None = None,
+) -> Delivery:
+    """Publish `messages` (split over `publishers` tasks) to `subscribers`; time until the last
+    subscriber has the last message.
+
+    Raises TimeoutError if the messages do not all arrive within `timeout`.
+    """
+    batches = _split([make_message(i, size) for i in range(messages)], publishers)
+    finished: list[float] = []
+    async with AsyncExitStack() as stack:
+        streams: list[Stream] = [
+            await stack.enter_async_context(session.subscribe(group)) for _ in range(subscribers)
+        ]
+        if probe is not None:
+            await probe.before(group)
+
+        async def consume(stream: Stream) -> None:
+            await stream.drain(messages, None)
+            finished.append(time.perf_counter())
+
+        async def produce(batch: Sequence[dict[str, Any]]) -> None:
+            publish = session.publish
+            for message in batch:
+                await publish(group, message)
+
+        with anyio.fail_after(timeout):
+            async with anyio.create_task_group() as tasks:
+                for stream in streams:
+                    tasks.start_soon(consume, stream)
+                await anyio.lowlevel.checkpoint()  # let the consumers start waiting
+                started = time.perf_counter()
+                for batch in batches:
+                    tasks.start_soon(produce, batch)
+        seconds = max(finished) - started
+        server: dict[str, Any] = {}
+        if probe is not None:
+            server = await probe.after(group, messages, encoded_size(size))
+    return Delivery(seconds, messages, messages * subscribers, server)
+
+
+async def measure_latency(
+    session: Session, group: str, *, messages: int, rate: float, size: int, timeout: float
+) -> Latency:
+    """Publish `messages` at `rate` per second, each stamped with its send time, to one
+    subscriber that records how long each took to arrive."""
+    samples: list[float] = []
+    interval = 1.0 / rate
+    pad = make_message(0, size)["pad"]
+
+    def record(message: Any) -> None:
+        samples.append(time.perf_counter() - message["t"])
+
+    async with session.subscribe(group) as stream:
+        with anyio.fail_after(timeout):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(stream.drain, messages, record)
+                await anyio.lowlevel.checkpoint()
+                started = time.perf_counter()
+                for index in range(messages):
+                    delay = started + index * interval - time.perf_counter()
+                    if delay > 0:
+                        await anyio.sleep(delay)
+                    await session.publish(group, {"i": index, "t": time.perf_counter(), "pad": pad})
+    return Latency(samples)
+
+
+async def measure_idle_memory(
+    session: Session, group: str, *, subscribers: int, timeout: float
+) -> IdleMemory:
+    """Open `subscribers` subscriptions to one group, each with a task waiting for a message,
+    and report the Python heap growth per subscriber (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        with anyio.fail_after(timeout):
+            async with AsyncExitStack() as stack:
+                streams = [
+                    await stack.enter_async_context(session.subscribe(group))
+                    for _ in range(subscribers)
+                ]
+                async with anyio.create_task_group() as tasks:
+                    for stream in streams:
+                        tasks.start_soon(stream.drain, 1, None)
+                    await anyio.sleep(0.05)  # every waiter parked
+                    gc.collect()
+                    after = tracemalloc.get_traced_memory()[0]
+                    tasks.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+    return IdleMemory(subscribers, (after - before) / subscribers)
+
+
+def _split(items: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
+    """`items` in `parts` interleaved batches (each publisher sends every parts-th message)."""
+    return [items[start::parts] for start in range(parts)]

@@ -1,0 +1,125 @@
+"""The command line: ``python -m benchmarks [--quick] [--only ID] [--output FILE]``.
+
+Runs the selected scenarios against every contender, prints the markdown
+report to stdout (progress goes to stderr) and writes all measurements as
+JSON (default ``benchmarks/results/<timestamp>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .contenders import all_contenders
+from .machine import describe
+from .report import render_markdown, targets
+from .runner import RunSettings, run_cell
+from .scenarios import SCENARIOS, SIZES, size_label
+
+__all__ = ["main"]
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="channels against raw redis-py/asyncpg and encode/broadcaster.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: every scenario briefly, 1 repetition"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only these scenarios (repeatable): "
+        + ", ".join(scenario.id for scenario in SCENARIOS),
+    )
+    parser.add_argument(
+        "--contender",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only contenders whose name contains TEXT (repeatable), e.g. redis",
+    )
+    parser.add_argument(
+        "--size",
+        action="append",
+        type=int,
+        default=[],
+        help="run only these message sizes in bytes (repeatable): " + ", ".join(map(str, SIZES)),
+    )
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--output", type=Path, default=None, help="JSON results file")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    unknown = set(args.only) - {scenario.id for scenario in SCENARIOS}
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    scenarios = [s for s in SCENARIOS if not args.only or s.id in args.only]
+    contenders = [
+        c
+        for c in all_contenders(args.redis_url, args.postgres_url)
+        if not args.contender or any(text in c.name for text in args.contender)
+    ]
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    settings = RunSettings(args.quick, repeat, args.redis_url)
+    meta = await describe(args.redis_url, args.postgres_url)
+    started = time.perf_counter()
+    cells: list[dict[str, Any]] = []
+    for scenario in scenarios:
+        sizes = sorted(scenario.messages)
+        if args.size:
+            sizes = [s for s in sizes if s in args.size] or ([sizes[0]] if len(sizes) == 1 else [])
+        for size in sizes:
+            print(f"{scenario.id} {size_label(size)} ...", file=sys.stderr, flush=True)
+            for cell in await run_cell(scenario, size, contenders, settings):
+                cells.append(cell.as_json())
+    meta.update(
+        command=" ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:])]),
+        quick=args.quick,
+        repeat=repeat,
+        wall_seconds=time.perf_counter() - started,
+        contenders={c.name: c.notes for c in contenders},
+    )
+    return {"meta": meta, "cells": cells, "targets": targets_of(cells)}
+
+
+def targets_of(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from .report import Results
+
+    return targets(Results(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = anyio.run(run, args)
+    markdown = render_markdown(data["meta"], data["cells"])
+    print(markdown)
+    output = args.output
+    if output is None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        output = RESULTS / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    if args.markdown is not None:
+        args.markdown.write_text(markdown + "\n", encoding="utf-8")
+    print(f"results: {output}", file=sys.stderr)
+    failed = [c for c in data["cells"] if c["error"]]
+    return 1 if failed else 0

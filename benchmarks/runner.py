@@ -1,0 +1,173 @@
+"""Runs scenarios against contenders: warm-up, interleaved repetitions, one record per run.
+
+For each scenario and message size, every contender first runs a short
+warm-up, then the repetitions go round-robin over the contenders (rep 1 of
+each, rep 2 of each, ...), so that a noisy moment hits everyone alike and
+the per-repetition ratios stay meaningful. Each run opens a fresh session
+and a fresh group name; connecting is never timed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .contenders import Contender
+from .measure import (
+    encoded_size,
+    measure_delivery,
+    measure_idle_memory,
+    measure_latency,
+)
+from .redis_stats import RedisProbe
+from .scenarios import Scenario, size_label
+
+__all__ = ["Cell", "RunSettings", "run_cell"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    quick: bool
+    repeat: int
+    redis_url: str
+    timeout: float = 60.0
+
+
+@dataclass(slots=True)
+class Cell:
+    """Every repetition of one contender in one scenario at one size."""
+
+    scenario: str
+    size: int
+    contender: str
+    kind: str
+    broker: str
+    reps: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "size": self.size,
+            "contender": self.contender,
+            "kind": self.kind,
+            "broker": self.broker,
+            "reps": self.reps,
+            "skipped": self.skipped,
+            "error": self.error,
+        }
+
+
+def _group(scenario: Scenario, contender: Contender) -> str:
+    slug = contender.name.replace(" ", "-")
+    return f"bench.{scenario.id}.{slug}.{uuid.uuid4().hex[:8]}"
+
+
+async def _measure_once(
+    scenario: Scenario,
+    contender: Contender,
+    size: int,
+    count: int,
+    settings: RunSettings,
+) -> dict[str, Any]:
+    group = _group(scenario, contender)
+    async with contender.open() as session:
+        if scenario.kind == "delivery":
+            probe = None
+            if contender.broker == "redis" and scenario.subscribers > 1:
+                probe = RedisProbe(settings.redis_url)
+            try:
+                delivery = await measure_delivery(
+                    session,
+                    group,
+                    publishers=scenario.publishers,
+                    subscribers=scenario.subscribers,
+                    messages=count,
+                    size=size,
+                    timeout=settings.timeout,
+                    probe=probe,
+                )
+            finally:
+                if probe is not None:
+                    await probe.__aexit__(None, None, None)
+            return {
+                "events_per_second": delivery.events_per_second,
+                "messages_per_second": delivery.published / delivery.seconds,
+                "seconds": delivery.seconds,
+                "messages": delivery.published,
+                "delivered": delivery.delivered,
+                "server": delivery.server,
+            }
+        if scenario.kind == "latency":
+            latency = await measure_latency(
+                session,
+                group,
+                messages=count,
+                rate=scenario.rate,
+                size=size,
+                timeout=settings.timeout,
+            )
+            return {
+                "p50_ms": latency.quantile_ms(0.50),
+                "p99_ms": latency.quantile_ms(0.99),
+                "max_ms": latency.quantile_ms(1.0),
+                "samples": len(latency.samples),
+            }
+        subscribers = 50 if settings.quick else scenario.subscribers
+        memory = await measure_idle_memory(
+            session, group, subscribers=subscribers, timeout=settings.timeout
+        )
+        return {
+            "subscribers": memory.subscribers,
+            "bytes_per_subscriber": memory.bytes_per_subscriber,
+        }
+
+
+async def run_cell(
+    scenario: Scenario, size: int, contenders: list[Contender], settings: RunSettings
+) -> list[Cell]:
+    """Warm up and measure every contender on one scenario and size."""
+    cells = [
+        Cell(scenario.id, size, contender.name, contender.kind, contender.broker)
+        for contender in contenders
+    ]
+    live: list[tuple[Cell, Contender]] = []
+    for cell, contender in zip(cells, contenders, strict=True):
+        limit = contender.max_payload
+        if scenario.kind != "memory" and limit is not None and encoded_size(size) > limit:
+            cell.skipped = f"cannot carry {size_label(size)}: NOTIFY payloads stop at 8000 bytes"
+        elif scenario.publishers > 1 and contender.no_concurrent_publish:
+            cell.skipped = contender.no_concurrent_publish
+        else:
+            live.append((cell, contender))
+    count = scenario.count(size, settings.quick)
+    repeats = 1 if scenario.kind == "memory" else settings.repeat
+    warmup = scenario.kind != "memory"
+    for rep in range(-1 if warmup else 0, repeats):
+        for cell, contender in live:
+            if cell.error is not None:
+                continue
+            started = time.perf_counter()
+            try:
+                n = scenario.warmup_count(size, settings.quick) if rep < 0 else count
+                record = await _measure_once(scenario, contender, size, n, settings)
+            except Exception as exc:  # a contender that fails is reported, not fatal
+                leaf = _first_leaf(exc)
+                cell.error = f"{type(leaf).__name__}: {leaf}"
+                print(f"  ! {contender.name}: {cell.error}", file=sys.stderr)
+                continue
+            if rep >= 0:
+                record["wall_seconds"] = time.perf_counter() - started
+                cell.reps.append(record)
+    return cells
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

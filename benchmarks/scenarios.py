@@ -1,0 +1,90 @@
+"""What the suite measures: each scenario's shape, message sizes and message counts.
+
+Counts are chosen so that each measurement takes a fraction of a second on
+a 2-core machine and 64 KiB messages stay well under Redis's default
+32 MiB pub/sub output-buffer limit. ``--quick`` divides them (the CI smoke
+run: every scenario and contender, briefly, no speed asserted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["SCENARIOS", "SIZES", "Scenario", "size_label"]
+
+#: Small, medium and large messages (nominal encoded sizes in bytes).
+SIZES: tuple[int, ...] = (100, 1024, 64 * 1024)
+
+Kind = Literal["delivery", "latency", "memory"]
+
+
+def size_label(size: int) -> str:
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size // 1024} KiB"
+    return f"{size} B"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One scenario: `id` is what ``--only`` matches; `messages` maps size -> count."""
+
+    id: str
+    title: str
+    kind: Kind
+    publishers: int = 1
+    subscribers: int = 1
+    messages: dict[int, int] = field(default_factory=dict)
+    rate: float = 0.0  # latency: messages per second
+
+    def count(self, size: int, quick: bool) -> int:
+        full = self.messages[size]
+        return max(10, full // 10) if quick else full
+
+    def warmup_count(self, size: int, quick: bool) -> int:
+        return max(5, self.count(size, quick) // 10)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "1to1",
+        "1 publisher -> 1 subscriber",
+        "delivery",
+        messages={100: 4000, 1024: 4000, 65536: 300},
+    ),
+    Scenario(
+        "fanout10",
+        "fan-out 1 -> 10 subscribers",
+        "delivery",
+        subscribers=10,
+        messages={100: 1500, 1024: 1500, 65536: 150},
+    ),
+    Scenario(
+        "fanout100",
+        "fan-out 1 -> 100 subscribers",
+        "delivery",
+        subscribers=100,
+        messages={100: 400, 1024: 400, 65536: 40},
+    ),
+    Scenario(
+        "publishers10",
+        "10 concurrent publishers -> 1 subscriber",
+        "delivery",
+        publishers=10,
+        messages={100: 4000, 1024: 4000, 65536: 300},
+    ),
+    Scenario(
+        "latency",
+        "publish -> receive latency, paced at 1,000 msg/s, 1 subscriber",
+        "latency",
+        messages={100: 300, 1024: 300, 65536: 300},
+        rate=1000.0,
+    ),
+    Scenario(
+        "idle-memory",
+        "memory per idle subscriber (1,000 subscribers of one group)",
+        "memory",
+        subscribers=1000,
+        messages={100: 0},
+    ),
+)
