@@ -64,6 +64,7 @@ class Delivery:
     seconds: float
     published: int
     delivered: int
+    cpu_seconds: float = 0.0  # this process's CPU time over the timed region
     server: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,6 +112,7 @@ async def measure_delivery(
     """
     batches = _split([make_message(i, size) for i in range(messages)], publishers)
     finished: list[float] = []
+    cpu_finished: list[float] = []
     async with AsyncExitStack() as stack:
         streams: list[Stream] = [
             await stack.enter_async_context(session.subscribe(group)) for _ in range(subscribers)
@@ -121,6 +123,7 @@ async def measure_delivery(
         async def consume(stream: Stream) -> None:
             await stream.drain(messages, None)
             finished.append(time.perf_counter())
+            cpu_finished.append(time.process_time())
 
         async def produce(batch: Sequence[dict[str, Any]]) -> None:
             publish = session.publish
@@ -133,13 +136,15 @@ async def measure_delivery(
                     tasks.start_soon(consume, stream)
                 await anyio.lowlevel.checkpoint()  # let the consumers start waiting
                 started = time.perf_counter()
+                cpu_started = time.process_time()
                 for batch in batches:
                     tasks.start_soon(produce, batch)
         seconds = max(finished) - started
+        cpu_seconds = max(cpu_finished) - cpu_started
         server: dict[str, Any] = {}
         if probe is not None:
             server = await probe.after(group, messages, encoded_size(size))
-    return Delivery(seconds, messages, messages * subscribers, server)
+    return Delivery(seconds, messages, messages * subscribers, cpu_seconds, server)
 
 
 async def measure_latency(

@@ -126,6 +126,32 @@ def delivery_tables(results: Results) -> list[str]:
     ]
 
 
+def cpu_table(results: Results) -> list[str]:
+    """CPU time of this process per published message: the cost each contender adds."""
+    rows = []
+    for scenario in ("1to1", "fanout100"):
+        for size in SIZES:
+            row = [scenario, size_label(size)]
+            for contender in COLUMNS:
+                value = results.median(scenario, size, contender, "cpu_us_per_message")
+                share = results.median(scenario, size, contender, "cpu_share")
+                row.append(
+                    f"{value:,.0f} ({100 * share:.0f}%)"
+                    if value is not None and share is not None
+                    else results.why_missing(scenario, size, contender)
+                )
+            if any(cell not in ("-", "not run", "n/a", "error") for cell in row[2:]):
+                rows.append(row)
+    if not rows:
+        return []
+    return [
+        "### CPU per message in the benchmark process, in us (and CPU busy share of wall time)",
+        "",
+        *_table(["scenario", "size", *COLUMNS], rows),
+        "",
+    ]
+
+
 def latency_table(results: Results) -> list[str]:
     rows = []
     for size in SIZES:
@@ -333,6 +359,7 @@ def render_markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
     notes = [f"- n/a: {reason}" for reason in skipped] + [f"- error: {e}" for e in errors]
     body = (
         delivery_tables(results)
+        + cpu_table(results)
         + latency_table(results)
         + memory_table(results)
         + server_table(results)

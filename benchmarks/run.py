@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="run only these message sizes in bytes (repeatable): " + ", ".join(map(str, SIZES)),
     )
-    parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 5, quick 1)")
     parser.add_argument("--output", type=Path, default=None, help="JSON results file")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the report here")
     parser.add_argument("--redis-url", default=REDIS_URL)
@@ -78,7 +78,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for c in all_contenders(args.redis_url, args.postgres_url)
         if not args.contender or any(text in c.name for text in args.contender)
     ]
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 5)
     settings = RunSettings(args.quick, repeat, args.redis_url)
     meta = await describe(args.redis_url, args.postgres_url)
     started = time.perf_counter()

@@ -100,6 +100,8 @@ async def _measure_once(
                 "seconds": delivery.seconds,
                 "messages": delivery.published,
                 "delivered": delivery.delivered,
+                "cpu_us_per_message": delivery.cpu_seconds / delivery.published * 1e6,
+                "cpu_share": delivery.cpu_seconds / delivery.seconds,
                 "server": delivery.server,
             }
         if scenario.kind == "latency":
