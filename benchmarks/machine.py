@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -36,6 +37,17 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _commit() -> str | None:
+    """The repository's HEAD (the library code measured), if git can tell."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip() or None
+
+
 def _version(package: str) -> str | None:
     try:
         return version(package)
@@ -60,6 +72,7 @@ async def describe(redis_url: str, postgres_url: str) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "cpu": _cpu_model(),
         "python": platform.python_version(),
+        "commit": _commit(),
         "redis_server": redis_server,
         "postgres_server": postgres_server,
         "versions": {package: _version(package) for package in PACKAGES},

@@ -346,7 +346,8 @@ def render_markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
         f"Redis {meta['redis_server']}, PostgreSQL {meta['postgres_server']}; "
         f"redis-py {versions.get('redis')}, asyncpg {versions.get('asyncpg')}, "
         f"broadcaster {versions.get('broadcaster')}, anyio {versions.get('anyio')}.",
-        f"Command: `{meta['command']}` ({meta['repeat']} repetitions after a warm-up, "
+        f"Commit: {meta.get('commit') or 'unknown'}. Command: `{meta['command']}` "
+        f"({meta['repeat']} repetitions after a warm-up, "
         f"{meta['wall_seconds']:.0f} s).",
         "",
     ]
