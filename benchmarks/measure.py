@@ -104,31 +104,40 @@ async def measure_delivery(
     size: int,
     timeout: float,
     probe: Probe | None = None,
+    groups: int = 1,
 ) -> Delivery:
     """Publish `messages` (split over `publishers` tasks) to `subscribers`; time until the last
     subscriber has the last message.
 
-    Raises TimeoutError if the messages do not all arrive within `timeout`.
+    With `groups` > 1 (a divisor of `subscribers` and `messages`), subscriber k
+    listens to group k mod `groups` and message i goes to group i mod `groups`:
+    each message reaches subscribers/groups subscribers. Raises TimeoutError
+    if the messages do not all arrive within `timeout`.
     """
+    names = [group] if groups == 1 else [f"{group}.{k}" for k in range(groups)]
+    targets = [names[i % groups] for i in range(messages)]
     batches = _split([make_message(i, size) for i in range(messages)], publishers)
+    group_of = {id(message): targets[message["i"]] for batch in batches for message in batch}
+    per_subscriber = messages // groups
     finished: list[float] = []
     cpu_finished: list[float] = []
     async with AsyncExitStack() as stack:
         streams: list[Stream] = [
-            await stack.enter_async_context(session.subscribe(group)) for _ in range(subscribers)
+            await stack.enter_async_context(session.subscribe(names[k % groups]))
+            for k in range(subscribers)
         ]
         if probe is not None:
             await probe.before(group)
 
         async def consume(stream: Stream) -> None:
-            await stream.drain(messages, None)
+            await stream.drain(per_subscriber, None)
             finished.append(time.perf_counter())
             cpu_finished.append(time.process_time())
 
         async def produce(batch: Sequence[dict[str, Any]]) -> None:
             publish = session.publish
             for message in batch:
-                await publish(group, message)
+                await publish(group_of[id(message)], message)
 
         with anyio.fail_after(timeout):
             async with anyio.create_task_group() as tasks:
@@ -144,7 +153,8 @@ async def measure_delivery(
         server: dict[str, Any] = {}
         if probe is not None:
             server = await probe.after(group, messages, encoded_size(size))
-    return Delivery(seconds, messages, messages * subscribers, cpu_seconds, server)
+    delivered = per_subscriber * subscribers
+    return Delivery(seconds, messages, delivered, cpu_seconds, server)
 
 
 async def measure_latency(

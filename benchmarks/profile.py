@@ -1,6 +1,6 @@
 """``python -m benchmarks.profile``: where our layers spend their time (pyinstrument).
 
-Profiles our contenders in the 1 -> 1 and 1 -> 100 scenarios (1 KiB
+Profiles our contenders in the 1 -> 1, 1 -> 100 and 100-groups scenarios (1 KiB
 messages, more of them than the suite sends, so that the samples add up)
 and writes, per case, pyinstrument's text tree and a flat list of the
 functions with the most *own* time to ``benchmarks/results/profiles/``.
@@ -25,8 +25,8 @@ from .run import POSTGRES_URL, REDIS_URL, RESULTS
 
 __all__ = ["main"]
 
-#: (scenario, subscribers, messages) profiled.
-CASES = (("1to1", 1, 20_000), ("fanout100", 100, 2_000))
+#: (scenario, subscribers, groups, messages) profiled.
+CASES = (("1to1", 1, 1, 20_000), ("fanout100", 100, 1, 2_000), ("groups100", 100, 100, 20_000))
 
 
 def _own_time(session: Any, top: int) -> list[tuple[float, str]]:
@@ -48,7 +48,13 @@ def _own_time(session: Any, top: int) -> list[tuple[float, str]]:
 
 
 async def _profile(
-    contender: Contender, subscribers: int, messages: int, size: int, out: Path, tag: str
+    contender: Contender,
+    subscribers: int,
+    groups: int,
+    messages: int,
+    size: int,
+    out: Path,
+    tag: str,
 ) -> str:
     async with contender.open() as session:
         # warm-up, unprofiled
@@ -57,9 +63,10 @@ async def _profile(
             f"profile.{tag}.warmup",
             publishers=1,
             subscribers=subscribers,
-            messages=max(10, messages // 10),
+            messages=max(groups, messages // 10),
             size=size,
             timeout=120,
+            groups=groups,
         )
         # unprofiled: the real rate and CPU per message
         clean = await measure_delivery(
@@ -70,6 +77,7 @@ async def _profile(
             messages=messages,
             size=size,
             timeout=120,
+            groups=groups,
         )
         profiler = Profiler(interval=0.001, async_mode="disabled")
         profiler.start()
@@ -81,6 +89,7 @@ async def _profile(
             messages=messages,
             size=size,
             timeout=120,
+            groups=groups,
         )
         profiler.stop()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
@@ -110,7 +119,7 @@ async def run(args: argparse.Namespace) -> None:
         for c in all_contenders(REDIS_URL, POSTGRES_URL)
         if any(text in c.name for text in args.contender)
     ]
-    for scenario, subscribers, messages in CASES:
+    for scenario, subscribers, groups, messages in CASES:
         if args.only and scenario not in args.only:
             continue
         for contender in contenders:
@@ -118,7 +127,8 @@ async def run(args: argparse.Namespace) -> None:
                 continue
             tag = f"{scenario}-{contender.name.replace(' ', '-')}"
             count = messages if contender.broker != "postgres" else messages // 4
-            print(await _profile(contender, subscribers, count, args.size, out, tag), flush=True)
+            profile = await _profile(contender, subscribers, groups, count, args.size, out, tag)
+            print(profile, flush=True)
     print(f"profiles: {out}", file=sys.stderr)
 
 

@@ -78,7 +78,7 @@ async def _measure_once(
     async with contender.open() as session:
         if scenario.kind == "delivery":
             probe = None
-            if contender.broker == "redis" and scenario.subscribers > 1:
+            if contender.broker == "redis" and scenario.subscribers > 1 and scenario.groups == 1:
                 probe = RedisProbe(settings.redis_url)
             try:
                 delivery = await measure_delivery(
@@ -90,6 +90,7 @@ async def _measure_once(
                     size=size,
                     timeout=settings.timeout,
                     probe=probe,
+                    groups=scenario.groups,
                 )
             finally:
                 if probe is not None:

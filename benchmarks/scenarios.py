@@ -34,15 +34,20 @@ class Scenario:
     kind: Kind
     publishers: int = 1
     subscribers: int = 1
+    groups: int = 1
     messages: dict[int, int] = field(default_factory=dict)
     rate: float = 0.0  # latency: messages per second
 
     def count(self, size: int, quick: bool) -> int:
         full = self.messages[size]
-        return max(10, full // 10) if quick else full
+        return self._whole(max(10, full // 10) if quick else full)
 
     def warmup_count(self, size: int, quick: bool) -> int:
-        return max(5, self.count(size, quick) // 10)
+        return self._whole(max(5, self.count(size, quick) // 10))
+
+    def _whole(self, count: int) -> int:
+        """`count` rounded up to a multiple of `groups` (each group gets as many)."""
+        return -(-count // self.groups) * self.groups
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -65,6 +70,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         "delivery",
         subscribers=100,
         messages={100: 400, 1024: 400, 65536: 40},
+    ),
+    Scenario(
+        "groups100",
+        "100 groups, one subscriber each, publishes round-robin over the groups",
+        "delivery",
+        subscribers=100,
+        groups=100,
+        messages={100: 4000, 1024: 4000, 65536: 300},
     ),
     Scenario(
         "publishers10",
