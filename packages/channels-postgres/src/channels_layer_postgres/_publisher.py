@@ -101,7 +101,11 @@ class Publisher:
         try:
             yield conn
         except BaseException:
-            await _release(pool, conn)  # the pool resets or discards it
+            # A statement may still be in flight (a timeout, a cancellation): the
+            # pool would wait for the server to confirm its cancellation, which a
+            # frozen server never does. Cut the connection; the pool replaces it.
+            conn.terminate()
+            await _release(pool, conn)
             raise
         if self._idle is None and self._pool is pool:
             self._idle = conn
