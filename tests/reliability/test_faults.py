@@ -17,7 +17,9 @@ private server of its own:
 
 from __future__ import annotations
 
+import json
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,9 +30,10 @@ from typing import Any
 import anyio
 import asyncpg
 import pytest
+import redis
 import redis.asyncio
 
-from channels_core import BrokerUnavailableError, Channel, ChannelLayer
+from channels_core import BrokerUnavailableError, Channel, ChannelLayer, MessagesLost
 from channels_core.reconnect import Backoff
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_postgres.testing import TemporaryPostgres
@@ -367,3 +370,48 @@ async def test_postgres_server_paused(private_postgres_url: str) -> None:
 
     await run_scenario(listener, postgres_layer(private_postgres_url), pause, late_allowed=True)
     assert (listener.counters.reconnects, listener.counters.liveness_failures) == (1, 1)
+
+
+async def test_redis_drops_a_stalled_layer_over_its_output_buffer_limit(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    """A process that stops reading (a blocked event loop) while a flood arrives.
+
+    Redis closes a pub/sub client whose output buffer passes
+    ``client-output-buffer-limit pubsub``; the layer reconnects, and each
+    subscriber hears of the gap and receives what follows it.
+    """
+    server = start_redis()
+    admin = redis.Redis.from_url(server.url)
+    admin.config_set("client-output-buffer-limit", "pubsub 65536 0 0")
+    listener = redis_layer(server)
+    chunk = "x" * 10_000
+
+    def flood() -> None:  # 20 MB: more than the socket buffers and the 64 KB limit
+        for number in range(2_000):
+            admin.publish("flood", json.dumps([number, chunk]))
+
+    try:
+        async with Channel(listener) as channel, channel.subscribe("flood") as subscriber:
+            flooding = threading.Thread(target=flood)
+            flooding.start()
+            flooding.join()  # blocks this process's event loop while the flood arrives
+            received = 0
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await subscriber.receive()
+                        received += 1
+                    except MessagesLost as lost:
+                        if lost.reason == "reconnect":
+                            break
+            await channel.publish("flood", "after")
+            with anyio.fail_after(5):
+                while (await subscriber.receive()).message != "after":
+                    received += 1
+            stats = listener.stats()
+            assert (stats.connection_losses, stats.reconnects) == (1, 1)
+            # Redis cut the flood short: neither received nor dropped by the buffer.
+            assert received + subscriber.dropped < 2_000
+    finally:
+        admin.close()
