@@ -207,13 +207,21 @@ async def run_scenario(
         async with script.subscribed():
             await script.outage.publish_round("before")
             await script.all_received("before")
+            fault_started = time.monotonic()
             await fault(script)
             await script.all_told_of_the_gap()
+            recovered = time.monotonic() - fault_started
             await script.outage.publish_round("after")
             await script.all_received("after")
         script.check(late_allowed)
         assert listener.stats().gaps == 1
         assert listener.stats().subscribers == 0
+    refusals = ", ".join(f"{seconds:.2f} s" for seconds in script.outage.refusal_seconds)
+    print(
+        f"{type(listener_layer).__name__}: all 20 subscribers told of the gap "
+        f"{recovered:.2f} s after the fault began; refused publish took {refusals or '-'}; "
+        f"{len(script.outage.log.get('during', []))} publishes during the gap"
+    )
     for seconds in script.outage.refusal_seconds:
         assert PUBLISH_TIMEOUT * 0.9 <= seconds <= PUBLISH_TIMEOUT + 1.0
     return script
