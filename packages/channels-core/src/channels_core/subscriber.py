@@ -53,6 +53,7 @@ class Subscriber:
         "_capacity",
         "_closed",
         "_drop_oldest",
+        "_event_type",
         "_live",
         "_size",
         "_waiter",
@@ -77,6 +78,7 @@ class Subscriber:
         self._capacity = buffer_size
         self._drop_oldest = overflow == "drop_oldest"
         self._waiter: anyio.Event | None = None
+        self._event_type: type[anyio.Event] | None = None
         self._closed = False
         self._live = False  # set once the broker confirmed the subscription
 
@@ -94,7 +96,13 @@ class Subscriber:
             if self._closed:
                 raise StopAsyncIteration
             if self._waiter is None:
-                self._waiter = anyio.Event()
+                # ``anyio.Event()`` looks up the running backend each time; the
+                # backend's own class, remembered at the first wait, does not.
+                if self._event_type is None:
+                    self._waiter = anyio.Event()
+                    self._event_type = type(self._waiter)
+                else:
+                    self._waiter = self._event_type()
             await self._waiter.wait()
         item = buffer.popleft()
         if type(item) is Event:

@@ -142,12 +142,11 @@ class InMemoryChannelLayer(ChannelLayer):
         others) lets each subscriber take a batch per wake-up, losslessly
         as long as it keeps pace.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
         self._connected_inbox()
         self._unyielded += 1
         if self.hub.publish(group, payload) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            await anyio.lowlevel.checkpoint()
 
     async def subscribe(self, group: str) -> None:
         await self.subscribe_groups([group])
