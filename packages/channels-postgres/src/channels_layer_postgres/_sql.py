@@ -35,6 +35,8 @@ class Statements:
             " created timestamptz NOT NULL DEFAULT now(),"
             " body bytea NOT NULL,"
             " grp text)",  # the group, when it is too long for the NOTIFY
+            # Tables made before `grp` existed get it (a no-op otherwise).
+            f"ALTER TABLE {payloads} ADD COLUMN IF NOT EXISTS grp text",
             f"CREATE INDEX IF NOT EXISTS {created_index} ON {payloads} (created)",
             f"CREATE UNLOGGED TABLE IF NOT EXISTS {patterns} ("
             " pid integer PRIMARY KEY,"
