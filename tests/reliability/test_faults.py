@@ -423,3 +423,47 @@ async def test_redis_drops_a_stalled_layer_over_its_output_buffer_limit(
             assert received + subscriber.dropped < 2_000
     finally:
         admin.close()
+
+
+async def test_postgres_publish_waits_out_a_short_restart(
+    private_postgres: TemporaryPostgres, private_postgres_url: str
+) -> None:
+    """A publish started while the server is down goes through once it is back in time."""
+    listener = postgres_layer(private_postgres_url)
+    patient = PostgreSQLChannelLayer(
+        f"{private_postgres_url}?sslmode=disable",
+        namespace="faults",
+        reconnect_backoff=QUICK,
+        publish_timeout=20,
+    )
+    async with (
+        Channel(listener) as channel,
+        Channel(patient) as publisher,
+        channel.subscribe("late") as subscriber,
+    ):
+        await anyio.to_thread.run_sync(private_postgres.stop)
+        async with anyio.create_task_group() as tasks:
+
+            async def start_soon() -> None:
+                await anyio.sleep(0.3)
+                await anyio.to_thread.run_sync(private_postgres.start)
+
+            tasks.start_soon(start_soon)
+            started = time.monotonic()
+            await publisher.publish("late", "waited")  # no error: the server came back
+            waited = time.monotonic() - started
+        assert 0.3 <= waited < 20
+        with anyio.fail_after(20):
+            while True:  # the gap signal; "waited" may come before or after it
+                try:
+                    await subscriber.receive()
+                except MessagesLost as lost:
+                    if lost.reason == "reconnect":
+                        break
+        await publisher.publish("late", "after")
+        with anyio.fail_after(5):
+            messages = [(await subscriber.receive()).message]
+            if messages[0] == "waited":
+                messages.append((await subscriber.receive()).message)
+        assert messages[-1] == "after"
+        assert messages.count("waited") <= 1
