@@ -14,7 +14,6 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -146,8 +145,3 @@ def private_postgres_url(private_postgres: TemporaryPostgres) -> Iterator[str]:
     """The private server's URL; the server is running again after each test."""
     yield private_postgres.url
     private_postgres.ensure_running()
-
-
-@pytest.fixture
-def redis_tests_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "packages" / "channels-redis" / "tests"
