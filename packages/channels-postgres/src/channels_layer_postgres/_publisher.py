@@ -8,7 +8,7 @@ without ever closing it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -16,7 +16,10 @@ import asyncpg
 
 from ._connection import CLOSE_TIMEOUT
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "Statement"]
+
+#: ``await statement(connection, timeout)``: one statement, bounded by the driver.
+Statement = Callable[[Any, float | None], Awaitable[None]]
 
 
 class Publisher:
@@ -93,24 +96,55 @@ class Publisher:
             async with pool.acquire() as conn:
                 yield conn
             return
-        conn, self._idle = self._idle, None
-        if conn is None or conn.is_closed():
-            if conn is not None:
-                await _release(pool, conn)
-            conn = await pool.acquire()
+        conn = await self._take_idle() or await pool.acquire()
         try:
             yield conn
         except BaseException:
-            # A statement may still be in flight (a timeout, a cancellation): the
-            # pool would wait for the server to confirm its cancellation, which a
-            # frozen server never does. Cut the connection; the pool replaces it.
-            conn.terminate()
-            await _release(pool, conn)
+            await self._discard(conn)
             raise
-        if self._idle is None and self._pool is pool:
+        await self._give_back(conn)
+
+    async def run_on_idle(self, statement: Statement, timeout: float) -> bool:
+        """Run `statement` on the kept connection, bounded by `timeout`; False if none is kept.
+
+        The cheap path of a publish: no pool, no cancel scope, only the
+        driver's own statement timeout. A failure cuts the connection (the
+        caller then retries through `acquire`).
+        """
+        conn = await self._take_idle()
+        if conn is None:
+            return False
+        try:
+            await statement(conn, timeout)
+        except BaseException:
+            await self._discard(conn)
+            raise
+        await self._give_back(conn)
+        return True
+
+    async def _take_idle(self) -> Any:
+        conn, self._idle = self._idle, None
+        if conn is not None and conn.is_closed():
+            await self._discard(conn)
+            return None
+        return conn
+
+    async def _give_back(self, conn: Any) -> None:
+        if self._idle is None and self._pool is not None:
             self._idle = conn
         else:
-            await _release(pool, conn)
+            await self._discard(conn)
+
+    async def _discard(self, conn: Any) -> None:
+        """Cut `conn` and hand it back to the pool, which replaces it.
+
+        A statement may still be in flight (a timeout, a cancellation): the
+        pool would wait for the server to confirm its cancellation, which a
+        frozen server never does.
+        """
+        conn.terminate()
+        if self._pool is not None:
+            await _release(self._pool, conn)
 
 
 async def _release(pool: Any, conn: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
@@ -32,7 +32,7 @@ from ._counters import LayerCounters
 from ._envelope import EnvelopeWriter
 from ._listener import Listener
 from ._names import ChannelNames
-from ._publisher import Publisher
+from ._publisher import Publisher, Statement
 from ._router import Router
 from ._sql import Statements
 
@@ -199,10 +199,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
         async def attempt() -> None:
             with anyio.fail_after(max(deadline - anyio.current_time(), 0.001)):
                 async with self._publisher.acquire() as conn:
-                    await send(conn)
+                    await send(conn, None)
 
         try:
-            await attempt()
+            if not await self._publisher.run_on_idle(send, timeout):
+                await attempt()
         except CONNECTION_ERRORS:
             await retry_until(
                 attempt,
@@ -265,9 +266,9 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 f"carries at most {self.max_payload_bytes:,}. Nothing was sent"
             )
         send, _ = self._prepare(group, payload)
-        await send(connection)
+        await send(connection, None)
 
-    def _prepare(self, group: str, payload: bytes) -> tuple[Callable[[Any], Awaitable[None]], bool]:
+    def _prepare(self, group: str, payload: bytes) -> tuple[Statement, bool]:
         """The statement publishing `payload`, and whether it goes through the payloads table.
 
         Prepared once per message (the envelope's sequence number with it),
@@ -277,16 +278,22 @@ class PostgreSQLChannelLayer(ChannelLayer):
         envelope = self._writer.inline(group, payload)
         if envelope is not None:
 
-            async def send_inline(conn: Any) -> None:
-                await conn.execute(self._sql.publish, channel, envelope, firehose)
+            async def send_inline(conn: Any, timeout: float | None) -> None:
+                await conn.execute(self._sql.publish, channel, envelope, firehose, timeout=timeout)
 
             return send_inline, False
         head, names_group = self._writer.reference_head(group)
         stored_group = None if names_group else group
 
-        async def send_large(conn: Any) -> None:
+        async def send_large(conn: Any, timeout: float | None) -> None:
             await conn.execute(
-                self._sql.publish_large, channel, head, firehose, payload, stored_group
+                self._sql.publish_large,
+                channel,
+                head,
+                firehose,
+                payload,
+                stored_group,
+                timeout=timeout,
             )
             self.counters.large_published += 1
 
