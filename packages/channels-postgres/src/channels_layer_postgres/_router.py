@@ -144,8 +144,10 @@ class Router:
         """How `group` is delivered if it arrives on `channel`: by name (None), by patterns."""
         if channel == self._names.firehose:
             return [pattern for pattern, matches in self._patterns.items() if matches(group)]
-        if self._names.channel(group) != channel:
+        expected = self._groups.get(group)  # the channel name, computed once per group
+        if expected == channel:
+            return [None]
+        if (expected or self._names.channel(group)) != channel:
             self._counters.misrouted += 1
             logger.warning("skipped a notification for group %r on channel %r", group, channel)
-            return []
-        return [None] if group in self._groups else []
+        return []
