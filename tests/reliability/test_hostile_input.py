@@ -417,3 +417,30 @@ async def test_dict_keys_other_than_str_are_refused_or_delivered_intact(message:
                 assert await harness.until_sentinel(subscriber) == []
                 return
             assert await harness.until_sentinel(subscriber) == [Event("keys", message)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reported to the lead: Redis matches patterns byte by byte (UTF-8), the core's "
+    "matcher (memory and PostgreSQL layers) character by character",
+)
+async def test_patterns_match_non_ascii_groups_alike_on_every_layer(
+    redis_url: str, prefix: str, postgres_url: str, pg_namespace: str
+) -> None:
+    layers: list[ChannelLayer] = [
+        InMemoryChannelLayer(),
+        RedisPubSubChannelLayer.from_url(redis_url, prefix=prefix),
+        PostgreSQLChannelLayer(postgres_url, namespace=pg_namespace),
+    ]
+    outcomes = []
+    for layer in layers:
+        async with Channel(layer) as channel:
+            async with (
+                channel.subscribe_pattern("a?", "[é]", "?") as by_pattern,
+                channel.subscribe(SENTINEL) as sentinel,
+            ):
+                for group in ("aé", "é", "🚀"):
+                    await channel.publish(group, group)
+                await Harness(channel, sentinel, "").until_sentinel(sentinel)
+                outcomes.append(sorted((e.pattern or "", e.group) for e in await drain(by_pattern)))
+    assert outcomes[0] == outcomes[1] == outcomes[2], outcomes
