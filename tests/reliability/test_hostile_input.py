@@ -381,11 +381,6 @@ async def forge(harness: Harness, payload: bytes, redis_url: str, postgres_url: 
         await conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug reported to the lead: JSON nested ~980 deep is encoded by publish "
-    "but cannot be decoded by the receiver (RecursionError), so it is silently skipped",
-)
 async def test_every_nesting_depth_is_refused_or_delivered() -> None:
     """Depths across the recursion limit: publish refuses, or the subscriber receives."""
     async with Channel(InMemoryChannelLayer()) as channel:
@@ -401,11 +396,6 @@ async def test_every_nesting_depth_is_refused_or_delivered() -> None:
                 assert events == [Event("deep", nested(depth))], f"depth {depth} was lost"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug reported to the lead: the JSON serializer turns non-str dict keys "
-    "into strings (and {'1': 'x', 1: 'y'} arrives as {'1': 'y'}) instead of refusing them",
-)
 @pytest.mark.parametrize("message", [{1: "a"}, {None: 1, True: 2, 1.5: 3}, {"1": "x", 1: "y"}])
 async def test_dict_keys_other_than_str_are_refused_or_delivered_intact(message: Any) -> None:
     async with Channel(InMemoryChannelLayer()) as channel:
@@ -419,11 +409,6 @@ async def test_dict_keys_other_than_str_are_refused_or_delivered_intact(message:
             assert await harness.until_sentinel(subscriber) == [Event("keys", message)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to the lead: Redis matches patterns byte by byte (UTF-8), the core's "
-    "matcher (memory and PostgreSQL layers) character by character",
-)
 async def test_patterns_match_non_ascii_groups_alike_on_every_layer(
     redis_url: str, prefix: str, postgres_url: str, pg_namespace: str
 ) -> None:

@@ -11,7 +11,12 @@ from channels_core.patterns import compile_pattern
     ("pattern", "matching", "not_matching"),
     [
         ("chat.*", ["chat.", "chat.1", "chat.a.b", "chat.\n"], ["chat", "xchat.1"]),
-        ("h?llo", ["hello", "hallo", "h🚀llo"], ["hllo", "heello"]),
+        ("h?llo", ["hello", "hallo"], ["hllo", "heello", "hällo"]),
+        # Like Redis, bytes of UTF-8: ? is one byte, é two, 🚀 four.
+        ("h??llo", ["hällo"], ["hallo"]),
+        ("h????llo", ["h🚀llo"], ["hällo"]),
+        ("[é]", [], ["é", "e"]),
+        ("[é][é]", ["é"], ["e"]),
         ("h[ae]llo", ["hello", "hallo"], ["hillo", "hllo"]),
         ("h[^e]llo", ["hallo", "hbllo"], ["hello"]),
         ("h[a-b]llo", ["hallo", "hbllo"], ["hcllo"]),
@@ -26,6 +31,7 @@ from channels_core.patterns import compile_pattern
         ("**x", ["x", "abx"], ["xa"]),
         ("a.b+c(d)", ["a.b+c(d)"], ["aXb+c(d)"]),  # regex metacharacters are literal
         ("ü*", ["über"], ["uber"]),
+        ("[^a]", ["b"], ["a", "é"]),
     ],
 )
 def test_pattern_semantics(pattern: str, matching: list[str], not_matching: list[str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from channels_core import Channel, SerializationError
 from channels_core.layers.local_memory import InMemoryChannelLayer
-from channels_core.serializers import resolve_serializer
+from channels_core.serializers import MAX_JSON_DEPTH, resolve_serializer
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +96,22 @@ def test_bad_serializer_specs_are_clear() -> None:
         resolve_serializer("yaml")
     with pytest.raises(TypeError, match="dumps"):
         resolve_serializer(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("message", [{1: "a"}, {"ok": [{None: 1}]}, {"1": "x", 1: "y"}])
+def test_json_refuses_dict_keys_it_would_turn_into_strings(message: Any) -> None:
+    with pytest.raises(SerializationError, match="dict keys must be str"):
+        resolve_serializer("json").dumps(message)
+
+
+def test_json_nesting_limit_is_checked_before_encoding() -> None:
+    def nested(depth: int) -> Any:
+        value: Any = "leaf"
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    codec = resolve_serializer("json")
+    assert codec.loads(codec.dumps(nested(MAX_JSON_DEPTH))) == nested(MAX_JSON_DEPTH)
+    with pytest.raises(SerializationError, match=f"deeper than {MAX_JSON_DEPTH}"):
+        codec.dumps({"k": nested(MAX_JSON_DEPTH)})

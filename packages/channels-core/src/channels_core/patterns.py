@@ -1,9 +1,12 @@
 """Glob patterns with Redis PSUBSCRIBE semantics, for layers that match locally.
 
-``*`` any run of characters, ``?`` one character, ``[abc]`` / ``[a-z]`` /
-``[^a]`` a character class, ``\\x`` the character x literally. Like Redis,
-every pattern is valid: an unclosed ``[`` runs to the end of the pattern, a
-reversed range ``[z-a]`` means ``[a-z]``, a trailing ``\\`` is literal.
+``*`` any run of bytes, ``?`` one byte, ``[abc]`` / ``[a-z]`` / ``[^a]`` a
+byte class, ``\\x`` the byte x literally. Like Redis, matching works on the
+UTF-8 bytes of the pattern and the group, so every layer matches a pattern
+the same way (``?`` does not match ``é``, which is two bytes; ``??`` does),
+and every pattern is valid: an unclosed ``[`` runs to the end of the
+pattern, a reversed range ``[z-a]`` means ``[a-z]``, a trailing ``\\`` is
+literal.
 """
 
 from __future__ import annotations
@@ -14,66 +17,77 @@ from functools import lru_cache
 
 __all__ = ["compile_pattern", "pattern_to_regex"]
 
+_DOT, _STAR, _NOTHING = b".", b".*", b"(?!)"
 
-def pattern_to_regex(pattern: str) -> str:
-    """The regular expression (for `re.fullmatch`, DOTALL) equivalent to `pattern`."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
+
+def pattern_to_regex(pattern: str) -> bytes:
+    """The bytes regular expression (for `re.fullmatch`, DOTALL) equivalent to `pattern`."""
+    source = pattern.encode()
+    out: list[bytes] = []
+    i, n = 0, len(source)
     while i < n:
-        char = pattern[i]
-        if char == "*":
-            while i + 1 < n and pattern[i + 1] == "*":
+        byte = source[i : i + 1]
+        if byte == b"*":
+            while i + 1 < n and source[i + 1 : i + 2] == b"*":
                 i += 1
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        elif char == "\\" and i + 1 < n:
+            out.append(_STAR)
+        elif byte == b"?":
+            out.append(_DOT)
+        elif byte == b"\\" and i + 1 < n:
             i += 1
-            out.append(re.escape(pattern[i]))
-        elif char == "[":
-            i, cls = _character_class(pattern, i + 1)
-            out.append(cls)
+            out.append(_literal(source[i]))
+        elif byte == b"[":
+            i, byte_class = _byte_class(source, i + 1)
+            out.append(byte_class)
         else:
-            out.append(re.escape(char))
+            out.append(_literal(source[i]))
         i += 1
-    return "".join(out)
+    return b"".join(out)
 
 
-def _character_class(pattern: str, i: int) -> tuple[int, str]:
-    """Translate the class starting after ``[``; return the index of its last character."""
-    n = len(pattern)
-    negate = i < n and pattern[i] == "^"
+def _byte_class(source: bytes, i: int) -> tuple[int, bytes]:
+    """Translate the class starting after ``[``; return the index of its last byte."""
+    n = len(source)
+    negate = i < n and source[i : i + 1] == b"^"
     if negate:
         i += 1
-    members: list[str] = []
+    members: list[bytes] = []
     while True:
         if i >= n:  # unclosed: the class ends with the pattern
             i = n - 1
             break
-        char = pattern[i]
-        if char == "\\" and i + 1 < n:
+        byte = source[i : i + 1]
+        if byte == b"\\" and i + 1 < n:
             i += 1
-            members.append(_class_escape(pattern[i]))
-        elif char == "]":
+            members.append(_in_class(source[i]))
+        elif byte == b"]":
             break
-        elif i + 2 < n and pattern[i + 1] == "-":
-            low, high = sorted((pattern[i], pattern[i + 2]))
-            members.append(f"{_class_escape(low)}-{_class_escape(high)}")
+        elif i + 2 < n and source[i + 1 : i + 2] == b"-":
+            low, high = sorted((source[i], source[i + 2]))
+            members.append(_in_class(low) + b"-" + _in_class(high))
             i += 2
         else:
-            members.append(_class_escape(char))
+            members.append(_in_class(source[i]))
         i += 1
-    body = "".join(members)
+    body = b"".join(members)
     if not body:
-        return i, "." if negate else "(?!)"
-    return i, f"[{'^' if negate else ''}{body}]"
+        return i, _DOT if negate else _NOTHING
+    return i, b"[" + (b"^" if negate else b"") + body + b"]"
 
 
-def _class_escape(char: str) -> str:
-    return "\\" + char if char in "\\]^-[" else char
+def _literal(value: int) -> bytes:
+    return b"\\x%02x" % value
+
+
+_in_class = _literal
 
 
 @lru_cache(maxsize=4096)
-def compile_pattern(pattern: str) -> Callable[[str], re.Match[str] | None]:
-    """A matcher: ``compile_pattern("chat.*")("chat.1")`` is truthy."""
-    return re.compile(pattern_to_regex(pattern), re.DOTALL).fullmatch
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """A matcher: ``compile_pattern("chat.*")("chat.1")`` is True."""
+    fullmatch = re.compile(pattern_to_regex(pattern), re.DOTALL).fullmatch
+
+    def matches(group: str) -> bool:
+        return fullmatch(group.encode()) is not None
+
+    return matches

@@ -32,11 +32,21 @@ class Serializer(Protocol):
     def loads(self, payload: bytes, /) -> Any: ...
 
 
-class JSONSerializer:
-    """Compact UTF-8 JSON; what `json` encodes round-trips (tuples become lists).
+#: Deepest nesting of lists and dicts the JSON serializer accepts. Python's
+#: decoder recurses once per level, so a message nested nearly as deep as the
+#: publisher's stack allows could not be decoded on a receiver's deeper stack.
+MAX_JSON_DEPTH = 256
 
-    NaN and infinities are refused: they are not JSON, and other languages
-    reading the same broker would choke on them.
+_CONTAINERS = (dict, list, tuple)
+
+
+class JSONSerializer:
+    """Compact UTF-8 JSON; what it accepts comes back equal (tuples come back as lists).
+
+    Refused, so that nothing is silently changed or lost on the way: NaN and
+    infinities (not JSON; other languages reading the broker would choke),
+    dict keys that are not strings (JSON would turn ``{1: "a"}`` into
+    ``{"1": "a"}``), and nesting deeper than `MAX_JSON_DEPTH`.
     """
 
     name = "json"
@@ -48,10 +58,31 @@ class JSONSerializer:
         self._decode = json.JSONDecoder().decode
 
     def dumps(self, message: Any) -> bytes:
+        if isinstance(message, _CONTAINERS):
+            _check_structure(message)
         return self._encode(message).encode()
 
     def loads(self, payload: bytes) -> Any:
         return self._decode(payload.decode())
+
+
+def _check_structure(message: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> None:
+    """Refuse non-string dict keys and nesting beyond `MAX_JSON_DEPTH` (iteratively)."""
+    pending: list[tuple[Any, int]] = [(message, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"dict keys must be str for JSON, got {type(key).__name__} {key!r}"
+                    )
+            items = value.values()
+        else:
+            items = value
+        pending.extend((item, depth + 1) for item in items if isinstance(item, _CONTAINERS))
 
 
 class MsgpackSerializer:
