@@ -38,7 +38,7 @@ class Inbox(Protocol):
 
         Pass `pattern` when the message arrived through a pattern
         subscription (the pattern as it was subscribed), else leave it None.
-        Returns True when a local subscriber's buffer is filling up: a layer
+        Returns True when a reading subscriber's buffer is filling up: a layer
         that delivers without I/O (in-process) should then yield to the event
         loop so subscribers can catch up; network layers can ignore it.
         """

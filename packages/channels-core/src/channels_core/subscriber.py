@@ -57,6 +57,7 @@ class Subscriber:
         "_live",
         "_size",
         "_waiter",
+        "_woken",
         "dropped",
         "groups",
         "patterns",
@@ -79,6 +80,7 @@ class Subscriber:
         self._drop_oldest = overflow == "drop_oldest"
         self._waiter: anyio.Event | None = None
         self._event_type: type[anyio.Event] | None = None
+        self._woken = False  # woken by a push and not resumed since
         self._closed = False
         self._live = False  # set once the broker confirmed the subscription
 
@@ -104,6 +106,7 @@ class Subscriber:
                 else:
                     self._waiter = self._event_type()
             await self._waiter.wait()
+            self._woken = False
         item = buffer.popleft()
         if type(item) is Event:
             self._size -= 1
@@ -128,7 +131,13 @@ class Subscriber:
     # -- called by the channel's fan-out (synchronous, never blocks) --------
 
     def _push(self, event: Event) -> bool:
-        """Buffer `event`; return True once the buffer is at least half full."""
+        """Buffer `event`; True if the publisher should yield to let this subscriber catch up.
+
+        That is while the buffer is at least half full *and* the subscriber
+        has been woken and not run since: it is reading, just not scheduled
+        yet. A subscriber that stopped reading, or is busy elsewhere, never
+        asks, so it cannot slow the publisher and the others down.
+        """
         if self._closed:
             return False
         if self._size >= self._capacity:
@@ -137,14 +146,15 @@ class Subscriber:
                 self._discard_oldest()
             else:
                 self._mark(_ONE_DROPPED)
-                return True
+                return False
         self._buffer.append(event)
         self._size += 1
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
+            self._woken = True
             waiter.set()
-        return self._size * 2 >= self._capacity
+        return self._woken and 2 * self._size >= self._capacity
 
     def _mark_reconnect(self) -> None:
         """Note a broker gap, for subscriptions whose block had started before it."""
