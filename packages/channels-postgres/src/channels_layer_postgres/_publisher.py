@@ -130,10 +130,13 @@ class Publisher:
         return conn
 
     async def _give_back(self, conn: Any) -> None:
-        if self._idle is None and self._pool is not None:
+        """Keep `conn` for the next publish, or return it to the pool if one is kept already."""
+        if self._pool is None:
+            conn.terminate()  # the pool closed meanwhile
+        elif self._idle is None:
             self._idle = conn
         else:
-            await self._discard(conn)
+            await _release(self._pool, conn)
 
     async def _discard(self, conn: Any) -> None:
         """Cut `conn` and hand it back to the pool, which replaces it.
