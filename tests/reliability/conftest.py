@@ -4,8 +4,8 @@ The shared servers (``CHANNELS_TEST_REDIS_URL`` / ``CHANNELS_TEST_POSTGRES_URL``
 else the loopback defaults) carry the tests that do not hurt the server.
 Faults (restarts, pauses, killed connections) only ever hit private
 throwaway servers on other free loopback ports, started here and stopped in
-the fixtures' teardown: the layers' own test helpers (the Redis tests'
-``RedisServer`` and `channels_layer_postgres.testing.TemporaryPostgres`).
+the fixtures' teardown: the layers' own test helpers (`channels_layer_redis.testing.RedisServer`
+and `channels_layer_postgres.testing.TemporaryPostgres`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import redis.asyncio
 
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres.testing import TemporaryPostgres, find_postgres_bin
-from tests.reliability.support import RedisServer, redis_server_class
+from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -71,20 +71,11 @@ async def redis_admin(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 @pytest.fixture
 def start_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RedisServer]]:
     """Starts private redis-servers (``password=``, ``tls=True``); all stopped afterwards."""
-    server_class = redis_server_class()
-    servers: list[RedisServer] = []
-
-    def start(password: str | None = None, tls: bool = False) -> RedisServer:
-        server: RedisServer = server_class(tmp_path_factory.mktemp("redis"), password, tls)
-        servers.append(server)
-        server.start()
-        return server
-
     try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()
+        with redis_servers(lambda: tmp_path_factory.mktemp("redis")) as start:
+            yield start
+    except ToolMissing as missing:
+        _unavailable(str(missing))
 
 
 async def _probe_postgres(url: str) -> str | None:

@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 
 import anyio
 
 from channels_core import MessagesLost, Subscriber
-
-_REDIS_TESTS = Path(__file__).resolve().parents[2] / "packages" / "channels-redis" / "tests"
-
-
-class RedisServer(Protocol):
-    """A private ``redis-server`` (the Redis layer tests' helper, see its conftest)."""
-
-    url: str
-    port: int
-    password: str | None
-    tls_port: int | None
-    ca_file: Path
-
-    @property
-    def pid(self) -> int: ...
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-def redis_server_class() -> Callable[[Path, str | None, bool], RedisServer]:
-    """The Redis layer tests' ``RedisServer`` class, loaded from their conftest."""
-    name = "_channels_layer_redis_test_servers"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, _REDIS_TESTS / "conftest.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return cast(Callable[[Path, str | None, bool], RedisServer], module.RedisServer)
-
 
 # -- recording what subscribers receive ------------------------------------------
 

@@ -32,7 +32,7 @@ import redis.asyncio
 from channels_core import Channel, MessagesLost
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_redis import RedisPubSubChannelLayer
-from tests.reliability.support import RedisServer
+from channels_layer_redis.testing import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -38,10 +38,10 @@ from channels_core.reconnect import Backoff
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_postgres.testing import TemporaryPostgres
 from channels_layer_redis import RedisPubSubChannelLayer
+from channels_layer_redis.testing import RedisServer
 from tests.reliability.support import (
     GAP,
     Recorder,
-    RedisServer,
     eventually,
     postgres_processes,
     signal_all,

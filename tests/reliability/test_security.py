@@ -30,7 +30,7 @@ from channels_core.reconnect import Backoff
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_postgres.testing import TemporaryPostgres, free_loopback_port
 from channels_layer_redis import RedisPubSubChannelLayer
-from tests.reliability.support import RedisServer
+from channels_layer_redis.testing import RedisServer
 
 pytestmark = pytest.mark.anyio
 

@@ -184,10 +184,17 @@ async def test_subscriptions_churning_through_repeated_kills_stay_in_step(
                     await anyio.sleep(0.005 * (number % 3))
 
         async def kill_repeatedly() -> None:
+            killed: int | None = None
             for _ in range(5):
                 await anyio.sleep(0.04)
-                await eventually(lambda: layer.stats().connected)
-                await admin.client_kill_filter(_id=str(layer.stats().pubsub_client_id))
+                # A new connection, not the one killed before and not yet noticed dead.
+                await eventually(
+                    lambda before=killed: (
+                        layer.stats().connected and layer.stats().pubsub_client_id != before
+                    )
+                )
+                killed = layer.stats().pubsub_client_id
+                await admin.client_kill_filter(_id=str(killed))
 
         async with anyio.create_task_group() as tasks:
             for number in range(6):

@@ -175,6 +175,12 @@ class PubSubConnection:
             )
         except TRANSIENT_ERRORS as exc:
             raise ConnectionLost(f"the pub/sub connection failed: {exc}") from exc
+        except AttributeError as exc:
+            # redis-py may switch tasks inside the send; if the reader closed the
+            # connection meanwhile, its writer is gone (None) by the time it writes.
+            if self._closed or not self._connection.is_connected:
+                raise ConnectionLost("the pub/sub connection closed during a send") from exc
+            raise
 
     def _dispatch(self, response: Any) -> None:
         if isinstance(response, ResponseError):
