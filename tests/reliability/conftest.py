@@ -21,7 +21,12 @@ import redis
 import redis.asyncio
 
 from channels_layer_postgres import ChannelNames
-from channels_layer_postgres.testing import TemporaryPostgres, find_postgres_bin
+from channels_layer_postgres.testing import (
+    TemporaryPostgres,
+    drop_tables,
+    find_postgres_bin,
+    probe,
+)
 from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -78,31 +83,13 @@ def start_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         _unavailable(str(missing))
 
 
-async def _probe_postgres(url: str) -> str | None:
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    await conn.close()
-    return None
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     url = os.environ.get("CHANNELS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    problem = asyncio.run(_probe_postgres(url))
+    problem = asyncio.run(probe(url))
     if problem is not None:
         _unavailable(f"the test PostgreSQL server is unreachable: {problem}")
     return url
-
-
-async def _drop_tables(url: str, names: ChannelNames) -> None:
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        for table in (names.payloads_table, names.patterns_table):
-            await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +97,7 @@ def pg_namespace(postgres_url: str) -> Iterator[str]:
     """This session's namespace on the shared server (its tables dropped at the end)."""
     name = f"rel{secrets.token_hex(6)}"
     yield name
-    asyncio.run(_drop_tables(postgres_url, ChannelNames(name)))
+    asyncio.run(drop_tables(postgres_url, ChannelNames(name)))
 
 
 @pytest.fixture

@@ -20,34 +20,15 @@ import pytest
 
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
 from channels_layer_postgres._config import redact_url
-from channels_layer_postgres.testing import LayerMaker, TemporaryPostgres
+from channels_layer_postgres.testing import LayerMaker, TemporaryPostgres, drop_tables, probe
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-async def _probe(url: str) -> str | None:
-    """None if `url` accepts connections, else why not."""
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    await conn.close()
-    return None
-
-
-async def _drop_tables(url: str, names: ChannelNames) -> None:
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        for table in (names.payloads_table, names.patterns_table):
-            await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     url = os.environ.get("CHANNELS_TEST_POSTGRES_URL", DEFAULT_URL)
-    problem = asyncio.run(_probe(url))
+    problem = asyncio.run(probe(url))
     if problem is None:
         yield url
         return
@@ -61,7 +42,7 @@ def postgres_url() -> Iterator[str]:
 def namespace(postgres_url: str) -> Iterator[str]:
     name = f"t{secrets.token_hex(6)}"
     yield name
-    asyncio.run(_drop_tables(postgres_url, ChannelNames(name)))
+    asyncio.run(drop_tables(postgres_url, ChannelNames(name)))
 
 
 @pytest.fixture

@@ -23,10 +23,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+import asyncpg
+
+from ._names import ChannelNames
+
 if TYPE_CHECKING:
     from .layer import PostgreSQLChannelLayer
 
-__all__ = ["LayerMaker", "TemporaryPostgres", "find_postgres_bin", "free_loopback_port"]
+__all__ = [
+    "LayerMaker",
+    "TemporaryPostgres",
+    "drop_tables",
+    "find_postgres_bin",
+    "free_loopback_port",
+    "probe",
+]
 
 #: A factory of layers on one server; keyword arguments are layer options.
 LayerMaker = Callable[..., "PostgreSQLChannelLayer"]
@@ -172,3 +183,23 @@ class TemporaryPostgres:
             pass  # already stopped
         finally:
             shutil.rmtree(self._root, ignore_errors=True)
+
+
+async def probe(url: str) -> str | None:
+    """None if the server at `url` accepts connections, else why not."""
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+async def drop_tables(url: str, names: ChannelNames) -> None:
+    """Drop the tables a layer of namespace `names` created (the end of a test session)."""
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for table in (names.payloads_table, names.patterns_table):
+            await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        await conn.close()
