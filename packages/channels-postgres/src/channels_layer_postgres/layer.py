@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import anyio
 
+from channels_core.background import background_tasks
 from channels_core.exceptions import (
     ChannelClosedError,
     NotSupportedError,
@@ -135,20 +136,12 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 await self._prepare_schema()
                 await listener.start()
                 try:
-                    failure = None
-                    async with anyio.create_task_group() as tasks:
+                    async with background_tasks() as tasks:
                         tasks.start_soon(listener.run)
                         tasks.start_soon(self._router.run, inbox, self._fetch)
-                        try:
-                            yield
-                        except Exception as exc:
-                            failure = exc  # re-raised below, not wrapped in a group
-                        finally:
-                            tasks.cancel_scope.cancel()
+                        yield
                 finally:
                     await listener.close()
-                if failure is not None:
-                    raise failure
         finally:
             self._router.clear()
             self._connected, self._listener = False, None
