@@ -2,9 +2,9 @@
 
 In-process tests serve the app with uvicorn on a loopback port and talk to it
 with websocket clients. End-to-end tests start `python -m examples.chat`
-processes sharing Redis or PostgreSQL (CHANNELS_TEST_REDIS_URL /
-CHANNELS_TEST_POSTGRES_URL, else the loopback defaults); outside CI a broker
-or browser that is missing skips those tests, in CI it fails them.
+processes sharing Redis or PostgreSQL (the `redis_url` and `postgres_url`
+fixtures of tests/conftest.py); outside CI a missing browser skips the
+browser test, in CI it fails it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
@@ -38,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as connect_sync
 
-from channels_core import Channel, ChannelsError, get_layer
+from channels_core import Channel
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the demo lives in the repository, not in a distribution
@@ -376,34 +375,6 @@ def wait_until_serving(instance: Instance) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"the demo did not serve its page within 20 s\n{instance.output()}")
-
-
-def broker_url(variable: str, default: str, layer: str) -> str:
-    """The test broker's URL, if its layer is installed and something listens there."""
-    url = os.environ.get(variable) or default
-    try:
-        get_layer(layer)
-    except ChannelsError as error:
-        missing(f"the {layer} layer is not usable: {error}")
-    parts = urlsplit(url)
-    address = (parts.hostname or "127.0.0.1", parts.port or {"redis": 6379}.get(layer, 5432))
-    try:
-        socket.create_connection(address, timeout=2).close()
-    except OSError as error:
-        missing(f"no {layer} server at {url} ({error}); set {variable}")
-    return url
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    return broker_url("CHANNELS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", "redis")
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> str:
-    return broker_url(
-        "CHANNELS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test", "postgresql"
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -142,14 +141,12 @@ def test_subscribe_stops_cleanly_on_interrupt() -> None:
         assert "Traceback" not in stderr
 
 
-def _network_urls() -> list[str]:
-    return [
-        os.environ.get("CHANNELS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        os.environ.get("CHANNELS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-    ]
+@pytest.fixture(params=["redis_url", "postgres_url"], ids=["redis", "postgres"])
+def url(request: pytest.FixtureRequest) -> str:
+    """The URL of each network layer's test server (see conftest)."""
+    return str(request.getfixturevalue(request.param))
 
 
-@pytest.mark.parametrize("url", _network_urls(), ids=["redis", "postgres"])
 def test_publish_in_one_process_reaches_subscribe_in_another(url: str) -> None:
     with background("subscribe", url, "cli.room", "cli.other", "--count", "2") as listener:
         wait_for_line(listener, "subscribed to")
@@ -164,7 +161,6 @@ def test_publish_in_one_process_reaches_subscribe_in_another(url: str) -> None:
     ]
 
 
-@pytest.mark.parametrize("url", _network_urls(), ids=["redis", "postgres"])
 def test_pattern_subscribe_across_processes(url: str) -> None:
     with background("subscribe", url, "cli.p.*", "--pattern", "--count", "1") as listener:
         wait_for_line(listener, "subscribed to")
@@ -186,8 +182,9 @@ def test_unreachable_server_is_a_runtime_error(url: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_bench_runs_against_a_network_layer() -> None:
-    url = _network_urls()[0]
-    result = run("bench", url, "--messages", "500", "--latency-messages", "100", "--rate", "2000")
+def test_bench_runs_against_a_network_layer(redis_url: str) -> None:
+    result = run(
+        "bench", redis_url, "--messages", "500", "--latency-messages", "100", "--rate", "2000"
+    )
     assert result.returncode == 0, result.stderr
     assert "latency p99" in result.stdout

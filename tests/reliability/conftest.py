@@ -1,7 +1,7 @@
 """Brokers for the reliability tests.
 
-The shared servers (``CHANNELS_TEST_REDIS_URL`` / ``CHANNELS_TEST_POSTGRES_URL``,
-else the loopback defaults) carry the tests that do not hurt the server.
+The shared servers (`redis_url` and `postgres_url`, from tests/conftest.py)
+carry the tests that do not hurt the server.
 Faults (restarts, pauses, killed connections) only ever hit private
 throwaway servers on other free loopback ports, started here and stopped in
 the fixtures' teardown: the layers' own test helpers (`channels_layer_redis.testing.RedisServer`
@@ -25,12 +25,8 @@ from channels_layer_postgres.testing import (
     TemporaryPostgres,
     drop_tables,
     find_postgres_bin,
-    probe,
 )
 from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _unavailable(message: str) -> None:
@@ -43,19 +39,6 @@ def _unavailable(message: str) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # both network layers are asyncio-only
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("CHANNELS_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        _unavailable(f"the test Redis server {url} is unreachable: {exc}")
-    finally:
-        client.close()
-    return url
 
 
 @pytest.fixture
@@ -81,15 +64,6 @@ def start_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
             yield start
     except ToolMissing as missing:
         _unavailable(str(missing))
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    url = os.environ.get("CHANNELS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    problem = asyncio.run(probe(url))
-    if problem is not None:
-        _unavailable(f"the test PostgreSQL server is unreachable: {problem}")
-    return url
 
 
 @pytest.fixture(scope="session")
