@@ -1,23 +1,12 @@
-"""Fixtures shared by the cross-package tests.
-
-`redis_url` and `postgres_url` are the test servers: ``CHANNELS_TEST_REDIS_URL``
-/ ``CHANNELS_TEST_POSTGRES_URL``, else the loopback defaults; if one is
-unreachable outside CI, a throwaway server is started for the session (the
-layers' own test helpers); in CI an unreachable server fails the run.
-"""
+"""Fixtures shared by the cross-package tests (the servers: the root conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from channels_layer_postgres.testing import TemporaryPostgres, probe
-from channels_layer_redis.testing import reachable, redis_servers
 
 #: install(distribution_name, entry_points_lines, **module_sources) -> None
 FakeDistribution = Callable[..., None]
@@ -50,30 +39,3 @@ def fake_distribution(
     yield install
     for module in [m for m in sys.modules if m.startswith("fake_")]:
         del sys.modules[module]
-
-
-def _unreachable(what: str, url: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"the test {what} server at {url} is unreachable (CI is set: no fallback)")
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("CHANNELS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    if reachable(url):
-        yield url
-        return
-    _unreachable("Redis", url)
-    with redis_servers(lambda: tmp_path_factory.mktemp("redis")) as start:
-        yield start().url
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    url = os.environ.get("CHANNELS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    if asyncio.run(probe(url)) is None:
-        yield url
-        return
-    _unreachable("PostgreSQL", url)
-    with TemporaryPostgres() as server:
-        yield server.url

@@ -1,16 +1,13 @@
 """The PostgreSQL server the tests use, and layers on it.
 
-``CHANNELS_TEST_POSTGRES_URL`` names the server, else
-postgresql://postgres@127.0.0.1:5432/test. If it is unreachable outside CI, a
-throwaway server is started on a free loopback port; in CI (``CI`` set) an
-unreachable server fails the run. Each session uses its own namespace (its
+`postgres_url` comes from the root conftest.py (configured, else loopback,
+else outside CI a throwaway server). Each session uses its own namespace (its
 own channels and tables, dropped at the end), so concurrent runs never meet.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -19,23 +16,7 @@ import asyncpg
 import pytest
 
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
-from channels_layer_postgres._config import redact_url
-from channels_layer_postgres.testing import LayerMaker, TemporaryPostgres, drop_tables, probe
-
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    url = os.environ.get("CHANNELS_TEST_POSTGRES_URL", DEFAULT_URL)
-    problem = asyncio.run(probe(url))
-    if problem is None:
-        yield url
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"the test PostgreSQL server {redact_url(url)} is unreachable in CI: {problem}")
-    with TemporaryPostgres() as server:
-        yield server.url
+from channels_layer_postgres.testing import LayerMaker, drop_tables
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,9 @@
 """Redis servers for the tests.
 
-`redis_url` is the shared server: ``CHANNELS_TEST_REDIS_URL``, else
-redis://127.0.0.1:6379; if that is unreachable outside CI, a throwaway
-``redis-server`` is started for the session (in CI, unreachable is a
-failure). `throwaway_redis` is a private server per test, on another free
-loopback port, that the test may stop and restart. Pub/sub ignores db
+`redis_url` is the shared server (the root conftest.py: configured, else
+loopback, else outside CI a throwaway one). `throwaway_redis` is a private
+server per test, on another free loopback port, that the test may stop and
+restart. Pub/sub ignores db
 numbers, so tests keep apart through a unique channel `prefix`.
 """
 
@@ -21,28 +20,9 @@ import redis
 import redis.asyncio
 
 from channels_layer_redis import RedisPubSubChannelLayer
-from channels_layer_redis.testing import RedisServer, ToolMissing, reachable, redis_servers
-
-DEFAULT_URL = "redis://127.0.0.1:6379"
+from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
 
 LayerMaker = Callable[..., RedisPubSubChannelLayer]
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("CHANNELS_TEST_REDIS_URL", DEFAULT_URL)
-    if reachable(url):
-        yield url
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"the test Redis server {url} is unreachable (CI is set, so no fallback)")
-    with tools_required():
-        server = RedisServer(tmp_path_factory.mktemp("redis-shared"))
-        server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
