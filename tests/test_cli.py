@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import anyio
 import pytest
 
 from channels_core.cli import main
+from channels_core.cli._bench import BenchSettings, run_bench
 
 COMMAND = [sys.executable, "-m", "channels_core.cli"]
 
@@ -188,3 +190,20 @@ def test_bench_runs_against_a_network_layer(redis_url: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "latency p99" in result.stdout
+
+
+@pytest.mark.timeout(90)  # a spinning event loop never reaches the deadline below
+def test_bench_runs_fifty_times_in_a_row_without_hanging(url: str) -> None:
+    """The latency phase's last message may still be in flight when publishing ends."""
+    settings = BenchSettings(url, size=64, messages=50, latency_messages=20, rate=0, timeout=10)
+
+    async def fifty_runs() -> None:
+        with anyio.fail_after(60):
+            for _ in range(50):
+                result = await run_bench(settings)
+                assert (result.delivered, result.lost) == (50, 0)
+                assert len(result.latencies) == 20
+
+    started = time.monotonic()
+    anyio.run(fifty_runs)
+    print(f"50 bench runs on {url.split(':')[0]}: {time.monotonic() - started:.1f} s")

@@ -277,6 +277,41 @@ async def test_receive_after_the_block_reports_closed() -> None:
             await subscriber.receive()
 
 
+async def test_an_ended_subscription_cannot_be_spun_on() -> None:
+    """Iterating again after the end raises instead of returning without awaiting."""
+    async with Channel(InMemoryChannelLayer()) as channel:
+        async with channel.subscribe("g") as subscriber:
+            await channel.publish("g", "buffered")
+        received: list[Any] = []
+        passes = 0
+
+        async def retry_loop() -> None:  # as around MessagesLost, bounded for the test
+            nonlocal passes
+            while passes < 100:
+                passes += 1
+                async for event in subscriber:
+                    received.append(event.message)
+
+        with pytest.raises(ChannelClosedError, match="ended"):
+            await retry_loop()
+        assert received == ["buffered"]  # the buffered event, then the end, once
+        assert passes == 2
+        with pytest.raises(ChannelClosedError, match="subscribe again"):
+            await subscriber.__anext__()
+
+
+async def test_an_ended_subscription_reported_by_receive_stays_ended() -> None:
+    async with Channel(InMemoryChannelLayer()) as channel:
+        async with channel.subscribe("g") as subscriber:
+            pass
+        for _ in range(3):
+            with pytest.raises(ChannelClosedError):
+                await subscriber.receive()
+        with pytest.raises(ChannelClosedError):
+            async for _event in subscriber:
+                pass
+
+
 def test_layer_methods_need_a_connection() -> None:
     async def publish_unconnected() -> None:
         await InMemoryChannelLayer().publish("g", b"1")

@@ -46,6 +46,12 @@ class Subscriber:
     (after the buffered events) when the subscription or channel is left. If
     messages were lost, iteration raises `MessagesLost` at the point of the
     gap; the subscription stays live and iteration can go on.
+
+    The end is reported once: by `StopAsyncIteration` (which ends an
+    ``async for``) or by `receive`'s `ChannelClosedError`. Every later call
+    raises `ChannelClosedError`, so a loop that starts iterating again (say,
+    ``while True: async for ...``) fails at once instead of spinning without
+    ever yielding to the event loop.
     """
 
     __slots__ = (
@@ -53,6 +59,7 @@ class Subscriber:
         "_capacity",
         "_closed",
         "_drop_oldest",
+        "_end_reported",
         "_event_type",
         "_live",
         "_size",
@@ -82,6 +89,7 @@ class Subscriber:
         self._event_type: type[anyio.Event] | None = None
         self._woken = False  # woken by a push and not resumed since
         self._closed = False
+        self._end_reported = False  # the end was raised once; later calls are errors
         self._live = False  # set once the broker confirmed the subscription
 
     def __repr__(self) -> str:
@@ -96,6 +104,9 @@ class Subscriber:
         buffer = self._buffer
         while not buffer:
             if self._closed:
+                if self._end_reported:
+                    raise _ended()
+                self._end_reported = True
                 raise StopAsyncIteration
             if self._waiter is None:
                 # ``anyio.Event()`` looks up the running backend each time; the
@@ -119,9 +130,7 @@ class Subscriber:
         try:
             return await self.__anext__()
         except StopAsyncIteration:
-            raise ChannelClosedError(
-                "this subscription has ended (its subscribe block or its channel was left)"
-            ) from None
+            raise _ended() from None
 
     @property
     def closed(self) -> bool:
@@ -194,3 +203,10 @@ class Subscriber:
         if waiter is not None:
             self._waiter = None
             waiter.set()
+
+
+def _ended() -> ChannelClosedError:
+    return ChannelClosedError(
+        "this subscription has ended (its subscribe block or its channel was left) "
+        "and will never yield another event; subscribe again to go on receiving"
+    )

@@ -4,6 +4,10 @@ Two phases on one `Channel` (so it works on every layer, ``memory://``
 included): a burst of messages published back to back, counted as
 delivered events per second across all subscribers; then a paced run whose
 messages carry their send time, giving latency percentiles.
+
+Every subscriber is read inside its own ``subscribe`` block, until the last
+message or the end of the subscription, and `BenchSettings.timeout` bounds
+the whole run (connecting included).
 """
 
 from __future__ import annotations
@@ -72,15 +76,22 @@ async def run_bench(settings: BenchSettings, progress: Progress | None = None) -
     result = BenchResult(settings)
     pad = _payload(settings.size)
     buffer = max(settings.messages, settings.latency_messages) + 16
-    async with Channel.from_url(settings.url, buffer_size=buffer) as channel:
+    channel = Channel.from_url(settings.url, buffer_size=buffer)
+    try:
         with anyio.fail_after(settings.timeout):
-            await _throughput(channel, settings, pad, result, report)
-            await _latency(channel, settings, pad, result, report)
+            async with channel:
+                await _throughput(channel, settings, pad, result, report)
+                await _latency(channel, settings, pad, result, report)
+    except TimeoutError as exc:
+        raise TimeoutError(
+            f"the bench did not finish within {settings.timeout:g} s (--timeout): the broker "
+            "is slow or messages were lost; try fewer --messages or a longer --timeout"
+        ) from exc
     return result
 
 
 async def _collect(subscriber: Subscriber, last: int, on_event: Callable[[Any], None]) -> int:
-    """Read until message number `last`; return how many events arrived."""
+    """Read until message number `last` or the end of the subscription; count the events."""
     received = 0
     while True:
         try:
@@ -89,9 +100,9 @@ async def _collect(subscriber: Subscriber, last: int, on_event: Callable[[Any], 
                 on_event(event.message)
                 if event.message["i"] == last:
                     return received
+            return received  # the subscription ended
         except MessagesLost:
             continue
-    return received  # pragma: no cover - the loop only exits by returning
 
 
 async def _throughput(
@@ -141,7 +152,9 @@ async def _latency(
     def record(message: Any) -> None:
         result.latencies.append(time.perf_counter() - message["t"])
 
-    async with anyio.create_task_group() as tasks, channel.subscribe(_GROUP) as subscriber:
+    # The collector runs inside the subscribe block: the block is left only
+    # once the collector has seen the last message.
+    async with channel.subscribe(_GROUP) as subscriber, anyio.create_task_group() as tasks:
         tasks.start_soon(_collect, subscriber, total - 1, record)
         started = time.perf_counter()
         for number in range(total):
