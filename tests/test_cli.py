@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -102,10 +104,19 @@ def test_bad_url_or_missing_layer_is_a_usage_error(arguments: list[str], message
     assert "Traceback" not in result.stderr
 
 
-def test_bad_arguments_are_usage_errors() -> None:
-    result = run("bench", "memory://", "--subscribers", "0")
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--subscribers", "0"], "argument --subscribers: must be at least 1, got 0"),
+        (["--messages", "many"], "argument --messages: expected a whole number, got 'many'"),
+        (["--timeout", "0"], "argument --timeout: must be a positive number of seconds"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(arguments: list[str], message: str) -> None:
+    result = run("bench", "memory://", *arguments)
     assert result.returncode == 2
-    assert "must be at least 1" in result.stderr
+    assert message in result.stderr
+    assert "_positive" not in result.stderr  # no internal function names
 
 
 def test_publish_on_memory_succeeds(capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,6 +193,58 @@ def test_unreachable_server_is_a_runtime_error(url: str) -> None:
     assert result.returncode == 1
     assert "127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _with(url: str, *, user: str | None = None, path: str | None = None, query: str = "") -> str:
+    """`url` with another user (and the password "s3cret"), database or query."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if user is not None:
+        netloc = f"{user}:s3cret@{netloc.rpartition('@')[2]}"
+    return parts._replace(netloc=netloc, path=path or parts.path, query=query).geturl()
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        ({"path": "/no_such_db"}, 1, 'database "no_such_db" does not exist; create that database'),
+        ({"user": "no_such_role"}, 1, 'role "no_such_role" does not exist; check the user name'),
+        ({"user": "postgres", "query": "bogus=1"}, 2, 'parameter "bogus"; remove it'),
+        ({"user": "postgres", "query": "sslmode=sometimes"}, 2, "sslmode must be one of"),
+    ],
+    ids=["database", "role", "parameter", "sslmode"],
+)
+def test_postgres_refusals_are_one_line_errors(
+    postgres_url: str, change: dict[str, str], code: int, message: str
+) -> None:
+    result = run("publish", _with(postgres_url, **change), "g", "1")
+    assert (result.returncode, result.stdout) == (code, "")
+    assert result.stderr.startswith("channels: error: ")
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1  # one line, no traceback
+    assert "s3cret" not in result.stderr
+
+
+def test_redis_connection_error_reads_as_one_sentence() -> None:
+    result = run("publish", "redis://:s3cret@127.0.0.1:1/0", "g", "1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("channels: error: could not connect to redis://:***@")
+    assert ".." not in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_bench_timeout_bounds_the_whole_command_connecting_included() -> None:
+    """A server that accepts the connection and never answers: --timeout still ends it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = run("bench", f"redis://127.0.0.1:{port}/0", "--timeout", "0.5")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert "did not finish within 0.5 s (--timeout)" in result.stderr
+    assert elapsed < 4  # the Redis layer alone would wait its 5 s connect_timeout
 
 
 def test_bench_runs_against_a_network_layer(redis_url: str) -> None:

@@ -63,8 +63,9 @@ async def retry_until(
         except retry_on as exc:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
+                cause = str(exc).rstrip(". ")  # drivers' messages may end with their own period
                 raise BrokerUnavailableError(
-                    f"could not {what} within {timeout:g} s: {type(exc).__name__}: {exc}. "
+                    f"could not {what} within {timeout:g} s: {type(exc).__name__}: {cause}. "
                     "Check that the server is running and reachable."
                 ) from exc
             await anyio.sleep(min(next(delays), remaining))

@@ -6,7 +6,7 @@ import math
 import ssl as ssl_module
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from channels_core.reconnect import Backoff
 
@@ -14,6 +14,8 @@ __all__ = ["DEFAULT_URL", "SCHEMES", "Settings", "check_url", "redact_url"]
 
 SCHEMES = ("postgres", "postgresql")
 DEFAULT_URL = "postgresql://"
+#: libpq's ``sslmode`` values (asyncpg would only refuse another at the first connection).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,9 @@ def check_url(url: object) -> str:
             f"{redact_url(url)!r} is not a PostgreSQL URL; "
             "use postgresql://user@host:5432/database (or postgres://)"
         )
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name == "sslmode" and value not in SSL_MODES:
+            raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}, got {value!r}")
     return url
 
 

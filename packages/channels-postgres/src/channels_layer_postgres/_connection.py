@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
 import asyncpg.exceptions
 
+from channels_core.exceptions import BrokerUnavailableError
+
 from ._config import Settings
 
-__all__ = ["CLOSE_TIMEOUT", "CONNECTION_ERRORS", "ListenConnection", "connect_kwargs"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "CONNECTION_ERRORS",
+    "ListenConnection",
+    "connect_kwargs",
+    "refusals_translated",
+]
 
 #: Seconds a polite close may take before the connection is simply cut
 #: (a silently dead connection would otherwise hold up leaving the channel).
@@ -52,3 +61,46 @@ def connect_kwargs(url: str, settings: Settings) -> dict[str, Any]:
     if settings.ssl is not None:
         kwargs["ssl"] = settings.ssl
     return kwargs
+
+
+#: The server's refusals a retry cannot cure, each with what to do (most specific first).
+_REFUSALS: tuple[tuple[type[Exception], str], ...] = (
+    (
+        asyncpg.exceptions.InvalidCatalogNameError,
+        "create that database or put an existing one in the URL",
+    ),
+    (asyncpg.exceptions.InvalidPasswordError, "check the user name and password"),
+    (
+        asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+        "check the user name in the URL (and the server's pg_hba.conf)",
+    ),
+    (
+        asyncpg.exceptions.InsufficientPrivilegeError,
+        "grant that privilege to the URL's role, or connect as a role that has it",
+    ),
+)
+
+
+@contextmanager
+def refusals_translated(where: str) -> Iterator[None]:
+    """Turn the server's refusals at connect time into errors that say what to fix.
+
+    A retry cannot cure these (unknown database or role, wrong password,
+    missing privilege, unknown connection parameter), so they come straight
+    out of the connect path; `where` is the server's URL without password.
+    """
+    try:
+        yield
+    except asyncpg.exceptions.UndefinedObjectError as exc:
+        if "configuration parameter" not in str(exc):
+            raise
+        raise ValueError(
+            f"PostgreSQL at {where} refused a connection parameter of the URL: {exc}; "
+            "remove it from the URL's query (asyncpg sends parameters it does not know "
+            "to the server as settings)"
+        ) from exc
+    except tuple(kind for kind, _ in _REFUSALS) as exc:
+        hint = next(hint for kind, hint in _REFUSALS if isinstance(exc, kind))
+        raise BrokerUnavailableError(
+            f"PostgreSQL at {where} refused the connection: {exc}; {hint}"
+        ) from exc

@@ -28,7 +28,7 @@ from channels_core.reconnect import retry_until
 from channels_core.serializers import Serializer, resolve_serializer
 
 from ._config import DEFAULT_URL, SCHEMES, Settings, check_url, redact_url
-from ._connection import CONNECTION_ERRORS, connect_kwargs
+from ._connection import CONNECTION_ERRORS, connect_kwargs, refusals_translated
 from ._counters import LayerCounters
 from ._envelope import EnvelopeWriter
 from ._listener import Listener
@@ -133,8 +133,9 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._connected, self._listener = True, listener
         try:
             async with self._publisher.open():
-                await self._prepare_schema()
-                await listener.start()
+                with refusals_translated(redact_url(self._url)):
+                    await self._prepare_schema()
+                    await listener.start()
                 try:
                     async with background_tasks() as tasks:
                         tasks.start_soon(listener.run)

@@ -1,8 +1,10 @@
 """Argument parsing and the four subcommands of ``channels``.
 
 Exit codes: 0 success (or interrupted subscribe), 1 runtime failure (server
-unreachable, publish refused), 2 bad usage (bad URL, unknown layer, bad
-arguments).
+unreachable, credentials or database refused, bench timed out), 2 bad usage
+(bad URL or URL parameter, unknown layer, bad arguments), 130 publish or
+bench interrupted by Ctrl-C. Every error is one line, ``channels: error:
+...``, saying what happened and what to do, without passwords.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,6 +27,7 @@ from ._layers import describe_layers, format_layers
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
 
 class _UsageError(Exception):
@@ -35,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="channels",
         description="Inspect channel layers, publish, subscribe and measure.",
         epilog="URLs pick the layer by scheme: memory://, redis://host:6379/0, "
-        "postgresql://user@host/db. Exit codes: 0 ok, 1 runtime failure, 2 bad usage.",
+        "postgresql://user@host/db. Exit codes: 0 ok, 1 runtime failure, 2 bad usage, "
+        "130 interrupted.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -79,14 +84,29 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--messages", type=_positive_int, default=10_000)
     bench.add_argument("--latency-messages", type=int, default=1_000)
     bench.add_argument("--rate", type=float, default=1_000.0, help="paced messages/s")
-    bench.add_argument("--timeout", type=float, default=120.0, help="seconds before giving up")
+    bench.add_argument(
+        "--timeout", type=_positive_seconds, default=120.0, help="seconds the whole run may take"
+    )
     return parser
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -107,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_USAGE)
     except (ChannelsError, OSError) as exc:
         return _fail(exc, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        print("channels: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _fail(exc: BaseException, code: int) -> int:
