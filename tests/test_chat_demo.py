@@ -435,7 +435,7 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "error"),
     [
-        ("nosuchlayer://x", "pip install channels-core"),  # lists the installed layers
+        ("nosuchlayer://x", "pip install 'channels-core[redis]'"),  # lists the installed layers
         ("redis://127.0.0.1:1/0", "127.0.0.1:1"),  # nothing listens on port 1
     ],
 )

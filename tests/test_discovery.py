@@ -37,7 +37,8 @@ def test_unknown_layer_lists_installed_layers_and_how_to_install() -> None:
     message = str(error.value)
     assert "'nats'" in message
     assert "memory" in message
-    assert "pip install channels-core[redis]" in message
+    assert "pip install 'channels-core[redis]' (or [postgres], [all])" in message
+    assert "pip install ./packages/channels-core ./packages/channels-redis" in message
 
 
 def test_unknown_url_scheme_is_a_layer_not_found_error() -> None:
@@ -56,8 +57,11 @@ def test_missing_shipped_layer_names_its_install_command(monkeypatch: pytest.Mon
         return [ep for ep in entry_points(group=group) if not ep.name.startswith("redis")]
 
     monkeypatch.setattr("channels_core.discovery.entry_points", without_redis)
-    with pytest.raises(LayerNotFoundError, match=r"pip install channels-core\[redis\]"):
+    with pytest.raises(LayerNotFoundError) as error:
         Channel.from_url("rediss://127.0.0.1:6380")
+    message = str(error.value)
+    assert "pip install 'channels-core[redis]' from the package index" in message
+    assert "pip install ./packages/channels-core ./packages/channels-redis" in message
 
 
 def test_broken_plugin_names_itself_and_its_cause_and_spares_the_others(

@@ -18,12 +18,15 @@ __all__ = ["ENTRY_POINT_GROUP", "available_layers", "get_layer", "layer_for_url"
 
 ENTRY_POINT_GROUP = "channels.layers"
 
-#: Where the layers this project publishes come from, for "not found" messages.
-_INSTALL_HINTS = {
-    "redis": "channels-core[redis]",
-    "rediss": "channels-core[redis]",
-    "postgres": "channels-core[postgres]",
-    "postgresql": "channels-core[postgres]",
+#: The layers this project ships, by name: the extra of ``channels-core``
+#: that installs each, which is also its folder in the repository
+#: (``packages/channels-<extra>``), for "not found" messages.
+_SHIPPED_EXTRAS = {
+    "redis": "redis",
+    "rediss": "redis",
+    "redis+unix": "redis",
+    "postgres": "postgres",
+    "postgresql": "postgres",
 }
 
 
@@ -103,14 +106,19 @@ def _installed_text() -> str:
 
 
 def _not_found_message(name: str) -> str:
-    hint = _INSTALL_HINTS.get(name.lower())
-    install = (
-        f"install it with: pip install {hint}"
-        if hint
-        else "install the distribution that provides it (for the layers shipped with "
-        "this project: pip install channels-core[redis], channels-core[postgres] "
-        "or channels-core[all])"
-    )
-    return (
-        f"no channel layer named {name!r} is installed (installed: {_installed_text()}); {install}"
-    )
+    extra = _SHIPPED_EXTRAS.get(name.lower())
+    if extra is None:
+        install = (
+            "install the distribution that provides it; this project's layers install with "
+            "pip install 'channels-core[redis]' (or [postgres], [all]) from the package index, "
+            "or from a checkout of the channels repository with "
+            "pip install ./packages/channels-core ./packages/channels-redis "
+            "(or ./packages/channels-postgres)"
+        )
+    else:
+        install = (
+            f"install it with pip install 'channels-core[{extra}]' from the package index, "
+            "or from a checkout of the channels repository with "
+            f"pip install ./packages/channels-core ./packages/channels-{extra}"
+        )
+    return f"no channel layer named {name!r} is installed (installed: {_installed_text()}); {install}"
