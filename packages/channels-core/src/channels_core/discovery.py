@@ -121,4 +121,5 @@ def _not_found_message(name: str) -> str:
             "or from a checkout of the channels repository with "
             f"pip install ./packages/channels-core ./packages/channels-{extra}"
         )
-    return f"no channel layer named {name!r} is installed (installed: {_installed_text()}); {install}"
+    installed = _installed_text()
+    return f"no channel layer named {name!r} is installed (installed: {installed}); {install}"
