@@ -186,8 +186,8 @@ async def test_names_of_other_types_are_a_type_error(harness: Harness, name: Any
 
 # -- patterns --------------------------------------------------------------------------
 
-glob_text = st.text(st.sampled_from("ab*?[]^-\\"), min_size=1, max_size=8)
-groups_text = st.lists(st.text(st.sampled_from("ab]-[^\\*?"), min_size=1, max_size=6), max_size=8)
+glob_text = st.text(st.sampled_from("ab*?[]^-\\0é"), min_size=1, max_size=8)
+groups_text = st.lists(st.text(st.sampled_from("ab]-[^\\*?(é"), min_size=1, max_size=6), max_size=8)
 
 
 @EXAMPLES
@@ -195,7 +195,7 @@ groups_text = st.lists(st.text(st.sampled_from("ab]-[^\\*?"), min_size=1, max_si
 async def test_glob_patterns_match_like_redis(
     harness: Harness, pattern: str, groups: list[str]
 ) -> None:
-    """ASCII globs of every shape (unclosed classes, trailing escapes): the same matches.
+    """Globs of every shape (unclosed classes, trailing escapes, ranges from ASCII to é).
 
     On Redis the server matches; elsewhere the core does: they must agree.
     """
@@ -212,6 +212,28 @@ async def test_glob_patterns_match_like_redis(
         received = [(e.group, e.message) for e in await drain(by_pattern)]
     expected = [(group, number) for number, group in enumerate(groups) if matches(group)]
     assert [r for r in received if r[0] != SENTINEL] == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "group"),
+    [("*a*a*a*b", "a" * 800), ("jobs.*.*.*.done", "jobs." + "." * 3000)],
+    ids=["stars", "dots"],
+)
+async def test_a_group_name_built_against_a_pattern_does_not_stall_its_subscriber(
+    harness: Harness, pattern: str, group: str
+) -> None:
+    """Names that made a backtracking matcher spin for seconds on each publish."""
+    channel = harness.channel
+    async with (
+        channel.subscribe_pattern(pattern, "a*") as by_pattern,
+        channel.subscribe(SENTINEL) as sentinel,
+    ):
+        started = anyio.current_time()
+        await channel.publish(group, "spin?")
+        await harness.until_sentinel(sentinel)
+        assert anyio.current_time() - started < 2.0, "matching stalled the event loop"
+        received = [(e.pattern, e.group) for e in await drain(by_pattern)]
+    assert received == ([("a*", group)] if group.startswith("a") else [])
 
 
 async def drain(subscriber: Subscriber) -> list[Event]:

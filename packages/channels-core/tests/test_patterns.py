@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+import time
 
-from channels_core.patterns import compile_pattern
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from channels_core.patterns import compile_pattern, pattern_to_regex
 
 
 @pytest.mark.parametrize(
@@ -32,6 +37,14 @@ from channels_core.patterns import compile_pattern
         ("a.b+c(d)", ["a.b+c(d)"], ["aXb+c(d)"]),  # regex metacharacters are literal
         ("ü*", ["über"], ["uber"]),
         ("[^a]", ["b"], ["a", "é"]),
+        # Ranges compare signed chars, as Redis does: bytes from 0x80 up come
+        # before 0x00, so a range from ASCII to é (0xC3 0xA9) wraps around.
+        ("[0-é]", ["(", "\x00", "0"], ["5", "Z"]),
+        ("[é-0]", ["("], ["5"]),
+        ("[^0-é]", ["5", "Z"], ["(", "0"]),
+        ("[a-é]*", ["é", "中", "Z", "a"], ["b", "z"]),
+        # Every byte but 0xC3 is excluded: a class of one byte that is half of é.
+        ("[^\x00-\x7f\x00-Ā\u0080-\u0080]*", ["é", "ée", "ü", "Ã"], ["a", "Ā", "ā"]),
     ],
 )
 def test_pattern_semantics(pattern: str, matching: list[str], not_matching: list[str]) -> None:
@@ -40,3 +53,44 @@ def test_pattern_semantics(pattern: str, matching: list[str], not_matching: list
         assert matches(group), f"{pattern!r} should match {group!r}"
     for group in not_matching:
         assert not matches(group), f"{pattern!r} should not match {group!r}"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "group"),
+    [
+        ("*a*a*a*b", "a" * 800),  # took 7 s as a backtracking regex
+        ("jobs.*.*.*.done", "jobs." + "." * 3000),  # took 24 s
+        ("*a?*a?*a?*a?*[ab]*b", "a" * 5000),
+        ("*" + "a" * 100 + "b*", "a" * 5000),
+    ],
+)
+def test_matching_never_backtracks_exponentially(pattern: str, group: str) -> None:
+    """Whoever picks group names cannot stall a pattern subscriber (a few ms at most here)."""
+    matches = compile_pattern(pattern)
+    started = time.perf_counter()
+    assert not matches(group)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_group_with_a_lone_surrogate_is_matched_not_raised_on() -> None:
+    assert compile_pattern("*")("\ud800")
+    assert compile_pattern("a*")("a\ud800")
+    assert compile_pattern("???")("\ud800")  # its surrogatepass bytes: ED A0 80
+    assert not compile_pattern("[a]*")("\ud800")
+
+
+texts = st.text(st.sampled_from("ab.*\\é中"), max_size=8)
+
+
+@given(pattern=texts.filter(bool), group=texts)
+def test_patterns_without_classes_match_on_text_as_on_bytes(pattern: str, group: str) -> None:
+    """Without ``?`` or classes the matcher works on the text: it agrees with the bytes regex."""
+    on_bytes = re.fullmatch(pattern_to_regex(pattern), group.encode(), re.DOTALL)
+    assert compile_pattern(pattern)(group) == (on_bytes is not None)
+
+
+@pytest.mark.parametrize("pattern", ["[]", "a[]*", "*[]*", "[^]", "[", "\\"])
+def test_pattern_to_regex_is_a_valid_regex_for_every_pattern(pattern: str) -> None:
+    regex = re.compile(pattern_to_regex(pattern), re.DOTALL)
+    for group in ["a", "ab", "\\", "["]:
+        assert (regex.fullmatch(group.encode()) is not None) == compile_pattern(pattern)(group)
