@@ -70,11 +70,14 @@ async def test_a_group_matching_two_patterns_and_its_name_arrives_once_per_subsc
 async def test_publishers_pay_for_the_firehose_only_while_patterns_are_live(
     make_layer: LayerMaker, firehose: list[str]
 ) -> None:
-    async with Channel(make_layer()) as listener, Channel(make_layer()) as sender:
+    layer = make_layer()
+    async with Channel(layer) as listener, Channel(make_layer()) as sender:
         await sender.publish("quiet", 1)
         async with listener.subscribe_pattern("lo*") as subscriber:
             await sender.publish("loud", 2)
             assert (await _receive(subscriber)).message == 2
+        # Leaving returns at once; this waits for the UNLISTEN (and unregistering).
+        assert await layer.listening_channels() == []
         await sender.publish("quiet", 3)
         await anyio.sleep(0.2)
     assert len(firehose) == 1

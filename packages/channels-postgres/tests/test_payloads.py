@@ -112,7 +112,9 @@ async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
         # Well-formed, but naming another group than the channel carries.
         await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t0:"other""x"')
         # Well-formed, for this group, but a row that does not exist.
-        await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1r0:"victim"999999999')
+        await pg.execute(
+            "SELECT pg_notify($1, $2)", channel_name, 'chl1r0:"victim"0123456789abcdef.999999999'
+        )
         # Undecodable JSON body: the core reports and skips it.
         await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t1:"victim"{oops')
         await channel.publish("victim", "real")

@@ -1,4 +1,4 @@
-"""Opening asyncpg connections and pools, and which errors mean "the server is gone"."""
+"""Opening asyncpg connections and pools, and what asyncpg's errors mean for the layer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import asyncpg.exceptions
 
-from channels_core.exceptions import BrokerUnavailableError
+from channels_core.exceptions import BrokerUnavailableError, ChannelsError
 
 from ._config import Settings
 
@@ -18,7 +18,9 @@ __all__ = [
     "CONNECTION_ERRORS",
     "ListenConnection",
     "connect_kwargs",
+    "is_refusal",
     "refusals_translated",
+    "refused",
 ]
 
 #: Seconds a polite close may take before the connection is simply cut
@@ -34,7 +36,31 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # The client's protocol state is broken. Seen after pg_terminate_backend or
+    # a restart: the server's termination message has arrived but not yet the
+    # socket's close, and a statement sent in between fails with "cannot
+    # switch to state ...". The connection is unusable either way: replace it.
+    asyncpg.exceptions.InternalClientError,
 )
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """True for an error the server answered (permission denied, no such table, ...).
+
+    Unlike `CONNECTION_ERRORS`, retrying does not cure it, and the
+    connection stays usable.
+    """
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, CONNECTION_ERRORS)
+
+
+def refused(exc: BaseException, what: str) -> ChannelsError:
+    """The ChannelsError to raise (``from exc``) when the server refused to `what`."""
+    # TODO(one-shape): a refusal is not an outage; raise the core's refusal
+    # error here once it exists (the one place to change).
+    return BrokerUnavailableError(
+        f"the PostgreSQL server refused to {what}: {type(exc).__name__}: {exc}. "
+        "Check the role's privileges (see the channels-layer-postgres README)"
+    )
 
 
 class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -48,6 +74,8 @@ class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
     on_notification: Callable[[str, str], None] | None = None
 
     def _process_notification(self, pid: int, channel: str, payload: str) -> None:
+        """Called by asyncpg's protocol, where an exception would break the connection:
+        `on_notification` must never raise."""
         handler = self.on_notification
         if handler is not None:
             handler(channel, payload)

@@ -6,8 +6,12 @@ so an envelope is::
     chl1 <kind> <sequence, hex> ":" <group as a JSON string> <body>
 
 with kind ``t`` (body: the payload itself, when it is UTF-8 text without
-NUL), ``b`` (body: the payload in base64) or ``r`` (body: the id of the row
-of the payloads table holding it, for payloads that do not fit). The
+NUL), ``b`` (body: the payload in base64) or ``r`` (body: ``<token>.<row
+id>``, naming the row of the payloads table holding it, for payloads that
+do not fit). The token is a random number
+stored with the row and checked when it is fetched: row ids restart after
+``TRUNCATE ... RESTART IDENTITY`` or a crash (the table is unlogged), so an
+id alone could name another message. The
 sequence number keeps two identical messages published in one transaction
 distinct (PostgreSQL folds identical notifications of a transaction). A
 group name too long to fit is sent as ``null`` in a reference envelope and
@@ -19,30 +23,42 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import secrets
 from dataclasses import dataclass
 from itertools import count
+from json.decoder import scanstring  # type: ignore[attr-defined]  # untyped, public since 2.6
 
-__all__ = ["NOTIFY_LIMIT", "Envelope", "EnvelopeWriter", "decode"]
+__all__ = ["NOTIFY_LIMIT", "Envelope", "EnvelopeWriter", "Reference", "decode"]
 
 #: NOTIFY refuses payloads of 8,000 bytes and more.
 NOTIFY_LIMIT = 7999
 
 _MAGIC = "chl1"
 _MAX_ID_DIGITS = 20  # a bigint in decimal
+_TOKEN_DIGITS = 16  # hex digits of a 63-bit token
 _TEXT, _BASE64, _REFERENCE = "t", "b", "r"
-_decode_json = json.JSONDecoder().raw_decode
+_REFERENCE_BODY = re.compile(rf"([0-9a-f]{{{_TOKEN_DIGITS}}})\.([0-9]{{1,{_MAX_ID_DIGITS}}})")
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A payloads-table row: its id, and the random token written with it."""
+
+    row: int
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded notification: `payload` is set, or `reference` (a payloads-table row id).
+    """A decoded notification: `payload` is set, or `reference` (a payloads-table row).
 
     `group` is None only for a reference whose row holds the group name.
     """
 
     group: str | None
     payload: bytes | None
-    reference: int | None
+    reference: Reference | None
 
 
 class EnvelopeWriter:
@@ -70,16 +86,19 @@ class EnvelopeWriter:
             envelope = self._head(_BASE64, group) + base64.b64encode(payload).decode("ascii")
         return envelope if len(envelope.encode("utf-8")) <= NOTIFY_LIMIT else None
 
-    def reference_head(self, group: str) -> tuple[str, bool]:
-        """The envelope minus the row id (the SQL appends it), and whether it names the group.
+    def reference_head(self, group: str) -> tuple[str, bool, int]:
+        """The envelope minus the row id (the SQL appends it), whether it names the group,
+        and the token to store with the row.
 
         A group name too long for a NOTIFY is left out (JSON ``null``): it
         then travels in the payloads table, with the payload.
         """
-        head = self._head(_REFERENCE, group)
+        token = secrets.randbits(63)  # a positive bigint
+        tail = f"{token:0{_TOKEN_DIGITS}x}."
+        head = self._head(_REFERENCE, group) + tail
         if len(head.encode("utf-8")) + _MAX_ID_DIGITS <= NOTIFY_LIMIT:
-            return head, True
-        return self._head(_REFERENCE, None), False
+            return head, True, token
+        return self._head(_REFERENCE, None) + tail, False, token
 
 
 def decode(text: str) -> Envelope:
@@ -90,9 +109,9 @@ def decode(text: str) -> Envelope:
     colon = text.find(":", len(_MAGIC) + 1)
     if kind not in (_TEXT, _BASE64, _REFERENCE) or colon < 0:
         raise ValueError("malformed envelope header")
-    group, end = _decode_json(text, colon + 1)
-    if not (isinstance(group, str) and group) and not (group is None and kind == _REFERENCE):
-        raise ValueError("the envelope's group is not a non-empty string")
+    group, end = _decode_group(text, colon + 1)
+    if group is None and kind != _REFERENCE:
+        raise ValueError("the envelope has no group")
     body = text[end:]
     if kind == _TEXT:
         return Envelope(group, body.encode("utf-8"), None)
@@ -101,6 +120,31 @@ def decode(text: str) -> Envelope:
             return Envelope(group, base64.b64decode(body, validate=True), None)
         except binascii.Error as exc:
             raise ValueError(f"bad base64 body: {exc}") from None
-    if not body.isdigit() or not body.isascii():
+    reference = _REFERENCE_BODY.fullmatch(body)
+    if reference is None:
         raise ValueError("bad payload reference")
-    return Envelope(group, None, int(body))
+    token, row = reference.groups()
+    return Envelope(group, None, Reference(int(row), int(token, 16)))
+
+
+def _decode_group(text: str, start: int) -> tuple[str | None, int]:
+    """The JSON string (or ``null``) at `start`, and where it ends.
+
+    Only a string literal is parsed, never arbitrary JSON: a foreign
+    notification of 7,000 nested brackets must be a ValueError, not a
+    RecursionError. A group that is not valid Unicode (a lone surrogate
+    escaped as ``\\ud800``) is refused like any other malformed group.
+    """
+    if text.startswith("null", start):
+        return None, start + 4
+    if not text.startswith('"', start):
+        raise ValueError("the envelope's group is not a JSON string")
+    group, end = scanstring(text, start + 1, True)  # strict: no raw control characters
+    if not group:
+        raise ValueError("the envelope's group is empty")
+    if not group.isascii():
+        try:
+            group.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the envelope's group is not valid Unicode text") from None
+    return group, end

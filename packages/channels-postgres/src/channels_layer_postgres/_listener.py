@@ -1,17 +1,21 @@
 """The one connection that LISTENs for a whole layer, kept alive and in sync.
 
-The layer says which channels it wants (`desired`); the listener makes its
-connection LISTEN exactly those, in one batch per change. A liveness query
-every `liveness_interval` notices a connection that died silently; a lost
-connection is replaced with backoff, every wanted channel is LISTENed
-again, and `on_restored` reports the gap.
+One task (`run`) owns the connection: it applies the changes the layer
+requests (LISTEN/UNLISTEN of the touched channels, in one batch per round
+trip), runs a liveness query every `liveness_interval` to notice a
+connection that died silently, and replaces a lost connection with
+backoff, LISTENing every wanted channel again; `on_restored` reports the gap.
+
+Subscribers never take a lock: they wait for the round trip that carries
+their change, each within its own `subscribe_timeout`, and unsubscribers do
+not wait at all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -21,7 +25,7 @@ from channels_core.exceptions import BrokerUnavailableError
 from channels_core.reconnect import retry_until
 
 from ._config import Settings
-from ._connection import CLOSE_TIMEOUT, CONNECTION_ERRORS, ListenConnection
+from ._connection import CLOSE_TIMEOUT, CONNECTION_ERRORS, ListenConnection, is_refusal, refused
 from ._counters import LayerCounters
 from ._sql import listen_batch
 
@@ -30,6 +34,19 @@ __all__ = ["Listener"]
 logger = logging.getLogger("channels_layer_postgres")
 
 Statements = Callable[[set[str], set[str]], list[str]]
+
+
+class _Round:
+    """One LISTEN/UNLISTEN round trip, which the subscribers it carries wait for."""
+
+    __slots__ = ("done", "error", "retry")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        #: The server's refusal, if it refused the batch.
+        self.error: BaseException | None = None
+        #: The round that carries the change instead, when the connection was lost.
+        self.retry: _Round | None = None
 
 
 class Listener:
@@ -42,6 +59,7 @@ class Listener:
         settings: Settings,
         describe: str,
         desired: Callable[[], set[str]],
+        wants: Callable[[str], bool],
         extra_statements: Statements,
         on_notification: Callable[[str, str], None],
         on_restored: Callable[[], None],
@@ -51,15 +69,18 @@ class Listener:
         self._settings = settings
         self._describe = describe
         self._desired = desired
+        self._wants = wants
         self._extra_statements = extra_statements
         self._on_notification = on_notification
         self._on_restored = on_restored
         self._counters = counters
         self._conn: ListenConnection | None = None
         self._dead = anyio.Event()
-        self._live = anyio.Event()  # set while `_conn` is up and in sync
         self._lock = anyio.Lock()  # one statement at a time on `_conn`
         self._listening: set[str] = set()
+        self._pending: set[str] = set()  # channels to re-check against `wants`
+        self._round = _Round()  # the round trip that will carry `_pending`
+        self._wake = anyio.Event()  # set when there is something to apply, or `_dead`
         #: Backend process id of the listening connection, while connected.
         self.pid: int | None = None
 
@@ -77,15 +98,14 @@ class Listener:
         )
 
     async def run(self) -> None:
-        """After `start`: watch the connection and replace it whenever it dies.
+        """After `start`: serve the connection and replace it whenever it dies.
 
-        Cancelling it leaves the connection open: the layer still needs it to
-        unsubscribe while it shuts down, then calls `close`.
+        Cancelling it leaves the connection open: `close` UNLISTENs and closes it.
         """
         conn = self._conn
         assert conn is not None, "start() first"
         while True:
-            await self._watch(conn)
+            await self._serve(conn)
             self._forget(conn)
             conn = await self._reconnect()
             self._counters.reconnects += 1
@@ -93,22 +113,26 @@ class Listener:
             self._on_restored()
 
     async def _open(self) -> ListenConnection:
+        """A new connection LISTENing every wanted channel."""
         conn: ListenConnection = await asyncpg.connect(
             **self._connect_kwargs, connection_class=ListenConnection
         )
         try:
             dead = anyio.Event()
-            conn.add_termination_listener(lambda _connection: dead.set())
+            conn.add_termination_listener(lambda _connection: self._terminated(dead))
             conn.on_notification = self._on_notification
-            async with self._lock:
-                self._listening = set()
-                await self._sync_locked(conn)
+            self._listening = set()
+            self._pending = self._desired()
+            await self._apply(conn)
             self._conn, self._dead, self.pid = conn, dead, conn.get_server_pid()
-            self._live.set()
         except BaseException:
             conn.terminate()
             raise
         return conn
+
+    def _terminated(self, dead: anyio.Event) -> None:
+        dead.set()
+        self._wake.set()
 
     async def _reconnect(self) -> ListenConnection:
         delays = self._settings.reconnect_backoff.delays()
@@ -121,36 +145,55 @@ class Listener:
                 )
             await anyio.sleep(next(delays))
 
-    async def _watch(self, conn: ListenConnection) -> None:
-        """Return once `conn` is dead: closed by the server, or failing its liveness query."""
-        settings = self._settings
+    async def _serve(self, conn: ListenConnection) -> None:
+        """Apply requested changes and check liveness; return once `conn` is dead."""
+        interval = self._settings.liveness_interval
+        next_check = anyio.current_time() + interval
         while True:
-            with anyio.move_on_after(settings.liveness_interval):
-                await self._dead.wait()
+            with anyio.move_on_at(next_check):
+                await self._wake.wait()
+            if self._dead.is_set():
                 return
-            timeout = settings.liveness_timeout
-            try:
-                with anyio.fail_after(timeout):  # bounds the wait for the lock too
-                    async with self._lock:
-                        if conn is not self._conn:
-                            return
-                        # Shielded, so that shutting down never leaves the query in flight.
-                        with anyio.CancelScope(shield=True):
-                            await conn.fetchval("SELECT 1", timeout=timeout)
-            except CONNECTION_ERRORS as exc:  # TimeoutError is an OSError
-                self._counters.liveness_failures += 1
-                logger.warning(
-                    "the listening connection to %s failed its liveness check (%s); reconnecting",
-                    self._describe,
-                    type(exc).__name__,
-                )
-                return
+            if self._wake.is_set():
+                self._wake = anyio.Event()
+                try:
+                    await self._apply(conn)
+                except Exception as exc:  # whatever broke, this connection is done with
+                    logger.warning(
+                        "LISTEN/UNLISTEN on %s failed (%s: %s); reconnecting",
+                        self._describe,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return
+            elif anyio.current_time() >= next_check:
+                if not await self._alive(conn):
+                    return
+                next_check = anyio.current_time() + interval
+
+    async def _alive(self, conn: ListenConnection) -> bool:
+        """Run the liveness query; False (counted, logged) if it failed in any way."""
+        timeout = self._settings.liveness_timeout
+        try:
+            with anyio.fail_after(timeout):  # bounds the wait for the lock too
+                async with self._lock:
+                    # Shielded, so that shutting down never leaves the query in flight.
+                    with anyio.CancelScope(shield=True):
+                        await conn.fetchval("SELECT 1", timeout=timeout)
+        except Exception as exc:  # TimeoutError, a closed or broken connection, ...
+            self._counters.liveness_failures += 1
+            logger.warning(
+                "the listening connection to %s failed its liveness check (%s); reconnecting",
+                self._describe,
+                type(exc).__name__,
+            )
+            return False
+        return True
 
     def _forget(self, conn: ListenConnection) -> None:
-        """Drop `conn`: from now on callers wait for the next connection."""
+        """Drop `conn`: from now on subscribers wait for the next connection."""
         if conn is self._conn:
             self._conn, self.pid = None, None
-            self._live = anyio.Event()
             self._listening = set()
             self._dead.set()
         conn.terminate()
@@ -174,64 +217,85 @@ class Listener:
 
     # -- following the desired state ----------------------------------------------
 
-    async def sync(self, *, wait: bool) -> None:
-        """Make the connection LISTEN exactly the desired channels.
+    async def follow(self, channels: Iterable[str], *, wait: bool) -> None:
+        """Have the connection LISTEN exactly the wanted ones of `channels`.
 
-        With `wait` (subscribing), an outage is waited out for at most
-        `subscribe_timeout`, then BrokerUnavailableError; the desired state
-        stays recorded either way, and the next connection LISTENs it.
-        Without `wait` (unsubscribing), an outage returns at once: the next
-        connection will simply not LISTEN what is no longer desired.
+        With `wait` (subscribing), return once the server has applied the
+        change; an outage is waited out for at most `subscribe_timeout`, then
+        BrokerUnavailableError. Without `wait` (unsubscribing), return at
+        once. The wanted state is recorded either way: the next round trip,
+        or the next connection, applies it.
         """
-        with anyio.move_on_after(self._settings.subscribe_timeout) as scope:
+        self._pending.update(channels)
+        self._wake.set()
+        if not wait:
+            return
+        round_ = self._round
+        with anyio.move_on_after(self._settings.subscribe_timeout):
             while True:
-                if not self._live.is_set():
-                    if not wait:
-                        return
-                    await self._live.wait()
-                    continue
-                conn = self._conn
-                assert conn is not None
-                try:
-                    async with self._lock:
-                        if conn is self._conn:
-                            await self._sync_locked(conn)
-                            return
-                except CONNECTION_ERRORS as exc:
-                    logger.warning(
-                        "LISTEN/UNLISTEN on %s failed (%s: %s); reconnecting",
-                        self._describe,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    self._forget(conn)
-                    if not wait:
-                        return
-        if scope.cancelled_caught:
-            raise BrokerUnavailableError(
-                f"could not subscribe within {self._settings.subscribe_timeout:g} s: "
-                f"{self._describe} is unreachable. The subscription is dropped; "
-                "check that the server is running and reachable"
-            )
+                await round_.done.wait()
+                if round_.retry is not None:
+                    round_ = round_.retry
+                elif round_.error is not None:
+                    raise refused(round_.error, "LISTEN") from round_.error
+                else:
+                    return
+        raise BrokerUnavailableError(
+            f"could not subscribe within {self._settings.subscribe_timeout:g} s: "
+            f"{self._describe} is unreachable. The subscription is dropped; "
+            "check that the server is running and reachable"
+        )
 
-    async def _sync_locked(self, conn: ListenConnection) -> None:
-        """One round trip applying the difference; shielded so it never stops half-way."""
-        while True:
-            desired = self._desired()
-            add, remove = desired - self._listening, self._listening - desired
-            if not (add or remove):
-                return
-            with anyio.CancelScope(shield=True):
-                await conn.execute(self._batch(add, remove), timeout=self._settings.command_timeout)
-            self._listening = (self._listening | add) - remove
+    async def _apply(self, conn: ListenConnection) -> None:
+        """One round trip for the pending changes, then release the round's subscribers.
+
+        Raises if the connection failed (the changes wait for the next
+        one); a refusal by the server is handed to the subscribers instead.
+        """
+        round_, self._round = self._round, _Round()
+        channels, self._pending = self._pending, set()
+        try:
+            add = {channel for channel in channels if self._wants(channel)} - self._listening
+            remove = {channel for channel in channels if not self._wants(channel)}
+            remove &= self._listening
+            if add or remove:
+                async with self._lock:
+                    # Shielded, so that it never stops half-way.
+                    with anyio.CancelScope(shield=True):
+                        await conn.execute(
+                            self._batch(add, remove), timeout=self._settings.command_timeout
+                        )
+                        self._listening |= add  # in place: O(change), not O(all)
+                        self._listening -= remove
+        except Exception as exc:
+            if not is_refusal(exc):
+                self._pending |= channels
+                round_.retry = self._round
+                raise
+            # One transaction: nothing of the batch took effect.
+            round_.error = exc
+            logger.warning(
+                "%s refused LISTEN/UNLISTEN (%s: %s)", self._describe, type(exc).__name__, exc
+            )
+        except BaseException:
+            self._pending |= channels
+            round_.retry = self._round
+            raise
+        finally:
+            round_.done.set()
 
     def _batch(self, add: set[str], remove: set[str]) -> str:
         return "; ".join([listen_batch(add, remove), *self._extra_statements(add, remove)])
 
     async def listening_channels(self) -> list[str]:
-        """What the server says the connection LISTENs (``pg_listening_channels()``)."""
-        if not self._live.is_set() or self._conn is None:
+        """What the server says the connection LISTENs (``pg_listening_channels()``),
+        once the changes requested so far are applied."""
+        if self._conn is None:
+            return []
+        await self.follow((), wait=True)
+        conn = self._conn
+        if conn is None:
             return []
         async with self._lock:
-            rows = await self._conn.fetch("SELECT pg_listening_channels() AS channel")
+            rows = await conn.fetch("SELECT pg_listening_channels() AS channel")
         return sorted(row["channel"] for row in rows)

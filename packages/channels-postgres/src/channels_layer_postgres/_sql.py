@@ -26,18 +26,46 @@ class Statements:
     def __init__(self, names: ChannelNames) -> None:
         payloads = quote_ident(names.payloads_table)
         patterns = quote_ident(names.patterns_table)
-        created_index = quote_ident(names.payloads_table + "_created")
+        created_index = names.payloads_table + "_created"
         self.lock_key = f"channels-layer-postgres:{names.namespace}"
+        #: What `schema_shape` must find, else `create_schema` runs: table -> column -> type.
+        self.expected_shape = {
+            names.payloads_table: {
+                "id": "bigint",
+                "created": "timestamp with time zone",
+                "body": "bytea",
+                "grp": "text",
+                "token": "bigint",
+            },
+            names.patterns_table: {"pid": "integer", "since": "timestamp with time zone"},
+            created_index: {},
+        }
+        #: $1 the relation names. Rows of (relation, col, type) for those that
+        #: exist; an index comes once, with NULLs. Reads only the catalogs, so
+        #: any role that can connect can run it.
+        self.schema_shape = (
+            "SELECT r.name AS relation, a.attname::text AS col,"
+            " format_type(a.atttypid, a.atttypmod) AS type"
+            " FROM unnest($1::text[]) AS r(name)"
+            " JOIN pg_catalog.pg_class c ON c.oid = to_regclass(quote_ident(r.name))"
+            " LEFT JOIN pg_catalog.pg_attribute a"
+            " ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+            " AND c.relkind <> 'i'"
+        )
         # Unlogged: both tables hold short-lived data that need not survive a crash.
+        # Run only when `schema_shape` finds something missing: they need CREATE
+        # on the schema, and the ALTERs ownership of the table.
         self.create_schema = [
             f"CREATE UNLOGGED TABLE IF NOT EXISTS {payloads} ("
             " id bigserial PRIMARY KEY,"
             " created timestamptz NOT NULL DEFAULT now(),"
             " body bytea NOT NULL,"
-            " grp text)",  # the group, when it is too long for the NOTIFY
-            # Tables made before `grp` existed get it (a no-op otherwise).
+            " grp text,"  # the group, when it is too long for the NOTIFY
+            " token bigint)",  # random, checked on fetch: ids restart after a crash
+            # Tables made by older versions get the newer columns.
             f"ALTER TABLE {payloads} ADD COLUMN IF NOT EXISTS grp text",
-            f"CREATE INDEX IF NOT EXISTS {created_index} ON {payloads} (created)",
+            f"ALTER TABLE {payloads} ADD COLUMN IF NOT EXISTS token bigint",
+            f"CREATE INDEX IF NOT EXISTS {quote_ident(created_index)} ON {payloads} (created)",
             f"CREATE UNLOGGED TABLE IF NOT EXISTS {patterns} ("
             " pid integer PRIMARY KEY,"
             " since timestamptz NOT NULL DEFAULT now())",
@@ -47,14 +75,16 @@ class Statements:
         )
         #: $1 channel, $2 envelope, $3 firehose channel.
         self.publish = f"SELECT pg_notify($1, $2), {firehose_if_needed.format('$2')}"
-        #: $1 channel, $2 envelope head, $3 firehose channel, $4 payload, $5 group or NULL.
+        #: $1 channel, $2 envelope head, $3 firehose channel, $4 payload, $5 group or NULL,
+        #: $6 token.
         self.publish_large = (
-            f"WITH stored AS (INSERT INTO {payloads} (body, grp) VALUES ($4, $5) RETURNING id) "
+            f"WITH stored AS (INSERT INTO {payloads} (body, grp, token) VALUES ($4, $5, $6)"
+            " RETURNING id) "
             "SELECT pg_notify($1, $2 || stored.id::text), "
             f"{firehose_if_needed.format('$2 || stored.id::text')} FROM stored"
         )
-        #: $1 row id.
-        self.fetch_payload = f"SELECT body, grp FROM {payloads} WHERE id = $1"
+        #: $1 row id, $2 token (a row of the same id but another token is another message).
+        self.fetch_payload = f"SELECT body, grp FROM {payloads} WHERE id = $1 AND token = $2"
         #: $1 age in seconds. Rows another publisher is deleting are skipped, not waited for.
         self.expire_payloads = (
             f"DELETE FROM {payloads} WHERE id IN (SELECT id FROM {payloads}"

@@ -28,9 +28,15 @@ from channels_core.reconnect import retry_until
 from channels_core.serializers import Serializer, resolve_serializer
 
 from ._config import DEFAULT_URL, SCHEMES, Settings, check_url, redact_url
-from ._connection import CONNECTION_ERRORS, connect_kwargs, refusals_translated
+from ._connection import (
+    CONNECTION_ERRORS,
+    connect_kwargs,
+    is_refusal,
+    refusals_translated,
+    refused,
+)
 from ._counters import LayerCounters
-from ._envelope import EnvelopeWriter
+from ._envelope import EnvelopeWriter, Reference
 from ._listener import Listener
 from ._names import ChannelNames
 from ._publisher import Publisher, Statement
@@ -79,7 +85,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._listener: Listener | None = None
         self._schema_ready = False
         self._next_expiry = 0.0
-        self._last_fetched: tuple[int, tuple[str | None, bytes]] | None = None
+        self._last_fetched: tuple[Reference, tuple[str | None, bytes]] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -125,6 +131,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
             settings=self.settings,
             describe=redact_url(self._url),
             desired=self._router.desired_channels,
+            wants=self._router.wants,
             extra_statements=self._pattern_registry_statements,
             on_notification=self._router.on_notification,
             on_restored=inbox.messages_lost,
@@ -148,33 +155,68 @@ class PostgreSQLChannelLayer(ChannelLayer):
             self._connected, self._listener = False, None
 
     async def _prepare_schema(self) -> None:
-        """Create the layer's tables if needed (serialised by an advisory lock)."""
+        """Create or update the layer's tables if, and only if, they are not as expected.
 
-        async def attempt() -> None:
+        Tables of the right shape are used as they are, so a role with only
+        the privileges the README lists can connect; creating needs more.
+        """
+
+        async def attempt() -> Exception | None:
+            """Returns the server's refusal to create the tables (retrying cannot cure it)."""
             timeout = self.settings.command_timeout
             async with self._publisher.acquire() as conn:
                 # Shielded (each statement bounded): a cancelled transaction
                 # must not go back to the pool half-done.
                 with anyio.CancelScope(shield=True):
                     encoding = await conn.fetchval("SHOW server_encoding", timeout=timeout)
-                    async with conn.transaction():
-                        await conn.execute(
-                            "SELECT pg_advisory_xact_lock(hashtext($1))",
-                            self._sql.lock_key,
-                            timeout=timeout,
-                        )
-                        for statement in self._sql.create_schema:
-                            await conn.execute(statement, timeout=timeout)
+                    if not await self._schema_as_expected(conn, timeout):
+                        try:
+                            await self._create_schema(conn, timeout)
+                        except Exception as exc:
+                            if is_refusal(exc):
+                                return exc
+                            raise
             self._writer.ascii_only = str(encoding).upper() not in ("UTF8", "UTF-8")
+            return None
 
-        await retry_until(
+        refusal = await retry_until(
             attempt,
             timeout=self.settings.connect_timeout,
             retry_on=CONNECTION_ERRORS,
             what=f"connect to {redact_url(self._url)}",
             backoff=self.settings.reconnect_backoff,
         )
+        if refusal is not None:
+            raise refused(
+                refusal,
+                f"create or update the tables of namespace {self.settings.namespace!r} "
+                "(they are missing or of an older shape; connect once with a role that "
+                "may create them)",
+            ) from refusal
         self._schema_ready = True
+
+    async def _schema_as_expected(self, conn: Any, timeout: float) -> bool:
+        """Whether every table, column and index exists, with the expected types."""
+        expected = self._sql.expected_shape
+        rows = await conn.fetch(self._sql.schema_shape, list(expected), timeout=timeout)
+        found: dict[str, dict[str, str]] = {}
+        for row in rows:
+            columns = found.setdefault(row["relation"], {})
+            if row["col"] is not None:
+                columns[row["col"]] = row["type"]
+        return all(
+            relation in found and columns.items() <= found[relation].items()
+            for relation, columns in expected.items()
+        )
+
+    async def _create_schema(self, conn: Any, timeout: float) -> None:
+        """Create or migrate the tables (serialised by an advisory lock)."""
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", self._sql.lock_key, timeout=timeout
+            )
+            for statement in self._sql.create_schema:
+                await conn.execute(statement, timeout=timeout)
 
     def _connected_listener(self) -> Listener:
         if self._listener is None:
@@ -196,16 +238,21 @@ class PostgreSQLChannelLayer(ChannelLayer):
                     await send(conn, None)
 
         try:
-            if not await self._publisher.run_on_idle(send, timeout):
-                await attempt()
-        except CONNECTION_ERRORS:
-            await retry_until(
-                attempt,
-                timeout=max(deadline - anyio.current_time(), 0.0),
-                retry_on=CONNECTION_ERRORS,
-                what=f"publish to {redact_url(self._url)}",
-                backoff=self.settings.reconnect_backoff,
-            )
+            try:
+                if not await self._publisher.run_on_idle(send, timeout):
+                    await attempt()
+            except CONNECTION_ERRORS:
+                await retry_until(
+                    attempt,
+                    timeout=max(deadline - anyio.current_time(), 0.0),
+                    retry_on=CONNECTION_ERRORS,
+                    what=f"publish to {redact_url(self._url)}",
+                    backoff=self.settings.reconnect_backoff,
+                )
+        except Exception as exc:
+            if is_refusal(exc):
+                raise refused(exc, f"publish to group {group!r}") from exc
+            raise
         if large and anyio.current_time() >= self._next_expiry:
             await self._expire_large_payloads()
 
@@ -260,7 +307,12 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 f"carries at most {self.max_payload_bytes:,}. Nothing was sent"
             )
         send, _ = self._prepare(group, payload)
-        await send(connection, None)
+        try:
+            await send(connection, None)
+        except Exception as exc:
+            if is_refusal(exc):
+                raise refused(exc, f"publish to group {group!r}") from exc
+            raise
 
     def _prepare(self, group: str, payload: bytes) -> tuple[Statement, bool]:
         """The statement publishing `payload`, and whether it goes through the payloads table.
@@ -276,7 +328,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 await conn.execute(self._sql.publish, channel, envelope, firehose, timeout=timeout)
 
             return send_inline, False
-        head, names_group = self._writer.reference_head(group)
+        head, names_group, token = self._writer.reference_head(group)
         stored_group = None if names_group else group
 
         async def send_large(conn: Any, timeout: float | None) -> None:
@@ -287,6 +339,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 firehose,
                 payload,
                 stored_group,
+                token,
                 timeout=timeout,
             )
             self.counters.large_published += 1
@@ -312,40 +365,42 @@ class PostgreSQLChannelLayer(ChannelLayer):
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """LISTEN several groups in one round trip; returns once the server has them."""
         listener = self._connected_listener()
-        self._router.add_groups(groups)
-        await listener.sync(wait=True)
+        await listener.follow(self._router.add_groups(groups), wait=True)
 
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
-        self._router.remove_groups(groups)
+        """Returns at once; the UNLISTEN follows (or the next connection leaves it out)."""
+        touched = self._router.remove_groups(groups)
         if self._listener is not None:
-            await self._listener.sync(wait=False)
+            await self._listener.follow(touched, wait=False)
 
     async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
         """Start receiving every group matching the glob patterns (through the firehose)."""
         listener = self._connected_listener()
-        self._router.add_patterns(patterns)
-        await listener.sync(wait=True)
+        await listener.follow(self._router.add_patterns(patterns), wait=True)
 
     async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
-        self._router.remove_patterns(patterns)
+        touched = self._router.remove_patterns(patterns)
         if self._listener is not None:
-            await self._listener.sync(wait=False)
+            await self._listener.follow(touched, wait=False)
 
     # -- receiving ----------------------------------------------------------------------
 
-    async def _fetch(self, row_id: int) -> tuple[str | None, bytes] | None:
+    async def _fetch(self, reference: Reference) -> tuple[str | None, bytes] | None:
         """A large payload (and its group, if stored) from the payloads table, or None if gone.
 
+        The row must carry the reference's token too: ids restart after a
+        TRUNCATE or a crash, and a row of the same id may be another message.
         The last one is remembered: a message reaching both a group and a
         pattern subscription arrives twice in a row (group channel, firehose).
         """
-        if self._last_fetched is not None and self._last_fetched[0] == row_id:
+        if self._last_fetched is not None and self._last_fetched[0] == reference:
             return self._last_fetched[1]
+        row_id = reference.row
 
         async def attempt() -> Any:
             with anyio.fail_after(self.settings.command_timeout):
                 async with self._publisher.acquire() as conn:
-                    return await conn.fetchrow(self._sql.fetch_payload, row_id)
+                    return await conn.fetchrow(self._sql.fetch_payload, row_id, reference.token)
 
         try:
             row = await retry_until(
@@ -364,7 +419,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
             logger.warning("skipped large message #%d: %s", row_id, reason)
             return None
         self.counters.large_fetched += 1
-        self._last_fetched = (row_id, (row["grp"], bytes(row["body"])))
+        self._last_fetched = (reference, (row["grp"], bytes(row["body"])))
         return self._last_fetched[1]
 
 
