@@ -12,6 +12,7 @@ from .event import Event
 from .exceptions import (
     BrokerUnavailableError,
     ChannelClosedError,
+    ChannelInUseError,
     ChannelsError,
     LayerImportError,
     LayerNotFoundError,
@@ -30,6 +31,7 @@ __all__ = [
     "BrokerUnavailableError",
     "Channel",
     "ChannelClosedError",
+    "ChannelInUseError",
     "ChannelLayer",
     "ChannelStats",
     "ChannelsError",

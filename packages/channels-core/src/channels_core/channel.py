@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +17,12 @@ import anyio
 from ._names import check_name, check_names
 from ._registry import SubscriptionRegistry
 from .discovery import layer_for_url
-from .exceptions import ChannelClosedError, NotSupportedError, PayloadTooLargeError
+from .exceptions import (
+    ChannelClosedError,
+    ChannelInUseError,
+    NotSupportedError,
+    PayloadTooLargeError,
+)
 from .layer import ChannelLayer
 from .plugins import capabilities_of
 from .serializers import Serializer, resolve_serializer
@@ -31,8 +38,14 @@ CHANNEL_OPTIONS = ("serializer", "buffer_size", "overflow", "unsubscribe_timeout
 
 class _State(enum.Enum):
     NEW = "not entered yet"
+    OPENING = "opening"
     OPEN = "open"
+    CLOSING = "closing"
     CLOSED = "closed"
+
+
+#: States in which entering the channel again is refused.
+_BUSY = frozenset({_State.OPENING, _State.OPEN, _State.CLOSING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +65,15 @@ class Channel:
     """Publish to groups and subscribe to them through one layer.
 
     Use it as an async context manager: entering connects the layer,
-    leaving ends every open subscription and disconnects the layer.
+    leaving ends every open subscription and disconnects the layer. A
+    channel left cleanly can be entered again (a fresh connection, with the
+    same options); entering one that is open raises `ChannelInUseError`:
+    share the open channel between tasks instead.
+
+    An open channel belongs to the event loop, and thread, that entered it:
+    any task of that loop may publish and subscribe concurrently; another
+    thread or event loop gets `ChannelInUseError` at once (threads use
+    `BlockingChannel`, other event loops a channel of their own).
 
     `serializer` is ``"json"`` (default), ``"msgpack"``, ``"pickle"`` or an
     object with ``dumps``/``loads``. `buffer_size` and `overflow` are the
@@ -77,10 +98,11 @@ class Channel:
         self._codec = resolve_serializer(serializer)
         self._buffer_size = _check_buffer_size(buffer_size)
         self._overflow = _check_overflow(overflow)
-        self._unsubscribe_timeout = unsubscribe_timeout
+        self._unsubscribe_timeout = _check_unsubscribe_timeout(unsubscribe_timeout)
         self._capabilities = capabilities_of(type(layer))
         self._registry = SubscriptionRegistry(self._codec.loads)
         self._state = _State.NEW
+        self._owner = 0  # the thread that entered the channel (threading.get_ident)
         self._exit_stack: AsyncExitStack | None = None
         self._subscription_lock: anyio.Lock | None = None
         self._published = 0
@@ -124,15 +146,25 @@ class Channel:
     # -- lifecycle --------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._state is not _State.NEW:
-            raise ChannelClosedError(
-                f"this channel is {self._state.value}; a Channel can be entered only once, "
-                "create a new one"
+        if self._state in _BUSY:
+            raise ChannelInUseError(
+                f"this channel is already {self._state.value} (entered by another task); "
+                "share the open channel with every task that needs it, or create another "
+                "Channel for a connection of its own"
             )
+        # Claimed before the first await: a concurrent enter sees OPENING.
+        self._state = _State.OPENING
+        self._owner = threading.get_ident()
+        self._registry = SubscriptionRegistry(self._codec.loads)  # nothing carried over
+        self._published = 0
         self._subscription_lock = anyio.Lock()
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self._layer.connect(self._registry))
-            self._exit_stack = stack.pop_all()
+        try:
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(self._layer.connect(self._registry))
+                self._exit_stack = stack.pop_all()
+        except BaseException:
+            self._state = _State.CLOSED
+            raise
         self._state = _State.OPEN
         return self
 
@@ -144,16 +176,35 @@ class Channel:
     ) -> bool | None:
         if self._state is not _State.OPEN:
             return None
-        self._state = _State.CLOSED
+        self._check_owner()
+        self._state = _State.CLOSING
         self._registry.close_all()
-        assert self._exit_stack is not None
-        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+        exit_stack, self._exit_stack = self._exit_stack, None
+        assert exit_stack is not None
+        try:
+            return await exit_stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._state = _State.CLOSED
 
     def _check_open(self) -> None:
+        """Refuse use outside ``async with channel:``, or from another thread or loop."""
         if self._state is not _State.OPEN:
             raise ChannelClosedError(
                 f"this channel is {self._state.value}: use it inside "
                 "`async with channel:` (or `async with Channel(...) as channel:`)"
+            )
+        if self._owner != threading.get_ident():
+            self._check_owner()
+
+    def _check_owner(self) -> None:
+        if self._owner != threading.get_ident():
+            owner = next((t.name for t in threading.enumerate() if t.ident == self._owner), "?")
+            raise ChannelInUseError(
+                f"this channel was entered by the event loop of thread {owner!r}; a Channel "
+                f"cannot be used from another thread ({threading.current_thread().name!r}) "
+                "or event loop. Nothing was done. From synchronous code or other threads "
+                "use channels_core.BlockingChannel; in another event loop, open a Channel "
+                "of its own there"
             )
 
     # -- publishing -------------------------------------------------------------
@@ -211,7 +262,7 @@ class Channel:
             raise NotSupportedError(
                 f"{type(self._layer).__name__} does not support pattern subscriptions; "
                 "subscribe to the groups by name, or use a layer that supports patterns "
-                "(memory, redis)"
+                "(memory, redis, postgresql)"
             )
         return self._subscription((), patterns, buffer_size, overflow)
 
@@ -304,6 +355,15 @@ def _check_buffer_size(buffer_size: object) -> int:
     if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
         raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
     return buffer_size
+
+
+def _check_unsubscribe_timeout(timeout: object) -> float:
+    problem = f"unsubscribe_timeout must be a positive number of seconds, got {timeout!r}"
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(problem)
+    if math.isnan(timeout) or timeout <= 0:
+        raise ValueError(problem)
+    return float(timeout)
 
 
 def _check_overflow(overflow: object) -> OverflowPolicy:

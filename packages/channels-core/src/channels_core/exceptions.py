@@ -10,6 +10,7 @@ from typing import Literal
 __all__ = [
     "BrokerUnavailableError",
     "ChannelClosedError",
+    "ChannelInUseError",
     "ChannelsError",
     "LayerImportError",
     "LayerNotFoundError",
@@ -83,3 +84,11 @@ class MessagesLost(ChannelsError):
 
     def __reduce__(self) -> tuple[type[MessagesLost], tuple[LossReason, int | None]]:
         return (type(self), (self.reason, self.count))
+
+
+class ChannelInUseError(ChannelsError, RuntimeError):
+    """The channel is open elsewhere: in another task, or another thread or event loop.
+
+    A `Channel` belongs to the event loop (and thread) that entered it; other
+    threads use a `BlockingChannel`, other event loops their own `Channel`.
+    """

@@ -3,86 +3,177 @@
 Layers that share a `MemoryHub` hear each other, like clients of one
 broker. ``memory://`` gives a channel a private hub; ``memory://NAME`` joins
 the process-wide hub called NAME, so that several channels in one process
-can talk. Multi-group and pattern subscriptions are implemented through
-hookimpls, exactly as a third-party layer would.
+can talk, also from different threads and event loops (asyncio or trio).
+Multi-group and pattern subscriptions are implemented through hookimpls,
+exactly as a third-party layer would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio.lowlevel
 
-from ..exceptions import ChannelClosedError
+from ..background import background_tasks
+from ..discovery import get_layer
+from ..exceptions import ChannelClosedError, ChannelsError
 from ..layer import ChannelLayer, Inbox
 from ..patterns import compile_pattern
 from ..plugins import SubscribeMethods, hookimpl
+from ._loop_call import loop_caller
 
 __all__ = ["InMemoryChannelLayer", "MemoryHub"]
-
-
-class MemoryHub:
-    """The in-process 'broker' connecting the memory layers that share it."""
-
-    def __init__(self) -> None:
-        self._groups: dict[str, dict[Inbox, None]] = {}
-        self._patterns: dict[str, tuple[Callable[[str], object], dict[Inbox, None]]] = {}
-
-    def publish(self, group: str, payload: bytes) -> bool:
-        """Deliver to every subscribed inbox; True if one asked the sender to yield."""
-        filling = False
-        for inbox in self._groups.get(group, ()):
-            if inbox.deliver(group, payload):
-                filling = True
-        for pattern, (matches, inboxes) in self._patterns.items():
-            if matches(group):
-                for inbox in inboxes:
-                    if inbox.deliver(group, payload, pattern):
-                        filling = True
-        return filling
-
-    def subscribe(self, inbox: Inbox, groups: Sequence[str]) -> None:
-        for group in groups:
-            self._groups.setdefault(group, {})[inbox] = None
-
-    def unsubscribe(self, inbox: Inbox, groups: Sequence[str]) -> None:
-        for group in groups:
-            inboxes = self._groups.get(group)
-            if inboxes is not None:
-                inboxes.pop(inbox, None)
-                if not inboxes:
-                    del self._groups[group]
-
-    def psubscribe(self, inbox: Inbox, patterns: Sequence[str]) -> None:
-        for pattern in patterns:
-            entry = self._patterns.setdefault(pattern, (compile_pattern(pattern), {}))
-            entry[1][inbox] = None
-
-    def punsubscribe(self, inbox: Inbox, patterns: Sequence[str]) -> None:
-        for pattern in patterns:
-            entry = self._patterns.get(pattern)
-            if entry is not None:
-                entry[1].pop(inbox, None)
-                if not entry[1]:
-                    del self._patterns[pattern]
-
 
 #: Publishes after which the memory layer yields even if no buffer is filling.
 YIELD_EVERY = 32
 
+_Delivery = tuple[str, bytes, str | None]  # group, payload, pattern
+
+
+class _Port:
+    """One connected layer's door into its hub, owned by the layer's event loop.
+
+    A publish from the same thread (hence the same event loop) delivers
+    straight into the inbox. One from another thread queues the delivery
+    here and wakes the owner loop through its thread-safe call mechanism;
+    the port's drain task, in the owner loop, hands the queue over in
+    order, yielding as a local publisher would when buffers fill up.
+    """
+
+    __slots__ = ("_call_soon", "_lock", "_pending", "_ready", "_signalled", "inbox", "thread")
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.thread = threading.get_ident()
+        self._call_soon = loop_caller()
+        self._lock = threading.Lock()
+        self._pending: deque[_Delivery] = deque()
+        self._signalled = False
+        self._ready = anyio.Event()
+
+    def post(self, delivery: _Delivery) -> None:
+        """Queue a delivery from another thread; wake the owner loop if it is not yet due."""
+        with self._lock:
+            self._pending.append(delivery)
+            if self._signalled:
+                return
+            self._signalled = True
+        with contextlib.suppress(RuntimeError):  # the owner loop has finished: disconnecting
+            self._call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._ready.set()
+
+    async def drain(self) -> None:
+        """Forever: wait for posted deliveries and hand them to the inbox, in order."""
+        deliver = self.inbox.deliver
+        while True:
+            await self._ready.wait()
+            self._ready = anyio.Event()
+            with self._lock:
+                batch, self._pending = self._pending, deque()
+                self._signalled = False
+            unyielded = 0
+            for group, payload, pattern in batch:
+                unyielded += 1
+                if deliver(group, payload, pattern) or unyielded >= YIELD_EVERY:
+                    unyielded = 0
+                    await anyio.lowlevel.checkpoint()
+
+
+def _deliver(port: _Port, here: int, group: str, payload: bytes, pattern: str | None) -> bool:
+    if port.thread == here:
+        return port.inbox.deliver(group, payload, pattern)
+    port.post((group, payload, pattern))
+    return False
+
+
+class MemoryHub:
+    """The in-process 'broker' connecting the memory layers that share it.
+
+    Safe to share between threads: routing tables are replaced, never
+    changed in place (under a lock), so a publish reads them without one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[str, tuple[_Port, ...]] = {}
+        self._patterns: dict[str, tuple[Callable[[str], object], tuple[_Port, ...]]] = {}
+
+    def publish(self, group: str, payload: bytes) -> bool:
+        """Deliver to every subscribed port; True if a local one asked the sender to yield."""
+        here = threading.get_ident()
+        filling = False
+        for port in self._groups.get(group, ()):
+            if _deliver(port, here, group, payload, None):
+                filling = True
+        for pattern, (matches, ports) in self._patterns.items():
+            if matches(group):
+                for port in ports:
+                    if _deliver(port, here, group, payload, pattern):
+                        filling = True
+        return filling
+
+    def subscribe(self, port: _Port, groups: Sequence[str]) -> None:
+        with self._lock:
+            table = self._groups
+            for group in groups:
+                ports = table.get(group, ())
+                if port not in ports:
+                    table[group] = (*ports, port)
+
+    def unsubscribe(self, port: _Port, groups: Sequence[str]) -> None:
+        with self._lock:
+            table = self._groups
+            for group in groups:
+                ports = tuple(other for other in table.get(group, ()) if other is not port)
+                if ports:
+                    table[group] = ports
+                else:
+                    table.pop(group, None)
+
+    def psubscribe(self, port: _Port, patterns: Sequence[str]) -> None:
+        with self._lock:
+            table = dict(self._patterns)
+            for pattern in patterns:
+                matches, ports = table.get(pattern) or (compile_pattern(pattern), ())
+                if port not in ports:
+                    table[pattern] = (matches, (*ports, port))
+            self._patterns = table
+
+    def punsubscribe(self, port: _Port, patterns: Sequence[str]) -> None:
+        with self._lock:
+            table = dict(self._patterns)
+            for pattern in patterns:
+                entry = table.get(pattern)
+                if entry is None:
+                    continue
+                ports = tuple(other for other in entry[1] if other is not port)
+                if ports:
+                    table[pattern] = (entry[0], ports)
+                else:
+                    del table[pattern]
+            self._patterns = table
+
+
 _named_hubs: weakref.WeakValueDictionary[str, MemoryHub] = weakref.WeakValueDictionary()
+_named_hubs_lock = threading.Lock()
 
 
 def named_hub(name: str) -> MemoryHub:
     """The process-wide hub called `name` (alive while some layer uses it)."""
-    hub = _named_hubs.get(name)
-    if hub is None:
-        hub = _named_hubs[name] = MemoryHub()
-    return hub
+    with _named_hubs_lock:
+        hub = _named_hubs.get(name)
+        if hub is None:
+            hub = _named_hubs[name] = MemoryHub()
+        return hub
 
 
 class InMemoryChannelLayer(ChannelLayer):
@@ -92,7 +183,7 @@ class InMemoryChannelLayer(ChannelLayer):
 
     def __init__(self, hub: MemoryHub | None = None) -> None:
         self.hub = MemoryHub() if hub is None else hub
-        self._inbox: Inbox | None = None
+        self._port: _Port | None = None
         self._groups: set[str] = set()
         self._patterns: set[str] = set()
         self._name = ""
@@ -100,38 +191,52 @@ class InMemoryChannelLayer(ChannelLayer):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        """``memory://`` (a private hub) or ``memory://NAME`` (the shared hub NAME)."""
+        """``memory://`` (a private hub) or ``memory://NAME`` (the shared hub NAME).
+
+        The scheme may be any name this class is registered under (a
+        subclass's own entry point, say). The memory layer takes no options
+        and no URL parameters: a URL cannot change how messages are decoded.
+        """
         if options:
             raise TypeError(f"the memory layer takes no options, got {', '.join(sorted(options))}")
         parts = urlsplit(url)
-        if parts.scheme.lower() != "memory":
+        scheme = parts.scheme.lower()
+        if scheme not in cls.url_schemes and not _registered_as(cls, scheme):
             raise ValueError(f"{url!r} is not a memory:// URL")
+        if parts.query or parts.fragment:
+            names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+            raise ValueError(
+                f"the memory layer takes no URL parameters, got {', '.join(names) or parts.query}"
+                f"{' and a #fragment' if parts.fragment else ''}; use memory:// or memory://NAME"
+            )
         name = parts.netloc + parts.path.rstrip("/")
         layer = cls(named_hub(name) if name else None)
         layer._name = name
         return layer
 
     def __repr__(self) -> str:
-        return f"<InMemoryChannelLayer memory://{self._name}>"
+        return f"<{type(self).__name__} memory://{self._name}>"
 
     @asynccontextmanager
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
-        if self._inbox is not None:
+        if self._port is not None:
             raise RuntimeError("this layer is already connected; a layer serves one Channel")
-        self._inbox = inbox
+        port = self._port = _Port(inbox)
         try:
-            yield
+            async with background_tasks() as tasks:
+                tasks.start_soon(port.drain)
+                yield
         finally:
-            self.hub.unsubscribe(inbox, list(self._groups))
-            self.hub.punsubscribe(inbox, list(self._patterns))
+            self.hub.unsubscribe(port, list(self._groups))
+            self.hub.punsubscribe(port, list(self._patterns))
             self._groups.clear()
             self._patterns.clear()
-            self._inbox = None
+            self._port = None
 
-    def _connected_inbox(self) -> Inbox:
-        if self._inbox is None:
+    def _connected_port(self) -> _Port:
+        if self._port is None:
             raise ChannelClosedError("the memory layer is not connected")
-        return self._inbox
+        return self._port
 
     async def publish(self, group: str, payload: bytes) -> None:
         """Deliver synchronously; yield to the event loop when subscribers need to catch up.
@@ -142,7 +247,7 @@ class InMemoryChannelLayer(ChannelLayer):
         others) lets each subscriber take a batch per wake-up, losslessly
         as long as it keeps pace.
         """
-        self._connected_inbox()
+        self._connected_port()
         self._unyielded += 1
         if self.hub.publish(group, payload) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
@@ -155,22 +260,30 @@ class InMemoryChannelLayer(ChannelLayer):
         await self.unsubscribe_groups([group])
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
-        self.hub.subscribe(self._connected_inbox(), groups)
+        self.hub.subscribe(self._connected_port(), groups)
         self._groups.update(groups)
 
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
         self._groups.difference_update(groups)
-        if self._inbox is not None:
-            self.hub.unsubscribe(self._inbox, groups)
+        if self._port is not None:
+            self.hub.unsubscribe(self._port, groups)
 
     async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
-        self.hub.psubscribe(self._connected_inbox(), patterns)
+        self.hub.psubscribe(self._connected_port(), patterns)
         self._patterns.update(patterns)
 
     async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
         self._patterns.difference_update(patterns)
-        if self._inbox is not None:
-            self.hub.punsubscribe(self._inbox, patterns)
+        if self._port is not None:
+            self.hub.punsubscribe(self._port, patterns)
+
+
+def _registered_as(layer_class: type[ChannelLayer], scheme: str) -> bool:
+    """True if the ``channels.layers`` entry point `scheme` names `layer_class`."""
+    try:
+        return get_layer(scheme) is layer_class
+    except (ChannelsError, TypeError):
+        return False
 
 
 @hookimpl

@@ -13,6 +13,7 @@ import pytest
 from .. import (
     Channel,
     ChannelClosedError,
+    ChannelInUseError,
     ChannelLayer,
     Event,
     MessagesLost,
@@ -344,9 +345,19 @@ class ChannelLayerConformance:
         with pytest.raises(ChannelClosedError):
             async with channel.subscribe("group"):
                 pass
-        with pytest.raises(ChannelClosedError):
+
+    async def test_a_closed_channel_can_be_entered_again(self, make_layer: LayerFactory) -> None:
+        """Each entry is a fresh connection; an open channel refuses a second entry."""
+        channel = Channel(make_layer())
+        for round_number in range(3):
             async with channel:
-                pass
+                with pytest.raises(ChannelInUseError, match="already open"):
+                    async with channel:
+                        pass
+                async with channel.subscribe("group") as subscriber:
+                    await channel.publish("group", round_number)
+                    assert (await _receive(subscriber)).message == round_number
+                assert channel.stats().published == 1  # counters start afresh
 
     # -- bad input ----------------------------------------------------------------------
 
