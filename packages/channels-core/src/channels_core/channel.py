@@ -12,6 +12,7 @@ from typing import Any, Self
 
 import anyio
 
+from ._connecting import connected
 from ._names import check_name, check_names
 from ._registry import SubscriptionRegistry
 from .discovery import layer_for_url
@@ -131,7 +132,7 @@ class Channel:
             )
         self._subscription_lock = anyio.Lock()
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self._layer.connect(self._registry))
+            await stack.enter_async_context(connected(self._layer, self._registry))
             self._exit_stack = stack.pop_all()
         self._state = _State.OPEN
         return self

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = [
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "ChannelClosedError",
     "ChannelsError",
     "LayerImportError",
+    "LayerInUseError",
     "LayerNotFoundError",
     "LossReason",
     "MessagesLost",
@@ -83,3 +85,15 @@ class MessagesLost(ChannelsError):
 
     def __reduce__(self) -> tuple[type[MessagesLost], tuple[LossReason, int | None]]:
         return (type(self), (self.reason, self.count))
+
+
+class BrokerRefusedError(ChannelsError):
+    """The broker refused an operation: bad credentials, missing permissions (ACL), ...
+
+    Unlike `BrokerUnavailableError` the broker is reachable; retrying as it
+    is will not help until its configuration (or the layer's) changes.
+    """
+
+
+class LayerInUseError(ChannelsError, RuntimeError):
+    """The layer instance already serves an open `Channel`; build one layer per channel."""

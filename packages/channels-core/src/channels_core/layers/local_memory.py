@@ -3,8 +3,8 @@
 Layers that share a `MemoryHub` hear each other, like clients of one
 broker. ``memory://`` gives a channel a private hub; ``memory://NAME`` joins
 the process-wide hub called NAME, so that several channels in one process
-can talk. Multi-group and pattern subscriptions are implemented through
-hookimpls, exactly as a third-party layer would.
+can talk. Multi-group and pattern subscriptions are declared with the
+class attributes any layer uses (`supports_multi_group`, `supports_patterns`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import anyio.lowlevel
 from ..exceptions import ChannelClosedError
 from ..layer import ChannelLayer, Inbox
 from ..patterns import compile_pattern
-from ..plugins import SubscribeMethods, hookimpl
+from ..stats import LayerStats
+from ..urls import redact_url
 
 __all__ = ["InMemoryChannelLayer", "MemoryHub"]
 
@@ -85,10 +86,29 @@ def named_hub(name: str) -> MemoryHub:
     return hub
 
 
+class _CountingInbox:
+    """The channel's inbox, counting for `InMemoryChannelLayer.stats` what the layer receives."""
+
+    __slots__ = ("_inbox", "_layer")
+
+    def __init__(self, inbox: Inbox, layer: InMemoryChannelLayer) -> None:
+        self._inbox = inbox
+        self._layer = layer
+
+    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> bool:
+        self._layer._received += 1
+        return self._inbox.deliver(group, payload, pattern)
+
+    def messages_lost(self) -> None:
+        self._inbox.messages_lost()
+
+
 class InMemoryChannelLayer(ChannelLayer):
     """Delivers within one process; `hub` is private unless you share one."""
 
     url_schemes = ("memory",)
+    supports_multi_group = True
+    supports_patterns = True
 
     def __init__(self, hub: MemoryHub | None = None) -> None:
         self.hub = MemoryHub() if hub is None else hub
@@ -97,6 +117,8 @@ class InMemoryChannelLayer(ChannelLayer):
         self._patterns: set[str] = set()
         self._name = ""
         self._unyielded = 0  # publishes since this layer last yielded
+        self._published = 0
+        self._received = 0
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -112,13 +134,21 @@ class InMemoryChannelLayer(ChannelLayer):
         return layer
 
     def __repr__(self) -> str:
-        return f"<InMemoryChannelLayer memory://{self._name}>"
+        return f"<InMemoryChannelLayer {redact_url(f'memory://{self._name}')}>"
+
+    def stats(self) -> LayerStats:
+        """Counters since the layer was built; an in-process hub never loses a connection."""
+        return LayerStats(
+            connected=self._inbox is not None,
+            published=self._published,
+            received=self._received,
+            connection_losses=0,
+            reconnects=0,
+        )
 
     @asynccontextmanager
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
-        if self._inbox is not None:
-            raise RuntimeError("this layer is already connected; a layer serves one Channel")
-        self._inbox = inbox
+        self._inbox = inbox = _CountingInbox(inbox, self)
         try:
             yield
         finally:
@@ -144,6 +174,7 @@ class InMemoryChannelLayer(ChannelLayer):
         """
         self._connected_inbox()
         self._unyielded += 1
+        self._published += 1
         if self.hub.publish(group, payload) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
             await anyio.lowlevel.checkpoint()
@@ -171,21 +202,3 @@ class InMemoryChannelLayer(ChannelLayer):
         self._patterns.difference_update(patterns)
         if self._inbox is not None:
             self.hub.punsubscribe(self._inbox, patterns)
-
-
-@hookimpl
-def channels_multi_group_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
-    if issubclass(layer_class, InMemoryChannelLayer):
-        return SubscribeMethods(
-            InMemoryChannelLayer.subscribe_groups, InMemoryChannelLayer.unsubscribe_groups
-        )
-    return None
-
-
-@hookimpl
-def channels_pattern_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
-    if issubclass(layer_class, InMemoryChannelLayer):
-        return SubscribeMethods(
-            InMemoryChannelLayer.subscribe_patterns, InMemoryChannelLayer.unsubscribe_patterns
-        )
-    return None

@@ -18,10 +18,32 @@ talk). Layers that only run on asyncio also override ``anyio_backend``::
             return lambda: MyLayer.from_url("my://127.0.0.1")
 
 Needs pytest and anyio's pytest plugin (installed with anyio); trio for the
-default backends. Pattern tests adapt to the layer: with a pattern hookimpl
-they check matching, without one they check `NotSupportedError`.
+default backends. Pattern tests adapt to the layer: with pattern support
+they check matching, without it they check `NotSupportedError`.
+
+`ThrowawayServer` is the shape of a private broker for a layer's fault
+tests (`url`, `start`, `stop`, `restart`, a context manager), with
+`free_port`, `wait_for_port` and `require_tool` to build one.
 """
 
+from ._servers import (
+    LOOPBACK,
+    ThrowawayServer,
+    ToolMissing,
+    free_port,
+    require_tool,
+    wait_for_port,
+)
 from ._suite import DELIVERY_TIMEOUT, ChannelLayerConformance, LayerFactory
 
-__all__ = ["DELIVERY_TIMEOUT", "ChannelLayerConformance", "LayerFactory"]
+__all__ = [
+    "DELIVERY_TIMEOUT",
+    "LOOPBACK",
+    "ChannelLayerConformance",
+    "LayerFactory",
+    "ThrowawayServer",
+    "ToolMissing",
+    "free_port",
+    "require_tool",
+    "wait_for_port",
+]
