@@ -17,6 +17,13 @@ talk). Layers that only run on asyncio also override ``anyio_backend``::
         def make_layer(self):
             return lambda: MyLayer.from_url("my://127.0.0.1")
 
+The shared shape is checked too: ``stats()`` is a frozen `LayerStats`
+with the shared fields (layers whose ``stats()`` predates it are skipped
+for now); with a ``layer_url`` fixture, the ``bad_options`` fixture's
+options raise `TypeError`/`ValueError` naming the option; with a
+``secret_url`` fixture, no secret of that URL shows in ``repr``, stats,
+errors of a failed connect or log records.
+
 Needs pytest and anyio's pytest plugin (installed with anyio); trio for the
 default backends. Pattern tests adapt to the layer: with pattern support
 they check matching, without it they check `NotSupportedError`.
@@ -34,11 +41,12 @@ from ._servers import (
     require_tool,
     wait_for_port,
 )
-from ._suite import DELIVERY_TIMEOUT, ChannelLayerConformance, LayerFactory
+from ._suite import DELIVERY_TIMEOUT, BadOptions, ChannelLayerConformance, LayerFactory
 
 __all__ = [
     "DELIVERY_TIMEOUT",
     "LOOPBACK",
+    "BadOptions",
     "ChannelLayerConformance",
     "LayerFactory",
     "ThrowawayServer",
