@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import ssl
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,8 +25,10 @@ class DemoOptions(LayerOptions):
     retries: int = options.count(3, minimum=0)
     verbose: bool = options.flag(False)
     sslmode: str = options.choice("prefer", "disable", "prefer", "require")
-    # (ruff cannot tell that the call makes a dataclass field, as field() does)
-    reconnect_backoff: Backoff = options.instance(Backoff, default_factory=Backoff)  # noqa: RUF009
+    reconnect_backoff: Backoff = options.instance(Backoff, default_factory=Backoff)
+    ssl: ssl.SSLContext | str | None = options.instance(
+        (ssl.SSLContext, str), default=None, allow_none=True
+    )
 
 
 def test_defaults_and_keywords() -> None:
@@ -35,6 +38,8 @@ def test_defaults_and_keywords() -> None:
     assert built.verbose is True
     assert built.max_connections == 10
     assert built.reconnect_backoff == Backoff()
+    assert built.ssl is None
+    assert DemoOptions.from_options({"ssl": "require"}).ssl == "require"
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.prefix = "x"  # type: ignore[misc]
 
@@ -78,6 +83,7 @@ def test_url_query_text_is_converted_and_keywords_win() -> None:
         ({"prefix": b"app"}, TypeError, "prefix must be a str"),
         ({"sslmode": "maybe"}, ValueError, "sslmode must be one of disable, prefer, require"),
         ({"reconnect_backoff": 1.0}, TypeError, "reconnect_backoff must be a Backoff"),
+        ({"ssl": True}, TypeError, "ssl must be a SSLContext or str, got bool"),
         ({"no_such": 1, "other": 2}, TypeError, "unknown option.*: no_such, other; valid"),
     ],
 )

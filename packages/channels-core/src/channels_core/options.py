@@ -205,11 +205,17 @@ def instance(
     *,
     default: object = MISSING,
     default_factory: Callable[[], object] | Any = MISSING,
+    allow_none: bool = False,
 ) -> Any:
-    """An option holding an object of `cls` (e.g. a `Backoff`); not settable from a URL."""
+    """An option holding an object of `cls` (a `Backoff`, an SSL context); not settable from a URL.
+
+    With `allow_none`, None is accepted too (for "not set").
+    """
     names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
 
     def check(name: str, value: object) -> object:
+        if value is None and allow_none:
+            return None
         if not isinstance(value, cls):
             raise TypeError(f"{name} must be a {names}, got {_type_name(value)}: {value!r}")
         return value
