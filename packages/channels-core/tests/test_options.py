@@ -124,3 +124,17 @@ def test_old_names_keep_working_with_a_deprecation_warning() -> None:
 def test_direct_construction_is_checked_too() -> None:
     with pytest.raises(ValueError, match="max_connections"):
         DemoOptions(max_connections=0)
+
+
+def test_the_checks_alone_for_values_outside_an_options_class() -> None:
+    assert options.check_seconds("timeout", 2) == 2.0
+    assert options.check_seconds("linger", 0, allow_zero=True) == 0.0
+    assert options.check_count("max_connections", 3) == 3
+    assert options.check_flag("verbose", False) is False
+    assert options.check_text("prefix", "") == ""
+    with pytest.raises(ValueError, match="max_connections must be an int >= 1, got 0"):
+        options.check_count("max_connections", 0)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+        options.check_seconds("timeout", None)
+    with pytest.raises(ValueError, match="name must be a non-empty str"):
+        options.check_text("name", "", allow_empty=False)

@@ -62,12 +62,8 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def check_seconds(
-    name: str, value: object, *, allow_zero: bool = False, allow_none: bool = False
-) -> float | None:
-    """A finite number of seconds, > 0 (>= 0 with `allow_zero`; None with `allow_none`)."""
-    if value is None and allow_none:
-        return None
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A finite number of seconds, > 0 (>= 0 with `allow_zero`)."""
     bound = ">= 0" if allow_zero else "> 0"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(
@@ -144,11 +140,13 @@ def _option(kind: _Kind, default: object = MISSING, factory: Any = MISSING) -> A
 
 
 def seconds(default: float | None, *, allow_zero: bool = False, allow_none: bool = False) -> Any:
-    """A duration option in seconds (see `check_seconds`)."""
+    """A duration option in seconds (see `check_seconds`); None too with `allow_none`."""
     return _option(
         _Kind(
-            lambda name, value: check_seconds(
-                name, value, allow_zero=allow_zero, allow_none=allow_none
+            lambda name, value: (
+                None
+                if value is None and allow_none
+                else check_seconds(name, value, allow_zero=allow_zero)
             ),
             lambda name, raw: (
                 None
