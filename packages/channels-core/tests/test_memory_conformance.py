@@ -21,3 +21,11 @@ class TestNamedHubConformance(ChannelLayerConformance):
     @pytest.fixture
     def make_layer(self) -> LayerFactory:
         return lambda: InMemoryChannelLayer.from_url("memory://conformance")
+
+    @pytest.fixture
+    def layer_url(self) -> str:
+        return "memory://conformance"
+
+    @pytest.fixture
+    def secret_url(self) -> str:
+        return "memory://user:kit-password-1@conformance-secret"

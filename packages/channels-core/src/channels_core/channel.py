@@ -14,6 +14,7 @@ from typing import Any, Self
 
 import anyio
 
+from ._connecting import connected
 from ._names import check_name, check_names
 from ._registry import SubscriptionRegistry
 from .discovery import layer_for_url
@@ -160,7 +161,7 @@ class Channel:
         self._subscription_lock = anyio.Lock()
         try:
             async with AsyncExitStack() as stack:
-                await stack.enter_async_context(self._layer.connect(self._registry))
+                await stack.enter_async_context(connected(self._layer, self._registry))
                 self._exit_stack = stack.pop_all()
         except BaseException:
             self._state = _State.CLOSED

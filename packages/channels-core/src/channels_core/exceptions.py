@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = [
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "ChannelClosedError",
     "ChannelInUseError",
     "ChannelsError",
     "LayerImportError",
+    "LayerInUseError",
     "LayerNotFoundError",
     "LossReason",
     "MessagesLost",
@@ -92,3 +94,15 @@ class ChannelInUseError(ChannelsError, RuntimeError):
     A `Channel` belongs to the event loop (and thread) that entered it; other
     threads use a `BlockingChannel`, other event loops their own `Channel`.
     """
+
+
+class BrokerRefusedError(ChannelsError):
+    """The broker refused an operation: bad credentials, missing permissions (ACL), ...
+
+    Unlike `BrokerUnavailableError` the broker is reachable; retrying as it
+    is will not help until its configuration (or the layer's) changes.
+    """
+
+
+class LayerInUseError(ChannelsError, RuntimeError):
+    """The layer instance already serves an open `Channel`; build one layer per channel."""

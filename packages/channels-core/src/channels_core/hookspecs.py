@@ -1,8 +1,12 @@
 """The pluggy hook specifications: optional capabilities of a layer.
 
-A layer distribution implements these with `channels_core.plugins.hookimpl`
-in the module that defines its layer class (that module is registered as a
-plugin when the layer is loaded). Each hook receives a layer *class* and
+Most layers need none of this: they declare capabilities with class
+attributes (`ChannelLayer.supports_multi_group`,
+`ChannelLayer.supports_patterns`), which the core's own hookimpls read. A
+layer distribution that wants the hooks implements them with
+`channels_core.plugins.hookimpl` in the module that defines its layer class
+(that module is registered as a plugin when the layer is loaded); its
+answers come before the core's. Each hook receives a layer *class* and
 returns `SubscribeMethods` if the implementation serves that class, else
 ``None``; the first non-``None`` answer wins.
 """

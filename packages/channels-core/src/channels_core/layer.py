@@ -11,17 +11,26 @@ processes and knows nothing of serializers, subscribers or buffering. The
   its `Inbox`, then fans events out to the subscribers' bounded buffers.
 
 Optional capabilities (several groups in one broker round trip, glob
-pattern subscriptions) are not methods here: they are pluggy hooks, see
-`channels_core.plugins`.
+pattern subscriptions) are declared with class attributes
+(`supports_multi_group`, `supports_patterns`) naming methods of the layer;
+pluggy hooks (`channels_core.hookspecs`) remain for plugins that want them.
+
+The error contract: everything a layer raises for broker trouble is a
+`ChannelsError` chained to the driver's exception (translate at the
+boundary with `channels_core.boundary.translate_errors`), so that
+``except ChannelsError`` is enough for an application. Each method's
+``Raises:`` section lists what it may raise.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol, Self
 
 from .exceptions import NotSupportedError
+from .stats import LayerStats
 
 __all__ = ["ChannelLayer", "Inbox"]
 
@@ -51,12 +60,22 @@ class Inbox(Protocol):
         """
 
 
+#: Capability attribute -> the methods it promises, and the capability's name.
+_CAPABILITY_METHODS = {
+    "supports_multi_group": ("subscribe_groups", "unsubscribe_groups"),
+    "supports_patterns": ("subscribe_patterns", "unsubscribe_patterns"),
+}
+
+
 class ChannelLayer(abc.ABC):
     """Base class of every layer; register subclasses in ``channels.layers``.
 
     Lifecycle: `Channel` enters ``layer.connect(inbox)`` when it is entered
     and leaves it when it is left; every other method is only called in
-    between. A layer instance serves one `Channel` at a time.
+    between. A layer instance serves one `Channel` at a time: the channel
+    refuses a layer that is already connected (`LayerInUseError`) and, for
+    an `asyncio_only` layer, any other event loop (`NotSupportedError`),
+    before `connect` runs, so a layer needs neither check.
 
     Rules for implementers:
 
@@ -68,6 +87,9 @@ class ChannelLayer(abc.ABC):
       `channels_core.background.background_tasks`, which also keeps the
       application's exceptions from being wrapped in an exception group.
     * Never leak a connection on error or cancellation.
+    * Translate driver exceptions to `ChannelsError` subclasses at the
+      boundary, ``raise ... from exc``, and show URLs through
+      `channels_core.urls.redact_url` only.
     """
 
     #: Largest encoded message, in bytes, that `publish` accepts; ``None``
@@ -75,12 +97,44 @@ class ChannelLayer(abc.ABC):
     #: calling `publish` and raises `PayloadTooLargeError` beyond it.
     max_payload_bytes: int | None = None
 
-    #: URL schemes that `from_url` accepts (informational, used in messages).
+    #: URL schemes that `from_url` accepts.
     url_schemes: ClassVar[tuple[str, ...]] = ()
+
+    #: True if the layer runs on asyncio only (its driver is asyncio-based):
+    #: a channel entered under another backend (trio) then raises
+    #: `NotSupportedError` naming the layer, before `connect` runs.
+    asyncio_only: ClassVar[bool] = False
+
+    #: True if the layer subscribes several groups in one broker round trip
+    #: with `subscribe_groups` / `unsubscribe_groups` (which it must define).
+    supports_multi_group: ClassVar[bool] = False
+
+    #: True if the layer supports glob pattern subscriptions through
+    #: `subscribe_patterns` / `unsubscribe_patterns` (which it must define).
+    supports_patterns: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attribute, methods in _CAPABILITY_METHODS.items():
+            if not getattr(cls, attribute):
+                continue
+            missing = [m for m in methods if getattr(cls, m) is getattr(ChannelLayer, m)]
+            if missing:
+                raise TypeError(
+                    f"{cls.__qualname__} sets {attribute} = True but does not define "
+                    f"{' and '.join(missing)}"
+                )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        """Build a layer from a URL and layer options (what `Channel.from_url` calls)."""
+        """Build a layer from a URL and layer options (what `Channel.from_url` calls).
+
+        Raises:
+            TypeError: an unknown option, or an option value of the wrong type.
+            ValueError: a URL this layer does not serve, or a bad option value
+                (the message names the option, and never shows a secret).
+            NotSupportedError: the layer cannot be built from a URL.
+        """
         raise NotSupportedError(
             f"{cls.__qualname__} cannot be built from a URL; construct it directly"
         )
@@ -91,17 +145,89 @@ class ChannelLayer(abc.ABC):
 
         Entering must not return before the layer can publish and subscribe.
         Leaving must close every connection and end every task it started,
-        also when it is left through cancellation.
+        also when it is left through cancellation. Exceptions raised in the
+        body come out unchanged.
+
+        Raises:
+            BrokerUnavailableError: the broker could not be reached within the
+                layer's connect timeout.
+            BrokerRefusedError: the broker refused the connection (credentials,
+                permissions).
         """
 
     @abc.abstractmethod
     async def publish(self, group: str, payload: bytes) -> None:
-        """Send `payload` to every subscriber of `group`, in every process."""
+        """Send `payload` to every subscriber of `group`, in every process.
+
+        Raises:
+            BrokerUnavailableError: the broker stayed unreachable for the
+                layer's publish timeout; the message was not sent.
+            BrokerRefusedError: the broker refused the message (permissions).
+            ChannelClosedError: the layer is not connected.
+        """
 
     @abc.abstractmethod
     async def subscribe(self, group: str) -> None:
-        """Start receiving `group`; return once the broker has confirmed it."""
+        """Start receiving `group`; return once the broker has confirmed it.
+
+        Raises:
+            BrokerUnavailableError: the broker did not confirm within the
+                layer's subscribe timeout.
+            BrokerRefusedError: the broker refused the subscription (permissions).
+            ChannelClosedError: the layer is not connected.
+        """
 
     @abc.abstractmethod
     async def unsubscribe(self, group: str) -> None:
-        """Stop receiving `group`."""
+        """Stop receiving `group` (the channel calls it best effort, bounded in time).
+
+        Raises:
+            BrokerUnavailableError: the broker could not be told; the layer has
+                forgotten `group` anyway and will not restore it.
+        """
+
+    async def subscribe_groups(self, groups: Sequence[str]) -> None:
+        """Subscribe every group in `groups` at once (with `supports_multi_group`).
+
+        Like `subscribe`, returns once the broker has confirmed every name;
+        `groups` is non-empty and holds distinct names.
+
+        Raises:
+            The same as `subscribe`; `NotSupportedError` without the capability.
+        """
+        raise NotSupportedError(f"{type(self).__qualname__} does not subscribe groups in bulk")
+
+    async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
+        """Unsubscribe every group in `groups` at once (with `supports_multi_group`).
+
+        Raises:
+            The same as `unsubscribe`; `NotSupportedError` without the capability.
+        """
+        raise NotSupportedError(f"{type(self).__qualname__} does not subscribe groups in bulk")
+
+    async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
+        """Receive every group matching the glob `patterns` (with `supports_patterns`).
+
+        Matching messages go to ``inbox.deliver(group, payload, pattern)``;
+        returns once the broker has confirmed every pattern.
+
+        Raises:
+            The same as `subscribe`; `NotSupportedError` without the capability.
+        """
+        raise NotSupportedError(f"{type(self).__qualname__} does not support pattern subscriptions")
+
+    async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
+        """Stop receiving `patterns` (with `supports_patterns`).
+
+        Raises:
+            The same as `unsubscribe`; `NotSupportedError` without the capability.
+        """
+        raise NotSupportedError(f"{type(self).__qualname__} does not support pattern subscriptions")
+
+    def stats(self) -> LayerStats:
+        """A frozen snapshot of the layer's counters (a `LayerStats`, or a subclass).
+
+        Raises:
+            NotSupportedError: the layer keeps no counters (this default).
+        """
+        raise NotSupportedError(f"{type(self).__qualname__} does not report statistics")

@@ -1,7 +1,10 @@
 """The plugin manager and what it says about a layer's optional capabilities.
 
-Layer authors need `hookimpl` and `SubscribeMethods` from here; applications
-rarely need anything but `layer_capabilities`.
+A layer declares its capabilities with class attributes
+(`ChannelLayer.supports_multi_group`, `ChannelLayer.supports_patterns`),
+which the core's own hookimpls read; a layer or plugin that wants pluggy
+hooks uses `hookimpl` and `SubscribeMethods` from here. Applications rarely
+need anything but `layer_capabilities`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from functools import cache
 
 import pluggy
 
-from . import hookspecs
+from . import _declared, hookspecs
 from .hookspecs import PROJECT_NAME, SubscribeMethods, hookimpl
 from .layer import ChannelLayer
 
@@ -34,6 +37,7 @@ def plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager holding the hookspecs and every hookimpl."""
     manager = pluggy.PluginManager(PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
+    manager.register(_declared, name="channels_core.declared-capabilities")
     return manager
 
 
@@ -54,7 +58,7 @@ def register_layer_plugins(layer_class: type[ChannelLayer]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """The optional capabilities of one layer class, as its hookimpls declare them."""
+    """The optional capabilities of one layer class, as declared (attributes or hookimpls)."""
 
     multi_group: SubscribeMethods | None
     patterns: SubscribeMethods | None
@@ -67,7 +71,7 @@ class Capabilities:
 
 
 def capabilities_of(layer_class: type[ChannelLayer]) -> Capabilities:
-    """Ask the hookimpls which capabilities `layer_class` has."""
+    """Ask the hooks (the core's, reading the class attributes, last) what `layer_class` has."""
     register_layer_plugins(layer_class)
     hook = plugin_manager().hook
     return Capabilities(

@@ -1,11 +1,23 @@
 """Retry timing for network layers: reconnect backoff and bounded publish retries.
 
-Shared so that every layer backs off the same way and reports an outage
-with the same error, `BrokerUnavailableError`.
+Shared so that every layer backs off the same way, logs an outage the same
+way and reports it with the same error, `BrokerUnavailableError`:
+
+* `reconnect_forever`: the policy for a lost connection (first try at once,
+  then exponential backoff with jitter, never giving up);
+* `call_with_deadline`: the publish path (try once; on a connection failure
+  retry within the time budget; then `BrokerUnavailableError`);
+* `retry_until`: retry for a bounded time (connecting when a channel opens).
+
+Log levels of `reconnect_forever`, the same in every layer: the loss is a
+WARNING, the first failed attempt a WARNING, later failed attempts DEBUG
+(the outage is already reported), and the recovery a WARNING (it closes the
+outage an operator saw, and messages published meanwhile were missed).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +27,7 @@ import anyio
 
 from .exceptions import BrokerUnavailableError
 
-__all__ = ["Backoff", "retry_until"]
+__all__ = ["Backoff", "call_with_deadline", "reconnect_forever", "retry_until"]
 
 T = TypeVar("T")
 
@@ -56,6 +68,106 @@ async def retry_until(
     ``"publish to redis://127.0.0.1:6379/0"`` (without any password).
     """
     deadline = anyio.current_time() + timeout
+    return await _retry(operation, deadline, timeout, retry_on, what, backoff)
+
+
+async def call_with_deadline(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    retry_on: tuple[type[BaseException], ...],
+    what: str,
+    backoff: Backoff = Backoff(),
+    first_attempt: Callable[[], Awaitable[T]] | None = None,
+) -> T:
+    """Try once; on a `retry_on` error retry with backoff until `timeout` s have passed.
+
+    The publish path of a network layer: the first try costs nothing more
+    than the operation itself, the first retry goes at once (a pooled
+    connection that died is replaced), later ones after backoff delays.
+    Every try is bounded by what is left of `timeout` (hitting that bound
+    counts as a connection failure), except `first_attempt`: pass it to
+    make the first try without a cancel scope, when it bounds itself (a
+    driver's socket or statement timeout). When the time is up,
+    `BrokerUnavailableError` is raised from the last error; any other error
+    passes through at once.
+    """
+    deadline = anyio.current_time() + timeout
+    retryable: tuple[type[BaseException], ...] = (*retry_on, TimeoutError)
+
+    async def bounded() -> T:
+        with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+            return await operation()
+
+    try:
+        return await (bounded if first_attempt is None else first_attempt)()
+    except retryable as exc:
+        if anyio.current_time() >= deadline:
+            raise _unavailable(what, timeout, exc) from exc
+    return await _retry(bounded, deadline, timeout, retryable, what, backoff)
+
+
+async def reconnect_forever(
+    connect: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    logger: logging.Logger,
+    backoff: Backoff = Backoff(),
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+    cause: object = None,
+    on_attempt: Callable[[], object] | None = None,
+) -> T:
+    """Call `connect` until it succeeds: at once, then after each backoff delay, forever.
+
+    `what` names the connection and server without secrets (``"the
+    pub/sub connection to redis://127.0.0.1:6379/0"``); `cause`, if given,
+    is why the connection was lost, logged first. `on_attempt` is called
+    before every attempt (to count them). Errors outside `retry_on` end the
+    loop; by default every `Exception` is retried, since a refused password
+    or a missing permission may be fixed while the layer waits. Log levels:
+    see the module docstring.
+    """
+    if cause is not None:
+        logger.warning("lost %s (%s); reconnecting", what, _describe(cause))
+    started = anyio.current_time()
+    delays = backoff.delays()
+    attempts = 0
+    while True:
+        attempts += 1
+        if on_attempt is not None:
+            on_attempt()
+        try:
+            result = await connect()
+        except retry_on as exc:
+            level = logging.WARNING if attempts == 1 else logging.DEBUG
+            logger.log(
+                level,
+                "could not reconnect %s (attempt %d: %s); retrying with backoff up to %g s",
+                what,
+                attempts,
+                _describe(exc),
+                backoff.maximum,
+            )
+            await anyio.sleep(next(delays))
+            continue
+        logger.warning(
+            "reconnected %s after %d attempt(s) in %.1f s; messages published meanwhile "
+            "were missed",
+            what,
+            attempts,
+            anyio.current_time() - started,
+        )
+        return result
+
+
+async def _retry(
+    operation: Callable[[], Awaitable[T]],
+    deadline: float,
+    timeout: float,
+    retry_on: tuple[type[BaseException], ...],
+    what: str,
+    backoff: Backoff,
+) -> T:
     delays = backoff.delays()
     while True:
         try:
@@ -63,9 +175,20 @@ async def retry_until(
         except retry_on as exc:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
-                cause = str(exc).rstrip(". ")  # drivers' messages may end with their own period
-                raise BrokerUnavailableError(
-                    f"could not {what} within {timeout:g} s: {type(exc).__name__}: {cause}. "
-                    "Check that the server is running and reachable."
-                ) from exc
+                raise _unavailable(what, timeout, exc) from exc
             await anyio.sleep(min(next(delays), remaining))
+
+
+def _unavailable(what: str, timeout: float, exc: BaseException) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"could not {what} within {timeout:g} s: {_describe(exc)}. "
+        "Check that the server is running and reachable."
+    )
+
+
+def _describe(cause: object) -> str:
+    if isinstance(cause, BaseException):
+        # drivers' messages may end with their own period
+        text = str(cause).rstrip(". ")
+        return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    return str(cause)

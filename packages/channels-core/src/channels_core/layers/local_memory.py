@@ -4,8 +4,8 @@ Layers that share a `MemoryHub` hear each other, like clients of one
 broker. ``memory://`` gives a channel a private hub; ``memory://NAME`` joins
 the process-wide hub called NAME, so that several channels in one process
 can talk, also from different threads and event loops (asyncio or trio).
-Multi-group and pattern subscriptions are implemented through hookimpls,
-exactly as a third-party layer would.
+Multi-group and pattern subscriptions are declared with the class
+attributes any layer uses (`supports_multi_group`, `supports_patterns`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from ..discovery import get_layer
 from ..exceptions import ChannelClosedError, ChannelsError
 from ..layer import ChannelLayer, Inbox
 from ..patterns import compile_pattern
-from ..plugins import SubscribeMethods, hookimpl
+from ..stats import LayerStats
+from ..urls import redact_url
 from ._loop_call import loop_caller
 
 __all__ = ["InMemoryChannelLayer", "MemoryHub"]
@@ -176,10 +177,29 @@ def named_hub(name: str) -> MemoryHub:
         return hub
 
 
+class _CountingInbox:
+    """The channel's inbox, counting for `InMemoryChannelLayer.stats` what the layer receives."""
+
+    __slots__ = ("_inbox", "_layer")
+
+    def __init__(self, inbox: Inbox, layer: InMemoryChannelLayer) -> None:
+        self._inbox = inbox
+        self._layer = layer
+
+    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> bool:
+        self._layer._received += 1
+        return self._inbox.deliver(group, payload, pattern)
+
+    def messages_lost(self) -> None:
+        self._inbox.messages_lost()
+
+
 class InMemoryChannelLayer(ChannelLayer):
     """Delivers within one process; `hub` is private unless you share one."""
 
     url_schemes = ("memory",)
+    supports_multi_group = True
+    supports_patterns = True
 
     def __init__(self, hub: MemoryHub | None = None) -> None:
         self.hub = MemoryHub() if hub is None else hub
@@ -188,6 +208,8 @@ class InMemoryChannelLayer(ChannelLayer):
         self._patterns: set[str] = set()
         self._name = ""
         self._unyielded = 0  # publishes since this layer last yielded
+        self._published = 0
+        self._received = 0
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -215,13 +237,21 @@ class InMemoryChannelLayer(ChannelLayer):
         return layer
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} memory://{self._name}>"
+        return f"<{type(self).__name__} {redact_url(f'memory://{self._name}')}>"
+
+    def stats(self) -> LayerStats:
+        """Counters since the layer was built; an in-process hub never loses a connection."""
+        return LayerStats(
+            connected=self._port is not None,
+            published=self._published,
+            received=self._received,
+            connection_losses=0,
+            reconnects=0,
+        )
 
     @asynccontextmanager
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
-        if self._port is not None:
-            raise RuntimeError("this layer is already connected; a layer serves one Channel")
-        port = self._port = _Port(inbox)
+        port = self._port = _Port(_CountingInbox(inbox, self))
         try:
             async with background_tasks() as tasks:
                 tasks.start_soon(port.drain)
@@ -249,6 +279,7 @@ class InMemoryChannelLayer(ChannelLayer):
         """
         self._connected_port()
         self._unyielded += 1
+        self._published += 1
         if self.hub.publish(group, payload) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
             await anyio.lowlevel.checkpoint()
@@ -284,21 +315,3 @@ def _registered_as(layer_class: type[ChannelLayer], scheme: str) -> bool:
         return get_layer(scheme) is layer_class
     except (ChannelsError, TypeError):
         return False
-
-
-@hookimpl
-def channels_multi_group_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
-    if issubclass(layer_class, InMemoryChannelLayer):
-        return SubscribeMethods(
-            InMemoryChannelLayer.subscribe_groups, InMemoryChannelLayer.unsubscribe_groups
-        )
-    return None
-
-
-@hookimpl
-def channels_pattern_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
-    if issubclass(layer_class, InMemoryChannelLayer):
-        return SubscribeMethods(
-            InMemoryChannelLayer.subscribe_patterns, InMemoryChannelLayer.unsubscribe_patterns
-        )
-    return None

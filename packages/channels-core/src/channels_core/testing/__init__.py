@@ -17,11 +17,41 @@ talk). Layers that only run on asyncio also override ``anyio_backend``::
         def make_layer(self):
             return lambda: MyLayer.from_url("my://127.0.0.1")
 
+The shared shape is checked too: ``stats()`` is a frozen `LayerStats`
+with the shared fields (layers whose ``stats()`` predates it are skipped
+for now); with a ``layer_url`` fixture, the ``bad_options`` fixture's
+options raise `TypeError`/`ValueError` naming the option; with a
+``secret_url`` fixture, no secret of that URL shows in ``repr``, stats,
+errors of a failed connect or log records.
+
 Needs pytest and anyio's pytest plugin (installed with anyio); trio for the
-default backends. Pattern tests adapt to the layer: with a pattern hookimpl
-they check matching, without one they check `NotSupportedError`.
+default backends. Pattern tests adapt to the layer: with pattern support
+they check matching, without it they check `NotSupportedError`.
+
+`ThrowawayServer` is the shape of a private broker for a layer's fault
+tests (`url`, `start`, `stop`, `restart`, a context manager), with
+`free_port`, `wait_for_port` and `require_tool` to build one.
 """
 
-from ._suite import DELIVERY_TIMEOUT, ChannelLayerConformance, LayerFactory
+from ._servers import (
+    LOOPBACK,
+    ThrowawayServer,
+    ToolMissing,
+    free_port,
+    require_tool,
+    wait_for_port,
+)
+from ._suite import DELIVERY_TIMEOUT, BadOptions, ChannelLayerConformance, LayerFactory
 
-__all__ = ["DELIVERY_TIMEOUT", "ChannelLayerConformance", "LayerFactory"]
+__all__ = [
+    "DELIVERY_TIMEOUT",
+    "LOOPBACK",
+    "BadOptions",
+    "ChannelLayerConformance",
+    "LayerFactory",
+    "ThrowawayServer",
+    "ToolMissing",
+    "free_port",
+    "require_tool",
+    "wait_for_port",
+]

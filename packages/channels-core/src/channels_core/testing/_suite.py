@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import math
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,15 +19,25 @@ from .. import (
     ChannelClosedError,
     ChannelInUseError,
     ChannelLayer,
+    ChannelsError,
     Event,
+    LayerStats,
     MessagesLost,
     NotSupportedError,
     SerializationError,
     Subscriber,
     layer_capabilities,
+    url_secrets,
 )
 
 LayerFactory = Callable[[], ChannelLayer]
+
+#: Options `from_url` must refuse, each with the error it must raise; the
+#: message must name the option (the first key of each mapping).
+BadOptions = list[tuple[dict[str, Any], type[Exception]]]
+
+#: The fields every layer's `stats()` shares (`LayerStats`).
+_SHARED_STATS = tuple(field.name for field in dataclasses.fields(LayerStats))
 
 #: Seconds a test waits for one delivery before failing (never hangs).
 DELIVERY_TIMEOUT = 10.0
@@ -61,6 +75,39 @@ async def _receive(subscriber: Subscriber) -> Event:
         return await subscriber.receive()
 
 
+def _stats_or_skip(layer: ChannelLayer) -> LayerStats:
+    """The layer's stats, or a skip saying why the shared-shape checks cannot run yet.
+
+    Tolerant for now: layers that predate `LayerStats` (no ``stats()``, or
+    a snapshot of another type) are skipped, not failed.
+    """
+    try:
+        stats = layer.stats()
+    except NotSupportedError:
+        pytest.skip(f"{type(layer).__name__}.stats() is not implemented (NotSupportedError)")
+    if not isinstance(stats, LayerStats):
+        pytest.skip(
+            f"{type(layer).__name__}.stats() returns {type(stats).__name__}, "
+            "not a channels_core.LayerStats"
+        )
+    return stats
+
+
+def _error_texts(error: BaseException) -> list[str]:
+    """str and repr of `error` and of every exception chained to it."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current)]
+        pending += [current.__cause__, current.__context__]
+    return texts
+
+
 class ChannelLayerConformance:
     """The behaviour every layer must show through the public `Channel` API."""
 
@@ -76,6 +123,31 @@ class ChannelLayerConformance:
             "override the make_layer fixture: return a callable that builds a new, "
             "unconnected layer; all layers it builds must reach the same broker"
         )
+
+    @pytest.fixture
+    def layer_url(self) -> str | None:
+        """A URL the layer's ``from_url`` accepts, for the option checks; None skips them."""
+        return None
+
+    @pytest.fixture
+    def bad_options(self) -> BadOptions:
+        """Options ``from_url(layer_url, **options)`` must refuse; extend with the layer's own.
+
+        For example ``({"connect_timeout": "5"}, TypeError)`` and
+        ``({"connect_timeout": -1}, ValueError)``.
+        """
+        return [({"no_such_option": 1}, TypeError)]
+
+    @pytest.fixture
+    def secret_url(self) -> str | None:
+        """A URL carrying secrets (a password, a ``?password=``/``token``/``key`` parameter).
+
+        Connecting with it may fail (an unreachable port, a wrong password:
+        keep its timeouts short) or succeed; either way no secret may show
+        in ``repr(layer)``, the channel, the stats, an error or a log
+        record. None skips the check.
+        """
+        return None
 
     @asynccontextmanager
     async def _channel(self, make_layer: LayerFactory, **options: Any) -> AsyncIterator[Channel]:
@@ -416,3 +488,71 @@ class ChannelLayerConformance:
         assert lost.value.reason == "overflow"
         assert lost.value.count == count - 5
         assert tail == list(range(count - 5, count))
+
+    # -- the shared shape -----------------------------------------------------------------
+
+    async def test_stats_is_a_frozen_snapshot_of_the_shared_counters(
+        self, make_layer: LayerFactory
+    ) -> None:
+        layer = make_layer()
+        before = _stats_or_skip(layer)
+        assert before.connected is False
+        async with Channel(layer) as channel, channel.subscribe("stats") as subscriber:
+            inside = _stats_or_skip(layer)
+            await channel.publish("stats", "counted")
+            await _receive(subscriber)
+            after = _stats_or_skip(layer)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                after.published = 0  # type: ignore[misc]
+        for stats in (before, inside, after):
+            for name in _SHARED_STATS:
+                value = getattr(stats, name)
+                if name == "connected":
+                    assert type(value) is bool
+                else:
+                    assert type(value) is int, (name, value)
+                    assert value >= 0, (name, value)
+            assert stats.connection_losses - stats.reconnects in (0, 1)
+        assert inside.connected is True
+        assert after.published == inside.published + 1  # and `inside` did not change
+        assert after.received >= inside.received + 1
+        assert _stats_or_skip(layer).connected is False
+
+    async def test_bad_options_are_refused_naming_the_option(
+        self, make_layer: LayerFactory, layer_url: str | None, bad_options: BadOptions
+    ) -> None:
+        if layer_url is None:
+            pytest.skip("no layer_url fixture: the option checks need a URL for from_url")
+        layer_class = type(make_layer())
+        for options, error in bad_options:
+            name = next(iter(options))
+            with pytest.raises(error, match=re.escape(name)):
+                layer_class.from_url(layer_url, **options)
+        layer_class.from_url(layer_url)  # and the URL itself is fine
+
+    async def test_secrets_in_the_url_never_show(
+        self,
+        make_layer: LayerFactory,
+        secret_url: str | None,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        if secret_url is None:
+            pytest.skip("no secret_url fixture: nothing to check redaction with")
+        secrets = url_secrets(secret_url)
+        assert secrets, f"secret_url carries no secret to check: {secret_url!r}"
+        caplog.set_level(logging.DEBUG)
+        layer = type(make_layer()).from_url(secret_url)
+        shown = [repr(layer), str(layer)]
+        try:
+            with anyio.fail_after(3 * DELIVERY_TIMEOUT):
+                async with Channel(layer) as channel:
+                    shown += [repr(channel), str(channel)]
+                    with contextlib.suppress(NotSupportedError):
+                        shown.append(repr(layer.stats()))
+        except ChannelsError as error:  # a failed connect is a ChannelsError too
+            shown += _error_texts(error)
+        shown += [record.getMessage() for record in caplog.records]
+        shown += [record.exc_text or "" for record in caplog.records]
+        for secret in secrets:
+            leaks = [text for text in shown if secret in text]
+            assert not leaks, f"a secret from secret_url shows in: {leaks}"
