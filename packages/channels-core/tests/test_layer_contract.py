@@ -194,3 +194,23 @@ def test_memory_repr_never_shows_a_password() -> None:
     layer = InMemoryChannelLayer.from_url("memory://user:hunter2@hub")
     assert "hunter2" not in repr(layer)
     assert repr(layer) == "<InMemoryChannelLayer memory://user:***@hub>"
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "from_url",
+        "connect",
+        "publish",
+        "subscribe",
+        "unsubscribe",
+        "subscribe_groups",
+        "unsubscribe_groups",
+        "subscribe_patterns",
+        "unsubscribe_patterns",
+        "stats",
+    ],
+)
+def test_every_layer_method_states_what_it_raises(method: str) -> None:
+    doc = getattr(ChannelLayer, method).__doc__ or ""
+    assert "\n        Raises:\n" in doc, f"ChannelLayer.{method} has no Raises: section"
