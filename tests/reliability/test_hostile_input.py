@@ -356,8 +356,21 @@ async def test_sizes_around_each_limit(
 # -- forged payloads from a foreign publisher ------------------------------------------
 
 
+def strict_json(payload: bytes) -> Any:
+    """Decode as strictly as the channel: NaN and infinities are not JSON."""
+    return json.loads(payload, parse_constant=reject_constant)
+
+
+def reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
 @EXAMPLES
-@given(payload=st.binary(max_size=200) | st.builds(lambda v: json.dumps(v).encode(), json_values))
+@given(
+    payload=st.binary(max_size=200)
+    | st.builds(lambda v: json.dumps(v).encode(), json_values)
+    | st.sampled_from([b"NaN", b"[1,Infinity]", b'{"x":-Infinity}'])
+)
 async def test_forged_payloads_are_skipped_or_delivered_intact(
     harness: Harness, payload: bytes, redis_url: str, postgres_url: str
 ) -> None:
@@ -367,7 +380,7 @@ async def test_forged_payloads_are_skipped_or_delivered_intact(
     channel = harness.channel
     undecodable = channel.stats().undecodable
     try:
-        expected = [Event("forged", json.loads(payload))]
+        expected = [Event("forged", strict_json(payload))]
     except ValueError:  # not JSON (or not UTF-8): skipped and counted
         expected = []
     async with channel.subscribe("forged", SENTINEL) as subscriber:
@@ -418,9 +431,15 @@ async def test_every_nesting_depth_is_refused_or_delivered() -> None:
                 assert events == [Event("deep", nested(depth))], f"depth {depth} was lost"
 
 
-@pytest.mark.parametrize("message", [{1: "a"}, {None: 1, True: 2, 1.5: 3}, {"1": "x", 1: "y"}])
-async def test_dict_keys_other_than_str_are_refused_or_delivered_intact(message: Any) -> None:
-    async with Channel(InMemoryChannelLayer()) as channel:
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    "message",
+    [{1: "a"}, {None: 1, True: 2, 1.5: 3}, {"1": "x", 1: "y"}, {b"k": 1}, [{"ok": {2: "b"}}]],
+)
+async def test_dict_keys_other_than_str_are_refused_or_delivered_intact(
+    message: Any, serializer: str
+) -> None:
+    async with Channel(InMemoryChannelLayer(), serializer=serializer) as channel:
         async with channel.subscribe("keys", SENTINEL) as subscriber:
             harness = Harness(channel, subscriber, "memory")
             try:

@@ -104,6 +104,37 @@ def test_json_refuses_dict_keys_it_would_turn_into_strings(message: Any) -> None
         resolve_serializer("json").dumps(message)
 
 
+@pytest.mark.parametrize(
+    "message",
+    [{1: "a"}, {"ok": [{None: 1}]}, ({1.5: "x"},), {(1, 2): "tuple"}, {True: 1}],
+)
+async def test_msgpack_refuses_dict_keys_no_receiver_could_decode(message: Any) -> None:
+    """msgpack packs them, but receivers unpack with strict_map_key: refused, not lost."""
+    async with Channel(InMemoryChannelLayer(), serializer="msgpack") as channel:
+        async with channel.subscribe("codec") as subscriber:
+            with pytest.raises(SerializationError, match="dict keys must be str or bytes"):
+                await channel.publish("codec", message)
+            await channel.publish("codec", "next")
+            assert (await subscriber.receive()).message == "next"
+            assert channel.stats().undecodable == 0
+
+
+async def test_msgpack_carries_str_and_bytes_dict_keys() -> None:
+    message = {"s": 1, b"\xff": [{b"k": "v"}]}
+    assert await _round_trip(message, serializer="msgpack") == message
+
+
+@pytest.mark.parametrize("payload", [b"NaN", b"[1,Infinity]", b'{"x":-Infinity}'])
+async def test_json_decoding_refuses_what_json_encoding_refuses(payload: bytes) -> None:
+    """A foreign NaN is not JSON: skipped and counted, like any undecodable payload."""
+    layer = InMemoryChannelLayer()
+    async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
+        layer.hub.publish("g", payload)
+        await channel.publish("g", "good")
+        assert (await subscriber.receive()).message == "good"
+        assert channel.stats().undecodable == 1
+
+
 def test_json_nesting_limit_is_checked_before_encoding() -> None:
     def nested(depth: int) -> Any:
         value: Any = "leaf"

@@ -176,10 +176,12 @@ def _byte_set_regex(members: frozenset[int]) -> str:
         return "."
     if len(members) == 1:
         return _hex(min(members))
+    parts = []
     # Runs of consecutive values: within one, value minus position is constant.
-    numbered = enumerate(sorted(members))
-    runs = [[value for _, value in run] for _, run in groupby(numbered, lambda p: p[1] - p[0])]
-    return "[" + "".join(f"{_hex(run[0])}-{_hex(run[-1])}" for run in runs) + "]"
+    for _, run in groupby(enumerate(sorted(members)), lambda item: item[1] - item[0]):
+        first, *rest = (value for _, value in run)
+        parts.append(_hex(first) + (f"-{_hex(rest[-1])}" if rest else ""))
+    return "[" + "".join(parts) + "]"
 
 
 def _hex(byte: int) -> str:

@@ -46,7 +46,8 @@ class JSONSerializer:
     Refused, so that nothing is silently changed or lost on the way: NaN and
     infinities (not JSON; other languages reading the broker would choke),
     dict keys that are not strings (JSON would turn ``{1: "a"}`` into
-    ``{"1": "a"}``), and nesting deeper than `MAX_JSON_DEPTH`.
+    ``{"1": "a"}``), and nesting deeper than `MAX_JSON_DEPTH`. Decoding is as
+    strict: a foreign payload with ``NaN`` or ``Infinity`` is not JSON either.
     """
 
     name = "json"
@@ -55,7 +56,7 @@ class JSONSerializer:
         self._encode = json.JSONEncoder(
             ensure_ascii=False, allow_nan=False, separators=(",", ":")
         ).encode
-        self._decode = json.JSONDecoder().decode
+        self._decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
 
     def dumps(self, message: Any) -> bytes:
         if isinstance(message, _CONTAINERS):
@@ -64,6 +65,10 @@ class JSONSerializer:
 
     def loads(self, payload: bytes) -> Any:
         return self._decode(payload.decode())
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _check_structure(message: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> None:
@@ -86,7 +91,14 @@ def _check_structure(message: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> N
 
 
 class MsgpackSerializer:
-    """msgpack (install ``channels-core[msgpack]``): smaller and faster than JSON, binary-safe."""
+    """msgpack (install ``channels-core[msgpack]``): smaller and faster than JSON, binary-safe.
+
+    Each payload is decoded once before it is sent, exactly as receivers
+    will, and refused if that fails: msgpack packs ``{1: "a"}``, but
+    receivers unpack with ``strict_map_key`` (dict keys str or bytes only:
+    msgpack's defence against hash flooding, since integer keys collide at
+    will), so no one could read it.
+    """
 
     name = "msgpack"
 
@@ -103,6 +115,13 @@ class MsgpackSerializer:
 
     def dumps(self, message: Any) -> bytes:
         payload: bytes = self._packb(message, use_bin_type=True)
+        try:
+            self.loads(payload)
+        except Exception as exc:
+            raise ValueError(
+                f"receivers could not decode it ({type(exc).__name__}: {exc}); "
+                "dict keys must be str or bytes"
+            ) from exc
         return payload
 
     def loads(self, payload: bytes) -> Any:
