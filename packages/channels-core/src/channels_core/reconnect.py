@@ -63,9 +63,14 @@ async def retry_until(
         except retry_on as exc:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
-                cause = str(exc).rstrip(". ")  # drivers' messages may end with their own period
                 raise BrokerUnavailableError(
-                    f"could not {what} within {timeout:g} s: {type(exc).__name__}: {cause}. "
+                    f"could not {what} within {timeout:g} s: {_describe(exc)}. "
                     "Check that the server is running and reachable."
                 ) from exc
             await anyio.sleep(min(next(delays), remaining))
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, without the message's own final period (``Type`` alone if empty)."""
+    message = str(exc).rstrip(". ")
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
