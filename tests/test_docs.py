@@ -33,6 +33,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,10 +199,19 @@ def run_command(block: Block, command: str) -> None:
 
 
 def wait_for_subscribed(process: subprocess.Popen[str], what: str) -> None:
+    """Read stderr until the readiness line; fail at EOF or after `DEADLINE` seconds."""
     assert process.stderr is not None
-    readable, _, _ = select.select([process.stderr], [], [], DEADLINE)
-    line = process.stderr.readline() if readable else ""
-    assert "subscribed to" in line, f"{what}: no readiness line, got {line!r}"
+    deadline = time.monotonic() + DEADLINE
+    seen: list[str] = []
+    while (remaining := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([process.stderr], [], [], remaining)
+        line = process.stderr.readline() if readable else ""
+        if "subscribed to" in line:
+            return
+        if not line:
+            break
+        seen.append(line)
+    pytest.fail(f"{what}: no readiness line; stderr: {''.join(seen)!r}")
 
 
 def test_hello_runs_as_its_docstring_says(redis_url: str, postgres_url: str) -> None:
