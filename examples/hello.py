@@ -1,7 +1,8 @@
 """A first look at channels: two subscribers and a publisher on one channel.
 
-hatch run demo                      # the in-memory layer (no server needed)
-hatch run demo redis://127.0.0.1:6379/0
+hatch run hello                                  # the in-memory layer (no server needed)
+hatch run hello redis://127.0.0.1:6379/0
+python examples/hello.py postgresql://postgres@127.0.0.1:5432/test   # outside hatch
 """
 
 from __future__ import annotations

@@ -95,6 +95,7 @@ def test_layers_shows_a_broken_plugin_with_its_error(
         (["publish", "nats://127.0.0.1:4222", "g", "1"], "pip install"),
         (["subscribe", "amqp://127.0.0.1", "g"], "no channel layer named 'amqp'"),
         (["bench", "nope://x"], "no channel layer named 'nope'"),
+        (["publish", "redis://127.0.0.1:6379/notadb", "g", "1"], "must be a number"),
     ],
 )
 def test_bad_url_or_missing_layer_is_a_usage_error(arguments: list[str], message: str) -> None:

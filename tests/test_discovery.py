@@ -52,6 +52,13 @@ def test_url_without_scheme_is_a_clear_value_error(url: str) -> None:
         Channel.from_url(url)
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/notadb", "rediss://h:6380/1x"])
+def test_a_redis_database_that_is_not_a_number_is_refused(url: str) -> None:
+    database = url.rpartition("/")[2]
+    with pytest.raises(ValueError, match=f"database .* must be a number.*got '{database}'"):
+        Channel.from_url(url)
+
+
 def test_missing_shipped_layer_names_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     def without_redis(*, group: str) -> list[EntryPoint]:
         return [ep for ep in entry_points(group=group) if not ep.name.startswith("redis")]

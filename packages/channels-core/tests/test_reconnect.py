@@ -16,6 +16,7 @@ from channels_core import (
     call_with_deadline,
     reconnect_forever,
 )
+from channels_core.reconnect import retry_until
 from channels_core.testing import free_port
 
 pytestmark = pytest.mark.anyio
@@ -191,3 +192,29 @@ async def test_call_with_deadline_tries_once_and_passes_other_errors() -> None:
         refused, timeout=5, retry_on=(OSError,), what="publish", first_attempt=cheap_first
     )
     assert tries == 1  # the first attempt succeeded: the operation never ran
+
+
+@pytest.mark.parametrize(
+    ("error", "reads"),
+    [
+        (ConnectionError("Connect call failed ('127.0.0.1', 1)."), "('127.0.0.1', 1). Check"),
+        (TimeoutError(), "within 0.05 s: TimeoutError. Check"),
+    ],
+    ids=["own-period", "no-message"],
+)
+async def test_the_outage_error_reads_as_one_sentence(error: Exception, reads: str) -> None:
+    async def attempt() -> None:
+        raise error
+
+    with pytest.raises(BrokerUnavailableError) as raised:
+        await retry_until(
+            attempt,
+            timeout=0.05,
+            retry_on=(OSError,),
+            what="connect to redis://127.0.0.1:1/0",
+            backoff=Backoff(initial=0.01, maximum=0.01),
+        )
+    message = str(raised.value)
+    assert reads in message
+    assert ".." not in message
+    assert raised.value.__cause__ is error

@@ -63,6 +63,17 @@ def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
             f"{display_url!r} is not a Redis URL: use redis://, rediss:// (TLS), "
             "unix:// or redis+unix:// (a unix socket)"
         )
+    database = parts.path.strip("/")
+    if (
+        scheme in ("redis", "rediss")
+        and database
+        and not (database.isascii() and database.isdigit())
+    ):
+        # redis-py would silently use db 0 instead
+        raise ValueError(
+            f"the database of {display_url!r} must be a number, e.g. redis://host:6379/0; "
+            f"got {database!r}"
+        )
     query = parse_qsl(parts.query, keep_blank_values=True)
     url_layer_options = {name: value for name, value in query if name in LAYER_OPTION_NAMES}
     redis_query = [(name, value) for name, value in query if name not in LAYER_OPTION_NAMES]
