@@ -267,8 +267,8 @@ class Listener:
                         )
                         self._listening |= add  # in place: O(change), not O(all)
                         self._listening -= remove
-        except Exception as exc:
-            if not is_refusal(exc):
+        except BaseException as exc:
+            if not is_refusal(exc):  # lost connection, cancelled: the next round carries it
                 self._pending |= channels
                 round_.retry = self._round
                 raise
@@ -277,10 +277,6 @@ class Listener:
             logger.warning(
                 "%s refused LISTEN/UNLISTEN (%s: %s)", self._describe, type(exc).__name__, exc
             )
-        except BaseException:
-            self._pending |= channels
-            round_.retry = self._round
-            raise
         finally:
             round_.done.set()
 
