@@ -51,6 +51,13 @@ async def admin_of(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
         await client.aclose()
 
 
+async def app_user(admin: redis.asyncio.Redis, server: RedisServer, **acl: Any) -> str:
+    """Create the ACL user ``app`` (password ``pw``, all commands unless `acl` says); its URL."""
+    rules: dict[str, Any] = {"keys": ["*"], "channels": ["*"], "commands": ["+@all"], **acl}
+    await admin.acl_setuser("app", enabled=True, passwords=["+pw"], **rules)
+    return f"redis://app:pw@127.0.0.1:{server.port}"
+
+
 @asynccontextmanager
 async def frozen(server: RedisServer, at_most: float = 8.0) -> AsyncIterator[None]:
     """SIGSTOP the server for the block (a watchdog resumes it after `at_most` s anyway)."""
@@ -158,11 +165,8 @@ async def test_without_config_access_the_payload_limit_is_the_documented_default
 ) -> None:
     server = start_redis()
     async with admin_of(server) as admin:
-        await admin.acl_setuser(
-            "app", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
-            commands=["+@all", "-config"],
-        )  # fmt: skip
-        layer = RedisPubSubChannelLayer.from_url(f"redis://app:pw@127.0.0.1:{server.port}")
+        url = await app_user(admin, server, commands=["+@all", "-config"])
+        layer = RedisPubSubChannelLayer.from_url(url)
         async with Channel(layer):
             without_config = layer.max_payload_bytes
         # The same as read from a server with the default configuration.
@@ -209,29 +213,41 @@ async def test_leaving_during_a_freeze_returns_at_once(
             assert (await kept.receive()).message == "still subscribed"
 
 
-async def test_concurrent_layer_subscribes_during_an_outage_each_fail_within_the_timeout(
-    start_redis: Callable[..., RedisServer],
-) -> None:
+async def subscribes_during_an_outage(
+    start_redis: Callable[..., RedisServer], count: int, via_channel: bool
+) -> list[float]:
+    """Stop the server, then start `count` subscribes at once: how long each took to fail."""
     server = start_redis()
     layer = RedisPubSubChannelLayer.from_url(
         server.url, subscribe_timeout=1, reconnect_backoff=QUICK
     )
-    async with Channel(layer):
+    took: list[float] = []
+    async with Channel(layer) as channel:
         server.stop()
         await eventually(lambda: not layer.stats().connected)
-        took: list[float] = []
 
-        async def subscribe(number: int) -> None:
+        async def enter_and_leave(group: str) -> None:
+            async with channel.subscribe(group):
+                pass
+
+        async def subscribe(group: str) -> None:
             started = time.monotonic()
             with pytest.raises(BrokerUnavailableError):
-                await layer.subscribe(f"outage-{number}")
+                await (enter_and_leave(group) if via_channel else layer.subscribe(group))
             took.append(time.monotonic() - started)
 
         async with anyio.create_task_group() as tasks:
-            for number in range(4):
-                tasks.start_soon(subscribe, number)
-        assert len(took) == 4
-        assert max(took) < 1.5
+            for number in range(count):
+                tasks.start_soon(subscribe, f"outage-{number}")
+    assert len(took) == count
+    return took
+
+
+async def test_concurrent_layer_subscribes_during_an_outage_each_fail_within_the_timeout(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    took = await subscribes_during_an_outage(start_redis, 4, via_channel=False)
+    assert max(took) < 1.5
 
 
 @pytest.mark.xfail(
@@ -241,26 +257,8 @@ async def test_concurrent_layer_subscribes_during_an_outage_each_fail_within_the
 async def test_concurrent_channel_subscribes_during_an_outage_each_fail_within_the_timeout(
     start_redis: Callable[..., RedisServer],
 ) -> None:
-    server = start_redis()
-    layer = RedisPubSubChannelLayer.from_url(
-        server.url, subscribe_timeout=1, reconnect_backoff=QUICK
-    )
-    async with Channel(layer) as channel:
-        server.stop()
-        await eventually(lambda: not layer.stats().connected)
-        took: list[float] = []
-
-        async def subscribe(number: int) -> None:
-            started = time.monotonic()
-            with pytest.raises(BrokerUnavailableError):
-                async with channel.subscribe(f"outage-{number}"):
-                    pass
-            took.append(time.monotonic() - started)
-
-        async with anyio.create_task_group() as tasks:
-            for number in range(3):
-                tasks.start_soon(subscribe, number)
-        assert max(took) < 1.5
+    took = await subscribes_during_an_outage(start_redis, 3, via_channel=True)
+    assert max(took) < 1.5
 
 
 # -- item 9: publish_timeout bounds the wait for a pooled connection -----------------------
@@ -327,13 +325,8 @@ async def test_resubscription_refused_after_a_reconnect_keeps_the_channel_and_re
 ) -> None:
     server = start_redis()
     async with admin_of(server) as admin:
-        await admin.acl_setuser(
-            "app", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
-            commands=["+@all"],
-        )  # fmt: skip
-        layer = RedisPubSubChannelLayer.from_url(
-            f"redis://app:pw@127.0.0.1:{server.port}", reconnect_backoff=QUICK
-        )
+        url = await app_user(admin, server)
+        layer = RedisPubSubChannelLayer.from_url(url, reconnect_backoff=QUICK)
         async with (
             Channel(layer) as channel,
             channel.subscribe("open") as open_group,
@@ -356,11 +349,7 @@ async def test_refused_commands_are_channels_errors(
 ) -> None:
     server = start_redis()
     async with admin_of(server) as admin:
-        await admin.acl_setuser(
-            "app", enabled=True, passwords=["+pw"], keys=["*"], channels=["open*"],
-            commands=["+@all"],
-        )  # fmt: skip
-        layer = RedisPubSubChannelLayer.from_url(f"redis://app:pw@127.0.0.1:{server.port}")
+        layer = RedisPubSubChannelLayer.from_url(await app_user(admin, server, channels=["open*"]))
         async with Channel(layer) as channel:
             with pytest.raises(ChannelsError, match="refused") as publish_refused:
                 await channel.publish("closed", "no")
