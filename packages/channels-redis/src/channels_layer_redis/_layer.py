@@ -4,15 +4,16 @@ One pub/sub connection (see `_pubsub`) carries every subscription of the
 layer; publishing goes through a separate connection pool, so it never
 waits behind the reader. The layer keeps the set of groups and patterns it
 should be subscribed to; after a lost connection it reconnects with
-backoff, subscribes all of them again, and tells the channel that messages
-may have been missed.
+backoff, subscribes all of them again, unsubscribes what was left in the
+meantime, and tells the channel that messages may have been missed.
+Messages travel in an envelope (`_envelope`) that lets receivers drop a
+retried PUBLISH that Redis had already run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -22,15 +23,22 @@ import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.retry import Retry
 
 from channels_core.background import background_tasks
-from channels_core.exceptions import BrokerUnavailableError, ChannelClosedError, NotSupportedError
+from channels_core.exceptions import (
+    BrokerUnavailableError,
+    ChannelClosedError,
+    NotSupportedError,
+    PayloadTooLargeError,
+)
 from channels_core.layer import ChannelLayer, Inbox
 from channels_core.plugins import SubscribeMethods, hookimpl
 from channels_core.reconnect import retry_until
 
+from ._envelope import MAX_REMEMBERED, DuplicateFilter, Outbox
+from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
 from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
 from ._url import DEFAULT_URL, SCHEMES, RedisConfig, parse_config
 from ._wire import WireNames
@@ -39,11 +47,15 @@ __all__ = ["RedisLayerStats", "RedisPubSubChannelLayer"]
 
 logger = logging.getLogger("channels_layer_redis")
 
-#: Redis refuses bulk strings beyond 512 MiB (proto-max-bulk-len's default).
-MAX_PAYLOAD_BYTES = 512 * 1024 * 1024
+#: The payload limit when the server's configuration cannot be read (Redis's defaults).
+DEFAULT_MAX_PAYLOAD_BYTES = payload_limit(DEFAULT_PUBSUB_HARD_LIMIT)
 
-#: What a reconnection attempt may fail with (a refused password may be fixed later).
-_RECONNECT_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, BrokerUnavailableError)
+#: Why reading the server's configuration may fail (not permitted, or no answer).
+_CONFIG_ERRORS: tuple[type[BaseException], ...] = (ResponseError, *TRANSIENT_ERRORS)
+
+#: A reconnection refused (a password or an ACL changed meanwhile): an operator
+#: may fix it, so it is retried like an outage, but logged as a warning.
+_REFUSALS: tuple[type[BaseException], ...] = (BrokerUnavailableError, ResponseError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +65,10 @@ class RedisLayerStats:
     `connection_losses` counts pub/sub connections that failed, `reconnects`
     those restored afterwards, `reconnect_attempts` every try in between.
     `skipped` counts messages dropped because their channel name was not
-    valid UTF-8. `pubsub_client_id` is the server's CLIENT ID of the
-    pub/sub connection while it is up.
+    valid UTF-8 or their envelope was damaged; `duplicates` those dropped
+    because they had been delivered already (a retried PUBLISH that Redis
+    had run). `pubsub_client_id` is the server's CLIENT ID of the pub/sub
+    connection while it is up.
     """
 
     connected: bool
@@ -65,6 +79,7 @@ class RedisLayerStats:
     reconnects: int
     reconnect_attempts: int
     skipped: int
+    duplicates: int
     pubsub_client_id: int | None
 
 
@@ -77,12 +92,15 @@ class RedisPubSubChannelLayer(ChannelLayer):
     """
 
     url_schemes = SCHEMES
-    max_payload_bytes = MAX_PAYLOAD_BYTES
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self._config: RedisConfig = parse_config(url, options)
         self.options = self._config.options
         self._wire = WireNames(self.options.prefix)
+        #: Set at connect from the server's pub/sub output buffer limit, unless configured.
+        self.max_payload_bytes: int = self.options.max_payload_bytes or DEFAULT_MAX_PAYLOAD_BYTES
+        self._outbox = Outbox()
+        self._received = DuplicateFilter(self._unknown_if_delivered)
         self._groups: set[str] = set()
         self._patterns: dict[bytes, str] = {}  # wire pattern -> pattern as subscribed
         self._inbox: Inbox | None = None
@@ -124,7 +142,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
             connection_losses=self._losses,
             reconnects=self._reconnects,
             reconnect_attempts=self._attempts,
-            skipped=self._skipped,
+            skipped=self._skipped + self._received.damaged,
+            duplicates=self._received.duplicates,
             pubsub_client_id=None if pubsub is None else pubsub.client_id,
         )
 
@@ -134,18 +153,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
         _require_asyncio()
         if self._inbox is not None:
-            raise RuntimeError("this layer is already connected; a layer serves one Channel")
+            raise NotSupportedError(
+                f"this layer is already connected ({self!r}); a layer serves one Channel "
+                "at a time: give each Channel a layer of its own"
+            )
         self._inbox = inbox
         self._reconnected = anyio.Event()
         pool = BlockingConnectionPool(
             connection_class=self._config.connection_class,
             max_connections=self._config.max_connections,
             timeout=self._config.pool_timeout,
-            **{
-                "socket_timeout": self.options.publish_timeout,
-                "socket_connect_timeout": self.options.publish_timeout,
-                **self._connection_kwargs(health_check_interval=self.options.health_check_interval),
-            },
+            # No socket timeouts of the layer's own: `publish_timeout` bounds each
+            # publish as a whole, pool wait included.
+            **self._connection_kwargs(health_check_interval=self.options.health_check_interval),
         )
         try:
             self._pubsub, early = await retry_until(
@@ -156,6 +176,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 backoff=self.options.reconnect_backoff,
             )
             self._client = Redis(connection_pool=pool)
+            self.max_payload_bytes = await self._payload_limit(self._client)
             self._deliver_all(early)
             async with background_tasks() as tasks:
                 tasks.start_soon(self._keep_reading, inbox)
@@ -168,6 +189,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._inbox = self._client = self._pubsub = self._reconnected = None
             self._groups.clear()
             self._patterns.clear()
+            self._received.clear()
 
     async def _open_pubsub(self) -> tuple[PubSubConnection, list[Message]]:
         """A new pub/sub connection, subscribed to every group and pattern we need."""
@@ -189,6 +211,31 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 "check the username and password"
             ) from exc
 
+    async def _payload_limit(self, client: Redis) -> int:
+        """The configured limit, else derived from the server's pub/sub output buffer limit.
+
+        Falls back to the limit for Redis's defaults when CONFIG is not
+        permitted (ACL, managed services) or does not answer in time.
+        """
+        if self.options.max_payload_bytes is not None:
+            return self.options.max_payload_bytes
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                config = await client.config_get("client-output-buffer-limit")
+        except _CONFIG_ERRORS as exc:
+            logger.info(
+                "could not read client-output-buffer-limit from %s (%s); "
+                "max_payload_bytes is %d, the limit for Redis's default configuration",
+                self.url,
+                exc,
+                DEFAULT_MAX_PAYLOAD_BYTES,
+            )
+            return DEFAULT_MAX_PAYLOAD_BYTES
+        hard_limit = pubsub_hard_limit(config)
+        if hard_limit is None:
+            return DEFAULT_MAX_PAYLOAD_BYTES
+        return payload_limit(hard_limit)
+
     def _connection_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for one connection; retries are the layer's job, not redis-py's."""
         return {**self._config.connection_kwargs, "retry": Retry(NoBackoff(), 0), **overrides}
@@ -207,7 +254,9 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._pubsub = None
             self._losses += 1
             await pubsub.aclose()
-            self._pubsub, early = await self._reconnect()
+            pubsub, early = await self._reconnect()
+            await self._reconcile(pubsub)
+            self._pubsub = pubsub
             self._reconnects += 1
             if self._reconnected is not None:
                 self._reconnected.set()
@@ -223,14 +272,50 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._deliver_all(early)
 
     async def _reconnect(self) -> tuple[PubSubConnection, list[Message]]:
+        """A new pub/sub connection, retried with backoff until the server takes it.
+
+        A refusal (an ACL changed during the outage no longer allows a
+        subscribed group) is retried too: the channel stays open, and the
+        log says what to fix.
+        """
         for delay in self.options.reconnect_backoff.delays():
             await anyio.sleep(delay)
             self._attempts += 1
             try:
                 return await self._open_pubsub()
-            except _RECONNECT_ERRORS as exc:
+            except _REFUSALS as exc:
+                logger.warning(
+                    "%s refused the connection or the subscriptions to its %d group(s) "
+                    "and %d pattern(s) (%s: %s); retrying. Check the user's ACL",
+                    self.url,
+                    len(self._groups),
+                    len(self._patterns),
+                    type(exc).__name__,
+                    exc,
+                )
+            except TRANSIENT_ERRORS as exc:
                 logger.info("reconnecting to %s failed: %s: %s", self.url, type(exc).__name__, exc)
         raise AssertionError("unreachable: Backoff.delays() is endless")
+
+    async def _reconcile(self, pubsub: PubSubConnection) -> None:
+        """Make a new connection's subscriptions what is wanted now.
+
+        The reconnect subscribed the names wanted when it started; names
+        left (or added) while it was under way are sent now, before the
+        connection is handed over. No waiting: a failure here is the
+        reader's to notice.
+        """
+        wanted = {self._wire.channel(group) for group in self._groups}
+        changes = (
+            ("UNSUBSCRIBE", pubsub.channels - wanted),
+            ("SUBSCRIBE", wanted - pubsub.channels),
+            ("PUNSUBSCRIBE", pubsub.patterns - self._patterns.keys()),
+            ("PSUBSCRIBE", self._patterns.keys() - pubsub.patterns),
+        )
+        with suppress(ConnectionLost):
+            for command, names in changes:
+                if names:
+                    await pubsub.send(command, sorted(names))
 
     # -- delivery ---------------------------------------------------------------
 
@@ -247,12 +332,23 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 self.options.prefix,
             )
             return
-        if wire_pattern is None:
-            inbox.deliver(group, data)
-            return
-        pattern = self._patterns.get(wire_pattern)
-        if pattern is not None:  # else unsubscribed meanwhile
-            inbox.deliver(group, data, pattern)
+        pattern = None if wire_pattern is None else self._patterns.get(wire_pattern)
+        if wire_pattern is not None and pattern is None:
+            return  # unsubscribed meanwhile
+        payload = self._received.accept(data, wire_pattern)
+        if payload is not None:
+            inbox.deliver(group, payload, pattern)
+
+    def _unknown_if_delivered(self) -> None:
+        """A message was too old to tell whether it had been delivered: dropped, so say so."""
+        logger.warning(
+            "dropped a message from %s that may have been delivered already "
+            "(a publish retried after more than %d later messages); it may be lost",
+            self.url,
+            MAX_REMEMBERED,
+        )
+        if self._inbox is not None:
+            self._inbox.messages_lost()
 
     def _deliver_all(self, messages: list[Message]) -> None:
         for message in messages:
@@ -263,32 +359,46 @@ class RedisPubSubChannelLayer(ChannelLayer):
     async def publish(self, group: str, payload: bytes) -> None:
         """PUBLISH once; only if that fails, retry until `publish_timeout` has passed.
 
-        The first attempt is bounded by the publishing connections' socket
-        timeouts (`publish_timeout` unless the URL sets them), so the common
-        case costs one round trip and no timer of the layer's own.
+        One deadline, `publish_timeout`, bounds everything: the wait for a
+        pooled connection, the round trips and the retries. A retry sends
+        the same envelope, so receivers drop it if Redis had run the first.
         """
         client = self._client
         if client is None:
             raise ChannelClosedError("the Redis layer is not connected")
-        channel = self._wire.channel(group)
-        started = time.monotonic()
-        try:
-            await client.publish(channel, payload)
-        except TRANSIENT_ERRORS:
-            elapsed = time.monotonic() - started
-            deadline = anyio.current_time() + self.options.publish_timeout - elapsed
-
-            async def attempt() -> None:
-                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
-                    await client.publish(channel, payload)
-
-            await retry_until(
-                attempt,
-                timeout=max(0.0, deadline - anyio.current_time()),
-                retry_on=TRANSIENT_ERRORS,
-                what=f"publish to {self.url}",
-                backoff=self.options.reconnect_backoff,
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"the encoded message is {len(payload):,} bytes; {type(self).__name__} on "
+                f"{self.url} carries at most {self.max_payload_bytes:,} (derived from the "
+                "server's client-output-buffer-limit pubsub). Nothing was sent"
             )
+        channel = self._wire.channel(group)
+        sequence, message = self._outbox.seal(payload)
+        timeout = self.options.publish_timeout
+        try:
+            with anyio.move_on_after(timeout) as deadline:
+                try:
+                    await client.publish(channel, message)
+                except TRANSIENT_ERRORS:
+                    await retry_until(
+                        lambda: client.publish(channel, message),
+                        timeout=timeout,
+                        retry_on=TRANSIENT_ERRORS,
+                        what=f"publish to {self.url}",
+                        backoff=self.options.reconnect_backoff,
+                    )
+            if deadline.cancelled_caught:
+                raise BrokerUnavailableError(
+                    f"could not publish to {self.url} within {timeout:g} s: the server did "
+                    "not answer. Check that it is running and reachable"
+                )
+        except ResponseError as exc:
+            raise BrokerUnavailableError(
+                f"{self.url} refused to PUBLISH to {group!r} ({type(exc).__name__}: {exc}); "
+                "check the user's ACL"
+            ) from exc
+        finally:
+            self._outbox.settle(sequence)
         self._published += 1
 
     # -- subscribing ------------------------------------------------------------
@@ -318,6 +428,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         wire = [self._wire.pattern(pattern) for pattern in patterns]
         for name in wire:
             self._patterns.pop(name, None)
+            self._received.forget(name)
         await self._forget("PUNSUBSCRIBE", wire)
 
     async def _confirmed(self, command: str, names: list[bytes]) -> None:
@@ -340,6 +451,11 @@ class RedisPubSubChannelLayer(ChannelLayer):
                     return
                 except ConnectionLost:
                     await anyio.sleep(0.01)  # for the reader task to notice and reconnect
+                except ResponseError as exc:
+                    raise BrokerUnavailableError(
+                        f"{self.url} refused to {command} {len(names)} name(s) "
+                        f"({type(exc).__name__}: {exc}); check the user's ACL"
+                    ) from exc
         raise BrokerUnavailableError(
             f"could not {command} {len(names)} name(s) on {self.url} within {timeout:g} s: "
             "the server is not answering. The layer keeps reconnecting in the background; "
@@ -347,12 +463,17 @@ class RedisPubSubChannelLayer(ChannelLayer):
         )
 
     async def _forget(self, command: str, names: list[bytes]) -> None:
-        """Best effort: a lost connection already dropped them, and they are not restored."""
+        """Send `command` and return without waiting for the server.
+
+        The names have already left the wanted state: the channel discards
+        what still arrives for them, a lost connection drops them, and a
+        reconnect under way removes them once it is through (`_reconcile`).
+        """
         pubsub = self._pubsub
         if pubsub is None:
             return
         with suppress(ConnectionLost):
-            await pubsub.call(command, names)
+            await pubsub.send(command, names)
 
 
 def _require_asyncio() -> None:

@@ -32,6 +32,9 @@ class LayerOptions:
       before it is PINGed; no answer within as long again means it is dead.
     * `reconnect_backoff`: delays between reconnection attempts (and
       publish retries).
+    * `max_payload_bytes`: the largest encoded message `publish` accepts.
+      None (the default): derived at connect from the server's
+      ``client-output-buffer-limit pubsub`` (see `_limits`).
     """
 
     prefix: str = ""
@@ -40,6 +43,7 @@ class LayerOptions:
     subscribe_timeout: float = 5.0
     health_check_interval: float = 30.0
     reconnect_backoff: Backoff = field(default_factory=Backoff)
+    max_payload_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str):
@@ -52,6 +56,12 @@ class LayerOptions:
                 "reconnect_backoff must be a channels_core.reconnect.Backoff, "
                 f"got {type(self.reconnect_backoff).__name__}"
             )
+        limit = self.max_payload_bytes
+        if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool):
+                raise TypeError(f"max_payload_bytes must be an int, got {type(limit).__name__}")
+            if limit < 1:
+                raise ValueError(f"max_payload_bytes must be positive, got {limit!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> LayerOptions:
@@ -63,6 +73,11 @@ class LayerOptions:
                     value = float(value)
                 except ValueError:
                     raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+            elif isinstance(value, str) and name == "max_payload_bytes":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ValueError(f"{name} must be a whole number, got {value!r}") from None
             converted[name] = value
         return cls(**converted)
 

@@ -5,7 +5,10 @@ patterns in one round trip (also what a reconnect does); `run` then reads
 forever, handing messages to a callback and PINGing when the line is quiet.
 `call` sends (P)(UN)SUBSCRIBE from any task and returns once the server has
 processed it: the command is followed by ``PING <token>`` and, replies
-being in order, the token's PONG proves the command is done.
+being in order, the token's PONG proves the command is done. `send` does
+the same without waiting (its replies, errors included, are consumed).
+The connection keeps its own subscription list (`channels`, `patterns`)
+from the server's confirmations.
 
 The connection speaks RESP2 (where pub/sub messages are plain replies),
 whatever protocol the publishing connections use.
@@ -62,6 +65,9 @@ class PubSubConnection:
         self._health_token: bytes | None = None
         self._closed = False
         self.client_id: int | None = None
+        #: What the server confirmed this connection is subscribed to.
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
 
     @classmethod
     async def open(
@@ -126,6 +132,10 @@ class PubSubConnection:
             raise ConnectionLost(f"the pub/sub connection closed before {command} was confirmed")
         if errors:
             raise errors[0]
+
+    async def send(self, command: str, names: Sequence[bytes]) -> None:
+        """Send ``command *names`` without waiting for the server (`ConnectionLost` if closed)."""
+        await self._send([(command, *names), ("PING", _new_token())])
 
     async def run(self, health_check_interval: float) -> None:
         """Read and dispatch until the connection fails, then raise `ConnectionLost`.
@@ -195,7 +205,14 @@ class PubSubConnection:
                 self._handler(response[2], response[3], response[1])
             elif kind == b"pong":
                 self._answer(response[1])
-            # (p)(un)subscribe confirmations need nothing: the PONG after them counts.
+            elif kind == b"subscribe":
+                self.channels.add(response[1])
+            elif kind == b"unsubscribe":
+                self.channels.discard(response[1])
+            elif kind == b"psubscribe":
+                self.patterns.add(response[1])
+            elif kind == b"punsubscribe":
+                self.patterns.discard(response[1])
 
     def _answer(self, token: bytes) -> None:
         # Each command is sent together with its PING, so the error replies

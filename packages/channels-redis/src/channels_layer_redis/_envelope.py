@@ -1,0 +1,136 @@
+"""The wire envelope that makes a retried PUBLISH harmless: publisher id, sequence, watermark.
+
+A PUBLISH whose connection dies before its reply is read may or may not
+have run; the layer sends it again, so it can arrive twice. Every message
+therefore travels as::
+
+    MAGIC <publisher id: 8 bytes> <sequence: u64> <watermark: u64> <payload>
+
+The publisher id is random per layer instance; a retry re-sends the same
+bytes. The watermark is the publisher's lowest sequence still in flight
+(not yet answered by Redis or abandoned): no message below it will ever be
+sent again. A receiver remembers, per publisher and per route (a name or
+a pattern subscription), the sequences it delivered at or above the
+latest watermark, and drops a message it has already delivered. This is
+bounded: a publisher's record is pruned as its watermark rises, holds at
+most `MAX_REMEMBERED` sequences (past that, a too-old message is dropped
+and reported as a possible loss, never delivered twice), and only the
+`MAX_PUBLISHERS` most recently heard publishers are remembered.
+
+A message without the magic prefix (from another client) is passed on as
+it is.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+__all__ = ["HEADER_BYTES", "MAX_PUBLISHERS", "MAX_REMEMBERED", "DuplicateFilter", "Outbox"]
+
+_MAGIC = b"\x00chr1"
+_FIELDS = struct.Struct(">8sQQ")
+HEADER_BYTES = len(_MAGIC) + _FIELDS.size
+
+#: Sequences remembered per publisher and route above its watermark.
+MAX_REMEMBERED = 10_000
+#: Publishers remembered per route (least recently heard forgotten first).
+MAX_PUBLISHERS = 4096
+
+
+class Outbox:
+    """The publishing side: numbers messages and knows which are still in flight."""
+
+    def __init__(self) -> None:
+        self._id = secrets.token_bytes(8)
+        self._next = 0
+        self._in_flight: dict[int, None] = {}  # insertion order = sequence order
+
+    def seal(self, payload: bytes) -> tuple[int, bytes]:
+        """A new sequence number and the bytes to PUBLISH (the same for every retry)."""
+        sequence = self._next
+        self._next += 1
+        watermark = next(iter(self._in_flight), sequence)
+        self._in_flight[sequence] = None
+        return sequence, _MAGIC + _FIELDS.pack(self._id, sequence, watermark) + payload
+
+    def settle(self, sequence: int) -> None:
+        """`sequence` will never be sent again (answered, or given up)."""
+        del self._in_flight[sequence]
+
+
+class _Publisher:
+    __slots__ = ("delivered", "floor", "order", "watermark")
+
+    def __init__(self, watermark: int) -> None:
+        self.watermark = watermark  # every sequence below: settled before we heard of it
+        self.floor = 0  # every sequence below: forgotten (MAX_REMEMBERED), so unknown
+        self.delivered: set[int] = set()
+        self.order: deque[int] = deque()
+
+
+class DuplicateFilter:
+    """The receiving side: unwraps envelopes, dropping what was delivered already.
+
+    `on_unknown` is called when a message is dropped because it is too old
+    to tell whether it was delivered (a possible loss, never a duplicate).
+    """
+
+    def __init__(self, on_unknown: Callable[[], None]) -> None:
+        self._routes: dict[bytes | None, OrderedDict[bytes, _Publisher]] = {}
+        self._on_unknown = on_unknown
+        self.duplicates = 0
+        self.damaged = 0
+
+    def accept(self, data: bytes, route: bytes | None) -> bytes | None:
+        """The payload to deliver, or None if it must be dropped."""
+        if not data.startswith(_MAGIC):
+            return data  # not ours: nothing to deduplicate
+        if len(data) < HEADER_BYTES:
+            self.damaged += 1
+            return None
+        publisher_id, sequence, watermark = _FIELDS.unpack_from(data, len(_MAGIC))
+        publishers = self._routes.get(route)
+        if publishers is None:
+            publishers = self._routes[route] = OrderedDict()
+        publisher = publishers.get(publisher_id)
+        if publisher is None:
+            publisher = publishers[publisher_id] = _Publisher(watermark)
+            if len(publishers) > MAX_PUBLISHERS:
+                publishers.popitem(last=False)
+        else:
+            publishers.move_to_end(publisher_id)
+        if not self._first_time(publisher, sequence, watermark):
+            return None
+        return data[HEADER_BYTES:]
+
+    def clear(self) -> None:
+        """Forget every publisher (the layer disconnected)."""
+        self._routes.clear()
+
+    def forget(self, route: bytes) -> None:
+        """A pattern subscription ended: its records are no longer needed."""
+        self._routes.pop(route, None)
+
+    def _first_time(self, publisher: _Publisher, sequence: int, watermark: int) -> bool:
+        if sequence in publisher.delivered or sequence < publisher.watermark:
+            # Below the watermark: the publisher had its answer for it before
+            # sending a message we already have, so a copy arrived before.
+            self.duplicates += 1
+            return False
+        if sequence < publisher.floor:
+            self._on_unknown()
+            return False
+        publisher.delivered.add(sequence)
+        publisher.order.append(sequence)
+        if watermark > publisher.watermark:
+            publisher.watermark = watermark
+        order, delivered = publisher.order, publisher.delivered
+        while order and (order[0] < publisher.watermark or len(order) > MAX_REMEMBERED):
+            forgotten = order.popleft()
+            delivered.discard(forgotten)
+            if forgotten >= publisher.watermark:
+                publisher.floor = max(publisher.floor, forgotten + 1)
+        return True
