@@ -6,6 +6,7 @@ async with Channel.from_url("memory://") as channel:
         event = await subscriber.receive()
 """
 
+from .blocking import BlockingChannel, BlockingSubscriber
 from .channel import Channel, ChannelStats
 from .discovery import available_layers, get_layer
 from .event import Event
@@ -28,6 +29,8 @@ from .serializers import Serializer
 from .subscriber import OverflowPolicy, Subscriber
 
 __all__ = [
+    "BlockingChannel",
+    "BlockingSubscriber",
     "BrokerUnavailableError",
     "Channel",
     "ChannelClosedError",
