@@ -13,6 +13,7 @@ conformance kit and test-server helpers in `channels_core.testing`.
 
 from . import options
 from .background import background_tasks
+from .blocking import BlockingChannel, BlockingSubscriber
 from .boundary import ErrorMapping, translate_errors
 from .channel import Channel, ChannelStats
 from .discovery import available_layers, get_layer
@@ -43,6 +44,8 @@ from .urls import redact_url, url_secrets
 
 __all__ = [
     "Backoff",
+    "BlockingChannel",
+    "BlockingSubscriber",
     "BrokerRefusedError",
     "BrokerUnavailableError",
     "Channel",
