@@ -22,7 +22,7 @@ import anyio
 import asyncpg
 import pytest
 import redis.asyncio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from channels_core import (
@@ -371,6 +371,8 @@ def reject_constant(name: str) -> Any:
     | st.builds(lambda v: json.dumps(v).encode(), json_values)
     | st.sampled_from([b"NaN", b"[1,Infinity]", b'{"x":-Infinity}'])
 )
+@example(payload=b"\x00chr1")  # the Redis layer's envelope prefix without its header
+@example(payload=b"\x00chr1" + b"\x00" * 23)
 async def test_forged_payloads_are_skipped_or_delivered_intact(
     harness: Harness, payload: bytes, redis_url: str, postgres_url: str
 ) -> None:

@@ -17,8 +17,9 @@ most `MAX_REMEMBERED` sequences (past that, a too-old message is dropped
 and reported as a possible loss, never delivered twice), and only the
 `MAX_PUBLISHERS` most recently heard publishers are remembered.
 
-A message without the magic prefix (from another client) is passed on as
-it is.
+A message without the magic prefix and a whole header (from another
+client) is passed on as it is, for the channel's codec to decode or count
+as undecodable.
 """
 
 from __future__ import annotations
@@ -82,15 +83,13 @@ class DuplicateFilter:
         self._routes: dict[bytes | None, OrderedDict[bytes, _Publisher]] = {}
         self._on_unknown = on_unknown
         self.duplicates = 0
-        self.damaged = 0
 
     def accept(self, data: bytes, route: bytes | None) -> bytes | None:
         """The payload to deliver, or None if it must be dropped."""
-        if not data.startswith(_MAGIC):
-            return data  # not ours: nothing to deduplicate
-        if len(data) < HEADER_BYTES:
-            self.damaged += 1
-            return None
+        if len(data) < HEADER_BYTES or not data.startswith(_MAGIC):
+            # Not an envelope (another client's message): nothing to deduplicate;
+            # the channel's codec decides whether it can be read.
+            return data
         publisher_id, sequence, watermark = _FIELDS.unpack_from(data, len(_MAGIC))
         publishers = self._routes.get(route)
         if publishers is None:

@@ -65,10 +65,9 @@ class RedisLayerStats:
     `connection_losses` counts pub/sub connections that failed, `reconnects`
     those restored afterwards, `reconnect_attempts` every try in between.
     `skipped` counts messages dropped because their channel name was not
-    valid UTF-8 or their envelope was damaged; `duplicates` those dropped
-    because they had been delivered already (a retried PUBLISH that Redis
-    had run). `pubsub_client_id` is the server's CLIENT ID of the pub/sub
-    connection while it is up.
+    valid UTF-8; `duplicates` those dropped because they had been delivered
+    already (a retried PUBLISH that Redis had run). `pubsub_client_id` is the
+    server's CLIENT ID of the pub/sub connection while it is up.
     """
 
     connected: bool
@@ -142,7 +141,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             connection_losses=self._losses,
             reconnects=self._reconnects,
             reconnect_attempts=self._attempts,
-            skipped=self._skipped + self._received.damaged,
+            skipped=self._skipped,
             duplicates=self._received.duplicates,
             pubsub_client_id=None if pubsub is None else pubsub.client_id,
         )
