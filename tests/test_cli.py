@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import anyio
 import pytest
+import redis
 
 from channels_core.cli import main
 from channels_core.cli._bench import BenchSettings, run_bench
@@ -246,6 +248,42 @@ def test_bench_timeout_bounds_the_whole_command_connecting_included() -> None:
     assert result.returncode == 1
     assert "did not finish within 0.5 s (--timeout)" in result.stderr
     assert elapsed < 4  # the Redis layer alone would wait its 5 s connect_timeout
+
+
+def test_bench_stops_at_the_first_ctrl_c_while_publishing_to_redis(redis_url: str) -> None:
+    """One SIGINT ends it, although redis-py's wait_for may swallow one task cancellation."""
+    prefix = f"cli-interrupt-{uuid.uuid4().hex}."
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}prefix={prefix}"
+    admin = redis.Redis.from_url(redis_url)
+    with background("bench", url, "--messages", "10000000") as bench:
+        deadline = time.monotonic() + 20
+        while not dict(admin.pubsub_numsub(f"{prefix}channels.bench")).get(
+            f"{prefix}channels.bench".encode()
+        ):
+            assert bench.poll() is None, "bench ended before it subscribed"
+            assert time.monotonic() < deadline, "bench never subscribed"
+            time.sleep(0.01)
+        bench.send_signal(signal.SIGINT)  # it is publishing now: the subscriber is live
+        _, stderr = bench.communicate(timeout=10)
+    admin.close()
+    assert bench.returncode == 130, stderr
+    assert stderr.strip().endswith("channels: interrupted")
+    assert "Traceback" not in stderr
+
+
+def test_subscribe_readiness_line_shows_no_password(redis_url: str) -> None:
+    parts = urlsplit(redis_url)
+    if parts.username or parts.password:
+        pytest.skip("the test server has credentials of its own")
+    # Redis accepts any password for its passwordless default user
+    url = _with(redis_url, user="default")
+    with background("subscribe", url, "cli.secret") as process:
+        # the URL as typed, less "default:s3cret@"
+        wait_for_line(process, f"subscribed to cli.secret on redis://{parts.netloc}{parts.path}")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert "s3cret" not in stderr
 
 
 def test_bench_runs_against_a_network_layer(redis_url: str) -> None:
