@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import anyio
+import asyncpg
 import pytest
 import redis
 
+from channels_core import BrokerUnavailableError, Channel
 from channels_core.cli import main
 from channels_core.cli._bench import BenchSettings, run_bench
 
@@ -226,6 +228,21 @@ def test_postgres_refusals_are_one_line_errors(
     assert message in result.stderr
     assert result.stderr.count("\n") == 1  # one line, no traceback
     assert "s3cret" not in result.stderr
+
+
+def test_postgres_refusals_are_channels_errors_chained_to_asyncpg(postgres_url: str) -> None:
+    """What the command line prints is what an application catches."""
+
+    async def enter(url: str) -> None:
+        async with Channel.from_url(url):
+            pass  # pragma: no cover - never entered
+
+    with pytest.raises(BrokerUnavailableError) as refused:
+        anyio.run(enter, _with(postgres_url, path="/no_such_db"))
+    assert isinstance(refused.value.__cause__, asyncpg.exceptions.InvalidCatalogNameError)
+    with pytest.raises(ValueError, match='parameter "bogus"') as bad:
+        anyio.run(enter, _with(postgres_url, query="bogus=1"))
+    assert isinstance(bad.value.__cause__, asyncpg.exceptions.UndefinedObjectError)
 
 
 def test_redis_connection_error_reads_as_one_sentence() -> None:
