@@ -8,13 +8,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import anyio
+import asyncpg
 import pytest
+import redis
 
+from channels_core import BrokerUnavailableError, Channel
 from channels_core.cli import main
 from channels_core.cli._bench import BenchSettings, run_bench
 
@@ -226,6 +230,21 @@ def test_postgres_refusals_are_one_line_errors(
     assert "s3cret" not in result.stderr
 
 
+def test_postgres_refusals_are_channels_errors_chained_to_asyncpg(postgres_url: str) -> None:
+    """What the command line prints is what an application catches."""
+
+    async def enter(url: str) -> None:
+        async with Channel.from_url(url):
+            pass  # pragma: no cover - never entered
+
+    with pytest.raises(BrokerUnavailableError) as refused:
+        anyio.run(enter, _with(postgres_url, path="/no_such_db"))
+    assert isinstance(refused.value.__cause__, asyncpg.exceptions.InvalidCatalogNameError)
+    with pytest.raises(ValueError, match='parameter "bogus"') as bad:
+        anyio.run(enter, _with(postgres_url, query="bogus=1"))
+    assert isinstance(bad.value.__cause__, asyncpg.exceptions.UndefinedObjectError)
+
+
 def test_redis_connection_error_reads_as_one_sentence() -> None:
     result = run("publish", "redis://:s3cret@127.0.0.1:1/0", "g", "1")
     assert result.returncode == 1
@@ -246,6 +265,42 @@ def test_bench_timeout_bounds_the_whole_command_connecting_included() -> None:
     assert result.returncode == 1
     assert "did not finish within 0.5 s (--timeout)" in result.stderr
     assert elapsed < 4  # the Redis layer alone would wait its 5 s connect_timeout
+
+
+def test_bench_stops_at_the_first_ctrl_c_while_publishing_to_redis(redis_url: str) -> None:
+    """One SIGINT ends it, although redis-py's wait_for may swallow one task cancellation."""
+    prefix = f"cli-interrupt-{uuid.uuid4().hex}."
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}prefix={prefix}"
+    admin = redis.Redis.from_url(redis_url)
+    with background("bench", url, "--messages", "10000000") as bench:
+        deadline = time.monotonic() + 20
+        while not dict(admin.pubsub_numsub(f"{prefix}channels.bench")).get(
+            f"{prefix}channels.bench".encode()
+        ):
+            assert bench.poll() is None, "bench ended before it subscribed"
+            assert time.monotonic() < deadline, "bench never subscribed"
+            time.sleep(0.01)
+        bench.send_signal(signal.SIGINT)  # it is publishing now: the subscriber is live
+        _, stderr = bench.communicate(timeout=10)
+    admin.close()
+    assert bench.returncode == 130, stderr
+    assert stderr.strip().endswith("channels: interrupted")
+    assert "Traceback" not in stderr
+
+
+def test_subscribe_readiness_line_shows_no_password(redis_url: str) -> None:
+    parts = urlsplit(redis_url)
+    if parts.username or parts.password:
+        pytest.skip("the test server has credentials of its own")
+    # Redis accepts any password for its passwordless default user
+    url = _with(redis_url, user="default")
+    with background("subscribe", url, "cli.secret") as process:
+        # the URL as typed, less "default:s3cret@"
+        wait_for_line(process, f"subscribed to cli.secret on redis://{parts.netloc}{parts.path}")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert "s3cret" not in stderr
 
 
 def test_bench_runs_against_a_network_layer(redis_url: str) -> None:

@@ -15,11 +15,13 @@ import json
 import math
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
+from ..background import background_tasks
 from ..channel import Channel
 from ..exceptions import ChannelsError, LayerImportError, LayerNotFoundError, MessagesLost
 from ._bench import BenchSettings, format_result, run_bench
@@ -28,6 +30,8 @@ from ._layers import describe_layers, format_layers
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+
+T = TypeVar("T")
 
 
 class _UsageError(Exception):
@@ -118,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_layers(describe_layers()))
             return 0
         if arguments.command == "publish":
-            anyio.run(_publish, arguments.url, arguments.group, arguments.message)
+            _run(_publish, arguments.url, arguments.group, arguments.message)
             return 0
         if arguments.command == "subscribe":
             return _run_subscribe(arguments)
@@ -132,9 +136,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _run(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``anyio.run(function, *args)``, ended by Ctrl-C with `KeyboardInterrupt`.
+
+    Ctrl-C cancels `function` through an anyio cancel scope, which keeps
+    cancelling until the work has stopped: asyncio's own single
+    ``task.cancel()`` can be lost (Python 3.11's ``asyncio.wait_for``, used
+    by redis-py on every command, swallows a cancellation that arrives as
+    its command completes), and the command would then run on.
+    """
+    if sys.platform == "win32":  # no signal receiver there; asyncio's handling it is
+        return anyio.run(function, *args)
+    return anyio.run(_interruptible, function, args)
+
+
+async def _interruptible(function: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    async with background_tasks() as tasks:  # the work's own errors come out unwrapped
+
+        async def cancel_on_interrupt() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    tasks.cancel_scope.cancel()
+                    return
+
+        tasks.start_soon(cancel_on_interrupt)
+        return await function(*args)
+    raise KeyboardInterrupt  # the work was cancelled, and only Ctrl-C cancels it
+
+
 def _fail(exc: BaseException, code: int) -> int:
     print(f"channels: error: {exc}", file=sys.stderr)
     return code
+
+
+def _without_secrets(url: str) -> str:
+    """`url` without its user info and query, where passwords and tokens would be."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _parse_message(text: str) -> Any:
@@ -151,7 +189,7 @@ async def _publish(url: str, group: str, text: str) -> None:
 
 def _run_subscribe(arguments: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way out
-        anyio.run(_subscribe, arguments.url, arguments.names, arguments.pattern, arguments.count)
+        _run(_subscribe, arguments.url, arguments.names, arguments.pattern, arguments.count)
     return 0
 
 
@@ -163,7 +201,8 @@ async def _subscribe(url: str, names: list[str], pattern: bool, count: int | Non
         )
         received = 0
         async with subscription as subscriber:
-            print(f"subscribed to {', '.join(names)} on {url}", file=sys.stderr, flush=True)
+            where = _without_secrets(url)
+            print(f"subscribed to {', '.join(names)} on {where}", file=sys.stderr, flush=True)
             while count is None or received < count:
                 try:
                     event = await subscriber.receive()
@@ -194,7 +233,7 @@ def _run_bench(arguments: argparse.Namespace) -> int:
         elif done == total:
             print(line, file=sys.stderr, flush=True)
 
-    result = anyio.run(run_bench, settings, progress)
+    result = _run(run_bench, settings, progress)
     print(format_result(result))
     return 0
 
