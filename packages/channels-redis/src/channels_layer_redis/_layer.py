@@ -254,9 +254,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._pubsub = None
             self._losses += 1
             await pubsub.aclose()
-            pubsub, early = await self._reconnect()
-            await self._reconcile(pubsub)
-            self._pubsub = pubsub
+            self._pubsub, early = await self._reconnect()
+            await self._reconcile(self._pubsub)
             self._reconnects += 1
             if self._reconnected is not None:
                 self._reconnected.set()
@@ -301,21 +300,25 @@ class RedisPubSubChannelLayer(ChannelLayer):
         """Make a new connection's subscriptions what is wanted now.
 
         The reconnect subscribed the names wanted when it started; names
-        left (or added) while it was under way are sent now, before the
-        connection is handed over. No waiting: a failure here is the
+        left (or added) while it was under way are sent now, in one write
+        computed from the wanted state of this instant (later changes go to
+        the connection directly). No waiting: a failure here is the
         reader's to notice.
         """
         wanted = {self._wire.channel(group) for group in self._groups}
-        changes = (
-            ("UNSUBSCRIBE", pubsub.channels - wanted),
-            ("SUBSCRIBE", wanted - pubsub.channels),
-            ("PUNSUBSCRIBE", pubsub.patterns - self._patterns.keys()),
-            ("PSUBSCRIBE", self._patterns.keys() - pubsub.patterns),
-        )
-        with suppress(ConnectionLost):
-            for command, names in changes:
-                if names:
-                    await pubsub.send(command, sorted(names))
+        changes = [
+            (command, sorted(names))
+            for command, names in (
+                ("UNSUBSCRIBE", pubsub.channels - wanted),
+                ("SUBSCRIBE", wanted - pubsub.channels),
+                ("PUNSUBSCRIBE", pubsub.patterns - self._patterns.keys()),
+                ("PSUBSCRIBE", self._patterns.keys() - pubsub.patterns),
+            )
+            if names
+        ]
+        if changes:
+            with suppress(ConnectionLost):
+                await pubsub.send(*changes)
 
     # -- delivery ---------------------------------------------------------------
 
@@ -473,7 +476,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         if pubsub is None:
             return
         with suppress(ConnectionLost):
-            await pubsub.send(command, names)
+            await pubsub.send((command, names))
 
 
 def _require_asyncio() -> None:
