@@ -364,6 +364,19 @@ async def test_refused_commands_are_channels_errors(
                 assert (await subscriber.receive()).message == "yes"
 
 
+async def test_a_connection_the_server_refuses_is_a_channels_error(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    server = start_redis()
+    async with admin_of(server) as admin:
+        url = await app_user(admin, server, commands=["+@all", "-client|setname"])
+        layer = RedisPubSubChannelLayer.from_url(url, client_name="app")
+        with pytest.raises(ChannelsError, match="refused") as refused:
+            async with Channel(layer):
+                pass
+        assert isinstance(refused.value.__cause__, NoPermissionError)
+
+
 # -- one layer, one channel ------------------------------------------------------------------
 
 

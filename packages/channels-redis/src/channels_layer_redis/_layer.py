@@ -53,10 +53,6 @@ DEFAULT_MAX_PAYLOAD_BYTES = payload_limit(DEFAULT_PUBSUB_HARD_LIMIT)
 #: Why reading the server's configuration may fail (not permitted, or no answer).
 _CONFIG_ERRORS: tuple[type[BaseException], ...] = (ResponseError, *TRANSIENT_ERRORS)
 
-#: A reconnection refused (a password or an ACL changed meanwhile): an operator
-#: may fix it, so it is retried like an outage, but logged as a warning.
-_REFUSALS: tuple[type[BaseException], ...] = (BrokerUnavailableError, ResponseError)
-
 
 @dataclass(frozen=True, slots=True)
 class RedisLayerStats:
@@ -210,6 +206,11 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 f"Redis at {self.url} refused the credentials ({exc}); "
                 "check the username and password"
             ) from exc
+        except ResponseError as exc:
+            raise BrokerUnavailableError(
+                f"Redis at {self.url} refused the pub/sub connection or its subscriptions "
+                f"({type(exc).__name__}: {exc}); check the user's ACL"
+            ) from exc
 
     async def _payload_limit(self, client: Redis) -> int:
         """The configured limit, else derived from the server's pub/sub output buffer limit.
@@ -282,15 +283,13 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._attempts += 1
             try:
                 return await self._open_pubsub()
-            except _REFUSALS as exc:
+            except BrokerUnavailableError as exc:  # refused: an operator may fix it
                 logger.warning(
-                    "%s refused the connection or the subscriptions to its %d group(s) "
-                    "and %d pattern(s) (%s: %s); retrying. Check the user's ACL",
-                    self.url,
+                    "%s. Retrying with backoff; the channel stays open (%d group(s), "
+                    "%d pattern(s) to subscribe again)",
+                    exc,
                     len(self._groups),
                     len(self._patterns),
-                    type(exc).__name__,
-                    exc,
                 )
             except TRANSIENT_ERRORS as exc:
                 logger.info("reconnecting to %s failed: %s: %s", self.url, type(exc).__name__, exc)
