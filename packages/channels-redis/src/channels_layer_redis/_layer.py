@@ -377,11 +377,13 @@ class RedisPubSubChannelLayer(ChannelLayer):
         channel = self._wire.channel(group)
         sequence, message = self._outbox.seal(payload)
         timeout = self.options.publish_timeout
+        failure: BaseException | None = None
         try:
             with anyio.move_on_after(timeout) as deadline:
                 try:
                     await client.publish(channel, message)
-                except TRANSIENT_ERRORS:
+                except TRANSIENT_ERRORS as exc:
+                    failure = exc
                     await retry_until(
                         lambda: client.publish(channel, message),
                         timeout=timeout,
@@ -393,7 +395,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 raise BrokerUnavailableError(
                     f"could not publish to {self.url} within {timeout:g} s: the server did "
                     "not answer. Check that it is running and reachable"
-                )
+                ) from failure
         except ResponseError as exc:
             raise BrokerUnavailableError(
                 f"{self.url} refused to PUBLISH to {group!r} ({type(exc).__name__}: {exc}); "
