@@ -220,20 +220,18 @@ class RedisPubSubChannelLayer(ChannelLayer):
         """
         if self.options.max_payload_bytes is not None:
             return self.options.max_payload_bytes
+        hard_limit: int | None = None
         try:
-            async with asyncio.timeout(self.options.connect_timeout):
+            with anyio.move_on_after(self.options.connect_timeout):
                 config = await client.config_get("client-output-buffer-limit")
+                hard_limit = pubsub_hard_limit(config)
         except _CONFIG_ERRORS as exc:
+            logger.info("could not read client-output-buffer-limit from %s: %s", self.url, exc)
+        if hard_limit is None:
             logger.info(
-                "could not read client-output-buffer-limit from %s (%s); "
                 "max_payload_bytes is %d, the limit for Redis's default configuration",
-                self.url,
-                exc,
                 DEFAULT_MAX_PAYLOAD_BYTES,
             )
-            return DEFAULT_MAX_PAYLOAD_BYTES
-        hard_limit = pubsub_hard_limit(config)
-        if hard_limit is None:
             return DEFAULT_MAX_PAYLOAD_BYTES
         return payload_limit(hard_limit)
 
