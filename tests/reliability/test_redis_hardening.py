@@ -129,6 +129,7 @@ async def test_publishing_connections_killed_every_10_ms_deliver_nothing_twice(
     assert duplicates == {}, f"{len(duplicates)} message(s) delivered more than once"
     assert len(received) == per_task * tasks_count  # and nothing lost
     assert recorder.gaps() == []  # the listener itself was never cut
+    assert listener.stats().duplicates > 0  # retried PUBLISHes Redis had run were dropped
 
 
 # -- item 5: what the server would not deliver is refused, nothing sent --------------------
@@ -361,6 +362,19 @@ async def test_refused_commands_are_channels_errors(
             async with channel.subscribe("open") as subscriber:  # still usable
                 await channel.publish("open", "yes")
                 assert (await subscriber.receive()).message == "yes"
+
+
+async def test_a_connection_the_server_refuses_is_a_channels_error(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    server = start_redis()
+    async with admin_of(server) as admin:
+        url = await app_user(admin, server, commands=["+@all", "-client|setname"])
+        layer = RedisPubSubChannelLayer.from_url(url, client_name="app")
+        with pytest.raises(ChannelsError, match="refused") as refused:
+            async with Channel(layer):
+                pass
+        assert isinstance(refused.value.__cause__, NoPermissionError)
 
 
 # -- one layer, one channel ------------------------------------------------------------------

@@ -53,10 +53,6 @@ DEFAULT_MAX_PAYLOAD_BYTES = payload_limit(DEFAULT_PUBSUB_HARD_LIMIT)
 #: Why reading the server's configuration may fail (not permitted, or no answer).
 _CONFIG_ERRORS: tuple[type[BaseException], ...] = (ResponseError, *TRANSIENT_ERRORS)
 
-#: A reconnection refused (a password or an ACL changed meanwhile): an operator
-#: may fix it, so it is retried like an outage, but logged as a warning.
-_REFUSALS: tuple[type[BaseException], ...] = (BrokerUnavailableError, ResponseError)
-
 
 @dataclass(frozen=True, slots=True)
 class RedisLayerStats:
@@ -209,6 +205,11 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 f"Redis at {self.url} refused the credentials ({exc}); "
                 "check the username and password"
             ) from exc
+        except ResponseError as exc:
+            raise BrokerUnavailableError(
+                f"Redis at {self.url} refused the pub/sub connection or its subscriptions "
+                f"({type(exc).__name__}: {exc}); check the user's ACL"
+            ) from exc
 
     async def _payload_limit(self, client: Redis) -> int:
         """The configured limit, else derived from the server's pub/sub output buffer limit.
@@ -218,20 +219,18 @@ class RedisPubSubChannelLayer(ChannelLayer):
         """
         if self.options.max_payload_bytes is not None:
             return self.options.max_payload_bytes
+        hard_limit: int | None = None
         try:
-            async with asyncio.timeout(self.options.connect_timeout):
+            with anyio.move_on_after(self.options.connect_timeout):
                 config = await client.config_get("client-output-buffer-limit")
+                hard_limit = pubsub_hard_limit(config)
         except _CONFIG_ERRORS as exc:
+            logger.info("could not read client-output-buffer-limit from %s: %s", self.url, exc)
+        if hard_limit is None:
             logger.info(
-                "could not read client-output-buffer-limit from %s (%s); "
                 "max_payload_bytes is %d, the limit for Redis's default configuration",
-                self.url,
-                exc,
                 DEFAULT_MAX_PAYLOAD_BYTES,
             )
-            return DEFAULT_MAX_PAYLOAD_BYTES
-        hard_limit = pubsub_hard_limit(config)
-        if hard_limit is None:
             return DEFAULT_MAX_PAYLOAD_BYTES
         return payload_limit(hard_limit)
 
@@ -253,9 +252,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._pubsub = None
             self._losses += 1
             await pubsub.aclose()
-            pubsub, early = await self._reconnect()
-            await self._reconcile(pubsub)
-            self._pubsub = pubsub
+            self._pubsub, early = await self._reconnect()
+            await self._reconcile(self._pubsub)
             self._reconnects += 1
             if self._reconnected is not None:
                 self._reconnected.set()
@@ -282,15 +280,13 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._attempts += 1
             try:
                 return await self._open_pubsub()
-            except _REFUSALS as exc:
+            except BrokerUnavailableError as exc:  # refused: an operator may fix it
                 logger.warning(
-                    "%s refused the connection or the subscriptions to its %d group(s) "
-                    "and %d pattern(s) (%s: %s); retrying. Check the user's ACL",
-                    self.url,
+                    "%s. Retrying with backoff; the channel stays open (%d group(s), "
+                    "%d pattern(s) to subscribe again)",
+                    exc,
                     len(self._groups),
                     len(self._patterns),
-                    type(exc).__name__,
-                    exc,
                 )
             except TRANSIENT_ERRORS as exc:
                 logger.info("reconnecting to %s failed: %s: %s", self.url, type(exc).__name__, exc)
@@ -300,21 +296,25 @@ class RedisPubSubChannelLayer(ChannelLayer):
         """Make a new connection's subscriptions what is wanted now.
 
         The reconnect subscribed the names wanted when it started; names
-        left (or added) while it was under way are sent now, before the
-        connection is handed over. No waiting: a failure here is the
+        left (or added) while it was under way are sent now, in one write
+        computed from the wanted state of this instant (later changes go to
+        the connection directly). No waiting: a failure here is the
         reader's to notice.
         """
         wanted = {self._wire.channel(group) for group in self._groups}
-        changes = (
-            ("UNSUBSCRIBE", pubsub.channels - wanted),
-            ("SUBSCRIBE", wanted - pubsub.channels),
-            ("PUNSUBSCRIBE", pubsub.patterns - self._patterns.keys()),
-            ("PSUBSCRIBE", self._patterns.keys() - pubsub.patterns),
-        )
-        with suppress(ConnectionLost):
-            for command, names in changes:
-                if names:
-                    await pubsub.send(command, sorted(names))
+        changes = [
+            (command, sorted(names))
+            for command, names in (
+                ("UNSUBSCRIBE", pubsub.channels - wanted),
+                ("SUBSCRIBE", wanted - pubsub.channels),
+                ("PUNSUBSCRIBE", pubsub.patterns - self._patterns.keys()),
+                ("PSUBSCRIBE", self._patterns.keys() - pubsub.patterns),
+            )
+            if names
+        ]
+        if changes:
+            with suppress(ConnectionLost):
+                await pubsub.send(*changes)
 
     # -- delivery ---------------------------------------------------------------
 
@@ -374,11 +374,13 @@ class RedisPubSubChannelLayer(ChannelLayer):
         channel = self._wire.channel(group)
         sequence, message = self._outbox.seal(payload)
         timeout = self.options.publish_timeout
+        failure: BaseException | None = None
         try:
             with anyio.move_on_after(timeout) as deadline:
                 try:
                     await client.publish(channel, message)
-                except TRANSIENT_ERRORS:
+                except TRANSIENT_ERRORS as exc:
+                    failure = exc
                     await retry_until(
                         lambda: client.publish(channel, message),
                         timeout=timeout,
@@ -390,7 +392,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 raise BrokerUnavailableError(
                     f"could not publish to {self.url} within {timeout:g} s: the server did "
                     "not answer. Check that it is running and reachable"
-                )
+                ) from failure
         except ResponseError as exc:
             raise BrokerUnavailableError(
                 f"{self.url} refused to PUBLISH to {group!r} ({type(exc).__name__}: {exc}); "
@@ -472,7 +474,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         if pubsub is None:
             return
         with suppress(ConnectionLost):
-            await pubsub.send(command, names)
+            await pubsub.send((command, names))
 
 
 def _require_asyncio() -> None:

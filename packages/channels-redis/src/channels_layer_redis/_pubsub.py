@@ -133,9 +133,14 @@ class PubSubConnection:
         if errors:
             raise errors[0]
 
-    async def send(self, command: str, names: Sequence[bytes]) -> None:
-        """Send ``command *names`` without waiting for the server (`ConnectionLost` if closed)."""
-        await self._send([(command, *names), ("PING", _new_token())])
+    async def send(self, *commands: tuple[str, Sequence[bytes]]) -> None:
+        """Send each ``command *names`` in one write, without waiting for the server.
+
+        Raises `ConnectionLost` if the connection is closed.
+        """
+        await self._send(
+            [*((command, *names) for command, names in commands), ("PING", _new_token())]
+        )
 
     async def run(self, health_check_interval: float) -> None:
         """Read and dispatch until the connection fails, then raise `ConnectionLost`.
