@@ -185,8 +185,12 @@ class BlockingChannel:
         self._finalizer: weakref.finalize[[], BlockingChannel] | None = None
 
     def __repr__(self) -> str:
-        state = "open" if self._open_runtime(raising=False) else "closed"
-        return f"<BlockingChannel {self._channel.layer!r} ({state})>"
+        return f"<BlockingChannel {self._channel.layer!r} ({'closed' if self.closed else 'open'})>"
+
+    @property
+    def closed(self) -> bool:
+        """True unless the channel is open (not opened yet, or closed)."""
+        return self._open_runtime(raising=False) is None
 
     @property
     def layer(self) -> ChannelLayer:
