@@ -92,9 +92,14 @@ class _Runtime:
         async with BlockingPortal() as portal:
             try:
                 with anyio.CancelScope() as self._scope:
-                    async with self.channel:
-                        self._started.set_result(portal)
-                        await self._closing.wait()
+                    try:
+                        async with self.channel:
+                            self._started.set_result(portal)
+                            await self._closing.wait()
+                    except Exception as exc:
+                        if self._started.done():
+                            raise  # while closing: logged by _run
+                        self._started.set_exception(exc)  # open() raises it, unwrapped
             finally:
                 # Subscriptions still held by threads end with the channel.
                 await portal.stop(cancel_remaining=True)
