@@ -10,8 +10,9 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -20,11 +21,14 @@ import redis
 
 from channels_core import (
     BlockingChannel,
+    BrokerUnavailableError,
     Channel,
     ChannelClosedError,
     ChannelInUseError,
+    Inbox,
     MessagesLost,
 )
+from channels_core.layers.local_memory import InMemoryChannelLayer
 
 #: Seconds any one wait may take before the test fails (never hangs).
 PATIENCE = 20.0
@@ -338,3 +342,26 @@ def test_a_forgotten_channel_is_closed_when_collected() -> None:
     del channel
     gc.collect()
     assert blocking_threads() == 0
+
+
+def test_an_open_that_fails_raises_and_leaves_no_thread() -> None:
+    class Unreachable(InMemoryChannelLayer):
+        @asynccontextmanager
+        async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
+            raise BrokerUnavailableError("the broker is down")
+            yield  # pragma: no cover - an async generator that never yields
+
+    channel = BlockingChannel(Unreachable())
+    with pytest.raises(BrokerUnavailableError, match="down"):
+        channel.open()
+    assert channel.closed
+    assert blocking_threads() == 0
+
+
+def test_the_event_loop_thread_can_run_trio() -> None:
+    with (
+        BlockingChannel.from_url("memory://", backend="trio") as channel,
+        channel.subscribe("g") as subscriber,
+    ):
+        channel.publish("g", "on trio")
+        assert subscriber.receive(timeout=PATIENCE).message == "on trio"

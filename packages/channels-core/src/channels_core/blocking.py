@@ -92,9 +92,14 @@ class _Runtime:
         async with BlockingPortal() as portal:
             try:
                 with anyio.CancelScope() as self._scope:
-                    async with self.channel:
-                        self._started.set_result(portal)
-                        await self._closing.wait()
+                    try:
+                        async with self.channel:
+                            self._started.set_result(portal)
+                            await self._closing.wait()
+                    except Exception as exc:
+                        if self._started.done():
+                            raise  # while closing: logged by _run
+                        self._started.set_exception(exc)  # open() raises it, unwrapped
             finally:
                 # Subscriptions still held by threads end with the channel.
                 await portal.stop(cancel_remaining=True)
@@ -185,8 +190,12 @@ class BlockingChannel:
         self._finalizer: weakref.finalize[[], BlockingChannel] | None = None
 
     def __repr__(self) -> str:
-        state = "open" if self._open_runtime(raising=False) else "closed"
-        return f"<BlockingChannel {self._channel.layer!r} ({state})>"
+        return f"<BlockingChannel {self._channel.layer!r} ({'closed' if self.closed else 'open'})>"
+
+    @property
+    def closed(self) -> bool:
+        """True unless the channel is open (not opened yet, or closed)."""
+        return self._open_runtime(raising=False) is None
 
     @property
     def layer(self) -> ChannelLayer:
