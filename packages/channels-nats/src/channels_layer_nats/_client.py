@@ -45,11 +45,6 @@ class RoutingClient(Client):
         if not self.is_closed:
             await subscription.unsubscribe()
 
-    @property
-    def routed(self) -> int:
-        """How many routed subscriptions exist."""
-        return len(self._routes)
-
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:

@@ -73,7 +73,8 @@ class NatsLayerStats(LayerStats):
     unmatched: int
     #: Bytes nats-py holds for sending right now (bounded by `pending_size`).
     pending_bytes: int
-    #: Subscriptions the layer holds on the server (groups, pattern wildcards).
+    #: Subscriptions the layer holds on the server: one per group, one per
+    #: pattern wildcard (patterns sharing a wildcard share it).
     subscriptions: int
 
 
@@ -166,7 +167,7 @@ class NatsChannelLayer(ChannelLayer):
             misrouted=self._misrouted,
             unmatched=self._unmatched,
             pending_bytes=0 if client is None else client.pending_data_size,
-            subscriptions=0 if client is None else client.routed,
+            subscriptions=len(self._groups) + len(self._patterns),
         )
 
     # -- connecting -----------------------------------------------------------------

@@ -100,6 +100,7 @@ def parse_url(url: str) -> ServerList:
     if at:
         name, colon, secret = userinfo.partition(":")
         if not (colon and name and secret):
+            shown = shown.replace(f"{userinfo}@", "***@", 1)  # a token, maybe: never shown
             raise ValueError(
                 f"{shown!r}: user info must be user:password; for token authentication "
                 "pass token=... (keyword or ?token=), never in the URL's user info"
