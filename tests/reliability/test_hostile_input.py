@@ -388,12 +388,12 @@ async def forge(
 ) -> None:
     layer = harness.layer
     if isinstance(layer, NatsChannelLayer):
-        client = await nats.connect(nats_url)
+        nats_client = await nats.connect(nats_url)
         try:
-            await client.publish(layer.subject("forged"), payload)
-            await client.flush()
+            await nats_client.publish(layer.subject("forged"), payload)
+            await nats_client.flush()
         finally:
-            await client.close()
+            await nats_client.close()
         return
     if isinstance(layer, RedisPubSubChannelLayer):
         client = redis.asyncio.Redis.from_url(redis_url)

@@ -33,4 +33,5 @@ async def main(url: str, namespace: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, *sys.argv[1:3])
+    url, namespace = sys.argv[1:3]
+    anyio.run(main, url, namespace)
