@@ -1,7 +1,8 @@
 """The test servers every test directory shares: one policy, in one place.
 
-`redis_url` and `postgres_url` are ``CHANNELS_TEST_REDIS_URL`` /
-``CHANNELS_TEST_POSTGRES_URL``, else the loopback defaults. If one is
+`redis_url`, `postgres_url` and `nats_url` are ``CHANNELS_TEST_REDIS_URL`` /
+``CHANNELS_TEST_POSTGRES_URL`` / ``CHANNELS_TEST_NATS_URL``, else the
+loopback defaults. If one is
 unreachable outside CI, a throwaway server is started for the session (the
 layers' own test helpers); in CI an unreachable server fails the run.
 """
@@ -15,11 +16,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from channels_layer_nats.testing import NatsServer
+from channels_layer_nats.testing import ToolMissing as NatsToolMissing
+from channels_layer_nats.testing import reachable as nats_reachable
 from channels_layer_postgres.testing import TemporaryPostgres, probe
 from channels_layer_redis.testing import RedisServer, ToolMissing, reachable
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 def _unreachable(variable: str, url: str, why: str) -> None:
@@ -60,4 +65,19 @@ def postgres_url() -> Iterator[str]:
         return
     _unreachable("CHANNELS_TEST_POSTGRES_URL", url, problem)
     with TemporaryPostgres() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    url = os.environ.get("CHANNELS_TEST_NATS_URL", DEFAULT_NATS_URL)
+    if nats_reachable(url):
+        yield url
+        return
+    _unreachable("CHANNELS_TEST_NATS_URL", url, "no INFO from the server")
+    try:
+        server = NatsServer()
+    except NatsToolMissing as missing:
+        pytest.skip(f"no NATS server and no way to start one: {missing}")
+    with server:
         yield server.url

@@ -159,7 +159,7 @@ def test_subscribe_stops_cleanly_on_interrupt() -> None:
         assert "Traceback" not in stderr
 
 
-@pytest.fixture(params=["redis_url", "postgres_url"], ids=["redis", "postgres"])
+@pytest.fixture(params=["redis_url", "postgres_url", "nats_url"], ids=["redis", "postgres", "nats"])
 def url(request: pytest.FixtureRequest) -> str:
     """The URL of each network layer's test server (see conftest)."""
     return str(request.getfixturevalue(request.param))
@@ -190,8 +190,8 @@ def test_pattern_subscribe_across_processes(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/test"],
-    ids=["redis", "postgres"],
+    ["redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/test", "nats://127.0.0.1:1"],
+    ids=["redis", "postgres", "nats"],
 )
 def test_unreachable_server_is_a_runtime_error(url: str) -> None:
     result = run("publish", url, "g", "1")

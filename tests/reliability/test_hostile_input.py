@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import asyncpg
+import nats
 import pytest
 import redis.asyncio
 from hypothesis import HealthCheck, example, given, settings
@@ -36,6 +37,7 @@ from channels_core import (
 )
 from channels_core.layers.local_memory import InMemoryChannelLayer
 from channels_core.patterns import compile_pattern
+from channels_layer_nats import NatsChannelLayer
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_redis import RedisPubSubChannelLayer
 
@@ -86,7 +88,7 @@ class Harness:
             assert (await self.bystander.receive()).message == "only this"
 
 
-@pytest.fixture(params=["memory", "redis", "postgres"])
+@pytest.fixture(params=["memory", "redis", "postgres", "nats"])
 async def harness(
     request: pytest.FixtureRequest, pg_namespace: str, prefix: str
 ) -> AsyncIterator[Harness]:
@@ -97,6 +99,10 @@ async def harness(
     elif kind == "redis":
         layer = RedisPubSubChannelLayer.from_url(
             request.getfixturevalue("redis_url"), prefix=prefix
+        )
+    elif kind == "nats":
+        layer = NatsChannelLayer.from_url(
+            request.getfixturevalue("nats_url"), namespace=prefix.rstrip(":")
         )
     else:
         layer = PostgreSQLChannelLayer(
@@ -374,7 +380,7 @@ def reject_constant(name: str) -> Any:
 @example(payload=b"\x00chr1")  # the Redis layer's envelope prefix without its header
 @example(payload=b"\x00chr1" + b"\x00" * 23)
 async def test_forged_payloads_are_skipped_or_delivered_intact(
-    harness: Harness, payload: bytes, redis_url: str, postgres_url: str
+    harness: Harness, payload: bytes, redis_url: str, postgres_url: str, nats_url: str
 ) -> None:
     """Raw bytes on the broker, from a client that is not a channel."""
     if harness.kind == "memory":
@@ -386,14 +392,24 @@ async def test_forged_payloads_are_skipped_or_delivered_intact(
     except ValueError:  # not JSON (or not UTF-8): skipped and counted
         expected = []
     async with channel.subscribe("forged", SENTINEL) as subscriber:
-        await forge(harness, payload, redis_url, postgres_url)
+        await forge(harness, payload, redis_url, postgres_url, nats_url)
         events = await harness.until_sentinel(subscriber)
     assert events == expected
     assert channel.stats().undecodable == undecodable + (not expected)
 
 
-async def forge(harness: Harness, payload: bytes, redis_url: str, postgres_url: str) -> None:
+async def forge(
+    harness: Harness, payload: bytes, redis_url: str, postgres_url: str, nats_url: str
+) -> None:
     layer = harness.layer
+    if isinstance(layer, NatsChannelLayer):
+        nats_client = await nats.connect(nats_url)
+        try:
+            await nats_client.publish(layer.subject("forged"), payload)
+            await nats_client.flush()
+        finally:
+            await nats_client.close()
+        return
     if isinstance(layer, RedisPubSubChannelLayer):
         client = redis.asyncio.Redis.from_url(redis_url)
         try:

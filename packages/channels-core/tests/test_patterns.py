@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from channels_core.patterns import compile_pattern, pattern_to_regex
+from channels_core.patterns import compile_pattern, literal_prefix, pattern_to_regex
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,28 @@ def test_pattern_to_regex_is_a_valid_regex_for_every_pattern(pattern: str) -> No
     regex = re.compile(pattern_to_regex(pattern), re.DOTALL)
     for group in ["a", "ab", "\\", "["]:
         assert (regex.fullmatch(group.encode()) is not None) == compile_pattern(pattern)(group)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("chat.*", ("chat.", False)),
+        ("chat.room", ("chat.room", True)),
+        ("a\\*b[c]", ("a*bc", True)),
+        ("user.?", ("user.", False)),
+        ("[xy]z", ("", False)),
+        ("é[é]", ("é", False)),
+        ("ü*", ("ü", False)),
+    ],
+)
+def test_literal_prefix(pattern: str, expected: tuple[str, bool]) -> None:
+    assert literal_prefix(pattern) == expected
+
+
+@given(st.text(min_size=1), st.text())
+def test_every_match_starts_with_the_literal_prefix(pattern: str, group: str) -> None:
+    prefix, whole = literal_prefix(pattern)
+    for candidate in (group, prefix + group, prefix):
+        if compile_pattern(pattern)(candidate):
+            assert candidate.startswith(prefix)
+            assert not whole or candidate == prefix

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import groupby
 
-__all__ = ["compile_pattern", "pattern_to_regex"]
+__all__ = ["compile_pattern", "literal_prefix", "pattern_to_regex"]
 
 #: One byte of the group (the set of byte values it may be), or None for a star.
 _Token = frozenset[int] | None
@@ -64,6 +64,27 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
         return fullmatch(data) is not None
 
     return matches
+
+
+def literal_prefix(pattern: str) -> tuple[str, bool]:
+    """The text every group matching `pattern` starts with, and whether it is the only match.
+
+    For layers whose broker has its own, coarser wildcards: subscribe to
+    the narrowest broker wildcard covering the prefix (or to the exact name
+    when the pattern has no wildcard: ``literal_prefix("a\\*")`` is
+    ``("a*", True)``), then match exactly with `compile_pattern`.
+    """
+    prefix = bytearray()
+    tokens = _parse(pattern.encode())
+    for token in tokens:
+        if token is None or len(token) != 1:
+            break
+        prefix.append(min(token))
+    try:
+        text = prefix.decode()
+    except UnicodeDecodeError as cut:  # a class of one byte that is part of a character
+        return prefix[: cut.start].decode(), False
+    return text, len(prefix) == len(tokens)
 
 
 def _literal_matcher(segments: Sequence[str]) -> Callable[[str], bool]:

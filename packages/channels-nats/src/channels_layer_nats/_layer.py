@@ -1,0 +1,533 @@
+"""`NatsChannelLayer`: channels-core's layer protocol over NATS core pub/sub (nats-py).
+
+Pieces: `_subjects` maps groups to subjects, `_options` reads the URL and
+options, `_client` routes messages in wire order. This module ties them to
+the core's protocol: connecting, publishing, subscribing, reconnect
+signals and counters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+import anyio
+import nats.errors
+from nats.aio.client import Server
+from nats.aio.subscription import Subscription
+
+from channels_core import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    ChannelClosedError,
+    ChannelLayer,
+    ChannelsError,
+    ErrorMapping,
+    Inbox,
+    LayerStats,
+    PayloadTooLargeError,
+    call_with_deadline,
+    redact_url,
+    translate_errors,
+    url_secrets,
+)
+from channels_core.patterns import compile_pattern
+
+from ._client import RoutingClient
+from ._options import SCHEMES, NatsLayerOptions, parse_url
+from ._subjects import Subjects
+
+__all__ = ["NatsChannelLayer", "NatsLayerStats"]
+
+logger = logging.getLogger("channels_layer_nats")
+
+#: nats-py's exceptions -> what the application sees (`from` the original).
+NATS_ERRORS: ErrorMapping = {
+    nats.errors.ConnectionClosedError: BrokerUnavailableError,
+    nats.errors.StaleConnectionError: BrokerUnavailableError,
+    nats.errors.NoServersError: BrokerUnavailableError,
+    nats.errors.OutboundBufferLimitError: BrokerUnavailableError,
+    nats.errors.TimeoutError: BrokerUnavailableError,
+    nats.errors.AuthorizationError: BrokerRefusedError,
+    nats.errors.MaxPayloadError: PayloadTooLargeError,
+    nats.errors.Error: ChannelsError,
+    OSError: BrokerUnavailableError,
+}
+
+_REFUSALS = ("authorization violation", "authentication", "user authentication")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatsLayerStats(LayerStats):
+    """The shared counters, and the NATS layer's own."""
+
+    #: Messages skipped: a subject or frame that is not the layer's encoding
+    #: (a foreign publisher in the namespace, or a hash collision).
+    misrouted: int
+    #: Messages a pattern's NATS wildcard brought in that matched none of its
+    #: patterns (the cost of patterns without a literal prefix).
+    unmatched: int
+    #: Bytes nats-py holds for sending right now (bounded by `pending_size`).
+    pending_bytes: int
+    #: Subscriptions the layer holds on the server: one per group, one per
+    #: pattern wildcard (patterns sharing a wildcard share it).
+    subscriptions: int
+
+
+class _Disconnected(Exception):
+    """The client is between connections (retried within the time budget)."""
+
+
+class _Echo:
+    """A message the layer sends itself: back means the server processed what came before."""
+
+    __slots__ = ("arrived", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.arrived = False
+
+
+class _PatternSet:
+    """The patterns sharing one NATS wildcard subscription."""
+
+    __slots__ = ("matchers", "subscription")
+
+    def __init__(self) -> None:
+        self.matchers: dict[str, Callable[[str], bool]] = {}
+        self.subscription: Subscription | None = None
+
+
+class NatsChannelLayer(ChannelLayer):
+    """Cross-process publish/subscribe through a NATS server or cluster (asyncio only).
+
+    `url` is ``nats://[user:password@]host:port[,host:port...]`` (a seed
+    list: the client learns the rest of a cluster from the servers) or
+    ``nats+tls://...``; `options` are `NatsLayerOptions` fields, as
+    keywords or query parameters.
+    """
+
+    url_schemes = SCHEMES
+    asyncio_only = True  # nats-py is asyncio-only
+    supports_multi_group = True
+    supports_patterns = True
+
+    def __init__(self, url: str = "nats://127.0.0.1:4222", **options: Any) -> None:
+        target = parse_url(url)
+        self.options = NatsLayerOptions.from_options(options, query=target.query)
+        self._target = target
+        self._shown = redact_url(url)
+        self._secrets = [*url_secrets(url), self.options.token]
+        self._subjects = Subjects(self.options.namespace)
+        self._client: RoutingClient | None = None
+        self._inbox: Inbox | None = None
+        self._up = anyio.Event()
+        self._groups: dict[str, Subscription] = {}
+        self._patterns: dict[str, _PatternSet] = {}
+        self._pattern_subjects: dict[str, str] = {}
+        self._echoes: dict[bytes, _Echo] = {}
+        self._echo_subject = ""
+        self._echo_numbers = itertools.count()
+        self._closing = False
+        self._lost_at = 0.0
+        self._attempts = 0
+        self._delays: Iterator[float] = self.options.reconnect_backoff.delays()
+        self._published = self._received = self._losses = self._reconnects = 0
+        self._misrouted = self._unmatched = 0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A layer for a ``nats://`` or ``nats+tls://`` URL; unknown options: TypeError."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        return f"<NatsChannelLayer {self._shown} namespace={self.options.namespace!r}>"
+
+    @property
+    def url(self) -> str:
+        """The URL with every secret masked."""
+        return self._shown
+
+    def subject(self, group: str) -> str:
+        """The NATS subject that carries `group`."""
+        return self._subjects.subject(group)
+
+    def stats(self) -> NatsLayerStats:
+        client = self._client
+        return NatsLayerStats(
+            connected=client is not None and client.is_connected and self._up.is_set(),
+            published=self._published,
+            received=self._received,
+            connection_losses=self._losses,
+            reconnects=self._reconnects,
+            misrouted=self._misrouted,
+            unmatched=self._unmatched,
+            pending_bytes=0 if client is None else client.pending_data_size,
+            subscriptions=len(self._groups) + len(self._patterns),
+        )
+
+    # -- connecting -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
+        """Connect to the first server that answers; nats-py keeps the connection alive."""
+        client = RoutingClient()
+        refusal: list[Exception] = []
+        connecting = anyio.CancelScope()
+
+        async def on_error(exc: Exception) -> None:
+            if not self._up.is_set() and self._client is None and _is_refusal(exc):
+                refusal.append(exc)
+                connecting.cancel()
+            self._log_error(exc)
+
+        self._inbox, self._closing, self._up = inbox, False, anyio.Event()
+        try:
+            with anyio.move_on_after(self.options.connect_timeout), connecting:
+                with translate_errors(
+                    NATS_ERRORS, what=self._what("connect to"), secrets=self._secrets
+                ):
+                    await client.connect(**self._client_options(on_error))
+            if refusal:
+                raise BrokerRefusedError(
+                    f"{self._shown} refused the connection: {self._masked(refusal[-1])}. "
+                    "Check the user, password, token or credentials"
+                ) from refusal[-1]
+            if not client.is_connected:
+                cause = client.last_error
+                raise BrokerUnavailableError(
+                    f"could not connect to {self._shown} within {self.options.connect_timeout:g} s"
+                    f"{': ' + self._masked(cause) if cause else ''}. "
+                    "Check that the server is running and reachable"
+                ) from cause
+            self._check_tls(client)
+            self._client = client
+            self.max_payload_bytes = client.max_payload
+            self._echo_subject = client.new_inbox()
+            await client.subscribe_routed(self._echo_subject, self._on_echo)
+            self._up.set()
+            yield
+        finally:
+            self._closing = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await client.close()
+                except Exception as exc:  # a half-made connection: nothing more to close
+                    logger.debug("closing the NATS client: %s", self._masked(exc))
+            self._client = self._inbox = None
+            self._up = anyio.Event()
+            self._groups.clear()
+            self._patterns.clear()
+            self._pattern_subjects.clear()
+            self._fail_echoes()
+
+    def _client_options(self, on_error: Callable[[Exception], Any]) -> dict[str, Any]:
+        settings, target = self.options, self._target
+        choose = self._next_server
+        return {
+            "servers": list(target.servers),
+            "name": settings.client_name,
+            "error_cb": on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": settings.reconnect_backoff.initial,
+            "reconnect_to_server_handler": choose,
+            "connect_timeout": min(settings.connect_timeout, 2.0),
+            "ping_interval": settings.ping_interval,
+            "max_outstanding_pings": 2,
+            "pending_size": settings.pending_size,
+            "user": target.user,
+            "password": target.password,
+            "token": settings.token or None,
+            "user_credentials": settings.credentials_file or None,
+            "nkeys_seed": settings.nkey_seed_file or None,
+            "tls": settings.tls_context(target.tls),
+            "tls_hostname": settings.tls_hostname or None,
+        }
+
+    def _check_tls(self, client: RoutingClient) -> None:
+        """``nats+tls://`` never falls back to plain text."""
+        info: dict[str, Any] = getattr(client, "_server_info", {})
+        if self._target.tls and not info.get("tls_required"):
+            raise BrokerRefusedError(
+                f"{self._shown} asks for TLS but the server does not offer it; "
+                "enable TLS on the server, or use nats://"
+            )
+
+    def _next_server(self, servers: list[Server], info: dict[str, Any]) -> tuple[Server, float]:
+        """nats-py's reconnect hook: the servers in turn, spaced by `reconnect_backoff`."""
+        attempt = self._attempts
+        self._attempts += 1
+        return servers[attempt % len(servers)], 0.0 if attempt == 0 else next(self._delays)
+
+    async def _on_disconnected(self) -> None:
+        if self._closing or not self._up.is_set():
+            return
+        self._losses += 1
+        self._up = anyio.Event()
+        self._lost_at = anyio.current_time()
+        self._attempts = 0
+        self._delays = self.options.reconnect_backoff.delays()
+        self._fail_echoes()
+        logger.warning("lost the connection to %s; reconnecting", self._shown)
+
+    async def _on_reconnected(self) -> None:
+        client = self._client
+        if self._closing or client is None:
+            return
+        self._reconnects += 1
+        self.max_payload_bytes = client.max_payload
+        self._up.set()
+        logger.warning(
+            "reconnected to %s after %d attempt(s) in %.1f s; messages published meanwhile "
+            "were missed",
+            self._shown,
+            max(self._attempts, 1),
+            anyio.current_time() - self._lost_at,
+        )
+        if self._inbox is not None:
+            self._inbox.messages_lost()
+
+    def _log_error(self, exc: Exception) -> None:
+        """nats-py's error callback: refusals and permission errors at WARNING.
+
+        While reconnecting, the first failed attempt is a WARNING and later
+        ones DEBUG (the outage is already reported), as channels-core logs.
+        """
+        reconnecting = self._client is not None and not self._up.is_set()
+        important = _is_refusal(exc) or "permission" in str(exc).lower()
+        level = (
+            logging.WARNING
+            if important or (reconnecting and self._attempts <= 1)
+            else logging.DEBUG
+        )
+        logger.log(level, "NATS client (%s): %s", self._shown, self._masked(exc))
+
+    def _masked(self, exc: BaseException | None) -> str:
+        text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        for secret in sorted(filter(None, self._secrets), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    def _what(self, action: str) -> str:
+        return f"{action} {self._shown}"
+
+    def _connected_client(self) -> RoutingClient:
+        if self._client is None:
+            raise ChannelClosedError("the NATS layer is not connected")
+        return self._client
+
+    async def _wait_until_up(self) -> RoutingClient:
+        client = self._connected_client()
+        await self._up.wait()
+        if not client.is_connected:
+            raise _Disconnected("the NATS client is reconnecting")
+        return client
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def publish(self, group: str, payload: bytes) -> None:
+        """Hand the message to the connected client; during an outage wait up to `publish_timeout`.
+
+        Nothing is queued while disconnected: nats-py's reconnect buffer is
+        never used, so a publish that times out was not sent, ever.
+        """
+        client = self._connected_client()
+        subject, data = self._subjects.frame(group, payload)
+        if len(data) > client.max_payload:
+            raise PayloadTooLargeError(
+                f"the message for group {group[:80]!r} is {len(data):,} bytes on the wire; "
+                f"the NATS server takes at most {client.max_payload:,} (its max_payload). "
+                "Nothing was sent: send a smaller message, or a reference to the data"
+            )
+        with translate_errors(NATS_ERRORS, what=self._what("publish to"), secrets=self._secrets):
+            if client.is_connected and self._up.is_set():
+                await client.publish(subject, data)  # nats-py checks the state before queueing
+            else:
+
+                async def attempt() -> None:
+                    ready = await self._wait_until_up()
+                    await ready.publish(subject, data)
+
+                await call_with_deadline(
+                    attempt,
+                    timeout=self.options.publish_timeout,
+                    retry_on=(_Disconnected, nats.errors.OutboundBufferLimitError),
+                    what=self._what("publish to"),
+                    backoff=self.options.reconnect_backoff,
+                )
+        self._published += 1
+
+    # -- subscribing --------------------------------------------------------------------
+
+    async def subscribe(self, group: str) -> None:
+        await self.subscribe_groups([group])
+
+    async def unsubscribe(self, group: str) -> None:
+        await self.unsubscribe_groups([group])
+
+    async def subscribe_groups(self, groups: Sequence[str]) -> None:
+        """SUBSCRIBE every group, then one round trip confirms them all."""
+        await self._subscribing(self._add_groups, groups)
+
+    async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
+        client = self._client
+        for group in groups:
+            subscription = self._groups.pop(group, None)
+            if subscription is not None and client is not None:
+                await self._unsubscribe(client, subscription)
+
+    async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
+        """SUBSCRIBE the narrowest wildcard covering each pattern; match exactly on arrival."""
+        await self._subscribing(self._add_patterns, patterns)
+
+    async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
+        client = self._client
+        for pattern in patterns:
+            covering = self._pattern_subjects.pop(pattern, None)
+            shared = self._patterns.get(covering or "")
+            if covering is None or shared is None:
+                continue
+            shared.matchers.pop(pattern, None)
+            if not shared.matchers:
+                del self._patterns[covering]
+                if shared.subscription is not None and client is not None:
+                    await self._unsubscribe(client, shared.subscription)
+
+    async def _subscribing(
+        self, add: Callable[[RoutingClient, Sequence[str]], Any], names: Sequence[str]
+    ) -> None:
+        """Wait for a connection, add the subscriptions, confirm them, in `subscribe_timeout`."""
+        budget = self.options.subscribe_timeout
+        added = False
+
+        async def attempt() -> None:
+            nonlocal added
+            client = await self._wait_until_up()
+            if not added:
+                with anyio.CancelScope(shield=True):  # never lose a half-made subscription
+                    await add(client, names)
+                added = True
+            await self._round_trip(client)
+
+        with translate_errors(NATS_ERRORS, what=self._what("subscribe on"), secrets=self._secrets):
+            await call_with_deadline(
+                attempt,
+                timeout=budget,
+                retry_on=(_Disconnected,),
+                what=self._what("subscribe on"),
+                backoff=self.options.reconnect_backoff,
+            )
+
+    async def _add_groups(self, client: RoutingClient, groups: Sequence[str]) -> None:
+        for group in groups:
+            if group not in self._groups:
+                handler = self._group_handler(group)
+                self._groups[group] = await client.subscribe_routed(self.subject(group), handler)
+
+    async def _add_patterns(self, client: RoutingClient, patterns: Sequence[str]) -> None:
+        for pattern in patterns:
+            if pattern in self._pattern_subjects:
+                continue
+            covering = self._subjects.covering(pattern)
+            self._pattern_subjects[pattern] = covering
+            shared = self._patterns.get(covering)
+            if shared is None:
+                shared = self._patterns[covering] = _PatternSet()
+                shared.subscription = await client.subscribe_routed(
+                    covering, self._pattern_handler(shared)
+                )
+            shared.matchers[pattern] = compile_pattern(pattern)
+
+    async def _unsubscribe(self, client: RoutingClient, subscription: Subscription) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await client.unsubscribe_routed(subscription)
+            except nats.errors.Error as exc:  # closed meanwhile: nothing left to undo
+                logger.debug("unsubscribe on %s: %s", self._shown, self._masked(exc))
+
+    async def _round_trip(self, client: RoutingClient) -> None:
+        """Send a message to ourselves and wait for it: the server has processed what preceded it.
+
+        (nats-py's ``flush()`` writes its PING ahead of queued commands, so
+        its PONG does not prove a queued SUBSCRIBE was processed.)
+        """
+        token = str(next(self._echo_numbers)).encode()
+        echo = self._echoes[token] = _Echo()
+        try:
+            if not client.is_connected:
+                raise _Disconnected("the NATS client is reconnecting")
+            await client.publish(self._echo_subject, token)
+            await echo.event.wait()
+        finally:
+            self._echoes.pop(token, None)
+        if not echo.arrived:
+            raise _Disconnected("the connection was lost before the server confirmed")
+
+    def _on_echo(self, subject: bytes, data: bytes) -> None:
+        echo = self._echoes.pop(data, None)
+        if echo is not None:
+            echo.arrived = True
+            echo.event.set()
+
+    def _fail_echoes(self) -> None:
+        for echo in self._echoes.values():
+            echo.event.set()
+        self._echoes.clear()
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _group_handler(self, group: str) -> Callable[[bytes, bytes], None]:
+        subjects = self._subjects
+        hashed = subjects.is_hashed(self.subject(group))
+
+        def on_message(subject: bytes, data: bytes) -> None:
+            inbox = self._inbox
+            if inbox is None:
+                return
+            self._received += 1
+            if hashed:
+                framed = subjects.unframe(subject.decode(), data)
+                if framed is None or framed[0] != group:
+                    self._misrouted += 1
+                    return
+                data = framed[1]
+            inbox.deliver(group, data)
+
+        return on_message
+
+    def _pattern_handler(self, shared: _PatternSet) -> Callable[[bytes, bytes], None]:
+        read = self._subjects.read
+
+        def on_message(subject: bytes, data: bytes) -> None:
+            inbox = self._inbox
+            if inbox is None:
+                return
+            self._received += 1
+            message = read(subject.decode(), data)
+            if message is None:
+                self._misrouted += 1
+                return
+            group, payload = message
+            matched = False
+            for pattern, matches in list(shared.matchers.items()):
+                if matches(group):
+                    matched = True
+                    inbox.deliver(group, payload, pattern)
+            if not matched:
+                self._unmatched += 1
+
+        return on_message
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, nats.errors.AuthorizationError):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in _REFUSALS)

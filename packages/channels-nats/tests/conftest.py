@@ -1,0 +1,78 @@
+"""NATS servers for the tests.
+
+`nats_url` is the shared server (the root conftest.py: configured, else
+loopback, else outside CI a throwaway one). `nats_server` is a private
+server per test, on another free loopback port, that the test may stop
+and restart. Tests keep apart on the shared server through a `namespace`
+of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+import pytest
+
+from channels_layer_nats import NatsChannelLayer
+from channels_layer_nats.testing import NatsServer, ToolMissing
+
+LayerMaker = Callable[..., NatsChannelLayer]
+
+
+@contextmanager
+def tools_required() -> Iterator[None]:
+    """A missing ``nats-server``: a skip, or a failure in CI."""
+    try:
+        yield
+    except ToolMissing as missing:
+        if os.environ.get("CI"):
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+
+
+@pytest.fixture
+def nats_server() -> Iterator[NatsServer]:
+    """A private server for this test (it may stop, restart or kill it)."""
+    with tools_required():
+        server = NatsServer()
+    with server:
+        yield server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace of this test's own: no cross-talk on a shared server."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_nats_layer(nats_url: str, namespace: str) -> LayerMaker:
+    """Builds layers on the shared server in this test's namespace (options pass through)."""
+
+    def make(url: str = nats_url, **options: object) -> NatsChannelLayer:
+        return NatsChannelLayer.from_url(url, **{"namespace": namespace, **options})
+
+    return make
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll `predicate` until it holds; fail the test after `timeout` s."""
+    with anyio.fail_after(timeout):
+        while True:  # counters and server state have no event to wait on
+            if predicate():
+                return
+            await anyio.sleep(0.01)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[None]]:
+    return wait_for

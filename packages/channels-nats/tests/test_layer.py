@@ -1,0 +1,181 @@
+"""The NATS layer's own behaviour on the shared server: URLs, limits, foreign messages, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import nats
+import pytest
+
+from channels_core import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    Channel,
+    NotSupportedError,
+    PayloadTooLargeError,
+)
+from channels_layer_nats import NatsChannelLayer
+from channels_layer_nats._options import parse_url
+from channels_layer_nats.testing import NatsServer
+
+LayerMaker = Callable[..., NatsChannelLayer]
+
+
+def test_seed_lists_and_credentials_are_read_from_the_url() -> None:
+    target = parse_url("nats+tls://app:p%40ss@h1:4222,[::1]:4223,h3?namespace=x")
+    assert target.servers == ("tls://h1:4222", "tls://[::1]:4223", "tls://h3:4222")
+    assert (target.user, target.password, target.tls, target.query) == (
+        "app",
+        "p@ss",
+        True,
+        "namespace=x",
+    )
+    assert parse_url("nats://").servers == ("nats://127.0.0.1:4222",)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1",
+        "nats:/127.0.0.1",
+        "nats://token-in-user-info@127.0.0.1:4222",
+        "nats://127.0.0.1:99999",
+        "nats://127.0.0.1:4222/path",
+    ],
+)
+def test_bad_urls_are_refused_without_showing_secrets(url: str) -> None:
+    with pytest.raises(ValueError, match=r"NATS URL|user info|host:port") as refused:
+        NatsChannelLayer.from_url(url)
+    assert "token-in-user-info" not in str(refused.value)
+
+
+def test_trio_is_refused_before_connecting(nats_url: str) -> None:
+    async def main() -> None:
+        async with Channel(NatsChannelLayer.from_url(nats_url)):
+            pass
+
+    with pytest.raises(NotSupportedError, match="asyncio"):
+        anyio.run(main, backend="trio")
+
+
+@pytest.mark.anyio
+async def test_payloads_up_to_max_payload_and_not_one_byte_more(
+    make_nats_layer: LayerMaker,
+) -> None:
+    layer = make_nats_layer()
+    async with Channel(layer, serializer=_RAW) as channel:
+        limit = layer.max_payload_bytes
+        assert limit == 1024 * 1024  # the server's INFO (its default)
+        long_group = "g" * 400  # a hashed subject: the frame carries the name
+        async with channel.subscribe("big", long_group) as subscriber:
+            with pytest.raises(PayloadTooLargeError):
+                await channel.publish("big", b"x" * (limit + 1))
+            await channel.publish("big", b"y" * limit)
+            assert (await subscriber.receive()).message == b"y" * limit
+            frame_overhead = 4 + len(long_group)
+            with pytest.raises(PayloadTooLargeError, match="Nothing was sent"):
+                await channel.publish(long_group, b"x" * (limit - frame_overhead + 1))
+            await channel.publish(long_group, b"z" * (limit - frame_overhead))
+            event = await subscriber.receive()
+            assert (event.group, event.message) == (long_group, b"z" * (limit - frame_overhead))
+        assert layer.stats().published == 2
+
+
+@pytest.mark.anyio
+async def test_foreign_messages_are_skipped_and_counted(
+    make_nats_layer: LayerMaker, nats_url: str, namespace: str
+) -> None:
+    layer = make_nats_layer()
+    long_group = "h" * 400
+    async with Channel(layer) as channel:
+        async with (
+            channel.subscribe(long_group) as by_name,
+            channel.subscribe_pattern("*") as by_pattern,
+        ):
+            foreign = await nats.connect(nats_url)
+            try:
+                subject = layer.subject(long_group)
+                await foreign.publish(subject, b"no frame")  # forged: skipped twice
+                await foreign.publish(f"{namespace}.bad~escape", b"1")  # not our encoding
+                await foreign.publish(f"{namespace}.plain", b'"from outside"')  # readable
+                await foreign.flush()
+            finally:
+                await foreign.close()
+            await channel.publish(long_group, "real")
+            assert (await by_name.receive()).message == "real"
+            events = [await by_pattern.receive() for _ in range(2)]
+        assert [(e.group, e.message) for e in events] == [
+            ("plain", "from outside"),
+            (long_group, "real"),
+        ]
+        assert layer.stats().misrouted == 3
+
+
+@pytest.mark.anyio
+async def test_patterns_share_wildcards_and_count_what_matched_nothing(
+    make_nats_layer: LayerMaker,
+) -> None:
+    layer = make_nats_layer()
+    async with Channel(layer) as channel:
+        async with channel.subscribe_pattern("*.errors", "[ab]*", "chat.*") as subscriber:
+            assert layer.stats().subscriptions == 2  # <namespace>.> shared, and chat.>
+            for group in ("web.errors", "nothing", "b.x", "chat.1"):
+                await channel.publish(group, group)
+            received = [await subscriber.receive() for _ in range(3)]
+            assert [(e.group, e.pattern) for e in received] == [
+                ("web.errors", "*.errors"),
+                ("b.x", "[ab]*"),
+                ("chat.1", "chat.*"),
+            ]
+            assert layer.stats().unmatched >= 1  # "nothing" came in on <namespace>.>
+        assert layer.stats().subscriptions == 0
+
+
+@pytest.mark.anyio
+async def test_wrong_credentials_fail_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with NatsServer(config='authorization { user: app, password: "right-one" }') as server:
+        url = server.url.replace("nats://", "nats://app:wrong-one@")
+        started = anyio.current_time()
+        with pytest.raises(BrokerRefusedError, match="refused") as refused:
+            async with Channel.from_url(url, connect_timeout=10):
+                pass
+        assert anyio.current_time() - started < 5
+        assert "wrong-one" not in str(refused.value)
+        right = server.url.replace("nats://", "nats://app:right-one@")
+        async with Channel.from_url(right) as channel, channel.subscribe("in") as subscriber:
+            await channel.publish("in", 1)
+            assert (await subscriber.receive()).message == 1
+        token_server_url = server.url + "?token=wrong-token"
+        with pytest.raises(BrokerRefusedError):
+            async with Channel.from_url(token_server_url):
+                pass
+    assert not [r for r in caplog.records if "wrong-one" in r.getMessage()]
+
+
+@pytest.mark.anyio
+async def test_unreachable_server_fails_after_connect_timeout() -> None:
+    started = anyio.current_time()
+    with pytest.raises(BrokerUnavailableError, match=r"127\.0\.0\.1:1"):
+        async with Channel.from_url("nats://127.0.0.1:1", connect_timeout=0.5):
+            pass
+    assert anyio.current_time() - started < 3
+
+
+@pytest.mark.anyio
+async def test_tls_url_refuses_a_server_without_tls(nats_url: str) -> None:
+    with pytest.raises(BrokerRefusedError, match="TLS"):
+        async with Channel.from_url(nats_url.replace("nats://", "nats+tls://")):
+            pass
+
+
+class _Raw:
+    """Messages are bytes, sent as they are (exact sizes on the wire)."""
+
+    dumps: Callable[[bytes], bytes] = staticmethod(bytes)
+    loads: Callable[[bytes], bytes] = staticmethod(bytes)
+
+
+_RAW = _Raw()

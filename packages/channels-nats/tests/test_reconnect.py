@@ -1,0 +1,116 @@
+"""Faults on a private server: restarts, outages, churn; nothing lost after the gap signal."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+from channels_core import Backoff, BrokerUnavailableError, Channel, MessagesLost, Subscriber
+from channels_layer_nats import NatsChannelLayer
+from channels_layer_nats.testing import NatsServer
+
+pytestmark = pytest.mark.anyio
+
+FAST = Backoff(initial=0.05, maximum=0.2)
+Eventually = Callable[..., Awaitable[None]]
+
+
+def layer_for(server: NatsServer, **options: object) -> NatsChannelLayer:
+    return NatsChannelLayer.from_url(server.url, reconnect_backoff=FAST, ping_interval=1, **options)
+
+
+async def next_message(subscriber: Subscriber) -> object:
+    with anyio.fail_after(10):
+        return (await subscriber.receive()).message
+
+
+async def test_server_restart_one_gap_signal_then_everything(
+    nats_server: NatsServer, eventually: Eventually
+) -> None:
+    listening, sending = layer_for(nats_server), layer_for(nats_server)
+    async with Channel(listening) as listener, Channel(sending) as sender:
+        async with (
+            listener.subscribe("prices", "news") as by_name,
+            listener.subscribe_pattern("pri*") as by_pattern,
+        ):
+            await sender.publish("prices", "before")
+            assert await next_message(by_name) == "before"
+            assert await next_message(by_pattern) == "before"
+
+            await anyio.to_thread.run_sync(nats_server.restart)
+            for subscriber in (by_name, by_pattern):
+                with anyio.fail_after(10), pytest.raises(MessagesLost) as gap:
+                    await subscriber.receive()
+                assert gap.value.reason == "reconnect"
+            for number in range(100):  # waits for the sender's own reconnect if needed
+                await sender.publish("prices", number)
+            assert [await next_message(by_name) for _ in range(100)] == list(range(100))
+            assert [await next_message(by_pattern) for _ in range(100)] == list(range(100))
+            await sender.publish("news", "still subscribed")
+            assert await next_message(by_name) == "still subscribed"
+        stats = listening.stats()
+        assert (stats.connection_losses, stats.reconnects, stats.connected) == (1, 1, True)
+
+
+async def test_publish_during_an_outage_waits_then_fails_and_is_never_sent(
+    nats_server: NatsServer, eventually: Eventually
+) -> None:
+    async with Channel(layer_for(nats_server)) as listener:
+        async with listener.subscribe("outage") as subscriber:
+            sending = layer_for(nats_server, publish_timeout=1)
+            async with Channel(sending) as sender:
+                await anyio.to_thread.run_sync(nats_server.stop)
+                await eventually(lambda: not sending.stats().connected)
+                started = anyio.current_time()
+                with pytest.raises(BrokerUnavailableError, match="within 1 s"):
+                    await sender.publish("outage", "lost")
+                waited = anyio.current_time() - started
+                assert 0.9 <= waited < 2, waited
+                assert sending.stats().pending_bytes < 1024
+
+                await anyio.to_thread.run_sync(nats_server.start)
+                with anyio.fail_after(10), pytest.raises(MessagesLost):
+                    await subscriber.receive()
+                await sender.publish("outage", "after")
+                assert await next_message(subscriber) == "after"  # never "lost"
+
+
+async def test_a_publish_within_its_timeout_goes_through_once_the_server_is_back(
+    nats_server: NatsServer,
+) -> None:
+    async with Channel(layer_for(nats_server, publish_timeout=10)) as sender:
+        await anyio.to_thread.run_sync(nats_server.stop)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(anyio.to_thread.run_sync, _start_later, nats_server)
+            await sender.publish("late", "delivered")  # waits for the reconnect
+        assert sender.stats().published == 1
+
+
+def _start_later(server: NatsServer) -> None:
+    import time
+
+    time.sleep(0.5)
+    server.start()
+
+
+async def test_churn_leaves_no_subscription_on_the_server(
+    nats_server: NatsServer, eventually: Eventually
+) -> None:
+    baseline = nats_server.subscriptions()
+    random.seed(7)
+    async with Channel(layer_for(nats_server)) as channel:
+        async with channel.subscribe("first"):  # its confirmation proves the inbox's SUB
+            with_channel = nats_server.subscriptions() - 1  # the layer's own inbox stays
+        for cycle in range(300):
+            groups = [f"g{random.randrange(20)}" for _ in range(random.randrange(1, 4))]
+            with anyio.move_on_after(random.choice((0, 0.0005, 0.002, 1))):
+                async with channel.subscribe(*groups), channel.subscribe_pattern(f"g{cycle % 7}*"):
+                    await channel.publish(groups[0], cycle)
+                    await anyio.sleep(0 if cycle % 2 else 0.001)
+        assert channel.stats().groups == 0
+        # UNSUBSCRIBEs are sent without waiting for the server: give it a round trip.
+        await eventually(lambda: nats_server.subscriptions() == with_channel)
+    await eventually(lambda: nats_server.subscriptions() == baseline)
