@@ -17,6 +17,7 @@ from .blocking import BlockingChannel, BlockingSubscriber
 from .boundary import ErrorMapping, translate_errors
 from .channel import Channel, ChannelStats
 from .discovery import available_layers, get_layer
+from .encryption import encrypted
 from .event import Event
 from .exceptions import (
     BrokerRefusedError,
@@ -73,6 +74,7 @@ __all__ = [
     "available_layers",
     "background_tasks",
     "call_with_deadline",
+    "encrypted",
     "get_layer",
     "layer_capabilities",
     "options",

@@ -160,6 +160,8 @@ class Codec:
     def dumps(self, message: Any) -> bytes:
         try:
             payload = self._dumps(message)
+        except SerializationError:
+            raise  # from a wrapped codec (an encrypted serializer): already says it all
         except Exception as exc:
             raise SerializationError(
                 f"cannot serialize a {type(message).__name__} with the {self.name} "
