@@ -37,7 +37,7 @@ def test_unknown_layer_lists_installed_layers_and_how_to_install() -> None:
     message = str(error.value)
     assert "'nats'" in message
     assert "memory" in message
-    assert "pip install 'channels-core[redis]' (or [postgres], [all])" in message
+    assert "pip install 'channels-core[redis]' (or [postgres], [nats], [all])" in message
     assert "pip install ./packages/channels-core ./packages/channels-redis" in message
 
 
