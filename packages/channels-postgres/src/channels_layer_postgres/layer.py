@@ -101,7 +101,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
         return None if self._listener is None else self._listener.pid
 
     async def listening_channels(self) -> list[str]:
-        """The channels the LISTEN connection listens to, as the server reports them."""
+        """The channels the LISTEN connection listens to, as the server reports them.
+
+        Waits first for the LISTEN/UNLISTEN changes requested so far (leaving
+        a subscription returns before its UNLISTEN has run).
+        """
         return [] if self._listener is None else await self._listener.listening_channels()
 
     def channel_name(self, group: str) -> str:
