@@ -205,3 +205,21 @@ async def test_postgres_notify_and_payloads_table_hold_no_plaintext(
     assert secret.encode() not in bodies[0]
     assert LARGE[:100].encode() not in bodies[0]
     assert all(secret not in text for text in notified[2:])
+
+
+async def test_postgres_publish_in_a_transaction_encrypted(
+    postgres_url: str, namespace: str
+) -> None:
+    serializer = encrypted(keys=[K1])
+    layer = PostgreSQLChannelLayer(postgres_url, namespace=namespace)
+    app = await asyncpg.connect(postgres_url)
+    try:
+        async with Channel(layer, serializer=serializer) as channel:
+            async with channel.subscribe("orders") as subscriber:
+                for message in ({"order": 1}, {"order": 2, "large": LARGE}):
+                    async with app.transaction():
+                        await layer.publish_in(app, "orders", message, serializer=serializer)
+                    assert await receive(subscriber) == message
+            assert channel.stats().undecodable == 0
+    finally:
+        await app.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import subprocess
 import sys
 import traceback
 from collections.abc import AsyncIterator
@@ -219,3 +220,10 @@ def test_without_cryptography_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "cryptography.fernet", None)
     with pytest.raises(ImportError, match=r"pip install channels-core\[crypto\]"):
         encrypted(keys=[K1])
+
+
+def test_channels_core_imports_without_loading_cryptography() -> None:
+    """The dependency is optional: only `encrypted(...)` loads it."""
+    code = "import sys, channels_core; print('cryptography' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert result.stdout.strip() == b"False"

@@ -44,7 +44,7 @@ class EncryptedSerializer:
     __slots__ = ("_codec", "_decrypt", "_encrypt", "_invalid", "_key_count", "name")
 
     def __init__(self, serializer: str | Serializer, keys: Sequence[str | bytes]) -> None:
-        fernet = _multi_fernet(keys)
+        fernet = _multi_fernet(keys)  # first: it says what to install if cryptography is missing
         from cryptography.fernet import InvalidToken
 
         self._codec = resolve_serializer(serializer)

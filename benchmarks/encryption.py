@@ -1,0 +1,82 @@
+"""CPU per message with encrypted payloads on and off (issue #18).
+
+    hatch run python -m benchmarks.encryption [--url URL] [--messages N] [--repeat R] [--size BYTES]
+
+One process publishes `messages` JSON messages of about `size` bytes to one
+subscriber of its own on `url` (default ``memory://``), with ``serializer="json"`` and with
+``encrypted("json", keys=[key])``: each message is encoded, (encrypted,
+decrypted,) decoded once. The two modes alternate `repeat` times, so that
+a busy machine slows both alike; the medians of the process CPU time per
+message are printed. Needs ``channels-core[crypto]`` (hatch's default
+environment has it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import time
+from typing import Any
+
+import anyio
+from cryptography.fernet import Fernet
+
+from channels_core import Channel, encrypted
+from channels_core.serializers import Serializer
+
+MODES = ("off", "on")
+
+
+async def cpu_per_message(
+    url: str, serializer: str | Serializer, messages: int, size: int
+) -> float:
+    """Seconds of this process's CPU per message, publish to delivery."""
+    message = {"i": 0, "pad": "x" * max(0, size - len('{"i":0,"pad":""}'))}
+    group = f"bench-encryption-{secrets.token_hex(4)}"
+    async with (
+        Channel.from_url(url, serializer=serializer, buffer_size=messages) as channel,
+        channel.subscribe(group) as subscriber,
+    ):
+
+        async def consume(received: anyio.Event) -> None:
+            for _ in range(messages):
+                await subscriber.receive()
+            received.set()
+
+        received = anyio.Event()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(consume, received)
+            started = time.process_time()
+            for _ in range(messages):
+                await channel.publish(group, message)
+            await received.wait()
+            elapsed = time.process_time() - started
+    return elapsed / messages
+
+
+async def main(url: str, messages: int, repeat: int, size: int) -> dict[str, float]:
+    serializers: dict[str, Any] = {
+        "off": "json",
+        "on": encrypted("json", keys=[Fernet.generate_key()]),
+    }
+    samples: dict[str, list[float]] = {mode: [] for mode in MODES}
+    await cpu_per_message(url, "json", messages // 10, size)  # warm up
+    for _ in range(repeat):
+        for mode in MODES:
+            samples[mode].append(await cpu_per_message(url, serializers[mode], messages, size))
+    return {mode: statistics.median(values) for mode, values in samples.items()}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="memory://")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--size", type=int, default=1024)
+    args = parser.parse_args()
+    medians = anyio.run(main, args.url, args.messages, args.repeat, args.size)
+    off, on = medians["off"] * 1e6, medians["on"] * 1e6
+    print(f"{args.size} B JSON messages, {args.url}, median of {args.repeat} alternating runs")
+    print(f"encryption off: {off:6.1f} us CPU per message")
+    print(f"encryption on:  {on:6.1f} us CPU per message (+{on - off:.1f} us, x{on / off:.2f})")
