@@ -48,10 +48,10 @@ class _Port:
     order, yielding as a local publisher would when buffers fill up.
     """
 
-    __slots__ = ("_call_soon", "_lock", "_pending", "_ready", "_signalled", "inbox", "thread")
+    __slots__ = ("_call_soon", "_lock", "_pending", "_ready", "_signalled", "deliver", "thread")
 
     def __init__(self, inbox: Inbox) -> None:
-        self.inbox = inbox
+        self.deliver = inbox.deliver  # only ever called in the owner loop's thread
         self.thread = threading.get_ident()
         self._call_soon = loop_caller()
         self._lock = threading.Lock()
@@ -74,7 +74,7 @@ class _Port:
 
     async def drain(self) -> None:
         """Forever: wait for posted deliveries and hand them to the inbox, in order."""
-        deliver = self.inbox.deliver
+        deliver = self.deliver
         while True:
             await self._ready.wait()
             self._ready = anyio.Event()
@@ -89,13 +89,6 @@ class _Port:
                     await anyio.lowlevel.checkpoint()
 
 
-def _deliver(port: _Port, here: int, group: str, payload: bytes, pattern: str | None) -> bool:
-    if port.thread == here:
-        return port.inbox.deliver(group, payload, pattern)
-    port.post((group, payload, pattern))
-    return False
-
-
 class MemoryHub:
     """The in-process 'broker' connecting the memory layers that share it.
 
@@ -108,17 +101,25 @@ class MemoryHub:
         self._groups: dict[str, tuple[_Port, ...]] = {}
         self._patterns: dict[str, tuple[Callable[[str], object], tuple[_Port, ...]]] = {}
 
-    def publish(self, group: str, payload: bytes) -> bool:
-        """Deliver to every subscribed port; True if a local one asked the sender to yield."""
-        here = threading.get_ident()
+    def publish(self, group: str, payload: bytes, origin: int | None = None) -> bool:
+        """Deliver to every subscribed port; True if a local one asked the sender to yield.
+
+        `origin` is the publishing thread's `threading.get_ident`, when the
+        caller knows it already.
+        """
+        here = threading.get_ident() if origin is None else origin
         filling = False
         for port in self._groups.get(group, ()):
-            if _deliver(port, here, group, payload, None):
+            if port.thread != here:
+                port.post((group, payload, None))
+            elif port.deliver(group, payload):
                 filling = True
         for pattern, (matches, ports) in self._patterns.items():
             if matches(group):
                 for port in ports:
-                    if _deliver(port, here, group, payload, pattern):
+                    if port.thread != here:
+                        port.post((group, payload, pattern))
+                    elif port.deliver(group, payload, pattern):
                         filling = True
         return filling
 
@@ -277,10 +278,11 @@ class InMemoryChannelLayer(ChannelLayer):
         others) lets each subscriber take a batch per wake-up, losslessly
         as long as it keeps pace.
         """
-        self._connected_port()
+        # The channel only calls this from its own thread: the port's.
+        origin = self._connected_port().thread
         self._unyielded += 1
         self._published += 1
-        if self.hub.publish(group, payload) or self._unyielded >= YIELD_EVERY:
+        if self.hub.publish(group, payload, origin) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
             await anyio.lowlevel.checkpoint()
 
