@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from channels_layer_nats import NatsChannelLayer
-from channels_layer_nats.testing import NatsServer, ToolMissing
+from channels_layer_nats.testing import NatsCluster, NatsServer, ToolMissing
 
 LayerMaker = Callable[..., NatsChannelLayer]
 
@@ -41,6 +41,15 @@ def nats_server() -> Iterator[NatsServer]:
         server = NatsServer()
     with server:
         yield server
+
+
+@pytest.fixture
+def nats_cluster() -> Iterator[NatsCluster]:
+    """Three routed private servers (a test may kill any of them)."""
+    with tools_required():
+        cluster = NatsCluster(3)
+    with cluster:
+        yield cluster
 
 
 @pytest.fixture
