@@ -1,0 +1,88 @@
+"""The wire envelope on its own: what receivers drop, keep, and report (no server needed)."""
+
+from __future__ import annotations
+
+from channels_layer_redis._envelope import (
+    HEADER_BYTES,
+    MAX_REMEMBERED,
+    DuplicateFilter,
+    Outbox,
+)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.unknown = 0
+        self.filter = DuplicateFilter(self._on_unknown)
+
+    def _on_unknown(self) -> None:
+        self.unknown += 1
+
+    def deliver(self, data: bytes, route: bytes | None = None) -> bytes | None:
+        return self.filter.accept(data, route)
+
+
+def test_a_retried_publish_is_delivered_once() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    sequence, message = outbox.seal(b"hello")
+    assert receiver.deliver(message) == b"hello"
+    assert receiver.deliver(message) is None  # the retry: same bytes
+    outbox.settle(sequence)
+    assert receiver.filter.duplicates == 1
+
+
+def test_concurrent_publishes_arriving_out_of_order_are_all_delivered() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    sealed = [outbox.seal(b"%d" % number) for number in range(5)]
+    for _, message in reversed(sealed):
+        assert receiver.deliver(message) is not None
+    assert receiver.filter.duplicates == 0
+
+
+def test_each_route_delivers_its_own_copy() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    _, message = outbox.seal(b"x")
+    assert receiver.deliver(message, None) == b"x"  # by name
+    assert receiver.deliver(message, b"pattern") == b"x"  # and by a pattern
+    assert receiver.deliver(message, b"pattern") is None
+
+
+def test_foreign_messages_pass_and_damaged_envelopes_are_dropped() -> None:
+    receiver = Receiver()
+    assert receiver.deliver(b'{"from": "another client"}') == b'{"from": "another client"}'
+    _, message = Outbox().seal(b"payload")
+    assert receiver.deliver(message[: HEADER_BYTES - 1]) is None
+    assert receiver.filter.damaged == 1
+
+
+def test_a_copy_of_a_settled_message_is_dropped() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    first, late_copy = outbox.seal(b"first")
+    assert receiver.deliver(late_copy) == b"first"
+    outbox.settle(first)
+    _, later = outbox.seal(b"later")  # carries a watermark past `first`
+    assert receiver.deliver(later) == b"later"
+    assert receiver.deliver(late_copy) is None
+
+
+def test_a_retry_older_than_the_record_is_dropped_and_reported_never_delivered_twice() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    _, retried = outbox.seal(b"stuck")  # in flight all along: the watermark stays
+    assert receiver.deliver(retried) == b"stuck"
+    for number in range(MAX_REMEMBERED):
+        sequence, message = outbox.seal(b"%d" % number)
+        assert receiver.deliver(message) is not None
+        outbox.settle(sequence)
+    assert receiver.deliver(retried) is None
+    assert receiver.unknown == 1
+
+
+def test_the_record_shrinks_as_the_watermark_rises() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    for number in range(50_000):
+        sequence, message = outbox.seal(b"%d" % number)
+        assert receiver.deliver(message) is not None
+        outbox.settle(sequence)
+    publishers = receiver.filter._routes[None]
+    (publisher,) = publishers.values()
+    assert len(publisher.delivered) <= 2
