@@ -10,7 +10,7 @@ the line before it says otherwise:
 ``<!-- docs: partial REASON -->``
     a fragment that uses names defined elsewhere: Python is compiled (top-level
     ``await`` allowed), not run.
-``<!-- docs: needs redis postgres -->``
+``<!-- docs: needs redis postgres nats -->``
     runs against the test servers (conftest.py); the loopback URLs of the
     block are replaced by the test servers' URLs when those differ.
 
@@ -52,6 +52,7 @@ _DIRECTIVE = re.compile(r"^\s*<!--\s*docs:\s*(?P<kind>\S+)\s*(?P<argument>.*?)\s
 _DEFAULT_URLS = {
     "redis": re.compile(r"redis://127\.0\.0\.1:6379/0"),
     "postgres": re.compile(r"postgresql://postgres@127\.0\.0\.1(:5432)?/test"),
+    "nats": re.compile(r"nats://127\.0\.0\.1:4222"),
 }
 
 
