@@ -247,6 +247,23 @@ def test_a_channel_used_from_another_thread_refuses_at_once(backend: str) -> Non
     anyio.run(main, backend="asyncio")
 
 
+def test_a_channel_carried_over_to_a_later_event_loop_refuses_to_subscribe() -> None:
+    channel = Channel.from_url("memory://")
+
+    async def enter_and_abandon() -> None:
+        await channel.__aenter__()  # never left: the loop ends with the channel open
+
+    async def use_in_a_new_loop() -> None:
+        with pytest.raises(ChannelInUseError, match="another event loop of that thread"):
+            async with channel.subscribe("g"):
+                pass  # pragma: no cover - refused on entry
+        with pytest.raises(ChannelInUseError):
+            await channel.__aexit__(None, None, None)
+
+    anyio.run(enter_and_abandon, backend="asyncio")
+    anyio.run(use_in_a_new_loop, backend="trio")
+
+
 # -- re-entry ---------------------------------------------------------------------------
 
 
