@@ -228,10 +228,8 @@ def test_a_blocking_channel_reaches_async_subscribers_on_the_same_hub() -> None:
 # -- re-entry and concurrent entry on the network layers --------------------------------
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_concurrent_enters_raise_channel_in_use_never_a_layer_error(url: str, backend: str) -> None:
-    if not url.startswith("memory") and backend == "trio":
-        pytest.skip("the Redis and PostgreSQL layers run on asyncio only")
+def test_concurrent_enters_raise_channel_in_use_never_a_layer_error(url: str) -> None:
+    """On asyncio (the network layers' backend); trio: packages/channels-core/tests."""
 
     async def main() -> None:
         channel = Channel.from_url(url)
@@ -259,7 +257,7 @@ def test_concurrent_enters_raise_channel_in_use_never_a_layer_error(url: str, ba
             with anyio.fail_after(PATIENCE):
                 assert (await subscriber.receive()).message == "again"
 
-    anyio.run(main, backend=backend)
+    anyio.run(main, backend="asyncio")
 
 
 # -- interpreter exit, and many short-lived channels -----------------------------------

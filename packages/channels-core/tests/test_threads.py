@@ -22,6 +22,7 @@ from channels_core import (
     Event,
     MessagesLost,
 )
+from channels_core.layers import local_memory
 from channels_core.layers.local_memory import InMemoryChannelLayer
 
 BACKENDS = ("asyncio", "trio")
@@ -179,6 +180,50 @@ def test_overflow_across_loops_is_reported_as_in_one_loop(
     assert seen == expected
 
 
+def test_a_loop_that_does_not_run_gets_a_bounded_backlog_and_is_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cross-thread deliveries wait for a blocked loop up to a bound, then the gap is reported."""
+    monkeypatch.setattr(local_memory, "CROSS_THREAD_BACKLOG", 50)
+    url = "memory://cross-backlog"
+    subscribed, published = threading.Event(), threading.Event()
+    seen: list[Any] = []
+
+    async def subscribe() -> None:
+        async with (
+            Channel.from_url(url) as channel,
+            channel.subscribe("g") as subscriber,
+            channel.subscribe("done") as done,
+        ):
+            subscribed.set()
+            assert published.wait(PATIENCE)  # blocks this event loop on purpose
+            with anyio.fail_after(PATIENCE):
+                with pytest.raises(MessagesLost):  # every subscription of the channel is told
+                    await done.receive()
+                await done.receive()
+                while len(seen) < 21:
+                    try:
+                        seen.append((await subscriber.receive()).message)
+                    except MessagesLost as lost:
+                        seen.append(lost.reason)
+
+    async def publish() -> None:
+        async with Channel.from_url(url) as channel:
+            assert await anyio.to_thread.run_sync(subscribed.wait, PATIENCE)
+            for number in range(120):
+                await channel.publish("g", number)
+            await channel.publish("done", True)
+        published.set()
+
+    thread, errors = in_thread(subscribe, "asyncio")
+    try:
+        anyio.run(publish, backend="trio")
+    finally:
+        published.set()
+        join(thread, errors)
+    assert seen == ["reconnect", *range(100, 120)]
+
+
 def test_many_loops_publish_to_one_subscriber_each_in_order() -> None:
     url = "memory://cross-many"
     publishers, per_publisher = 4, 500
@@ -245,6 +290,23 @@ def test_a_channel_used_from_another_thread_refuses_at_once(backend: str) -> Non
             assert channel.stats().groups == 1
 
     anyio.run(main, backend="asyncio")
+
+
+def test_a_channel_carried_over_to_a_later_event_loop_refuses_to_subscribe() -> None:
+    channel = Channel.from_url("memory://")
+
+    async def enter_and_abandon() -> None:
+        await channel.__aenter__()  # never left: the loop ends with the channel open
+
+    async def use_in_a_new_loop() -> None:
+        with pytest.raises(ChannelInUseError, match="another event loop of that thread"):
+            async with channel.subscribe("g"):
+                pass  # pragma: no cover - refused on entry
+        with pytest.raises(ChannelInUseError):
+            await channel.__aexit__(None, None, None)
+
+    anyio.run(enter_and_abandon, backend="asyncio")
+    anyio.run(use_in_a_new_loop, backend="trio")
 
 
 # -- re-entry ---------------------------------------------------------------------------

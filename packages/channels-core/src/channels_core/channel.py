@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.lowlevel
 
 from ._connecting import connected
 from ._names import check_name, check_names
@@ -104,6 +105,7 @@ class Channel:
         self._registry = SubscriptionRegistry(self._codec.loads)
         self._state = _State.NEW
         self._owner = 0  # the thread that entered the channel (threading.get_ident)
+        self._loop: anyio.lowlevel.EventLoopToken | None = None  # and its event loop
         self._exit_stack: AsyncExitStack | None = None
         self._subscription_lock: anyio.Lock | None = None
         self._published = 0
@@ -156,6 +158,7 @@ class Channel:
         # Claimed before the first await: a concurrent enter sees OPENING.
         self._state = _State.OPENING
         self._owner = threading.get_ident()
+        self._loop = anyio.lowlevel.current_token()
         self._registry = SubscriptionRegistry(self._codec.loads)  # nothing carried over
         self._published = 0
         self._subscription_lock = anyio.Lock()
@@ -198,14 +201,23 @@ class Channel:
             self._check_owner()
 
     def _check_owner(self) -> None:
-        if self._owner != threading.get_ident():
+        """Refuse another thread, or a later event loop of the entering thread.
+
+        Publishing checks the thread only (`_check_open`: it must stay cheap);
+        subscribing and leaving check the event loop too.
+        """
+        if self._owner != threading.get_ident() or anyio.lowlevel.current_token() != self._loop:
             owner = next((t.name for t in threading.enumerate() if t.ident == self._owner), "?")
+            here = (
+                f"another thread ({threading.current_thread().name!r})"
+                if self._owner != threading.get_ident()
+                else "another event loop of that thread"
+            )
             raise ChannelInUseError(
                 f"this channel was entered by the event loop of thread {owner!r}; a Channel "
-                f"cannot be used from another thread ({threading.current_thread().name!r}) "
-                "or event loop. Nothing was done. From synchronous code or other threads "
-                "use channels_core.BlockingChannel; in another event loop, open a Channel "
-                "of its own there"
+                f"cannot be used from {here}. Nothing was done. From synchronous code or "
+                "other threads use channels_core.BlockingChannel; in another event loop, "
+                "open a Channel of its own there"
             )
 
     # -- publishing -------------------------------------------------------------
@@ -293,6 +305,7 @@ class Channel:
 
     async def _attach(self, subscriber: Subscriber) -> None:
         self._check_open()
+        self._check_owner()
         assert self._subscription_lock is not None
         async with self._subscription_lock:
             self._check_open()

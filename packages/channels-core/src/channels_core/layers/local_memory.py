@@ -35,6 +35,12 @@ __all__ = ["InMemoryChannelLayer", "MemoryHub"]
 #: Publishes after which the memory layer yields even if no buffer is filling.
 YIELD_EVERY = 32
 
+#: Deliveries from other threads a port holds for an event loop that does not
+#: run (blocked, or far slower than its publishers). Beyond it they are
+#: discarded and the channel is told (`Inbox.messages_lost`), as a broker
+#: drops a client that does not read (Redis' client-output-buffer-limit).
+CROSS_THREAD_BACKLOG = 100_000
+
 _Delivery = tuple[str, bytes, str | None]  # group, payload, pattern
 
 
@@ -45,23 +51,39 @@ class _Port:
     straight into the inbox. One from another thread queues the delivery
     here and wakes the owner loop through its thread-safe call mechanism;
     the port's drain task, in the owner loop, hands the queue over in
-    order, yielding as a local publisher would when buffers fill up.
+    order, yielding as a local publisher would when buffers fill up. The
+    queue is bounded by `CROSS_THREAD_BACKLOG`.
     """
 
-    __slots__ = ("_call_soon", "_lock", "_pending", "_ready", "_signalled", "deliver", "thread")
+    __slots__ = (
+        "_call_soon",
+        "_inbox",
+        "_lock",
+        "_overrun",
+        "_pending",
+        "_ready",
+        "_signalled",
+        "deliver",
+        "thread",
+    )
 
     def __init__(self, inbox: Inbox) -> None:
-        self.deliver = inbox.deliver  # only ever called in the owner loop's thread
+        self._inbox = inbox  # only ever called in the owner loop's thread
+        self.deliver = inbox.deliver
         self.thread = threading.get_ident()
         self._call_soon = loop_caller()
         self._lock = threading.Lock()
         self._pending: deque[_Delivery] = deque()
+        self._overrun = False  # deliveries were discarded since the last drain
         self._signalled = False
         self._ready = anyio.Event()
 
     def post(self, delivery: _Delivery) -> None:
         """Queue a delivery from another thread; wake the owner loop if it is not yet due."""
         with self._lock:
+            if len(self._pending) >= CROSS_THREAD_BACKLOG:
+                self._pending.clear()
+                self._overrun = True
             self._pending.append(delivery)
             if self._signalled:
                 return
@@ -80,7 +102,10 @@ class _Port:
             self._ready = anyio.Event()
             with self._lock:
                 batch, self._pending = self._pending, deque()
+                overrun, self._overrun = self._overrun, False
                 self._signalled = False
+            if overrun:
+                self._inbox.messages_lost()  # before the deliveries that came after the gap
             unyielded = 0
             for group, payload, pattern in batch:
                 unyielded += 1
