@@ -31,7 +31,6 @@ from channels_core.testing import (
     ToolMissing,
     free_port,
     require_tool,
-    wait_for_port,
 )
 
 __all__ = ["NatsCluster", "NatsServer", "ToolMissing", "monitor", "reachable"]
@@ -48,6 +47,14 @@ def reachable(url: str, timeout: float = 1.0) -> bool:
             probe.settimeout(timeout)
             return probe.recv(5) == b"INFO "
     except (OSError, ValueError):
+        return False
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+    except OSError:
         return False
 
 
@@ -109,12 +116,13 @@ class NatsServer(ThrowawayServer):
         log = (self._directory / "server.log").open("ab")
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - our own binary
         log.close()
-        try:
-            wait_for_port(self.port)
-            wait_for_port(self.monitor_port)
-        except TimeoutError:
-            self.stop()
-            raise
+        deadline = time.monotonic() + 10
+        while not _listening(self.port) or not _listening(self.monitor_port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log_text = (self._directory / "server.log").read_text(errors="replace")
+                raise RuntimeError(f"nats-server did not start: {log_text[-2000:]}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         process, self._process = self._process, None
