@@ -219,6 +219,7 @@ class NatsChannelLayer(ChannelLayer):
                 except Exception as exc:  # a half-made connection: nothing more to close
                     logger.debug("closing the NATS client: %s", self._masked(exc))
             self._client = self._inbox = None
+            self._up.set()  # wakes a publish or subscribe waiting out an outage: it ends
             self._up = anyio.Event()
             self._groups.clear()
             self._patterns.clear()
@@ -516,7 +517,7 @@ class NatsChannelLayer(ChannelLayer):
                 return
             group, payload = message
             matched = False
-            for pattern, matches in list(shared.matchers.items()):
+            for pattern, matches in shared.matchers.items():
                 if matches(group):
                     matched = True
                     inbox.deliver(group, payload, pattern)
