@@ -26,7 +26,8 @@ Eventually = Callable[..., Awaitable[None]]
 
 
 def layer_for(server: NatsServer, **options: object) -> NatsChannelLayer:
-    return NatsChannelLayer.from_url(server.url, reconnect_backoff=FAST, ping_interval=1, **options)
+    settings: dict[str, object] = {"reconnect_backoff": FAST, "ping_interval": 1, **options}
+    return NatsChannelLayer.from_url(server.url, **settings)
 
 
 async def next_message(subscriber: Subscriber) -> object:
@@ -146,3 +147,22 @@ async def test_leaving_the_channel_ends_a_publish_waiting_out_an_outage(
             await eventually(lambda: bool(ended))
     assert anyio.current_time() - left < 2
     assert isinstance(ended[0], ChannelClosedError)
+
+
+async def test_a_frozen_server_is_noticed_by_pings_then_one_gap_signal(
+    nats_server: NatsServer, eventually: Eventually
+) -> None:
+    layer = layer_for(nats_server, ping_interval=0.3, connect_timeout=1)
+    async with Channel(layer) as channel, channel.subscribe("frozen") as subscriber:
+        nats_server.freeze()
+        frozen = anyio.current_time()
+        try:
+            await eventually(lambda: not layer.stats().connected)  # three unanswered PINGs
+            noticed = anyio.current_time() - frozen
+        finally:
+            nats_server.thaw()
+        assert noticed < 3, noticed
+        with anyio.fail_after(10), pytest.raises(MessagesLost):
+            await subscriber.receive()
+        await channel.publish("frozen", "after")
+        assert await next_message(subscriber) == "after"

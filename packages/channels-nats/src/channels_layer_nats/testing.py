@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import tempfile
@@ -128,8 +129,18 @@ class NatsServer(ThrowawayServer):
         process, self._process = self._process, None
         if process is None:
             return
-        process.kill()
+        process.kill()  # also ends a frozen server
         process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        """Stop the server process (SIGSTOP): connections stay open, nothing answers."""
+        assert self._process is not None, "the server is not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server run again (SIGCONT)."""
+        assert self._process is not None, "the server is not running"
+        self._process.send_signal(signal.SIGCONT)
 
     def monitor(self, endpoint: str) -> Any:
         """This server's monitoring answer at `endpoint`."""
