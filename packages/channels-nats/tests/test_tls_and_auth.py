@@ -6,9 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 
-from channels_core import BrokerRefusedError, Channel, ChannelsError
+from channels_core import BrokerRefusedError, Channel
 from channels_layer_nats.testing import NatsServer
 
 pytestmark = pytest.mark.anyio
@@ -49,9 +50,11 @@ async def test_tls_with_a_ca_file_and_never_with_another_ca(tmp_path: Path) -> N
         ):
             await channel.publish("secure", "over TLS")
             assert (await subscriber.receive()).message == "over TLS"
-        with pytest.raises(ChannelsError):
-            async with Channel.from_url(url, tls_ca_file=str(files["other"]), connect_timeout=1):
+        started = anyio.current_time()
+        with pytest.raises(BrokerRefusedError, match="CERTIFICATE_VERIFY_FAILED"):
+            async with Channel.from_url(url, tls_ca_file=str(files["other"])):
                 pass
+        assert anyio.current_time() - started < 3  # refused at once, not after connect_timeout
 
 
 async def test_token_authentication() -> None:
@@ -65,3 +68,32 @@ async def test_token_authentication() -> None:
             async with Channel.from_url(server.url, token="wrong-token"):
                 pass
         assert "wrong-token" not in str(refused.value)
+
+
+PERMISSIONS = """
+authorization {
+  users = [{
+    user: limited, password: pw,
+    permissions: {
+      publish: ["perm.>", "_INBOX.>"],
+      subscribe: {allow: ["perm.open.>", "perm.open", "_INBOX.>"]}
+    }
+  }]
+}
+"""
+
+
+async def test_a_refused_subscription_raises_and_the_channel_stays_usable() -> None:
+    with NatsServer(config=PERMISSIONS) as server:
+        url = server.url.replace("nats://", "nats://limited:pw@") + "?namespace=perm"
+        async with Channel.from_url(url) as channel:
+            with pytest.raises(BrokerRefusedError, match=r"perm\.closed.*permissions"):
+                async with channel.subscribe("closed"):
+                    pass
+            with pytest.raises(BrokerRefusedError, match="permissions"):
+                async with channel.subscribe_pattern("*"):  # needs <namespace>.>
+                    pass
+            async with channel.subscribe("open.room", "open") as subscriber:
+                await channel.publish("open.room", "allowed")
+                assert (await subscriber.receive()).message == "allowed"
+            assert channel.stats().groups == 0
