@@ -92,7 +92,7 @@ def test_layers_shows_a_broken_plugin_with_its_error(
     ("arguments", "message"),
     [
         (["publish", "localhost:6379", "g", "1"], "scheme"),
-        (["publish", "kafka://127.0.0.1:9092", "g", "1"], "pip install"),
+        (["publish", "nats://127.0.0.1:4222", "g", "1"], "pip install"),
         (["subscribe", "amqp://127.0.0.1", "g"], "no channel layer named 'amqp'"),
         (["bench", "nope://x"], "no channel layer named 'nope'"),
     ],

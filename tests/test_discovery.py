@@ -33,11 +33,11 @@ def test_memory_layer_comes_from_its_entry_point() -> None:
 
 def test_unknown_layer_lists_installed_layers_and_how_to_install() -> None:
     with pytest.raises(LayerNotFoundError) as error:
-        get_layer("kafka")
+        get_layer("nats")
     message = str(error.value)
-    assert "'kafka'" in message
+    assert "'nats'" in message
     assert "memory" in message
-    assert "pip install 'channels-core[redis]' (or [postgres], [nats], [all])" in message
+    assert "pip install 'channels-core[redis]' (or [postgres], [all])" in message
     assert "pip install ./packages/channels-core ./packages/channels-redis" in message
 
 

@@ -27,8 +27,6 @@ _SHIPPED_EXTRAS = {
     "redis+unix": "redis",
     "postgres": "postgres",
     "postgresql": "postgres",
-    "nats": "nats",
-    "nats+tls": "nats",
 }
 
 
@@ -112,8 +110,7 @@ def _not_found_message(name: str) -> str:
     if extra is None:
         install = (
             "install the distribution that provides it; this project's layers install with "
-            "pip install 'channels-core[redis]' (or [postgres], [nats], [all]) from the package "
-            "index, "
+            "pip install 'channels-core[redis]' (or [postgres], [all]) from the package index, "
             "or from a checkout of the channels repository with "
             "pip install ./packages/channels-core ./packages/channels-redis "
             "(or ./packages/channels-postgres)"
