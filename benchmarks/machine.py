@@ -18,6 +18,7 @@ PACKAGES = (
     "redis",
     "hiredis",
     "asyncpg",
+    "nats-py",
     "broadcaster",
     "anyio",
     "channels-core",

@@ -30,6 +30,8 @@ COLUMNS = (
     "raw asyncpg",
     "broadcaster postgres",
     "channels postgres",
+    "raw nats-py",
+    "channels nats",
     "broadcaster memory",
     "channels memory",
 )
@@ -40,6 +42,7 @@ PAIRS = (
     ("redis: ours / broadcaster", "channels redis", "broadcaster redis"),
     ("postgres: ours / raw", "channels postgres", "raw asyncpg"),
     ("postgres: ours / broadcaster", "channels postgres", "broadcaster postgres"),
+    ("nats: ours / raw", "channels nats", "raw nats-py"),
     ("memory: ours / broadcaster", "channels memory", "broadcaster memory"),
 )
 
@@ -310,6 +313,14 @@ def targets(results: Results) -> list[dict[str, Any]]:
     add(
         "PostgreSQL 1->1 >= 0.9x raw asyncpg",
         ratios("1to1", "channels postgres", "raw asyncpg"),
+        lambda v: v >= 0.9,
+    )
+    add(
+        "NATS 1->1 >= 0.9x raw nats-py",
+        {
+            lbl: results.ratio("1to1", s, "channels nats", "raw nats-py", eps)
+            for lbl, s in sizes.items()
+        },
         lambda v: v >= 0.9,
     )
     add(

@@ -27,6 +27,7 @@ __all__ = ["main"]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+NATS_URL = "nats://127.0.0.1:4222"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the report here")
     parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    parser.add_argument("--nats-url", default=NATS_URL)
     return parser.parse_args(argv)
 
 
@@ -75,7 +77,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = [s for s in SCENARIOS if not args.only or s.id in args.only]
     contenders = [
         c
-        for c in all_contenders(args.redis_url, args.postgres_url)
+        for c in all_contenders(args.redis_url, args.postgres_url, args.nats_url)
         if not args.contender or any(text in c.name for text in args.contender)
     ]
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 5)

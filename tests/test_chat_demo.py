@@ -419,6 +419,11 @@ def test_two_instances_share_rooms_over_postgresql(postgres_url: str, tmp_path: 
         assert_shared_rooms(a, b)
 
 
+def test_two_instances_share_rooms_over_nats(nats_url: str, tmp_path: Path) -> None:
+    with chat_process(nats_url, tmp_path) as a, chat_process(nats_url, tmp_path) as b:
+        assert_shared_rooms(a, b)
+
+
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     with chat_process("memory://", tmp_path) as demo:
         assert f"open {demo.http}/" in demo.stdout.read_text()

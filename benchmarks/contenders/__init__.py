@@ -1,4 +1,7 @@
-"""The contenders: our layers, encode/broadcaster's backends, and the raw clients."""
+"""The contenders: our layers, encode/broadcaster's backends, and the raw clients.
+
+NATS has no broadcaster backend: its contenders are ours and raw nats-py.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ from .raw import raw_contenders
 __all__ = ["Contender", "OnMessage", "Session", "Stream", "all_contenders"]
 
 
-def all_contenders(redis_url: str, postgres_url: str) -> list[Contender]:
+def all_contenders(
+    redis_url: str, postgres_url: str, nats_url: str = "nats://127.0.0.1:4222"
+) -> list[Contender]:
     """Every contender, floors first, then broadcaster, then ours."""
     return [
-        *raw_contenders(redis_url, postgres_url),
+        *raw_contenders(redis_url, postgres_url, nats_url),
         *broadcaster_contenders(redis_url, postgres_url),
-        *channels_contenders(redis_url, postgres_url),
+        *channels_contenders(redis_url, postgres_url, nats_url),
     ]

@@ -21,6 +21,9 @@ BUFFER_SIZE = 1_000_000
 #: the default ``channels`` tables other users of a shared server may have made.
 POSTGRES_NAMESPACE = "bench"
 
+#: The NATS layer's namespace (first subject token) for the suite.
+NATS_NAMESPACE = "bench"
+
 
 class _ChannelStream:
     def __init__(self, subscriber: Subscriber) -> None:
@@ -59,8 +62,8 @@ def _opener(url: str, **options: Any) -> Callable[[], AbstractAsyncContextManage
     return open_session
 
 
-def channels_contenders(redis_url: str, postgres_url: str) -> list[Contender]:
-    """Our memory, Redis and PostgreSQL layers."""
+def channels_contenders(redis_url: str, postgres_url: str, nats_url: str) -> list[Contender]:
+    """Our memory, Redis, PostgreSQL and NATS layers."""
     return [
         Contender("channels memory", "channels", "memory", _opener("memory://")),
         Contender("channels redis", "channels", "redis", _opener(redis_url)),
@@ -70,5 +73,12 @@ def channels_contenders(redis_url: str, postgres_url: str) -> list[Contender]:
             "postgres",
             _opener(postgres_url, namespace=POSTGRES_NAMESPACE),
             notes="payloads over NOTIFY's 8000 bytes travel through the layer's payload table",
+        ),
+        Contender(
+            "channels nats",
+            "channels",
+            "nats",
+            _opener(nats_url, namespace=NATS_NAMESPACE),
+            notes="one connection; messages go from the socket to the subscribers' buffers",
         ),
     ]

@@ -8,6 +8,9 @@
   listening connection carries every subscriber, each an `add_listener`
   callback feeding its own queue (asyncpg's own fan-out). NOTIFY payloads
   stop at 8000 bytes, so 64 KiB messages cannot be sent at all.
+* nats-py: one client publishes and carries every subscriber, each a
+  `Subscription` consumed through its `messages` iterator (nats-py's own
+  queue per subscription), confirmed by a `flush()`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanage
 from typing import Any
 
 import asyncpg
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
@@ -26,6 +32,7 @@ from .base import Contender, OnMessage, Session, Stream, dumps, loads
 __all__ = ["raw_contenders"]
 
 NOTIFY_LIMIT = 7999
+NATS_NAMESPACE = "bench-raw"
 MAX_CONNECTIONS = 2000
 
 
@@ -136,8 +143,54 @@ def _postgres_opener(url: str) -> Callable[[], AbstractAsyncContextManager[Sessi
     return open_session
 
 
-def raw_contenders(redis_url: str, postgres_url: str) -> list[Contender]:
-    """redis-py asyncio PubSub and asyncpg LISTEN/pg_notify."""
+class _NatsStream:
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    async def drain(self, count: int, on_message: OnMessage | None) -> None:
+        if count <= 0:
+            return
+        left = count
+        async for msg in self._subscription.messages:
+            message = loads(msg.data)
+            if on_message is not None:
+                on_message(message)
+            left -= 1
+            if not left:
+                return
+
+
+class _NatsSession:
+    def __init__(self, client: NatsClient) -> None:
+        self._client = client
+
+    async def publish(self, group: str, message: Any) -> None:
+        await self._client.publish(f"{NATS_NAMESPACE}.{group}", dumps(message).encode())
+
+    @asynccontextmanager
+    async def subscribe(self, group: str) -> AsyncIterator[Stream]:
+        subscription = await self._client.subscribe(f"{NATS_NAMESPACE}.{group}")
+        try:
+            await self._client.flush()
+            yield _NatsStream(subscription)
+        finally:
+            await subscription.unsubscribe()
+
+
+def _nats_opener(url: str) -> Callable[[], AbstractAsyncContextManager[Session]]:
+    @asynccontextmanager
+    async def open_session() -> AsyncIterator[Session]:
+        client = await nats.connect(url)
+        try:
+            yield _NatsSession(client)
+        finally:
+            await client.close()
+
+    return open_session
+
+
+def raw_contenders(redis_url: str, postgres_url: str, nats_url: str) -> list[Contender]:
+    """redis-py asyncio PubSub, asyncpg LISTEN/pg_notify and nats-py subscriptions."""
     return [
         Contender(
             "raw redis-py",
@@ -153,5 +206,12 @@ def raw_contenders(redis_url: str, postgres_url: str) -> list[Contender]:
             _postgres_opener(postgres_url),
             max_payload=NOTIFY_LIMIT,
             notes="one LISTEN connection, one add_listener callback per subscriber",
+        ),
+        Contender(
+            "raw nats-py",
+            "raw",
+            "nats",
+            _nats_opener(nats_url),
+            notes="one connection, one Subscription (and its queue) per subscriber",
         ),
     ]

@@ -30,6 +30,9 @@ import pytest
 import redis.asyncio
 
 from channels_core import Channel, MessagesLost
+from channels_layer_nats import NatsChannelLayer
+from channels_layer_nats.testing import NatsServer
+from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
@@ -215,3 +218,32 @@ async def test_postgres_churn_leaves_nothing_behind(
         patterns_table = f"{pg_namespace}_pattern_listeners"
         assert await pg_admin.fetchval(f'SELECT count(*) FROM "{patterns_table}"') == 0
     assert await connections() == 0
+
+
+# -- NATS --------------------------------------------------------------------------------
+
+
+async def test_nats_churn_leaves_nothing_behind() -> None:
+    try:
+        server = NatsServer()
+    except NatsToolMissing as missing:  # a failure in CI, a skip elsewhere
+        if os.environ.get("CI"):
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+    with server:
+        baseline = server.subscriptions()
+
+        async def connections() -> int:
+            return int(server.monitor("connz")["num_connections"])
+
+        layer = NatsChannelLayer.from_url(server.url)
+        async with Channel(layer) as channel:
+            await still_works(channel)  # and the layer's confirmation inbox is subscribed
+            with_channel = server.subscriptions()
+            # Our own: one connection carries publishing and every subscription.
+            await run_churn(channel, connections, own_connections=1)
+            assert layer.stats().subscriptions == 0
+            await still_works(channel)  # a round trip after the last UNSUBSCRIBE
+            assert server.subscriptions() == with_channel
+        assert await connections() == 0
+        assert server.subscriptions() == baseline

@@ -406,6 +406,9 @@ async def forge(
         nats_client = await nats.connect(nats_url)
         try:
             await nats_client.publish(layer.subject("forged"), payload)
+            # nats-py writes a flush's PING ahead of queued publishes: the second
+            # PING follows the publish on the wire, so its PONG proves it processed.
+            await nats_client.flush()
             await nats_client.flush()
         finally:
             await nats_client.close()

@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from channels_core import Backoff, BrokerUnavailableError, Channel, MessagesLost, Subscriber
+from channels_core import (
+    Backoff,
+    BrokerUnavailableError,
+    Channel,
+    ChannelClosedError,
+    MessagesLost,
+    Subscriber,
+)
 from channels_layer_nats import NatsChannelLayer
 from channels_layer_nats.testing import NatsServer
 
@@ -19,7 +26,8 @@ Eventually = Callable[..., Awaitable[None]]
 
 
 def layer_for(server: NatsServer, **options: object) -> NatsChannelLayer:
-    return NatsChannelLayer.from_url(server.url, reconnect_backoff=FAST, ping_interval=1, **options)
+    settings: dict[str, object] = {"reconnect_backoff": FAST, "ping_interval": 1, **options}
+    return NatsChannelLayer.from_url(server.url, **settings)
 
 
 async def next_message(subscriber: Subscriber) -> object:
@@ -114,3 +122,47 @@ async def test_churn_leaves_no_subscription_on_the_server(
         # UNSUBSCRIBEs are sent without waiting for the server: give it a round trip.
         await eventually(lambda: nats_server.subscriptions() == with_channel)
     await eventually(lambda: nats_server.subscriptions() == baseline)
+
+
+async def test_leaving_the_channel_ends_a_publish_waiting_out_an_outage(
+    nats_server: NatsServer, eventually: Eventually
+) -> None:
+    layer = layer_for(nats_server, publish_timeout=30)
+    ended: list[BaseException] = []
+
+    async def publish(channel: Channel) -> None:
+        try:
+            await channel.publish("waiting", 1)
+        except Exception as error:  # what the waiting publish ends with
+            ended.append(error)
+
+    async with anyio.create_task_group() as tasks:
+        async with Channel(layer) as channel:
+            await anyio.to_thread.run_sync(nats_server.stop)
+            await eventually(lambda: not layer.stats().connected)
+            tasks.start_soon(publish, channel)
+            await anyio.sleep(0.2)
+            left = anyio.current_time()
+        with anyio.fail_after(5):
+            await eventually(lambda: bool(ended))
+    assert anyio.current_time() - left < 2
+    assert isinstance(ended[0], ChannelClosedError)
+
+
+async def test_a_frozen_server_is_noticed_by_pings_then_one_gap_signal(
+    nats_server: NatsServer, eventually: Eventually
+) -> None:
+    layer = layer_for(nats_server, ping_interval=0.3, connect_timeout=1)
+    async with Channel(layer) as channel, channel.subscribe("frozen") as subscriber:
+        nats_server.freeze()
+        frozen = anyio.current_time()
+        try:
+            await eventually(lambda: not layer.stats().connected)  # three unanswered PINGs
+            noticed = anyio.current_time() - frozen
+        finally:
+            nats_server.thaw()
+        assert noticed < 3, noticed
+        with anyio.fail_after(10), pytest.raises(MessagesLost):
+            await subscriber.receive()
+        await channel.publish("frozen", "after")
+        assert await next_message(subscriber) == "after"

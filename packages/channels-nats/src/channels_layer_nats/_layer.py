@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ NATS_ERRORS: ErrorMapping = {
 }
 
 _REFUSALS = ("authorization violation", "authentication", "user authentication")
+_REFUSED_SUBSCRIPTION = re.compile(r'permissions violation for subscription to "([^"]+)"', re.I)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +133,7 @@ class NatsChannelLayer(ChannelLayer):
         self._patterns: dict[str, _PatternSet] = {}
         self._pattern_subjects: dict[str, str] = {}
         self._echoes: dict[bytes, _Echo] = {}
+        self._refused: set[str] = set()
         self._echo_subject = ""
         self._echo_numbers = itertools.count()
         self._closing = False
@@ -219,6 +223,7 @@ class NatsChannelLayer(ChannelLayer):
                 except Exception as exc:  # a half-made connection: nothing more to close
                     logger.debug("closing the NATS client: %s", self._masked(exc))
             self._client = self._inbox = None
+            self._up.set()  # wakes a publish or subscribe waiting out an outage: it ends
             self._up = anyio.Event()
             self._groups.clear()
             self._patterns.clear()
@@ -301,6 +306,9 @@ class NatsChannelLayer(ChannelLayer):
         ones DEBUG (the outage is already reported), as channels-core logs.
         """
         reconnecting = self._client is not None and not self._up.is_set()
+        refused = _REFUSED_SUBSCRIPTION.search(str(exc))
+        if refused:
+            self._refused.add(refused.group(1))
         important = _is_refusal(exc) or "permission" in str(exc).lower()
         level = (
             logging.WARNING
@@ -374,7 +382,7 @@ class NatsChannelLayer(ChannelLayer):
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """SUBSCRIBE every group, then one round trip confirms them all."""
-        await self._subscribing(self._add_groups, groups)
+        await self._subscribing(self._add_groups, groups, [self.subject(g) for g in groups])
 
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
         client = self._client
@@ -385,7 +393,8 @@ class NatsChannelLayer(ChannelLayer):
 
     async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
         """SUBSCRIBE the narrowest wildcard covering each pattern; match exactly on arrival."""
-        await self._subscribing(self._add_patterns, patterns)
+        covering = [self._subjects.covering(pattern) for pattern in patterns]
+        await self._subscribing(self._add_patterns, patterns, covering)
 
     async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
         client = self._client
@@ -401,11 +410,20 @@ class NatsChannelLayer(ChannelLayer):
                     await self._unsubscribe(client, shared.subscription)
 
     async def _subscribing(
-        self, add: Callable[[RoutingClient, Sequence[str]], Any], names: Sequence[str]
+        self,
+        add: Callable[[RoutingClient, Sequence[str]], Any],
+        names: Sequence[str],
+        subjects: Sequence[str],
     ) -> None:
-        """Wait for a connection, add the subscriptions, confirm them, in `subscribe_timeout`."""
+        """Wait for a connection, add the subscriptions, confirm them, in `subscribe_timeout`.
+
+        The server answers a SUBSCRIBE it refuses (permissions) with an error
+        before it echoes the confirmation: such subjects raise `BrokerRefusedError`.
+        """
         budget = self.options.subscribe_timeout
         added = False
+        watched = {subject.lower() for subject in subjects}  # nats-py lower-cases -ERR text
+        self._refused -= watched
 
         async def attempt() -> None:
             nonlocal added
@@ -423,6 +441,13 @@ class NatsChannelLayer(ChannelLayer):
                 retry_on=(_Disconnected,),
                 what=self._what("subscribe on"),
                 backoff=self.options.reconnect_backoff,
+            )
+        refused = sorted(subject for subject in subjects if subject.lower() in self._refused)
+        self._refused -= watched
+        if refused:
+            raise BrokerRefusedError(
+                f"{self._shown} refused the subscription to {', '.join(refused)} (permissions "
+                "violation): grant this user subscribe permission on the namespace's subjects"
             )
 
     async def _add_groups(self, client: RoutingClient, groups: Sequence[str]) -> None:
@@ -516,7 +541,7 @@ class NatsChannelLayer(ChannelLayer):
                 return
             group, payload = message
             matched = False
-            for pattern, matches in list(shared.matchers.items()):
+            for pattern, matches in shared.matchers.items():
                 if matches(group):
                     matched = True
                     inbox.deliver(group, payload, pattern)
@@ -527,7 +552,7 @@ class NatsChannelLayer(ChannelLayer):
 
 
 def _is_refusal(exc: BaseException) -> bool:
-    if isinstance(exc, nats.errors.AuthorizationError):
+    if isinstance(exc, nats.errors.AuthorizationError | ssl.SSLCertVerificationError):
         return True
     text = str(exc).lower()
     return any(word in text for word in _REFUSALS)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import tempfile
@@ -31,7 +32,6 @@ from channels_core.testing import (
     ToolMissing,
     free_port,
     require_tool,
-    wait_for_port,
 )
 
 __all__ = ["NatsCluster", "NatsServer", "ToolMissing", "monitor", "reachable"]
@@ -48,6 +48,14 @@ def reachable(url: str, timeout: float = 1.0) -> bool:
             probe.settimeout(timeout)
             return probe.recv(5) == b"INFO "
     except (OSError, ValueError):
+        return False
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+    except OSError:
         return False
 
 
@@ -109,19 +117,30 @@ class NatsServer(ThrowawayServer):
         log = (self._directory / "server.log").open("ab")
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - our own binary
         log.close()
-        try:
-            wait_for_port(self.port)
-            wait_for_port(self.monitor_port)
-        except TimeoutError:
-            self.stop()
-            raise
+        deadline = time.monotonic() + 10
+        while not _listening(self.port) or not _listening(self.monitor_port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log_text = (self._directory / "server.log").read_text(errors="replace")
+                raise RuntimeError(f"nats-server did not start: {log_text[-2000:]}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
-        process.kill()
+        process.kill()  # also ends a frozen server
         process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        """Stop the server process (SIGSTOP): connections stay open, nothing answers."""
+        assert self._process is not None, "the server is not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server run again (SIGCONT)."""
+        assert self._process is not None, "the server is not running"
+        self._process.send_signal(signal.SIGCONT)
 
     def monitor(self, endpoint: str) -> Any:
         """This server's monitoring answer at `endpoint`."""
