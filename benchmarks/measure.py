@@ -9,7 +9,6 @@ JSON encoding is about the requested size, built before the clock starts.
 from __future__ import annotations
 
 import gc
-import math
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -19,6 +18,8 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
+
+from channels_core.cli._stats import percentile
 
 from .contenders import Session, Stream
 from .contenders.base import dumps
@@ -79,11 +80,7 @@ class Latency:
     samples: list[float]
 
     def quantile_ms(self, quantile: float) -> float:
-        if not self.samples:
-            return math.nan
-        ordered = sorted(self.samples)
-        index = min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))
-        return ordered[index] * 1000.0
+        return percentile(self.samples, quantile) * 1000.0
 
 
 @dataclass(slots=True)
