@@ -17,8 +17,11 @@ __all__ = ["describe"]
 PACKAGES = (
     "redis",
     "hiredis",
+    "uvloop",
     "asyncpg",
     "broadcaster",
+    "channels-redis",
+    "channels",
     "anyio",
     "channels-core",
     "channels-layer-redis",

@@ -18,6 +18,7 @@ from typing import Any
 from .contenders import Contender
 from .measure import (
     encoded_size,
+    measure_chat,
     measure_delivery,
     measure_idle_memory,
     measure_latency,
@@ -79,7 +80,7 @@ async def _measure_once(
         if scenario.kind == "delivery":
             probe = None
             if contender.broker == "redis" and scenario.subscribers > 1 and scenario.groups == 1:
-                probe = RedisProbe(settings.redis_url)
+                probe = RedisProbe(settings.redis_url, contender.broker_channel)
             try:
                 delivery = await measure_delivery(
                     session,
@@ -104,6 +105,33 @@ async def _measure_once(
                 "cpu_us_per_message": delivery.cpu_seconds / delivery.published * 1e6,
                 "cpu_share": delivery.cpu_seconds / delivery.seconds,
                 "server": delivery.server,
+            }
+        if scenario.kind == "chat":
+            groups, subscribers = scenario.shape(settings.quick)
+            chat = await measure_chat(
+                session,
+                group,
+                groups=groups,
+                subscribers=subscribers,
+                publishers=scenario.publishers,
+                messages=count,
+                rate=scenario.rate,
+                size=size,
+                timeout=settings.timeout,
+            )
+            return {
+                "groups": groups,
+                "subscribers": subscribers,
+                "offered_rate": chat.offered_rate,
+                "published_rate": chat.published / chat.publish_seconds,
+                "events_per_second": chat.events_per_second,
+                "messages": chat.published,
+                "delivered": chat.delivered,
+                "seconds": chat.seconds,
+                "p50_ms": chat.latency.quantile_ms(0.50),
+                "p99_ms": chat.latency.quantile_ms(0.99),
+                "cpu_us_per_event": chat.cpu_seconds / chat.delivered * 1e6,
+                "cpu_share": chat.cpu_seconds / chat.seconds,
             }
         if scenario.kind == "latency":
             latency = await measure_latency(
@@ -145,11 +173,15 @@ async def run_cell(
             cell.skipped = f"cannot carry {size_label(size)}: NOTIFY payloads stop at 8000 bytes"
         elif scenario.publishers > 1 and contender.no_concurrent_publish:
             cell.skipped = contender.no_concurrent_publish
+        elif scenario.kind == "chat" and contender.no_many_subscribers:
+            cell.skipped = contender.no_many_subscribers
         else:
             live.append((cell, contender))
     count = scenario.count(size, settings.quick)
-    repeats = 1 if scenario.kind == "memory" else settings.repeat
-    warmup = scenario.kind != "memory"
+    # Idle memory is one measurement; the chat's thousands of subscriptions make a
+    # warm-up as long as a repetition, so it runs at most 3 times, without one.
+    repeats = {"memory": 1, "chat": min(3, settings.repeat)}.get(scenario.kind, settings.repeat)
+    warmup = scenario.kind not in ("memory", "chat")
     for rep in range(-1 if warmup else 0, repeats):
         for cell, contender in live:
             if cell.error is not None:
