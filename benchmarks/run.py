@@ -1,7 +1,7 @@
 """The command line: ``python -m benchmarks [--quick] [--only ID] [--output FILE]``.
 
 Measures the brokers' own ceilings (`benchmarks.limits`), then runs the
-selected scenarios against every contender once per client setup
+selected scenarios against every contender in every client setup
 (``--hiredis``, ``--uvloop``: `benchmarks.client_setup`), prints the
 markdown report to stdout (progress goes to stderr) and writes all
 measurements as JSON (default ``benchmarks/results/<timestamp>.json``).
@@ -19,12 +19,12 @@ from typing import Any
 
 import anyio
 
-from .client_setup import CHOICES, ClientSetup, apply, client_setups
+from .client_setup import CHOICES, apply, client_setups
 from .contenders import all_contenders
 from .limits import measure_limits
 from .machine import describe
 from .report import Results, render_markdown, targets
-from .runner import RunSettings, run_cell
+from .runner import RunSettings, plan_cells, repetitions, run_repetition
 from .scenarios import SCENARIOS, SIZES, size_label
 
 __all__ = ["main"]
@@ -105,34 +105,6 @@ def _sizes(scenario: Any, args: argparse.Namespace) -> list[int]:
     return sizes
 
 
-async def run(args: argparse.Namespace, setup: ClientSetup) -> dict[str, Any]:
-    """Every selected scenario and size against every contender, in one client setup."""
-    scenarios = _scenarios(args)
-    contenders = [
-        c
-        for c in all_contenders(args.redis_url, args.postgres_url)
-        if not args.contender or any(text in c.name for text in args.contender)
-    ]
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 5)
-    settings = RunSettings(args.quick, repeat, args.redis_url)
-    meta = await describe(args.redis_url, args.postgres_url)
-    started = time.perf_counter()
-    cells: list[dict[str, Any]] = []
-    for scenario in scenarios:
-        for size in _sizes(scenario, args):
-            print(f"{scenario.id} {size_label(size)} ...", file=sys.stderr, flush=True)
-            for cell in await run_cell(scenario, size, contenders, settings):
-                cells.append({**cell.as_json(), "setup": setup.label})
-    meta.update(
-        command=" ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:])]),
-        quick=args.quick,
-        repeat=repeat,
-        wall_seconds=time.perf_counter() - started,
-        contenders={c.name: c.notes for c in contenders},
-    )
-    return {"meta": meta, "cells": cells}
-
-
 async def limits(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The brokers' ceilings at the run's sizes (the smallest alone with --quick)."""
     sizes = sorted({size for scenario in _scenarios(args) for size in _sizes(scenario, args)})
@@ -146,22 +118,51 @@ async def limits(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    """The ceilings, then the whole selection once per client setup, each on its own loop."""
+    """The ceilings, then every selected scenario and size against every contender in
+    every client setup.
+
+    Setups are interleaved per repetition (warm-up and repetition i of every
+    contender in every setup before repetition i + 1), each repetition of a setup
+    on a fresh event loop of its kind, so that setups compare like contenders do.
+    """
+    scenarios = _scenarios(args)
     setups = client_setups(args.hiredis, args.uvloop)
+    contenders = [
+        c
+        for c in all_contenders(args.redis_url, args.postgres_url)
+        if not args.contender or any(text in c.name for text in args.contender)
+    ]
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 5)
+    settings = RunSettings(args.quick, repeat, args.redis_url)
+    meta = anyio.run(describe, args.redis_url, args.postgres_url)
     started = time.perf_counter()
     ceilings = anyio.run(limits, args)
-    meta: dict[str, Any] = {}
+    parsers = {setup.label: apply(setup) for setup in setups}
     cells: list[dict[str, Any]] = []
-    parsers: dict[str, str] = {}
-    for setup in setups:
-        print(f"client setup: {setup.label}", file=sys.stderr, flush=True)
-        parsers[setup.label] = apply(setup)
-        part = anyio.run(run, args, setup, backend_options=setup.backend_options)
-        meta = part["meta"]
-        cells += part["cells"]
-
+    for scenario in scenarios:
+        for size in _sizes(scenario, args):
+            print(f"{scenario.id} {size_label(size)} ...", file=sys.stderr, flush=True)
+            plans = {setup: plan_cells(scenario, size, contenders) for setup in setups}
+            for rep in repetitions(scenario, settings):
+                for setup, planned in plans.items():
+                    apply(setup)
+                    anyio.run(
+                        run_repetition,
+                        scenario,
+                        size,
+                        planned,
+                        settings,
+                        rep,
+                        backend_options=setup.backend_options,
+                    )
+            for setup, planned in plans.items():
+                cells += [{**cell.as_json(), "setup": setup.label} for cell, _ in planned]
     meta.update(
+        command=" ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:])]),
+        quick=args.quick,
+        repeat=repeat,
         wall_seconds=time.perf_counter() - started,
+        contenders={c.name: c.notes for c in contenders},
         setups=[setup.label for setup in setups],
         redis_parsers=parsers,
     )

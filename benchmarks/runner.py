@@ -3,7 +3,9 @@
 For each scenario and message size, every contender first runs a short
 warm-up, then the repetitions go round-robin over the contenders (rep 1 of
 each, rep 2 of each, ...), so that a noisy moment hits everyone alike and
-the per-repetition ratios stay meaningful. Each run opens a fresh session
+the per-repetition ratios stay meaningful. `benchmarks.run` interleaves the
+client setups the same way: repetition i of every contender in every setup
+runs before repetition i + 1 of any. Each run opens a fresh session
 and a fresh group name; connecting is never timed.
 """
 
@@ -26,7 +28,7 @@ from .measure import (
 from .redis_stats import RedisProbe
 from .scenarios import Scenario, size_label
 
-__all__ = ["Cell", "RunSettings", "run_cell"]
+__all__ = ["Cell", "RunSettings", "plan_cells", "repetitions", "run_repetition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,16 +160,13 @@ async def _measure_once(
         }
 
 
-async def run_cell(
-    scenario: Scenario, size: int, contenders: list[Contender], settings: RunSettings
-) -> list[Cell]:
-    """Warm up and measure every contender on one scenario and size."""
-    cells = [
-        Cell(scenario.id, size, contender.name, contender.kind, contender.broker)
-        for contender in contenders
-    ]
-    live: list[tuple[Cell, Contender]] = []
-    for cell, contender in zip(cells, contenders, strict=True):
+def plan_cells(
+    scenario: Scenario, size: int, contenders: list[Contender]
+) -> list[tuple[Cell, Contender]]:
+    """A cell per contender for one scenario and size, marked skipped where it cannot run."""
+    planned = []
+    for contender in contenders:
+        cell = Cell(scenario.id, size, contender.name, contender.kind, contender.broker)
         limit = contender.max_payload
         if scenario.kind != "memory" and limit is not None and encoded_size(size) > limit:
             cell.skipped = f"cannot carry {size_label(size)}: NOTIFY payloads stop at 8000 bytes"
@@ -175,30 +174,45 @@ async def run_cell(
             cell.skipped = contender.no_concurrent_publish
         elif scenario.kind == "chat" and contender.no_many_subscribers:
             cell.skipped = contender.no_many_subscribers
-        else:
-            live.append((cell, contender))
-    count = scenario.count(size, settings.quick)
-    # Idle memory is one measurement; the chat's thousands of subscriptions make a
-    # warm-up as long as a repetition, so it runs at most 3 times, without one.
+        planned.append((cell, contender))
+    return planned
+
+
+def repetitions(scenario: Scenario, settings: RunSettings) -> range:
+    """The repetitions to run, -1 being the warm-up.
+
+    Idle memory is one measurement; the chat's thousands of subscriptions make a
+    warm-up as long as a repetition, so it runs at most 3 times, without one.
+    """
     repeats = {"memory": 1, "chat": min(3, settings.repeat)}.get(scenario.kind, settings.repeat)
     warmup = scenario.kind not in ("memory", "chat")
-    for rep in range(-1 if warmup else 0, repeats):
-        for cell, contender in live:
-            if cell.error is not None:
-                continue
-            started = time.perf_counter()
-            try:
-                n = scenario.warmup_count(size, settings.quick) if rep < 0 else count
-                record = await _measure_once(scenario, contender, size, n, settings)
-            except Exception as exc:  # a contender that fails is reported, not fatal
-                leaf = _first_leaf(exc)
-                cell.error = f"{type(leaf).__name__}: {leaf}"
-                print(f"  ! {contender.name}: {cell.error}", file=sys.stderr)
-                continue
-            if rep >= 0:
-                record["wall_seconds"] = time.perf_counter() - started
-                cell.reps.append(record)
-    return cells
+    return range(-1 if warmup else 0, repeats)
+
+
+async def run_repetition(
+    scenario: Scenario,
+    size: int,
+    planned: list[tuple[Cell, Contender]],
+    settings: RunSettings,
+    rep: int,
+) -> None:
+    """Repetition `rep` (-1: the warm-up, not recorded) of every live contender, in turn."""
+    count = scenario.count(size, settings.quick)
+    for cell, contender in planned:
+        if cell.skipped is not None or cell.error is not None:
+            continue
+        started = time.perf_counter()
+        try:
+            n = scenario.warmup_count(size, settings.quick) if rep < 0 else count
+            record = await _measure_once(scenario, contender, size, n, settings)
+        except Exception as exc:  # a contender that fails is reported, not fatal
+            leaf = _first_leaf(exc)
+            cell.error = f"{type(leaf).__name__}: {leaf}"
+            print(f"  ! {contender.name}: {cell.error}", file=sys.stderr)
+            continue
+        if rep >= 0:
+            record["wall_seconds"] = time.perf_counter() - started
+            cell.reps.append(record)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
