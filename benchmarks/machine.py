@@ -17,9 +17,12 @@ __all__ = ["describe"]
 PACKAGES = (
     "redis",
     "hiredis",
+    "uvloop",
     "asyncpg",
     "nats-py",
     "broadcaster",
+    "channels-redis",
+    "channels",
     "anyio",
     "channels-core",
     "channels-layer-redis",

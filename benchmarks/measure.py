@@ -9,7 +9,7 @@ JSON encoding is about the requested size, built before the clock starts.
 from __future__ import annotations
 
 import gc
-import math
+import random
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -20,16 +20,20 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 
+from channels_core.cli._stats import percentile
+
 from .contenders import Session, Stream
 from .contenders.base import dumps
 
 __all__ = [
+    "Chat",
     "Delivery",
     "IdleMemory",
     "Latency",
     "Probe",
     "encoded_size",
     "make_message",
+    "measure_chat",
     "measure_delivery",
     "measure_idle_memory",
     "measure_latency",
@@ -79,11 +83,24 @@ class Latency:
     samples: list[float]
 
     def quantile_ms(self, quantile: float) -> float:
-        if not self.samples:
-            return math.nan
-        ordered = sorted(self.samples)
-        index = min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))
-        return ordered[index] * 1000.0
+        return percentile(self.samples, quantile) * 1000.0
+
+
+@dataclass(slots=True)
+class Chat:
+    """One chat run: what was offered, what was delivered, how late and at what CPU cost."""
+
+    offered_rate: float  # messages per second the publishers were paced at
+    published: int
+    publish_seconds: float  # first scheduled send to the last publish's return
+    delivered: int
+    seconds: float  # first scheduled send to the last delivery
+    cpu_seconds: float
+    latency: Latency
+
+    @property
+    def events_per_second(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(slots=True)
@@ -181,6 +198,84 @@ async def measure_latency(
                         await anyio.sleep(delay)
                     await session.publish(group, {"i": index, "t": time.perf_counter(), "pad": pad})
     return Latency(samples)
+
+
+async def measure_chat(
+    session: Session,
+    group: str,
+    *,
+    groups: int,
+    subscribers: int,
+    publishers: int,
+    messages: int,
+    rate: float,
+    size: int,
+    timeout: float,
+) -> Chat:
+    """A chat server's load: `subscribers` spread evenly over `groups` (subscriber k in
+    group k mod `groups`), `publishers` tasks together offering `rate` messages per
+    second, each message to a group drawn at random (fixed seed).
+
+    Message i is due at start + i / rate; publisher j sends the messages i = j mod
+    `publishers`, sleeping until each is due. Latency is measured from when a message
+    was *due*, not when it left, so a contender that falls behind pays for its
+    backlog (no coordinated omission).
+    """
+    names = [f"{group}.{k}" for k in range(groups)]
+    draw = random.Random(15)
+    targets = [draw.randrange(groups) for _ in range(messages)]
+    per_group = [0] * groups
+    for target in targets:
+        per_group[target] += 1
+    pad = make_message(0, size)["pad"]
+    interval = 1.0 / rate
+    samples: list[float] = []
+    finished: list[float] = []
+    cpu_finished: list[float] = []
+    published: list[float] = []
+
+    def record(message: Any) -> None:
+        samples.append(time.perf_counter() - message["t"])
+
+    async with AsyncExitStack() as stack:
+        streams = [
+            (await stack.enter_async_context(session.subscribe(names[k % groups])), k % groups)
+            for k in range(subscribers)
+        ]
+
+        async def consume(stream: Stream, count: int) -> None:
+            await stream.drain(count, record)
+            finished.append(time.perf_counter())
+            cpu_finished.append(time.process_time())
+
+        async def produce(first: int) -> None:
+            publish = session.publish
+            for index in range(first, messages, publishers):
+                due = started + index * interval
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                await publish(names[targets[index]], {"i": index, "t": due, "pad": pad})
+            published.append(time.perf_counter())
+
+        with anyio.fail_after(timeout):
+            async with anyio.create_task_group() as tasks:
+                for stream, k in streams:
+                    tasks.start_soon(consume, stream, per_group[k])
+                await anyio.lowlevel.checkpoint()
+                started = time.perf_counter()
+                cpu_started = time.process_time()
+                for first in range(publishers):
+                    tasks.start_soon(produce, first)
+    return Chat(
+        offered_rate=rate,
+        published=messages,
+        publish_seconds=max(published) - started,
+        delivered=len(samples),
+        seconds=max(finished) - started,
+        cpu_seconds=max(cpu_finished) - cpu_started,
+        latency=Latency(samples),
+    )
 
 
 async def measure_idle_memory(

@@ -117,7 +117,11 @@ async def run(args: argparse.Namespace) -> None:
     contenders = [
         c
         for c in all_contenders(REDIS_URL, POSTGRES_URL)
-        if any(text in c.name for text in args.contender)
+        if (
+            any(text in c.name for text in args.contender)
+            if args.contender
+            else c.kind == "channels"
+        )
     ]
     for scenario, subscribers, groups, messages in CASES:
         if args.only and scenario not in args.only:
@@ -134,13 +138,17 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
-    parser.add_argument("--contender", action="append", default=[], metavar="TEXT")
+    parser.add_argument(
+        "--contender",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="profile contenders whose name contains TEXT (default: our layers)",
+    )
     parser.add_argument("--only", action="append", default=[], metavar="SCENARIO")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--all", action="store_true", help="also postgres fan-out")
     args = parser.parse_args(argv)
-    if not args.contender:
-        args.contender = ["channels"]
     anyio.run(run, args)
     return 0
 

@@ -10,6 +10,7 @@ other clients of the same server inflate it slightly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,10 +19,15 @@ __all__ = ["RedisProbe"]
 
 
 class RedisProbe:
-    """Observes one Redis server through its own connection (open it with ``async with``)."""
+    """Observes one Redis server through its own connection (open it with ``async with``).
 
-    def __init__(self, url: str) -> None:
+    `channel_of` maps a group to the Redis channel its contender publishes on
+    (Django's layer prefixes group names); identity by default.
+    """
+
+    def __init__(self, url: str, channel_of: Callable[[str], str] | None = None) -> None:
         self._client = Redis.from_url(url)
+        self._channel_of = channel_of or (lambda group: group)
         self._out_before = 0
         self._numsub = 0
         self._info_reply = 0
@@ -37,7 +43,7 @@ class RedisProbe:
         return int(stats["total_net_output_bytes"])
 
     async def before(self, group: str) -> None:
-        numsub = await self._client.pubsub_numsub(group)
+        numsub = await self._client.pubsub_numsub(self._channel_of(group))
         self._numsub = int(numsub[0][1]) if numsub else 0
         # The counter includes INFO's own reply: measure it to take it out.
         first = await self._net_out()
@@ -47,7 +53,7 @@ class RedisProbe:
     async def after(self, group: str, messages: int, message_bytes: int) -> dict[str, Any]:
         out = await self._net_out() - self._out_before - self._info_reply
         # What the server writes per delivery (RESP2 "message" frame) and per PUBLISH reply.
-        channel = len(group.encode())
+        channel = len(self._channel_of(group).encode())
         frame = len(f"*3\r\n$7\r\nmessage\r\n${channel}\r\n\r\n${message_bytes}\r\n\r\n")
         frame += channel + message_bytes
         reply = len(":1\r\n")

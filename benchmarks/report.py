@@ -26,6 +26,7 @@ __all__ = ["Results", "render_markdown", "targets"]
 COLUMNS = (
     "raw redis-py",
     "broadcaster redis",
+    "django channels_redis",
     "channels redis",
     "raw asyncpg",
     "broadcaster postgres",
@@ -40,6 +41,7 @@ COLUMNS = (
 PAIRS = (
     ("redis: ours / raw", "channels redis", "raw redis-py"),
     ("redis: ours / broadcaster", "channels redis", "broadcaster redis"),
+    ("redis: ours / django", "channels redis", "django channels_redis"),
     ("postgres: ours / raw", "channels postgres", "raw asyncpg"),
     ("postgres: ours / broadcaster", "channels postgres", "broadcaster postgres"),
     ("nats: ours / raw", "channels nats", "raw nats-py"),
@@ -47,11 +49,22 @@ PAIRS = (
 )
 
 
-class Results:
-    """Lookup over the JSON cells of one run."""
+def setups_of(cells: Iterable[dict[str, Any]]) -> list[str | None]:
+    """The client setups of a run's cells, in run order (None: a run from before setups)."""
+    return list(dict.fromkeys(c.get("setup") for c in cells))
 
-    def __init__(self, cells: Iterable[dict[str, Any]]) -> None:
-        self.cells = {(c["scenario"], c["size"], c["contender"]): c for c in cells}
+
+class Results:
+    """Lookup over the JSON cells of one client setup of a run (the first if not named)."""
+
+    def __init__(self, cells: Iterable[dict[str, Any]], setup: str | None = None) -> None:
+        cells = list(cells)
+        if setup is None and cells:
+            setup = cells[0].get("setup")
+        self.setup = setup
+        self.cells = {
+            (c["scenario"], c["size"], c["contender"]): c for c in cells if c.get("setup") == setup
+        }
 
     def cell(self, scenario: str, size: int, contender: str) -> dict[str, Any] | None:
         return self.cells.get((scenario, size, contender))
@@ -202,6 +215,182 @@ def latency_table(results: Results) -> list[str]:
         "### Latency p50 / p99 in ms (paced at 1,000 msg/s): median (min-max) of the repetitions",
         "",
         *_table(["size", *COLUMNS], rows),
+        "",
+    ]
+
+
+def chat_table(results: Results) -> list[str]:
+    """The chat scenario: offered vs achieved, deliveries, latency from due time, CPU."""
+    rows = []
+    for contender in COLUMNS:
+        cell = results.cell("chat", 100, contender)
+        if cell is None:
+            continue
+        if not cell["reps"]:
+            rows.append([contender, results.why_missing("chat", 100, contender), *["-"] * 5])
+            continue
+
+        def spread(key: str, show: Callable[[float], str], name: str = contender) -> str:
+            return _spread(results.values("chat", 100, name, key), show)
+
+        rows.append(
+            [
+                contender,
+                f"{cell['reps'][0]['offered_rate']:,.0f} / "
+                + spread("published_rate", "{:,.0f}".format),
+                spread("events_per_second", _k),
+                spread("p50_ms", "{:.2f}".format),
+                spread("p99_ms", "{:.2f}".format),
+                spread("cpu_us_per_event", "{:,.1f}".format),
+                spread("cpu_share", lambda v: f"{100 * v:.0f}%"),
+            ]
+        )
+    if not rows:
+        return []
+    shape = next(
+        (c["reps"][0] for c in results.cells.values() if c["scenario"] == "chat" and c["reps"]),
+        None,
+    )
+    title = (
+        f"{shape['groups']:,} groups, {shape['subscribers']:,} subscribers, "
+        f"{shape['messages']:,} messages"
+        if shape
+        else "not run"
+    )
+    header = [
+        "contender",
+        "msg/s offered / published",
+        "delivered events/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU us / delivered event",
+        "CPU busy",
+    ]
+    return [
+        f"### Chat ({title}; latency from each message's due time): median (min-max)",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
+#: (contender's scenario, limit's setup) pairs: whose rate is compared with which ceiling.
+SHARES = {
+    "redis": (("1to1", "-c 1"), ("publishers10", "-c 10"), ("publishers10", "-c 1 -P 32")),
+    "postgres": (("1to1", "-c 1 -j 1"), ("publishers10", "-c 10 -j 2")),
+}
+
+
+def limits_table(limits: Sequence[dict[str, Any]]) -> list[str]:
+    """The brokers' ceilings measured by their own tools at the start of the run."""
+    if not limits:
+        return []
+    rows = [
+        [
+            limit["tool"],
+            f"`{limit['setup']}`",
+            size_label(limit["size"]),
+            f"{limit['rate']:,.0f}" if limit["rate"] is not None else f"n/a: {limit['error']}",
+        ]
+        for limit in limits
+    ]
+    return [
+        "### Broker ceilings: PUBLISH / NOTIFY per second from the servers' own tools",
+        "",
+        "`redis-benchmark ... PUBLISH bench_limit <payload>` and `pgbench -n -f notify.sql` "
+        "(`SELECT pg_notify('bench_limit', '<payload>')`), over loopback, nobody subscribed.",
+        "",
+        *_table(["tool", "options", "size", "messages/s"], rows),
+        "",
+    ]
+
+
+def shares_table(results: Results, limits: Sequence[dict[str, Any]]) -> list[str]:
+    """Every Redis/PostgreSQL contender's publish rate as a share of its broker's ceiling."""
+    rate = {(c["broker"], c["setup"], c["size"]): c["rate"] for c in limits if c["rate"]}
+    rows = []
+    for contender in COLUMNS:
+        broker = next(
+            (c["broker"] for c in results.cells.values() if c["contender"] == contender), None
+        )
+        if broker not in SHARES:
+            continue
+        for size in SIZES:
+            row = [contender, size_label(size)]
+            for scenario, setup in SHARES[broker]:
+                ceiling = rate.get((broker, setup, size))
+                mine = results.values(scenario, size, contender, "messages_per_second")
+                row.append(
+                    _spread([v / ceiling for v in mine], lambda v: f"{100 * v:.0f}%")
+                    if ceiling and mine
+                    else "-"
+                )
+            if any(value != "-" for value in row[2:]):
+                rows.append(row + [""] * (3 - len(SHARES[broker])))
+    if not rows:
+        return []
+    return [
+        "### Share of the broker's ceiling: published messages/s over the tool's rate",
+        "",
+        "Columns: 1->1 over `-c 1`; publishers10 over `-c 10` (pgbench: `-c 10 -j 2`); "
+        "publishers10 over `redis-benchmark -c 1 -P 32` (one pipelined connection).",
+        "",
+        *_table(
+            ["contender", "size", "1to1 / -c 1", "publishers10 / -c 10", "publishers10 / -P 32"],
+            rows,
+        ),
+        "",
+    ]
+
+
+def setup_effect_table(cells: Sequence[dict[str, Any]]) -> list[str]:
+    """Each contender's CPU cost in every client setup against itself in the first setup.
+
+    CPU per message (delivery scenarios) or per delivered event (the chat, whose
+    rate is fixed) is what a parser or an event loop changes, and unlike wall
+    time it barely moves when other processes load the machine. Ratios are per
+    repetition (the setups ran interleaved), then median (min-max); < 1: cheaper.
+    """
+    setups = setups_of(cells)
+    if len(setups) < 2:
+        return []
+    base, others = Results(cells, setups[0]), [Results(cells, s) for s in setups[1:]]
+    rows = []
+    for scenario in SCENARIOS:
+        key = {"delivery": "cpu_us_per_message", "chat": "cpu_us_per_event"}.get(scenario.kind)
+        if key is None:
+            continue
+        for size in SIZES:
+            for contender in COLUMNS:
+                first = base.values(scenario.id, size, contender, key)
+                if not first:
+                    continue
+                unit = "message" if key == "cpu_us_per_message" else "delivered event"
+                shown = f"{statistics.median(first):,.1f} us per {unit}"
+                ratios = [
+                    [
+                        x / y
+                        for x, y in zip(
+                            other.values(scenario.id, size, contender, key), first, strict=False
+                        )
+                        if y
+                    ]
+                    for other in others
+                ]
+                rows.append(
+                    [scenario.id, size_label(size), contender, shown]
+                    + [_spread(values, _x) for values in ratios]
+                )
+    return [
+        f"### Client setup effect: CPU of each contender against itself with `{setups[0]}`",
+        "",
+        "Process CPU per published message (chat: per delivered event) over the first "
+        "setup's; < 1 is cheaper. Per-repetition ratios (the setups ran interleaved, "
+        "repetition by repetition), median (min-max). The memory contenders do not use "
+        "redis-py: their hiredis column is the noise floor. Delivered events/s per setup "
+        "are in each setup's tables above.",
+        "",
+        *_table(["scenario", "size", "contender", *map(str, setups)], rows),
         "",
     ]
 
@@ -390,9 +579,11 @@ def targets_table(verdicts: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def render_markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
-    """The whole report: machine, tables, server stats, targets."""
-    results = Results(cells)
+def render_markdown(
+    meta: dict[str, Any], cells: list[dict[str, Any]], limits: Sequence[dict[str, Any]] = ()
+) -> str:
+    """The whole report: machine, ceilings, then per client setup the tables, server
+    stats, shares of the ceilings and targets; then the setups compared."""
     versions = meta["versions"]
     head = [
         f"## Results {meta['date']}",
@@ -400,7 +591,9 @@ def render_markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
         f"Machine: {meta['nproc']} CPUs, {meta['cpu']}, Python {meta['python']}, "
         f"Redis {meta['redis_server']}, PostgreSQL {meta['postgres_server']}; "
         f"redis-py {versions.get('redis')}, asyncpg {versions.get('asyncpg')}, "
-        f"broadcaster {versions.get('broadcaster')}, anyio {versions.get('anyio')}.",
+        f"broadcaster {versions.get('broadcaster')}, channels_redis "
+        f"{versions.get('channels-redis')}, hiredis {versions.get('hiredis')}, "
+        f"uvloop {versions.get('uvloop')}, anyio {versions.get('anyio')}.",
         f"Commit: {meta.get('commit') or 'unknown'}. Command: `{meta['command']}` "
         f"({meta['repeat']} repetitions after a warm-up, "
         f"{meta['wall_seconds']:.0f} s).",
@@ -413,14 +606,23 @@ def render_markdown(meta: dict[str, Any], cells: list[dict[str, Any]]) -> str:
         if c["error"]
     ]
     notes = [f"- n/a: {reason}" for reason in skipped] + [f"- error: {e}" for e in errors]
-    body = (
-        delivery_tables(results)
-        + cpu_table(results)
-        + latency_table(results)
-        + memory_table(results)
-        + server_table(results)
-        + targets_table(targets(results))
-    )
+    setups = setups_of(cells)
+    body = limits_table(limits)
+    for setup in setups:
+        results = Results(cells, setup)
+        if setup is not None:
+            body += [f"### Client setup: {setup}", ""]
+        body += (
+            delivery_tables(results)
+            + cpu_table(results)
+            + latency_table(results)
+            + chat_table(results)
+            + memory_table(results)
+            + server_table(results)
+            + shares_table(results, limits)
+            + targets_table(targets(results))
+        )
+    body += setup_effect_table(cells)
     return "\n".join(head + body + (["Notes:", "", *notes, ""] if notes else []))
 
 
@@ -431,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     data = json.loads(args.run.read_text(encoding="utf-8"))
-    markdown = render_markdown(data["meta"], data["cells"])
+    markdown = render_markdown(data["meta"], data["cells"], data.get("limits", ()))
     print(markdown)
     if args.markdown is not None:
         args.markdown.write_text(markdown + "\n", encoding="utf-8")

@@ -3,7 +3,9 @@
 For each scenario and message size, every contender first runs a short
 warm-up, then the repetitions go round-robin over the contenders (rep 1 of
 each, rep 2 of each, ...), so that a noisy moment hits everyone alike and
-the per-repetition ratios stay meaningful. Each run opens a fresh session
+the per-repetition ratios stay meaningful. `benchmarks.run` interleaves the
+client setups the same way: repetition i of every contender in every setup
+runs before repetition i + 1 of any. Each run opens a fresh session
 and a fresh group name; connecting is never timed.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 from .contenders import Contender
 from .measure import (
     encoded_size,
+    measure_chat,
     measure_delivery,
     measure_idle_memory,
     measure_latency,
@@ -25,7 +28,7 @@ from .measure import (
 from .redis_stats import RedisProbe
 from .scenarios import Scenario, size_label
 
-__all__ = ["Cell", "RunSettings", "run_cell"]
+__all__ = ["Cell", "RunSettings", "plan_cells", "repetitions", "run_repetition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ async def _measure_once(
         if scenario.kind == "delivery":
             probe = None
             if contender.broker == "redis" and scenario.subscribers > 1 and scenario.groups == 1:
-                probe = RedisProbe(settings.redis_url)
+                probe = RedisProbe(settings.redis_url, contender.broker_channel)
             try:
                 delivery = await measure_delivery(
                     session,
@@ -104,6 +107,33 @@ async def _measure_once(
                 "cpu_us_per_message": delivery.cpu_seconds / delivery.published * 1e6,
                 "cpu_share": delivery.cpu_seconds / delivery.seconds,
                 "server": delivery.server,
+            }
+        if scenario.kind == "chat":
+            groups, subscribers = scenario.shape(settings.quick)
+            chat = await measure_chat(
+                session,
+                group,
+                groups=groups,
+                subscribers=subscribers,
+                publishers=scenario.publishers,
+                messages=count,
+                rate=scenario.rate,
+                size=size,
+                timeout=settings.timeout,
+            )
+            return {
+                "groups": groups,
+                "subscribers": subscribers,
+                "offered_rate": chat.offered_rate,
+                "published_rate": chat.published / chat.publish_seconds,
+                "events_per_second": chat.events_per_second,
+                "messages": chat.published,
+                "delivered": chat.delivered,
+                "seconds": chat.seconds,
+                "p50_ms": chat.latency.quantile_ms(0.50),
+                "p99_ms": chat.latency.quantile_ms(0.99),
+                "cpu_us_per_event": chat.cpu_seconds / chat.delivered * 1e6,
+                "cpu_share": chat.cpu_seconds / chat.seconds,
             }
         if scenario.kind == "latency":
             latency = await measure_latency(
@@ -130,43 +160,59 @@ async def _measure_once(
         }
 
 
-async def run_cell(
-    scenario: Scenario, size: int, contenders: list[Contender], settings: RunSettings
-) -> list[Cell]:
-    """Warm up and measure every contender on one scenario and size."""
-    cells = [
-        Cell(scenario.id, size, contender.name, contender.kind, contender.broker)
-        for contender in contenders
-    ]
-    live: list[tuple[Cell, Contender]] = []
-    for cell, contender in zip(cells, contenders, strict=True):
+def plan_cells(
+    scenario: Scenario, size: int, contenders: list[Contender]
+) -> list[tuple[Cell, Contender]]:
+    """A cell per contender for one scenario and size, marked skipped where it cannot run."""
+    planned = []
+    for contender in contenders:
+        cell = Cell(scenario.id, size, contender.name, contender.kind, contender.broker)
         limit = contender.max_payload
         if scenario.kind != "memory" and limit is not None and encoded_size(size) > limit:
             cell.skipped = f"cannot carry {size_label(size)}: NOTIFY payloads stop at 8000 bytes"
         elif scenario.publishers > 1 and contender.no_concurrent_publish:
             cell.skipped = contender.no_concurrent_publish
-        else:
-            live.append((cell, contender))
+        elif scenario.kind == "chat" and contender.no_many_subscribers:
+            cell.skipped = contender.no_many_subscribers
+        planned.append((cell, contender))
+    return planned
+
+
+def repetitions(scenario: Scenario, settings: RunSettings) -> range:
+    """The repetitions to run, -1 being the warm-up.
+
+    Idle memory is one measurement; the chat's thousands of subscriptions make a
+    warm-up as long as a repetition, so it runs at most 3 times, without one.
+    """
+    repeats = {"memory": 1, "chat": min(3, settings.repeat)}.get(scenario.kind, settings.repeat)
+    warmup = scenario.kind not in ("memory", "chat")
+    return range(-1 if warmup else 0, repeats)
+
+
+async def run_repetition(
+    scenario: Scenario,
+    size: int,
+    planned: list[tuple[Cell, Contender]],
+    settings: RunSettings,
+    rep: int,
+) -> None:
+    """Repetition `rep` (-1: the warm-up, not recorded) of every live contender, in turn."""
     count = scenario.count(size, settings.quick)
-    repeats = 1 if scenario.kind == "memory" else settings.repeat
-    warmup = scenario.kind != "memory"
-    for rep in range(-1 if warmup else 0, repeats):
-        for cell, contender in live:
-            if cell.error is not None:
-                continue
-            started = time.perf_counter()
-            try:
-                n = scenario.warmup_count(size, settings.quick) if rep < 0 else count
-                record = await _measure_once(scenario, contender, size, n, settings)
-            except Exception as exc:  # a contender that fails is reported, not fatal
-                leaf = _first_leaf(exc)
-                cell.error = f"{type(leaf).__name__}: {leaf}"
-                print(f"  ! {contender.name}: {cell.error}", file=sys.stderr)
-                continue
-            if rep >= 0:
-                record["wall_seconds"] = time.perf_counter() - started
-                cell.reps.append(record)
-    return cells
+    for cell, contender in planned:
+        if cell.skipped is not None or cell.error is not None:
+            continue
+        started = time.perf_counter()
+        try:
+            n = scenario.warmup_count(size, settings.quick) if rep < 0 else count
+            record = await _measure_once(scenario, contender, size, n, settings)
+        except Exception as exc:  # a contender that fails is reported, not fatal
+            leaf = _first_leaf(exc)
+            cell.error = f"{type(leaf).__name__}: {leaf}"
+            print(f"  ! {contender.name}: {cell.error}", file=sys.stderr)
+            continue
+        if rep >= 0:
+            record["wall_seconds"] = time.perf_counter() - started
+            cell.reps.append(record)
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

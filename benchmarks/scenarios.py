@@ -16,7 +16,7 @@ __all__ = ["SCENARIOS", "SIZES", "Scenario", "size_label"]
 #: Small, medium and large messages (nominal encoded sizes in bytes).
 SIZES: tuple[int, ...] = (100, 1024, 64 * 1024)
 
-Kind = Literal["delivery", "latency", "memory"]
+Kind = Literal["delivery", "latency", "memory", "chat"]
 
 
 def size_label(size: int) -> str:
@@ -36,17 +36,27 @@ class Scenario:
     subscribers: int = 1
     groups: int = 1
     messages: dict[int, int] = field(default_factory=dict)
-    rate: float = 0.0  # latency: messages per second
+    rate: float = 0.0  # latency and chat: offered messages per second
+    #: chat: (groups, subscribers) in --quick mode, instead of the full shape
+    quick_shape: tuple[int, int] | None = None
+
+    def shape(self, quick: bool) -> tuple[int, int]:
+        """(groups, subscribers) of this run."""
+        if quick and self.quick_shape is not None:
+            return self.quick_shape
+        return self.groups, self.subscribers
 
     def count(self, size: int, quick: bool) -> int:
         full = self.messages[size]
-        return self._whole(max(10, full // 10) if quick else full)
+        return self._whole(max(10, full // 10) if quick else full, quick)
 
     def warmup_count(self, size: int, quick: bool) -> int:
-        return self._whole(max(5, self.count(size, quick) // 10))
+        return self._whole(max(5, self.count(size, quick) // 10), quick)
 
-    def _whole(self, count: int) -> int:
-        """`count` rounded up to a multiple of `groups` (each group gets as many)."""
+    def _whole(self, count: int, quick: bool) -> int:
+        """`count` rounded up to a multiple of the groups (each group gets as many)."""
+        if self.kind == "chat":
+            return count  # groups are drawn at random: no rounding
         return -(-count // self.groups) * self.groups
 
 
@@ -92,6 +102,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         "latency",
         messages={100: 300, 1024: 300, 65536: 300},
         rate=1000.0,
+    ),
+    Scenario(
+        "chat",
+        "chat: 1,000 groups of 5 subscribers, 50 publishers at 2,000 msg/s in all, "
+        "each message to a random group",
+        "chat",
+        publishers=50,
+        subscribers=5000,
+        groups=1000,
+        messages={100: 6000},  # 3 s at the offered rate (0.3 s with --quick)
+        rate=2000.0,
+        quick_shape=(50, 250),
     ),
     Scenario(
         "idle-memory",

@@ -62,11 +62,12 @@ class Session(Protocol):
 class Contender:
     """A named way of doing pub/sub, with what it can carry.
 
-    `kind` is ``"channels"``, ``"broadcaster"`` or ``"raw"``; `broker` is
+    `kind` is ``"channels"``, ``"broadcaster"``, ``"django"`` or ``"raw"``; `broker` is
     ``"memory"``, ``"redis"`` or ``"postgres"``. `max_payload` is the largest
     encoded message it can carry (None: no limit that matters here).
     `open` builds a fresh session; `notes` says what is special about it.
-    `no_concurrent_publish` says why concurrent publishers cannot work, if so.
+    `no_concurrent_publish` says why concurrent publishers cannot work, if so;
+    `no_many_subscribers` why it is left out of the 5,000-subscriber chat.
     """
 
     name: str
@@ -77,3 +78,7 @@ class Contender:
     notes: str = ""
     #: Why concurrent publishers cannot work, or None if they can.
     no_concurrent_publish: str | None = None
+    #: Why thousands of subscribers (the chat scenario) are out of reach, or None.
+    no_many_subscribers: str | None = None
+    #: The broker channel a group travels on, if not the group's own name.
+    broker_channel: Callable[[str], str] | None = None

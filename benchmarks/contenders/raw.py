@@ -198,6 +198,10 @@ def raw_contenders(redis_url: str, postgres_url: str, nats_url: str) -> list[Con
             "redis",
             _redis_opener(redis_url),
             notes="one PubSub connection per subscriber",
+            no_many_subscribers=(
+                "raw redis-py opens one pub/sub connection per subscriber: the chat's 5,000 "
+                "subscribers would be 5,000 connections"
+            ),
         ),
         Contender(
             "raw asyncpg",

@@ -12,7 +12,6 @@ the whole run (connecting included).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import anyio
 from ..channel import Channel
 from ..exceptions import MessagesLost
 from ..subscriber import Subscriber
+from ._stats import percentile
 
 Progress = Callable[[str, int, int], None]
 _GROUP = "channels.bench"
@@ -57,11 +57,7 @@ class BenchResult:
         return self.delivered / self.deliver_seconds if self.deliver_seconds else 0.0
 
     def latency_ms(self, quantile: float) -> float:
-        if not self.latencies:
-            return math.nan
-        ordered = sorted(self.latencies)
-        index = min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))
-        return ordered[index] * 1000
+        return percentile(self.latencies, quantile) * 1000
 
 
 def _payload(size: int) -> str:
