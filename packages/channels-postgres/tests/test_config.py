@@ -7,6 +7,7 @@ import logging
 import sys
 import warnings
 
+import anyio
 import pytest
 
 import channels_layer_postgres
@@ -210,3 +211,20 @@ async def test_trio_is_refused_with_a_clear_error() -> None:
     with pytest.raises(NotSupportedError, match="asyncio only"):
         async with Channel(PostgreSQLChannelLayer("postgresql://127.0.0.1/db")):
             pass
+
+
+@pytest.mark.anyio
+async def test_layer_options_in_the_url_query(postgres_url: str, namespace: str) -> None:
+    """Taken out of the URL before asyncpg sees it (it would send them to the server)."""
+    joiner = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{joiner}namespace={namespace}&publish_timeout=2&liveness_timeout=0.5"
+    with pytest.warns(DeprecationWarning, match="liveness_timeout"):
+        layer = PostgreSQLChannelLayer.from_url(url, publish_timeout=3)  # keywords win
+    assert (layer.options.namespace, layer.options.publish_timeout) == (namespace, 3.0)
+    assert layer.options.health_check_timeout == 0.5
+    async with Channel(layer) as channel, channel.subscribe("query") as subscriber:
+        await channel.publish("query", "options")
+        with anyio.fail_after(5):
+            assert (await subscriber.receive()).message == "options"
+    with pytest.raises(ValueError, match="publish_timeout"):
+        PostgreSQLChannelLayer.from_url(f"{postgres_url}{joiner}publish_timeout=soon")

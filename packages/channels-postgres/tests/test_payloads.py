@@ -8,7 +8,7 @@ import anyio
 import asyncpg
 import pytest
 
-from channels_core import Channel, Event, PayloadTooLargeError, Subscriber
+from channels_core import Channel, Event, MessagesLost, PayloadTooLargeError, Subscriber
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres.testing import LayerMaker
 
@@ -123,3 +123,41 @@ async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
     assert layer.stats().large_missing == 1
     assert channel.stats().undecodable == 1
     assert "skipped" in caplog.text
+
+
+async def test_a_backlog_beyond_its_bound_is_dropped_counted_and_reported(
+    make_layer: LayerMaker, pg: asyncpg.Connection, postgres_url: str, namespace: str
+) -> None:
+    """Notifications wait behind a large payload being fetched; never more than
+    `max_backlog` of them: the rest are dropped, counted, and the subscribers
+    are told of the gap after the ones that were kept."""
+    table = ChannelNames(namespace).payloads_table
+    layer = make_layer(max_backlog=3)
+    notifier = await asyncpg.connect(postgres_url)
+    try:
+        async with Channel(layer) as channel, channel.subscribe("slow") as subscriber:
+            async with pg.transaction():  # the fetch of the reference waits for this lock
+                await pg.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+                await notifier.execute(
+                    "SELECT pg_notify($1, $2)",
+                    layer.channel_name("slow"),
+                    'chl1r0:"slow"0123456789abcdef.999999999',  # a row that does not exist
+                )
+                for number in range(6):
+                    await channel.publish("slow", number)
+                with anyio.fail_after(5):
+                    while True:  # counters have no event to wait on
+                        if layer.stats().received == 7:
+                            break
+                        await anyio.sleep(0.01)
+                assert layer.stats().dropped == 4  # the reference and two messages were kept
+            received = [(await _receive(subscriber)).message for _ in range(2)]
+            with anyio.fail_after(5), pytest.raises(MessagesLost):
+                await subscriber.receive()
+            await channel.publish("slow", "after")
+            assert (await _receive(subscriber)).message == "after"
+    finally:
+        await notifier.close()
+    assert received == [0, 1]
+    stats = layer.stats()
+    assert (stats.dropped, stats.large_missing, stats.connection_losses) == (4, 1, 0)

@@ -39,7 +39,7 @@ from ._publisher import Publisher, Statement
 from ._router import Router
 from ._sql import Statements
 from ._stats import Counters, PostgreSQLLayerStats
-from ._url import DEFAULT_URL, SCHEMES, check_url
+from ._url import DEFAULT_URL, SCHEMES, check_url, split_options
 
 __all__ = ["PostgreSQLChannelLayer"]
 
@@ -50,11 +50,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
     """Cross-process publish/subscribe through PostgreSQL LISTEN/NOTIFY (asyncio only).
 
     `url` is a libpq-style URL (``postgresql://user:password@host:5432/db?sslmode=require``);
-    `options` are `PostgreSQLLayerOptions` fields (see the README: timeouts,
-    health checks, reconnect backoff, payload limits, namespace, ...). Publishing uses a
-    pool the layer opens, or the application's own asyncpg `pool` or
-    `connection` (never closed by the layer); listening always uses one
-    dedicated connection built from `url`.
+    `options` are `PostgreSQLLayerOptions` fields, as keywords or query
+    parameters (see the README: timeouts, health checks, reconnect backoff,
+    payload limits, namespace, ...). Publishing uses a pool the layer opens,
+    or the application's own asyncpg `pool` or `connection` (never closed by
+    the layer); listening always uses one dedicated connection built from `url`.
     """
 
     url_schemes = SCHEMES
@@ -70,15 +70,15 @@ class PostgreSQLChannelLayer(ChannelLayer):
         connection: Any = None,
         **options: Any,
     ) -> None:
-        self._url = check_url(url)
+        dsn, query = split_options(check_url(url), PostgreSQLLayerOptions.names())
         self._shown = redact_url(url)
         self._secrets = url_secrets(url)
-        self.options = PostgreSQLLayerOptions.from_options(options)
+        self.options = PostgreSQLLayerOptions.from_options(options, query=query)
         self.max_payload_bytes: int = self.options.max_payload_bytes
         self._counters = Counters()
         self._names = ChannelNames(self.options.namespace)
         self._sql = Statements(self._names)
-        self._connect_kwargs = connect_kwargs(url, self.options)
+        self._connect_kwargs = connect_kwargs(dsn, self.options)
         self._publisher = Publisher(
             self._connect_kwargs, self.options.pool_size, pool=pool, connection=connection
         )
