@@ -6,12 +6,15 @@ import importlib
 import logging
 import sys
 import warnings
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import asyncpg
 import pytest
 
 import channels_layer_postgres
 from channels_core import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     Channel,
     LayerStats,
@@ -228,3 +231,22 @@ async def test_layer_options_in_the_url_query(postgres_url: str, namespace: str)
             assert (await subscriber.receive()).message == "options"
     with pytest.raises(ValueError, match="publish_timeout"):
         PostgreSQLChannelLayer.from_url(f"{postgres_url}{joiner}publish_timeout=soon")
+
+
+@pytest.mark.anyio
+async def test_what_the_server_refuses_at_connect_is_a_broker_refused_error(
+    postgres_url: str,
+) -> None:
+    """An unknown database or role: the server answers, retrying cannot help."""
+    parts = urlsplit(postgres_url)
+    for path, user in (("/no_such_database_here", parts.username), (parts.path, "no_such_role")):
+        netloc = f"{user}:s3cret@{parts.hostname}:{parts.port or 5432}"
+        url = urlunsplit((parts.scheme, netloc, path, parts.query, ""))
+        started = anyio.current_time()
+        with pytest.raises(BrokerRefusedError, match="could not connect to") as refused:
+            async with Channel.from_url(url, connect_timeout=5):
+                pass
+        assert anyio.current_time() - started < 2  # not retried until connect_timeout
+        assert isinstance(refused.value.__cause__, asyncpg.PostgresError)
+        assert "s3cret" not in str(refused.value)
+        assert "***" in str(refused.value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from channels_core import LayerStats
 
@@ -48,17 +48,5 @@ class Counters:
     large_missing: int = 0
 
     def snapshot(self, *, connected: bool, listener_pid: int | None) -> PostgreSQLLayerStats:
-        return PostgreSQLLayerStats(
-            connected=connected,
-            published=self.published,
-            received=self.received,
-            connection_losses=self.connection_losses,
-            reconnects=self.reconnects,
-            skipped=self.skipped,
-            dropped=self.dropped,
-            health_check_failures=self.health_check_failures,
-            large_published=self.large_published,
-            large_fetched=self.large_fetched,
-            large_missing=self.large_missing,
-            listener_pid=listener_pid,
-        )
+        """The frozen snapshot of the tally, with what only the layer knows."""
+        return PostgreSQLLayerStats(connected=connected, listener_pid=listener_pid, **asdict(self))
