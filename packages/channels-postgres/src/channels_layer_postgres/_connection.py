@@ -93,23 +93,49 @@ POSTGRES_ERRORS: ErrorMapping = {
     asyncpg.PostgresError: BrokerRefusedError,
 }
 
+#: What to do about the refusals a user meets most (most specific first).
+_HINTS: tuple[tuple[type[Exception], str], ...] = (
+    (
+        asyncpg.exceptions.InvalidCatalogNameError,
+        "create that database or put an existing one in the URL",
+    ),
+    (asyncpg.exceptions.InvalidPasswordError, "check the user name and password"),
+    (
+        asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+        "check the user name in the URL (and the server's pg_hba.conf)",
+    ),
+    (
+        asyncpg.exceptions.InsufficientPrivilegeError,
+        "grant that privilege to the URL's role, or connect as a role that has it "
+        "(see the channels-layer-postgres README)",
+    ),
+)
+
 
 @contextmanager
 def errors_translated(what: str, secrets: Iterable[str] = ()) -> Iterator[None]:
     """The layer's one error boundary: asyncpg's errors become `ChannelsError`s.
 
     `what` says what was being done, without secrets (``"publish to
-    postgresql://app:***@db/app"``). A connection parameter of the URL that
-    the server does not know is a bad URL value: `ValueError`.
+    postgresql://app:***@db/app"``); the refusals users meet most get a hint
+    saying what to fix. A connection parameter of the URL that the server
+    does not know is a bad URL value: `ValueError`.
     """
-    with translate_errors(POSTGRES_ERRORS, what=what, secrets=secrets):
-        try:
-            yield
-        except asyncpg.exceptions.UndefinedObjectError as exc:
-            if "configuration parameter" not in str(exc):
-                raise
-            raise ValueError(
-                f"could not {what}: the server refused a connection parameter of the URL: "
-                f"{exc}; remove it from the URL's query (asyncpg sends parameters it does "
-                "not know to the server as settings)"
-            ) from exc
+    try:
+        with translate_errors(POSTGRES_ERRORS, what=what, secrets=secrets):
+            try:
+                yield
+            except asyncpg.exceptions.UndefinedObjectError as exc:
+                if "configuration parameter" not in str(exc):
+                    raise
+                raise ValueError(
+                    f"could not {what}: the server refused a connection parameter of the "
+                    f"URL: {exc}; remove it from the URL's query (asyncpg sends parameters "
+                    "it does not know to the server as settings)"
+                ) from exc
+    except BrokerRefusedError as refusal:
+        cause = refusal.__cause__
+        hint = next((hint for kind, hint in _HINTS if isinstance(cause, kind)), None)
+        if hint is None:
+            raise
+        raise BrokerRefusedError(f"{refusal}; {hint}") from cause
