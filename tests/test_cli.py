@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 import redis
 
-from channels_core import BrokerUnavailableError, Channel
+from channels_core import BrokerRefusedError, Channel
 from channels_core.cli import main
 from channels_core.cli._bench import BenchSettings, run_bench
 
@@ -237,7 +237,7 @@ def test_postgres_refusals_are_channels_errors_chained_to_asyncpg(postgres_url: 
         async with Channel.from_url(url):
             pass  # pragma: no cover - never entered
 
-    with pytest.raises(BrokerUnavailableError) as refused:
+    with pytest.raises(BrokerRefusedError) as refused:
         anyio.run(enter, _with(postgres_url, path="/no_such_db"))
     assert isinstance(refused.value.__cause__, asyncpg.exceptions.InvalidCatalogNameError)
     with pytest.raises(ValueError, match='parameter "bogus"') as bad:

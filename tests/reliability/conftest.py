@@ -5,7 +5,7 @@ carry the tests that do not hurt the server.
 Faults (restarts, pauses, killed connections) only ever hit private
 throwaway servers on other free loopback ports, started here and stopped in
 the fixtures' teardown: the layers' own test helpers (`channels_layer_redis.testing.RedisServer`
-and `channels_layer_postgres.testing.TemporaryPostgres`).
+and `channels_layer_postgres.testing.PostgresServer`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ import redis
 import redis.asyncio
 
 from channels_layer_postgres import ChannelNames
-from channels_layer_postgres.testing import (
-    TemporaryPostgres,
-    drop_tables,
-    find_postgres_bin,
-)
+from channels_layer_postgres.testing import PostgresServer, drop_tables, find_postgres_bin
 from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
 
 
@@ -84,16 +80,16 @@ async def pg_admin(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture(scope="session")
-def private_postgres() -> Iterator[TemporaryPostgres]:
+def private_postgres() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server that tests may stop, restart and pause."""
     if find_postgres_bin() is None:
         _unavailable("fault tests need initdb/pg_ctl (PostgreSQL server binaries)")
-    with TemporaryPostgres() as server:
+    with PostgresServer() as server:
         yield server
 
 
 @pytest.fixture
-def private_postgres_url(private_postgres: TemporaryPostgres) -> Iterator[str]:
+def private_postgres_url(private_postgres: PostgresServer) -> Iterator[str]:
     """The private server's URL; the server is running again after each test."""
     yield private_postgres.url
     private_postgres.ensure_running()

@@ -36,7 +36,7 @@ import redis.asyncio
 from channels_core import BrokerUnavailableError, Channel, ChannelLayer, MessagesLost
 from channels_core.reconnect import Backoff
 from channels_layer_postgres import PostgreSQLChannelLayer
-from channels_layer_postgres.testing import TemporaryPostgres
+from channels_layer_postgres.testing import PostgresServer
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
 from tests.reliability.support import (
@@ -330,14 +330,14 @@ def postgres_layer(url: str) -> PostgreSQLChannelLayer:
         namespace="faults",
         reconnect_backoff=QUICK,
         publish_timeout=PUBLISH_TIMEOUT,
-        liveness_interval=0.25,
-        liveness_timeout=0.25,
+        health_check_interval=0.25,
+        health_check_timeout=0.25,
         connect_timeout=1.0,
     )
 
 
 async def test_postgres_server_restart(
-    private_postgres: TemporaryPostgres, private_postgres_url: str
+    private_postgres: PostgresServer, private_postgres_url: str
 ) -> None:
     listener = postgres_layer(private_postgres_url)
 
@@ -347,7 +347,8 @@ async def test_postgres_server_restart(
         await anyio.to_thread.run_sync(private_postgres.start)
 
     await run_scenario(listener, postgres_layer(private_postgres_url), restart)
-    assert listener.counters.reconnects == 1
+    stats = listener.stats()
+    assert (stats.connection_losses, stats.reconnects) == (1, 1)
 
 
 async def test_postgres_backend_terminated(private_postgres_url: str) -> None:
@@ -355,14 +356,17 @@ async def test_postgres_backend_terminated(private_postgres_url: str) -> None:
     admin = await asyncpg.connect(private_postgres_url)
 
     async def kill(script: Script) -> None:
-        assert await admin.fetchval("SELECT pg_terminate_backend($1)", listener.listener_pid)
+        pid = listener.stats().listener_pid
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
         await script.keep_publishing_until_recovered()
 
     try:
         script = await run_scenario(listener, publisher, kill)
     finally:
         await admin.close()
-    assert (listener.counters.reconnects, publisher.counters.reconnects) == (1, 0)
+    stats = listener.stats()
+    assert (stats.connection_losses, stats.reconnects) == (1, 1)
+    assert publisher.stats().connection_losses == 0
     assert script.outage.refused == []
     assert len(script.outage.log["during"]) > 0
 
@@ -371,13 +375,16 @@ async def test_postgres_server_paused(private_postgres_url: str) -> None:
     listener = postgres_layer(private_postgres_url)
 
     async def pause(script: Script) -> None:
-        assert listener.listener_pid is not None
-        async with paused(postgres_processes(listener.listener_pid)):
-            await eventually(lambda: listener.counters.liveness_failures == 1)
+        pid = listener.stats().listener_pid
+        assert pid is not None
+        async with paused(postgres_processes(pid)):
+            await eventually(lambda: listener.stats().connection_losses == 1)
             await script.outage.publish_refused()
 
     await run_scenario(listener, postgres_layer(private_postgres_url), pause, late_allowed=True)
-    assert (listener.counters.reconnects, listener.counters.liveness_failures) == (1, 1)
+    stats = listener.stats()
+    assert (stats.connection_losses, stats.reconnects) == (1, 1)
+    assert stats.health_check_failures == 1
 
 
 async def test_redis_drops_a_stalled_layer_over_its_output_buffer_limit(
@@ -426,7 +433,7 @@ async def test_redis_drops_a_stalled_layer_over_its_output_buffer_limit(
 
 
 async def test_postgres_publish_waits_out_a_short_restart(
-    private_postgres: TemporaryPostgres, private_postgres_url: str
+    private_postgres: PostgresServer, private_postgres_url: str
 ) -> None:
     """A publish started while the server is down goes through once it is back in time."""
     listener = postgres_layer(private_postgres_url)

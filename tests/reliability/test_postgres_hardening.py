@@ -70,7 +70,7 @@ async def test_a_foreign_notification_is_counted_and_skipped_and_the_channel_liv
     break the listening connection (it raised RecursionError inside asyncpg's
     callback, then every statement on the connection failed)."""
     text, target = FOREIGN[attack]
-    layer = PostgreSQLChannelLayer(postgres_url, namespace=pg_namespace, liveness_interval=60)
+    layer = PostgreSQLChannelLayer(postgres_url, namespace=pg_namespace, health_check_interval=60)
     async with (
         Channel(layer) as channel,
         channel.subscribe("room") as by_name,
@@ -82,7 +82,7 @@ async def test_a_foreign_notification_is_counted_and_skipped_and_the_channel_liv
             else layer.channel_name("room")
         )
         await pg_admin.execute("SELECT pg_notify($1, $2)", channel_name, text)
-        await eventually(lambda: layer.counters.undecodable == 1)
+        await eventually(lambda: layer.stats().skipped == 1)
         # The next statement on the listening connection (it raised InternalClientError).
         async with channel.subscribe("other") as other:
             await channel.publish("room", "after")
@@ -91,7 +91,7 @@ async def test_a_foreign_notification_is_counted_and_skipped_and_the_channel_liv
             assert await receive(by_pattern) == Event("room", "after", "ro*")
             assert await receive(other) == Event("other", "too")
         assert layer.channel_name("room") in await layer.listening_channels()
-    assert (layer.counters.undecodable, layer.counters.reconnects) == (1, 0)
+    assert (layer.stats().skipped, layer.stats().reconnects) == (1, 0)
 
 
 # -- 2. large payloads after the row ids restart ------------------------------------------
@@ -115,7 +115,7 @@ async def test_a_reused_row_id_never_delivers_an_old_large_payload(
         await pg_admin.execute(f'TRUNCATE "{payloads}" RESTART IDENTITY')
         await channel.publish("room-B", "NEW message for room-B " + LARGE)
         assert await receive(room_b) == Event("room-B", "NEW message for room-B " + LARGE)
-    assert layer.counters.large_fetched == 2
+    assert layer.stats().large_fetched == 2
 
 
 # -- 3. the server's termination message races the next statement -------------------------
@@ -165,20 +165,20 @@ async def test_a_publish_racing_a_terminated_backend_goes_through(
         await admin.close()
 
 
-async def test_a_liveness_query_racing_a_terminated_backend_reconnects(
+async def test_a_health_check_racing_a_terminated_backend_reconnects(
     private_postgres_url: str,
 ) -> None:
     """A liveness query in the same window raised InternalClientError, which ended
     the listener task and with it the whole channel."""
-    layer = private_layer(private_postgres_url, liveness_interval=0.001, liveness_timeout=1)
+    layer = private_layer(private_postgres_url, health_check_interval=0.001, health_check_timeout=1)
     admin = await asyncpg.connect(private_postgres_url)
     terminations = 12
     try:
         async with Channel(layer) as channel, channel.subscribe("alive") as subscriber:
             for _ in range(terminations):
-                pid = layer.listener_pid
+                pid = layer.stats().listener_pid
                 assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-                await eventually(lambda: layer.listener_pid not in (None, pid))  # noqa: B023
+                await eventually(lambda: layer.stats().listener_pid not in (None, pid))  # noqa: B023
             await channel.publish("alive", "still")
             gaps = 0
             while True:
@@ -192,7 +192,7 @@ async def test_a_liveness_query_racing_a_terminated_backend_reconnects(
             assert 1 <= gaps <= terminations
     finally:
         await admin.close()
-    assert layer.counters.reconnects == terminations
+    assert layer.stats().reconnects == terminations
 
 
 # -- 7 and 8. subscribing and leaving during an outage -------------------------------------
@@ -217,7 +217,7 @@ async def test_concurrent_subscribes_to_a_frozen_server_each_fail_within_subscri
     command_timeout (5 s), and every other subscribe queued behind it."""
     subscribe_timeout = 1.0
     layer = private_layer(
-        private_postgres_url, subscribe_timeout=subscribe_timeout, liveness_interval=60
+        private_postgres_url, subscribe_timeout=subscribe_timeout, health_check_interval=60
     )
     took: dict[str, float] = {}
 
@@ -228,7 +228,7 @@ async def test_concurrent_subscribes_to_a_frozen_server_each_fail_within_subscri
         took[group] = time.monotonic() - started
 
     async with Channel(layer):
-        async with frozen(layer.listener_pid), anyio.create_task_group() as tasks:
+        async with frozen(layer.stats().listener_pid), anyio.create_task_group() as tasks:
             for number in range(4):
                 tasks.start_soon(subscribe, f"group-{number}")
     print("concurrent subscribes failed after " + ", ".join(f"{t:.2f} s" for t in took.values()))
@@ -241,10 +241,10 @@ async def test_leaving_while_another_subscribe_waits_on_a_frozen_server_returns_
 ) -> None:
     """Unsubscribing waited for the connection's lock, held by another task's
     LISTEN to the frozen server, until the liveness check gave up on it."""
-    layer = private_layer(private_postgres_url, subscribe_timeout=1, liveness_interval=60)
+    layer = private_layer(private_postgres_url, subscribe_timeout=1, health_check_interval=60)
     async with Channel(layer):
         await layer.subscribe_groups(["kept"])
-        async with frozen(layer.listener_pid), anyio.create_task_group() as tasks:
+        async with frozen(layer.stats().listener_pid), anyio.create_task_group() as tasks:
 
             async def subscribe() -> None:
                 with pytest.raises(BrokerUnavailableError):

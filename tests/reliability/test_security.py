@@ -28,7 +28,7 @@ import redis.exceptions
 from channels_core import BrokerUnavailableError, Channel, ChannelsError, MessagesLost, Subscriber
 from channels_core.reconnect import Backoff
 from channels_layer_postgres import PostgreSQLChannelLayer
-from channels_layer_postgres.testing import TemporaryPostgres, free_loopback_port
+from channels_layer_postgres.testing import PostgresServer, free_loopback_port
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
 
@@ -154,7 +154,7 @@ async def test_redis_password_never_shown(
 
 
 async def test_postgres_password_never_shown(
-    private_postgres: TemporaryPostgres,
+    private_postgres: PostgresServer,
     private_postgres_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -163,10 +163,10 @@ async def test_postgres_password_never_shown(
     url = private_postgres_url.replace("postgres@", f"postgres:{password}@")  # trust ignores it
     seen: list[str] = []
     layer = PostgreSQLChannelLayer(
-        url, reconnect_backoff=QUICK, publish_timeout=0.3, liveness_interval=0.2
+        url, reconnect_backoff=QUICK, publish_timeout=0.3, health_check_interval=0.2
     )
     async with Channel(layer) as channel, channel.subscribe("secure") as subscriber:
-        seen += [repr(layer), repr(channel), repr(layer.counters)]
+        seen += [repr(layer), repr(channel), repr(layer.stats())]
         await channel.publish("secure", "one")
         assert await receive(subscriber) == "one"
         await anyio.to_thread.run_sync(private_postgres.stop)
@@ -243,7 +243,7 @@ async def test_postgres_never_unpickles_a_forged_payload(
         await pg_admin.execute("SELECT pg_notify($1, $2)", layer.channel_name("victim"), envelope)
         await expect_skipped(channel, subscriber, "victim")
     assert not marker.exists()
-    assert layer.counters.undecodable == 0  # the envelope was fine: the codec refused it
+    assert layer.stats().skipped == 0  # the envelope was fine: the codec refused it
 
 
 async def test_a_url_cannot_switch_pickle_on(redis_url: str, postgres_url: str) -> None:

@@ -36,8 +36,8 @@ FAST = {
     "connect_timeout": 5.0,
     "publish_timeout": 2.0,
     "subscribe_timeout": 5.0,
-    "liveness_interval": 0.5,
-    "liveness_timeout": 0.5,
+    "health_check_interval": 0.5,
+    "health_check_timeout": 0.5,
 }
 
 

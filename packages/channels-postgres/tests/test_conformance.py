@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels_core.testing import ChannelLayerConformance, LayerFactory
+from channels_core.testing import BadOptions, ChannelLayerConformance, LayerFactory, free_port
 from channels_layer_postgres.testing import LayerMaker
 
 
@@ -16,3 +16,32 @@ class TestPostgreSQLConformance(ChannelLayerConformance):
     @pytest.fixture
     def make_layer(self, make_layer: LayerMaker) -> LayerFactory:
         return make_layer
+
+    @pytest.fixture
+    def layer_url(self, postgres_url: str) -> str:
+        return postgres_url
+
+    @pytest.fixture
+    def bad_options(self) -> BadOptions:
+        return [
+            ({"no_such_option": 1}, TypeError),
+            ({"namespace": "Bad Name"}, ValueError),
+            ({"namespace": ""}, ValueError),
+            ({"namespace": 1}, TypeError),
+            ({"publish_timeout": "5"}, TypeError),
+            ({"publish_timeout": -1}, ValueError),
+            ({"connect_timeout": 0}, ValueError),
+            ({"health_check_interval": float("nan")}, ValueError),
+            ({"pool_size": 0}, ValueError),
+            ({"max_backlog": 1.5}, TypeError),
+            ({"reconnect_backoff": 1.0}, TypeError),
+            ({"ssl": 1}, TypeError),
+        ]
+
+    @pytest.fixture
+    def secret_url(self) -> str:
+        # Nothing listens on that port: connecting fails, and its error must not show the secrets.
+        return (
+            f"postgresql://app:hunter2@127.0.0.1:{free_port()}/db"
+            "?sslpassword=t0psecret&connect_timeout=0.5"
+        )

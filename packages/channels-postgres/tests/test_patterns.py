@@ -64,7 +64,7 @@ async def test_a_group_matching_two_patterns_and_its_name_arrives_once_per_subsc
                 assert await _receive(first) == Event("a.b", message, "a.*")
                 assert await _receive(second) == Event("a.b", message, "*.b")
                 assert await _receive(by_name) == Event("a.b", message)
-    assert layer.counters.large_fetched == 1  # fetched once for all three
+    assert layer.stats().large_fetched == 1  # fetched once for all three
 
 
 async def test_publishers_pay_for_the_firehose_only_while_patterns_are_live(

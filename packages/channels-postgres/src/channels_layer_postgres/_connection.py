@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
 import asyncpg.exceptions
 
-from channels_core.exceptions import BrokerUnavailableError, ChannelsError
+from channels_core import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    ErrorMapping,
+    translate_errors,
+)
 
-from ._config import Settings
+from ._options import PostgreSQLLayerOptions
 
 __all__ = [
     "CLOSE_TIMEOUT",
     "CONNECTION_ERRORS",
+    "POSTGRES_ERRORS",
     "ListenConnection",
     "connect_kwargs",
+    "errors_translated",
     "is_refusal",
-    "refusals_translated",
-    "refused",
 ]
-
 #: Seconds a polite close may take before the connection is simply cut
 #: (a silently dead connection would otherwise hold up leaving the channel).
 CLOSE_TIMEOUT = 1.0
@@ -53,16 +57,6 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, CONNECTION_ERRORS)
 
 
-def refused(exc: BaseException, what: str) -> ChannelsError:
-    """The ChannelsError to raise (``from exc``) when the server refused to `what`."""
-    # TODO(one-shape): a refusal is not an outage; raise the core's refusal
-    # error here once it exists (the one place to change).
-    return BrokerUnavailableError(
-        f"the PostgreSQL server refused to {what}: {type(exc).__name__}: {exc}. "
-        "Check the role's privileges (see the channels-layer-postgres README)"
-    )
-
-
 class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
     """An asyncpg connection handing every notification to `on_notification`.
 
@@ -81,7 +75,7 @@ class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
             handler(channel, payload)
 
 
-def connect_kwargs(url: str, settings: Settings) -> dict[str, Any]:
+def connect_kwargs(url: str, settings: PostgreSQLLayerOptions) -> dict[str, Any]:
     """Keyword arguments for ``asyncpg.connect`` / ``create_pool`` from the URL and settings."""
     kwargs: dict[str, Any] = {"dsn": url, "timeout": settings.connect_timeout}
     if "application_name=" not in url:
@@ -91,8 +85,16 @@ def connect_kwargs(url: str, settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-#: The server's refusals a retry cannot cure, each with what to do (most specific first).
-_REFUSALS: tuple[tuple[type[Exception], str], ...] = (
+#: asyncpg's exceptions -> what the application sees (`from` the original): what a
+#: reconnect can cure is an outage, anything else the server answered is a refusal
+#: (unknown database or role, wrong password, missing privilege, ...).
+POSTGRES_ERRORS: ErrorMapping = {
+    **dict.fromkeys(CONNECTION_ERRORS, BrokerUnavailableError),
+    asyncpg.PostgresError: BrokerRefusedError,
+}
+
+#: What to do about the refusals a user meets most (most specific first).
+_HINTS: tuple[tuple[type[Exception], str], ...] = (
     (
         asyncpg.exceptions.InvalidCatalogNameError,
         "create that database or put an existing one in the URL",
@@ -104,31 +106,36 @@ _REFUSALS: tuple[tuple[type[Exception], str], ...] = (
     ),
     (
         asyncpg.exceptions.InsufficientPrivilegeError,
-        "grant that privilege to the URL's role, or connect as a role that has it",
+        "grant that privilege to the URL's role, or connect as a role that has it "
+        "(see the channels-layer-postgres README)",
     ),
 )
 
 
 @contextmanager
-def refusals_translated(where: str) -> Iterator[None]:
-    """Turn the server's refusals at connect time into errors that say what to fix.
+def errors_translated(what: str, secrets: Iterable[str] = ()) -> Iterator[None]:
+    """The layer's one error boundary: asyncpg's errors become `ChannelsError`s.
 
-    A retry cannot cure these (unknown database or role, wrong password,
-    missing privilege, unknown connection parameter), so they come straight
-    out of the connect path; `where` is the server's URL without password.
+    `what` says what was being done, without secrets (``"publish to
+    postgresql://app:***@db/app"``); the refusals users meet most get a hint
+    saying what to fix. A connection parameter of the URL that the server
+    does not know is a bad URL value: `ValueError`.
     """
     try:
-        yield
-    except asyncpg.exceptions.UndefinedObjectError as exc:
-        if "configuration parameter" not in str(exc):
+        with translate_errors(POSTGRES_ERRORS, what=what, secrets=secrets):
+            try:
+                yield
+            except asyncpg.exceptions.UndefinedObjectError as exc:
+                if "configuration parameter" not in str(exc):
+                    raise
+                raise ValueError(
+                    f"could not {what}: the server refused a connection parameter of the "
+                    f"URL: {exc}; remove it from the URL's query (asyncpg sends parameters "
+                    "it does not know to the server as settings)"
+                ) from exc
+    except BrokerRefusedError as refusal:
+        cause = refusal.__cause__
+        hint = next((hint for kind, hint in _HINTS if isinstance(cause, kind)), None)
+        if hint is None:
             raise
-        raise ValueError(
-            f"PostgreSQL at {where} refused a connection parameter of the URL: {exc}; "
-            "remove it from the URL's query (asyncpg sends parameters it does not know "
-            "to the server as settings)"
-        ) from exc
-    except tuple(kind for kind, _ in _REFUSALS) as exc:
-        hint = next(hint for kind, hint in _REFUSALS if isinstance(exc, kind))
-        raise BrokerUnavailableError(
-            f"PostgreSQL at {where} refused the connection: {exc}; {hint}"
-        ) from exc
+        raise BrokerRefusedError(f"{refusal}; {hint}") from cause

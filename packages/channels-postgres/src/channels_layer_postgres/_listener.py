@@ -2,9 +2,10 @@
 
 One task (`run`) owns the connection: it applies the changes the layer
 requests (LISTEN/UNLISTEN of the touched channels, in one batch per round
-trip), runs a liveness query every `liveness_interval` to notice a
-connection that died silently, and replaces a lost connection with
-backoff, LISTENing every wanted channel again; `on_restored` reports the gap.
+trip), runs a health check every `health_check_interval` to notice a
+connection that died silently, and replaces a lost connection through the
+core's `reconnect_forever` (first try at once, then backoff), LISTENing
+every wanted channel again; `on_restored` reports the gap.
 
 Subscribers never take a lock: they wait for the round trip that carries
 their change, each within its own `subscribe_timeout`, and unsubscribers do
@@ -21,13 +22,18 @@ from typing import Any
 import anyio
 import asyncpg
 
-from channels_core.exceptions import BrokerUnavailableError
-from channels_core.reconnect import retry_until
+from channels_core import BrokerUnavailableError, reconnect_forever, retry_until
 
-from ._config import Settings
-from ._connection import CLOSE_TIMEOUT, CONNECTION_ERRORS, ListenConnection, is_refusal, refused
-from ._counters import LayerCounters
+from ._connection import (
+    CLOSE_TIMEOUT,
+    CONNECTION_ERRORS,
+    ListenConnection,
+    errors_translated,
+    is_refusal,
+)
+from ._options import PostgreSQLLayerOptions
 from ._sql import listen_batch
+from ._stats import Counters
 
 __all__ = ["Listener"]
 
@@ -56,14 +62,14 @@ class Listener:
         self,
         *,
         connect_kwargs: dict[str, Any],
-        settings: Settings,
+        settings: PostgreSQLLayerOptions,
         describe: str,
         desired: Callable[[], set[str]],
         wants: Callable[[str], bool],
         extra_statements: Statements,
         on_notification: Callable[[str, str], None],
         on_restored: Callable[[], None],
-        counters: LayerCounters,
+        counters: Counters,
     ) -> None:
         self._connect_kwargs = connect_kwargs
         self._settings = settings
@@ -105,11 +111,17 @@ class Listener:
         conn = self._conn
         assert conn is not None, "start() first"
         while True:
-            await self._serve(conn)
+            cause = await self._serve(conn)
             self._forget(conn)
-            conn = await self._reconnect()
+            self._counters.connection_losses += 1
+            conn = await reconnect_forever(
+                self._open,
+                what=f"the listening connection to {self._describe}",
+                logger=logger,
+                backoff=self._settings.reconnect_backoff,
+                cause=cause,
+            )
             self._counters.reconnects += 1
-            logger.info("reconnected to %s; listening again", self._describe)
             self._on_restored()
 
     async def _open(self) -> ListenConnection:
@@ -134,46 +146,30 @@ class Listener:
         dead.set()
         self._wake.set()
 
-    async def _reconnect(self) -> ListenConnection:
-        delays = self._settings.reconnect_backoff.delays()
-        while True:
-            try:
-                return await self._open()
-            except Exception as exc:  # keep trying: the layer must come back by itself
-                logger.warning(
-                    "cannot reconnect to %s yet (%s: %s)", self._describe, type(exc).__name__, exc
-                )
-            await anyio.sleep(next(delays))
-
-    async def _serve(self, conn: ListenConnection) -> None:
-        """Apply requested changes and check liveness; return once `conn` is dead."""
-        interval = self._settings.liveness_interval
+    async def _serve(self, conn: ListenConnection) -> str:
+        """Apply requested changes and run health checks; once `conn` is dead, say why."""
+        interval = self._settings.health_check_interval
         next_check = anyio.current_time() + interval
         while True:
             with anyio.move_on_at(next_check):
                 await self._wake.wait()
             if self._dead.is_set():
-                return
+                return "the server closed it"
             if self._wake.is_set():
                 self._wake = anyio.Event()
                 try:
                     await self._apply(conn)
                 except Exception as exc:  # whatever broke, this connection is done with
-                    logger.warning(
-                        "LISTEN/UNLISTEN on %s failed (%s: %s); reconnecting",
-                        self._describe,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    return
+                    return f"LISTEN/UNLISTEN failed: {type(exc).__name__}: {exc}"
             elif anyio.current_time() >= next_check:
-                if not await self._alive(conn):
-                    return
+                failure = await self._health_check(conn)
+                if failure is not None:
+                    return failure
                 next_check = anyio.current_time() + interval
 
-    async def _alive(self, conn: ListenConnection) -> bool:
-        """Run the liveness query; False (counted, logged) if it failed in any way."""
-        timeout = self._settings.liveness_timeout
+    async def _health_check(self, conn: ListenConnection) -> str | None:
+        """Run a query; why the connection is dead (counted) if it failed in any way."""
+        timeout = self._settings.health_check_timeout
         try:
             with anyio.fail_after(timeout):  # bounds the wait for the lock too
                 async with self._lock:
@@ -181,14 +177,9 @@ class Listener:
                     with anyio.CancelScope(shield=True):
                         await conn.fetchval("SELECT 1", timeout=timeout)
         except Exception as exc:  # TimeoutError, a closed or broken connection, ...
-            self._counters.liveness_failures += 1
-            logger.warning(
-                "the listening connection to %s failed its liveness check (%s); reconnecting",
-                self._describe,
-                type(exc).__name__,
-            )
-            return False
-        return True
+            self._counters.health_check_failures += 1
+            return f"its health check failed ({type(exc).__name__})"
+        return None
 
     def _forget(self, conn: ListenConnection) -> None:
         """Drop `conn`: from now on subscribers wait for the next connection."""
@@ -237,7 +228,8 @@ class Listener:
                 if round_.retry is not None:
                     round_ = round_.retry
                 elif round_.error is not None:
-                    raise refused(round_.error, "LISTEN") from round_.error
+                    with errors_translated(f"LISTEN on {self._describe}"):
+                        raise round_.error
                 else:
                     return
         raise BrokerUnavailableError(

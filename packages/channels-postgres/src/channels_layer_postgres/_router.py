@@ -2,7 +2,11 @@
 
 Notifications are handled one at a time, in arrival order, so that a large
 payload being fetched holds back the messages behind it and each
-publisher's order is kept.
+publisher's order is kept. At most `max_backlog` notifications wait so: when
+fetching falls behind (a slow or locked payloads table), newer ones are
+dropped, counted and reported to the subscribers as a gap
+(`Inbox.messages_lost`, after everything queued before the drop), never
+held in unbounded memory.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 from channels_core.layer import Inbox
 from channels_core.patterns import compile_pattern
 
-from ._counters import LayerCounters
 from ._envelope import Envelope, Reference, decode
 from ._names import ChannelNames
+from ._stats import Counters
 
 __all__ = ["Fetch", "Router"]
 
@@ -33,13 +37,15 @@ Fetch = Callable[[Reference], Awaitable[tuple[str | None, bytes] | None]]
 class Router:
     """The desired subscriptions, and the routing of notifications to the inbox."""
 
-    def __init__(self, names: ChannelNames, counters: LayerCounters) -> None:
+    def __init__(self, names: ChannelNames, counters: Counters, max_backlog: int) -> None:
         self._names = names
         self._counters = counters
+        self._max_backlog = max_backlog
+        self._gap_pending = False  # notifications were dropped; the gap is not queued yet
         self._groups: dict[str, str] = {}  # group -> channel
         self._channels: Counter[str] = Counter()  # channel -> groups on it
         self._patterns: dict[str, Callable[[str], object]] = {}
-        self._queue: MemoryObjectSendStream[tuple[str, Envelope]] | None = None
+        self._queue: MemoryObjectSendStream[tuple[str, Envelope] | None] | None = None
         self._inbox: Inbox | None = None
         self._backlog = 0  # notifications queued or being fetched
 
@@ -104,11 +110,11 @@ class Router:
         connection unusable: whatever a notification holds, the worst it can
         do is be counted, logged and skipped.
         """
-        self._counters.notifications += 1
+        self._counters.received += 1
         try:
             self._route(channel, text)
         except Exception:
-            self._counters.undecodable += 1
+            self._counters.skipped += 1
             logger.exception(
                 "skipped a notification on channel %r that could not be handled", channel
             )
@@ -127,21 +133,56 @@ class Router:
         if not self._backlog and envelope.payload is not None:
             self._deliver(inbox, channel, envelope.group, envelope.payload)
             return
+        if self._backlog >= self._max_backlog:
+            self._drop(channel)
+            return
+        if self._gap_pending:  # room again: the gap goes before what follows it
+            self._gap_pending = False
+            self._enqueue(queue, None)  # None marks the gap
+        self._enqueue(queue, (channel, envelope))
+
+    def _enqueue(
+        self,
+        queue: MemoryObjectSendStream[tuple[str, Envelope] | None],
+        item: tuple[str, Envelope] | None,
+    ) -> None:
         self._backlog += 1
-        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            queue.send_nowait((channel, envelope))
+        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.WouldBlock):
+            queue.send_nowait(item)
+
+    def _drop(self, channel: str) -> None:
+        """Drop a notification at the bound: counted, logged once per gap, reported."""
+        self._counters.dropped += 1
+        if not self._gap_pending:
+            self._gap_pending = True
+            logger.warning(
+                "dropping notifications (the first on channel %r): %d are waiting behind "
+                "large payloads being fetched (max_backlog); subscribers are told of the gap",
+                channel,
+                self._backlog,
+            )
 
     async def run(self, inbox: Inbox, fetch: Fetch) -> None:
         """Route queued notifications to `inbox` until cancelled."""
-        send, receive = anyio.create_memory_object_stream[tuple[str, Envelope]](float("inf"))
-        self._queue, self._inbox, self._backlog = send, inbox, 0
+        # The queue holds at most `max_backlog` notifications plus one gap
+        # marker (`_route` checks the backlog before queueing).
+        send, receive = anyio.create_memory_object_stream[tuple[str, Envelope] | None](
+            self._max_backlog + 1
+        )
+        self._queue, self._inbox, self._backlog, self._gap_pending = send, inbox, 0, False
         try:
             async with receive:
-                async for channel, envelope in receive:
+                async for item in receive:
                     try:
-                        await self._route_queued(inbox, fetch, channel, envelope)
+                        if item is None:  # the gap left by dropped notifications
+                            inbox.messages_lost()
+                        else:
+                            await self._route_queued(inbox, fetch, *item)
                     finally:
                         self._backlog -= 1
+                    if not self._backlog and self._gap_pending:  # nothing came after the drop
+                        self._gap_pending = False
+                        inbox.messages_lost()
         finally:
             self._queue = self._inbox = None
             send.close()
@@ -150,7 +191,7 @@ class Router:
         try:
             return decode(text)
         except ValueError as exc:
-            self._counters.undecodable += 1
+            self._counters.skipped += 1
             logger.warning(
                 "skipped a notification on channel %r that is not from this layer (%s)",
                 channel,
@@ -175,7 +216,7 @@ class Router:
 
     def _deliver(self, inbox: Inbox, channel: str, group: str | None, payload: bytes) -> None:
         if group is None:  # a reference whose row holds no group: not from this layer
-            self._counters.undecodable += 1
+            self._counters.skipped += 1
             return
         for pattern in self._recipients(channel, group):
             inbox.deliver(group, payload, pattern)
@@ -188,6 +229,6 @@ class Router:
         if expected == channel:
             return [None]
         if (expected or self._names.channel(group)) != channel:
-            self._counters.misrouted += 1
+            self._counters.skipped += 1
             logger.warning("skipped a notification for group %r on channel %r", group, channel)
         return []

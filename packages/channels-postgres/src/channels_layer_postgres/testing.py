@@ -4,8 +4,15 @@ Needs a local PostgreSQL installation (``initdb`` and ``pg_ctl`` on PATH or
 under /usr/lib/postgresql/*/bin). Only ever listens on 127.0.0.1, with
 trust authentication for the ``postgres`` role::
 
-    with TemporaryPostgres() as server:
-        url = server.url  # postgresql://postgres@127.0.0.1:PORT/postgres
+    with PostgresServer() as server:      # started on a free loopback port
+        layer = PostgreSQLChannelLayer.from_url(server.url)
+        ...
+        server.restart()                  # an outage; same port, same URL
+
+`PostgresServer` has the shape of every layer's helper
+(`channels_core.testing.ThrowawayServer`). ``TemporaryPostgres`` and
+``free_loopback_port`` are the old names of `PostgresServer` and
+`channels_core.testing.free_port`, kept for one release.
 """
 
 from __future__ import annotations
@@ -15,24 +22,26 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import asyncpg
+
+from channels_core.testing import ThrowawayServer, ToolMissing, free_port
 
 from ._names import ChannelNames
 
 if TYPE_CHECKING:
-    from .layer import PostgreSQLChannelLayer
+    from ._layer import PostgreSQLChannelLayer
 
 __all__ = [
     "LayerMaker",
+    "PostgresServer",
     "TemporaryPostgres",
+    "ToolMissing",
     "drop_tables",
     "find_postgres_bin",
     "free_loopback_port",
@@ -70,30 +79,23 @@ def find_postgres_bin() -> Path | None:
     return None
 
 
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class TemporaryPostgres:
+class PostgresServer(ThrowawayServer):
     """A private PostgreSQL server: `start`, `stop`, `restart`, and `url` to reach it.
 
-    As root (PostgreSQL refuses to run as root) the server runs as the
-    ``postgres`` system user. Leaving the context stops it and deletes its files.
+    `start` creates the data directory the first time. As root (PostgreSQL
+    refuses to run as root) the server runs as the ``postgres`` system user.
+    Leaving the context stops it and deletes its files.
     """
 
-    def __init__(self, bin_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, bin_dir: Path | None = None) -> None:
         found = bin_dir or find_postgres_bin()
         if found is None:
-            raise RuntimeError(
+            raise ToolMissing(
                 "no PostgreSQL installation found (initdb, pg_ctl); install PostgreSQL "
                 "or point CHANNELS_TEST_POSTGRES_URL at a server"
             )
+        super().__init__(port)
         self.bin_dir = found
-        self.port = port or free_loopback_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._user = "postgres" if os.geteuid() == 0 else None
         self._root = Path(tempfile.mkdtemp(prefix="channels-pg-"))
         self._data = self._root / "data"
@@ -101,7 +103,12 @@ class TemporaryPostgres:
             entry = pwd.getpwnam(self._user)
             os.chown(self._root, entry.pw_uid, entry.pw_gid)
 
-    def _run(self, *args: str) -> None:
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    def _pg(self, *args: str, check: bool = True) -> bool:
+        """Run a PostgreSQL program of `bin_dir`; whether it succeeded (raise if `check`)."""
         done = subprocess.run(  # noqa: S603 - fixed executables, no shell
             [str(self.bin_dir / args[0]), *args[1:]],
             capture_output=True,
@@ -110,79 +117,54 @@ class TemporaryPostgres:
             cwd=self._root,
             check=False,
         )
-        if done.returncode != 0:
+        if check and done.returncode != 0:
             raise RuntimeError(
                 f"{args[0]} failed (exit {done.returncode}): {done.stderr.strip() or done.stdout}"
             )
+        return done.returncode == 0
 
-    def initialize(self) -> None:
-        self._run(
-            "initdb",
-            "-D",
-            str(self._data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
+    def _running(self) -> bool:
+        return self._data.exists() and self._pg(
+            "pg_ctl", "-D", str(self._data), "status", check=False
         )
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self._data),
-            "-l",
-            str(self._root / "log"),
-            "-o",
-            options,
-            "-w",
-            "start",
-        )
+        if not self._data.exists():
+            self._pg(
+                "initdb",
+                "-D",
+                str(self._data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
+        elif self._running():
+            return
+        options = f"-p {self.port} -k {self._root} -c listen_addresses={self.host} -c fsync=off"
+        log = str(self._root / "log")
+        self._pg("pg_ctl", "-D", str(self._data), "-l", log, "-o", options, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
+        """Stop the server (``fast``: clients are cut at once); a no-op if it is stopped."""
+        if self._running():
+            self._pg("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
 
     def ensure_running(self) -> None:
         """Start the server if it is stopped (e.g. after a test that stopped it failed)."""
-        status = subprocess.run(  # noqa: S603 - fixed executable, no shell
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self._data), "status"],
-            capture_output=True,
-            user=self._user,
-            cwd=self._root,
-            check=False,
-        )
-        if status.returncode != 0:
-            self.start()
-
-    def restart(self) -> None:
-        self.stop()
         self.start()
 
-    def __enter__(self) -> Self:
-        try:
-            self.initialize()
-            self.start()
-        except BaseException:
-            shutil.rmtree(self._root, ignore_errors=True)
-            raise
-        return self
+    def cleanup(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.stop("immediate")
-        except RuntimeError:
-            pass  # already stopped
-        finally:
-            shutil.rmtree(self._root, ignore_errors=True)
+
+#: The old name of `PostgresServer` (kept for one release).
+TemporaryPostgres = PostgresServer
+#: The old name of `channels_core.testing.free_port` (kept for one release).
+free_loopback_port = free_port
 
 
 async def probe(url: str) -> str | None:

@@ -1,0 +1,451 @@
+"""`PostgreSQLChannelLayer`: channels-core's layer protocol over LISTEN/NOTIFY (asyncpg).
+
+Pieces: `_names` maps groups to channels, `_envelope` frames payloads for
+NOTIFY, `_sql` holds every statement, `_listener` keeps the one LISTEN
+connection alive, `_publisher` runs statements on a pool or the
+application's connection, `_options` and `_url` read the configuration.
+This module ties them to the core's protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import anyio
+
+from channels_core import (
+    ChannelClosedError,
+    ChannelLayer,
+    Inbox,
+    PayloadTooLargeError,
+    background_tasks,
+    call_with_deadline,
+    redact_url,
+    retry_until,
+    url_secrets,
+)
+from channels_core.serializers import Serializer, resolve_serializer
+
+from ._connection import CONNECTION_ERRORS, connect_kwargs, errors_translated, is_refusal
+from ._envelope import EnvelopeWriter, Reference
+from ._listener import Listener
+from ._names import ChannelNames
+from ._options import PostgreSQLLayerOptions
+from ._publisher import Publisher, Statement
+from ._router import Router
+from ._sql import Statements
+from ._stats import Counters, PostgreSQLLayerStats
+from ._url import DEFAULT_URL, SCHEMES, check_url, split_options
+
+__all__ = ["PostgreSQLChannelLayer"]
+
+logger = logging.getLogger("channels_layer_postgres")
+
+
+class PostgreSQLChannelLayer(ChannelLayer):
+    """Cross-process publish/subscribe through PostgreSQL LISTEN/NOTIFY (asyncio only).
+
+    `url` is a libpq-style URL (``postgresql://user:password@host:5432/db?sslmode=require``);
+    `options` are `PostgreSQLLayerOptions` fields, as keywords or query
+    parameters (see the README: timeouts, health checks, reconnect backoff,
+    payload limits, namespace, ...). Publishing uses a pool the layer opens,
+    or the application's own asyncpg `pool` or `connection` (never closed by
+    the layer); listening always uses one dedicated connection built from `url`.
+    """
+
+    url_schemes = SCHEMES
+    asyncio_only = True  # asyncpg is asyncio-only
+    supports_multi_group = True
+    supports_patterns = True
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        pool: Any = None,
+        connection: Any = None,
+        **options: Any,
+    ) -> None:
+        dsn, query = split_options(check_url(url), PostgreSQLLayerOptions.names())
+        self._shown = redact_url(url)
+        self._secrets = url_secrets(url)
+        self.options = PostgreSQLLayerOptions.from_options(options, query=query)
+        self.max_payload_bytes: int = self.options.max_payload_bytes
+        self._counters = Counters()
+        self._names = ChannelNames(self.options.namespace)
+        self._sql = Statements(self._names)
+        self._connect_kwargs = connect_kwargs(dsn, self.options)
+        self._publisher = Publisher(
+            self._connect_kwargs, self.options.pool_size, pool=pool, connection=connection
+        )
+        self._writer = EnvelopeWriter()
+        self._router = Router(self._names, self._counters, self.options.max_backlog)
+        self._listener: Listener | None = None
+        self._schema_ready = False
+        self._next_expiry = 0.0
+        self._last_fetched: tuple[Reference, tuple[str | None, bytes]] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """A layer for a ``postgres://`` or ``postgresql://`` URL; unknown options: TypeError."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        return f"<PostgreSQLChannelLayer {self._shown} namespace={self.options.namespace!r}>"
+
+    @property
+    def url(self) -> str:
+        """The URL with every secret masked."""
+        return self._shown
+
+    def stats(self) -> PostgreSQLLayerStats:
+        listener = self._listener
+        pid = None if listener is None else listener.pid
+        return self._counters.snapshot(connected=pid is not None, listener_pid=pid)
+
+    @property
+    def settings(self) -> PostgreSQLLayerOptions:
+        """Deprecated: `options`."""
+        warnings.warn(
+            "PostgreSQLChannelLayer.settings is deprecated: use .options",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.options
+
+    @property
+    def counters(self) -> PostgreSQLLayerStats:
+        """Deprecated: `stats()`, a frozen snapshot (``undecodable`` and ``misrouted``
+        are now counted together as ``skipped``)."""
+        warnings.warn(
+            "PostgreSQLChannelLayer.counters is deprecated: use .stats()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.stats()
+
+    @property
+    def listener_pid(self) -> int | None:
+        """Deprecated: ``stats().listener_pid``."""
+        warnings.warn(
+            "PostgreSQLChannelLayer.listener_pid is deprecated: use .stats().listener_pid",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.stats().listener_pid
+
+    async def listening_channels(self) -> list[str]:
+        """The channels the LISTEN connection listens to, as the server reports them.
+
+        Waits first for the LISTEN/UNLISTEN changes requested so far (leaving
+        a subscription returns before its UNLISTEN has run).
+        """
+        return [] if self._listener is None else await self._listener.listening_channels()
+
+    def channel_name(self, group: str) -> str:
+        """The PostgreSQL NOTIFY channel that carries `group`."""
+        return self._names.channel(group)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
+        """Open the publishing pool and the LISTEN connection; background tasks run inside.
+
+        Startup errors (BrokerUnavailableError, BrokerRefusedError, ...) and
+        the body's own exceptions come out as they are, never wrapped in an
+        exception group.
+        """
+        listener = Listener(
+            connect_kwargs=self._connect_kwargs,
+            settings=self.options,
+            describe=self._shown,
+            desired=self._router.desired_channels,
+            wants=self._router.wants,
+            extra_statements=self._pattern_registry_statements,
+            on_notification=self._router.on_notification,
+            on_restored=inbox.messages_lost,
+            counters=self._counters,
+        )
+        self._listener = listener
+        try:
+            async with self._publisher.open():
+                with errors_translated(f"connect to {self._shown}", self._secrets):
+                    await self._prepare_schema()
+                    await listener.start()
+                try:
+                    async with background_tasks() as tasks:
+                        tasks.start_soon(listener.run)
+                        tasks.start_soon(self._router.run, inbox, self._fetch)
+                        yield
+                finally:
+                    await listener.close()
+        finally:
+            self._router.clear()
+            self._listener = None
+
+    async def _prepare_schema(self) -> None:
+        """Create or update the layer's tables if, and only if, they are not as expected.
+
+        Tables of the right shape are used as they are, so a role with only
+        the privileges the README lists can connect; creating needs more.
+        """
+
+        async def attempt() -> Exception | None:
+            """Returns the server's refusal to create the tables (retrying cannot cure it)."""
+            timeout = self.options.command_timeout
+            async with self._publisher.acquire() as conn:
+                # Shielded (each statement bounded): a cancelled transaction
+                # must not go back to the pool half-done.
+                with anyio.CancelScope(shield=True):
+                    encoding = await conn.fetchval("SHOW server_encoding", timeout=timeout)
+                    if not await self._schema_as_expected(conn, timeout):
+                        try:
+                            await self._create_schema(conn, timeout)
+                        except Exception as exc:
+                            if is_refusal(exc):
+                                return exc
+                            raise
+            self._writer.ascii_only = str(encoding).upper() not in ("UTF8", "UTF-8")
+            return None
+
+        refusal = await retry_until(
+            attempt,
+            timeout=self.options.connect_timeout,
+            retry_on=CONNECTION_ERRORS,
+            what=f"connect to {self._shown}",
+            backoff=self.options.reconnect_backoff,
+        )
+        if refusal is not None:
+            with errors_translated(
+                f"create or update the tables of namespace {self.options.namespace!r} "
+                "(they are missing or of an older shape; connect once with a role that "
+                "may create them)"
+            ):
+                raise refusal
+        self._schema_ready = True
+
+    async def _schema_as_expected(self, conn: Any, timeout: float) -> bool:
+        """Whether every table, column and index exists, with the expected types."""
+        expected = self._sql.expected_shape
+        rows = await conn.fetch(self._sql.schema_shape, list(expected), timeout=timeout)
+        found: dict[str, dict[str, str]] = {}
+        for row in rows:
+            columns = found.setdefault(row["relation"], {})
+            if row["col"] is not None:
+                columns[row["col"]] = row["type"]
+        return all(
+            relation in found and columns.items() <= found[relation].items()
+            for relation, columns in expected.items()
+        )
+
+    async def _create_schema(self, conn: Any, timeout: float) -> None:
+        """Create or migrate the tables (serialised by an advisory lock)."""
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", self._sql.lock_key, timeout=timeout
+            )
+            for statement in self._sql.create_schema:
+                await conn.execute(statement, timeout=timeout)
+
+    def _connected_listener(self) -> Listener:
+        if self._listener is None:
+            raise ChannelClosedError("the PostgreSQL layer is not connected")
+        return self._listener
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def publish(self, group: str, payload: bytes) -> None:
+        """NOTIFY once; only if that fails, retry until `publish_timeout` has passed."""
+        self._connected_listener()
+        timeout = self.options.publish_timeout
+        send, large = self._prepare(group, payload)
+
+        async def attempt() -> None:
+            async with self._publisher.acquire() as conn:
+                await send(conn, None)
+
+        async def first_attempt() -> None:
+            # The kept connection: bounded by the driver's statement timeout alone.
+            if not await self._publisher.run_on_idle(send, timeout):
+                with anyio.fail_after(timeout):
+                    await attempt()
+
+        with errors_translated(f"publish to group {group[:80]!r} on {self._shown}", self._secrets):
+            await call_with_deadline(
+                attempt,
+                timeout=timeout,
+                retry_on=CONNECTION_ERRORS,
+                what=f"publish to {self._shown}",
+                backoff=self.options.reconnect_backoff,
+                first_attempt=first_attempt,
+            )
+        self._counters.published += 1
+        if large and anyio.current_time() >= self._next_expiry:
+            await self._expire_large_payloads()
+
+    async def _expire_large_payloads(self) -> None:
+        """Delete expired large payloads; at most twice per TTL, best effort, never raises.
+
+        Only `publish` does it, never `publish_in`: row locks taken inside
+        the application's transaction would hold up other publishers.
+        """
+        ttl = self.options.large_payload_ttl
+        self._next_expiry = anyio.current_time() + ttl / 2
+        try:
+            with anyio.fail_after(self.options.command_timeout):
+                async with self._publisher.acquire() as conn:
+                    await conn.execute(self._sql.expire_payloads, ttl)
+        except Exception as exc:
+            logger.warning(
+                "could not delete expired large payloads (%s: %s)", type(exc).__name__, exc
+            )
+
+    async def publish_in(
+        self,
+        connection: Any,
+        group: str,
+        message: Any,
+        *,
+        serializer: str | Serializer = "json",
+    ) -> None:
+        """Publish `message` through the application's `connection`, inside its transaction.
+
+        Subscribers receive it when that transaction commits, never if it
+        rolls back. `serializer` must be the one the subscribing channels
+        use (JSON by default). The tables must exist: connect a layer of the
+        same namespace first (any process, once).
+        """
+        if not isinstance(group, str) or not group:
+            raise TypeError(f"group must be a non-empty str, got {group!r}")
+        if not group.isascii():
+            try:
+                group.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"group {group!r} is not valid Unicode text") from None
+        if not self._schema_ready:
+            raise ChannelClosedError(
+                "connect this layer (enter its Channel) before publish_in: "
+                "it creates the tables large messages travel through"
+            )
+        payload = resolve_serializer(serializer).dumps(message)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"the encoded message is {len(payload):,} bytes; PostgreSQLChannelLayer "
+                f"carries at most {self.max_payload_bytes:,}. Nothing was sent"
+            )
+        send, _ = self._prepare(group, payload)
+        with errors_translated(f"publish to group {group[:80]!r} in the application's transaction"):
+            await send(connection, None)
+
+    def _prepare(self, group: str, payload: bytes) -> tuple[Statement, bool]:
+        """The statement publishing `payload`, and whether it goes through the payloads table.
+
+        Prepared once per message (the envelope's sequence number with it),
+        then run on whichever connection, as many times as retries need.
+        """
+        channel, firehose = self._names.channel(group), self._names.firehose
+        envelope = self._writer.inline(group, payload)
+        if envelope is not None:
+
+            async def send_inline(conn: Any, timeout: float | None) -> None:
+                await conn.execute(self._sql.publish, channel, envelope, firehose, timeout=timeout)
+
+            return send_inline, False
+        head, names_group, token = self._writer.reference_head(group)
+        stored_group = None if names_group else group
+
+        async def send_large(conn: Any, timeout: float | None) -> None:
+            await conn.execute(
+                self._sql.publish_large,
+                channel,
+                head,
+                firehose,
+                payload,
+                stored_group,
+                token,
+                timeout=timeout,
+            )
+            self._counters.large_published += 1
+
+        return send_large, True
+
+    # -- subscribing ------------------------------------------------------------------
+
+    def _pattern_registry_statements(self, listen: set[str], unlisten: set[str]) -> list[str]:
+        """Keep the pattern-listeners table in step with LISTENing the firehose."""
+        if self._names.firehose in listen:
+            return [self._sql.register_patterns]
+        if self._names.firehose in unlisten:
+            return [self._sql.unregister_patterns]
+        return []
+
+    async def subscribe(self, group: str) -> None:
+        await self.subscribe_groups([group])
+
+    async def unsubscribe(self, group: str) -> None:
+        await self.unsubscribe_groups([group])
+
+    async def subscribe_groups(self, groups: Sequence[str]) -> None:
+        """LISTEN several groups in one round trip; returns once the server has them."""
+        listener = self._connected_listener()
+        await listener.follow(self._router.add_groups(groups), wait=True)
+
+    async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
+        """Returns at once; the UNLISTEN follows (or the next connection leaves it out)."""
+        touched = self._router.remove_groups(groups)
+        if self._listener is not None:
+            await self._listener.follow(touched, wait=False)
+
+    async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
+        """Start receiving every group matching the glob patterns (through the firehose)."""
+        listener = self._connected_listener()
+        await listener.follow(self._router.add_patterns(patterns), wait=True)
+
+    async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
+        touched = self._router.remove_patterns(patterns)
+        if self._listener is not None:
+            await self._listener.follow(touched, wait=False)
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def _fetch(self, reference: Reference) -> tuple[str | None, bytes] | None:
+        """A large payload (and its group, if stored) from the payloads table, or None if gone.
+
+        The row must carry the reference's token too: ids restart after a
+        TRUNCATE or a crash, and a row of the same id may be another message.
+        The last one is remembered: a message reaching both a group and a
+        pattern subscription arrives twice in a row (group channel, firehose).
+        """
+        if self._last_fetched is not None and self._last_fetched[0] == reference:
+            return self._last_fetched[1]
+        row_id = reference.row
+
+        async def attempt() -> Any:
+            with anyio.fail_after(self.options.command_timeout):
+                async with self._publisher.acquire() as conn:
+                    return await conn.fetchrow(self._sql.fetch_payload, row_id, reference.token)
+
+        try:
+            row = await retry_until(
+                attempt,
+                timeout=self.options.publish_timeout,
+                retry_on=CONNECTION_ERRORS,
+                what=f"fetch a large message from {self._shown}",
+                backoff=self.options.reconnect_backoff,
+            )
+        except Exception as exc:
+            row, reason = None, f"{type(exc).__name__}: {exc}"
+        else:
+            reason = "it expired (raise large_payload_ttl?)"
+        if row is None:
+            self._counters.large_missing += 1
+            logger.warning("skipped large message #%d: %s", row_id, reason)
+            return None
+        self._counters.large_fetched += 1
+        self._last_fetched = (reference, (row["grp"], bytes(row["body"])))
+        return self._last_fetched[1]
