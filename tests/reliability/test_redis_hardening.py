@@ -6,8 +6,8 @@
 * Publishing during a freeze is bounded by `publish_timeout`, pool wait included.
 * A group left while the layer is reconnecting ends up unsubscribed on the server.
 * A re-subscription refused after a reconnect (ACL changed) does not end the channel;
-  refusals reach the application as `ChannelsError`.
-* One layer entered twice at once is a `ChannelsError`.
+  refusals reach the application as `BrokerRefusedError` (a `ChannelsError`).
+* One layer entered twice at once is a `LayerInUseError` (a `ChannelsError`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import redis.asyncio
 from redis.exceptions import NoPermissionError
 
 from channels_core import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     Channel,
-    ChannelsError,
+    LayerInUseError,
     MessagesLost,
     PayloadTooLargeError,
 )
@@ -269,7 +270,7 @@ async def test_thirty_publishes_during_a_freeze_all_end_within_publish_timeout(
     start_redis: Callable[..., RedisServer],
 ) -> None:
     server = start_redis()
-    layer = RedisPubSubChannelLayer.from_url(server.url, publish_timeout=1, max_connections=10)
+    layer = RedisPubSubChannelLayer.from_url(server.url, publish_timeout=1, pool_size=10)
     async with Channel(layer) as channel:
         await channel.publish("warm", "up")
         took: list[float] = []
@@ -352,10 +353,10 @@ async def test_refused_commands_are_channels_errors(
     async with admin_of(server) as admin:
         layer = RedisPubSubChannelLayer.from_url(await app_user(admin, server, channels=["open*"]))
         async with Channel(layer) as channel:
-            with pytest.raises(ChannelsError, match="refused") as publish_refused:
+            with pytest.raises(BrokerRefusedError, match="NoPermissionError") as publish_refused:
                 await channel.publish("closed", "no")
             assert isinstance(publish_refused.value.__cause__, NoPermissionError)
-            with pytest.raises(ChannelsError, match="refused") as subscribe_refused:
+            with pytest.raises(BrokerRefusedError, match="NoPermissionError") as subscribe_refused:
                 async with channel.subscribe("closed"):
                     pass
             assert isinstance(subscribe_refused.value.__cause__, NoPermissionError)
@@ -371,7 +372,7 @@ async def test_a_connection_the_server_refuses_is_a_channels_error(
     async with admin_of(server) as admin:
         url = await app_user(admin, server, commands=["+@all", "-client|setname"])
         layer = RedisPubSubChannelLayer.from_url(url, client_name="app")
-        with pytest.raises(ChannelsError, match="refused") as refused:
+        with pytest.raises(BrokerRefusedError, match="NoPermissionError") as refused:
             async with Channel(layer):
                 pass
         assert isinstance(refused.value.__cause__, NoPermissionError)
@@ -383,7 +384,7 @@ async def test_a_connection_the_server_refuses_is_a_channels_error(
 async def test_a_layer_entered_twice_at_once_is_a_channels_error(redis_url: str) -> None:
     layer = RedisPubSubChannelLayer.from_url(redis_url)
     async with Channel(layer):
-        with pytest.raises(ChannelsError, match="already connected"):
+        with pytest.raises(LayerInUseError, match="already connected"):
             async with Channel(layer):
                 pass
         assert layer.stats().connected
