@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -323,8 +324,9 @@ async def test_group_left_while_reconnecting_is_unsubscribed_once_back(
 
 
 async def test_resubscription_refused_after_a_reconnect_keeps_the_channel_and_retries(
-    start_redis: Callable[..., RedisServer],
+    start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="channels_layer_redis")
     server = start_redis()
     async with admin_of(server) as admin:
         url = await app_user(admin, server)
@@ -339,6 +341,12 @@ async def test_resubscription_refused_after_a_reconnect_keeps_the_channel_and_re
             await admin.acl_setuser("app", enabled=True, reset_channels=True, channels=["open"])
             await eventually(lambda: layer.stats().reconnect_attempts >= 3)
             assert not layer.stats().connected
+            # Reported: the refusal, with the server's reason, and that it is retried.
+            refused = [
+                r.getMessage() for r in caplog.records if "NoPermissionError" in r.getMessage()
+            ]
+            assert refused
+            assert "retrying with backoff" in refused[0]
             await admin.acl_setuser("app", enabled=True, channels=["*"])
             with pytest.raises(MessagesLost):
                 await open_group.receive()
