@@ -173,9 +173,9 @@ async def test_redis_churn_leaves_nothing_behind(start_redis: Callable[..., Redi
         return len(await admin.client_list()) - 1
 
     try:
-        layer = RedisPubSubChannelLayer.from_url(server.url, max_connections=4)
+        layer = RedisPubSubChannelLayer.from_url(server.url, pool_size=4)
         async with Channel(layer) as channel:
-            # Our own: the pub/sub connection and at most max_connections for publishing.
+            # Our own: the pub/sub connection and at most pool_size for publishing.
             await run_churn(channel, connections, own_connections=1 + 4)
             counts = dict(await admin.pubsub_numsub(*GROUPS))
             assert set(counts.values()) == {0}

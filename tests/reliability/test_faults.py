@@ -263,10 +263,10 @@ def redis_layer(server: RedisServer) -> RedisPubSubChannelLayer:
     )
 
 
-def check_redis_counters(layer: RedisPubSubChannelLayer) -> None:
+def check_one_outage(layer: ChannelLayer) -> None:
+    """The shared counters (`LayerStats`) after one connection lost and restored."""
     stats = layer.stats()
     assert (stats.connection_losses, stats.reconnects) == (1, 1)
-    assert stats.reconnect_attempts >= 1
 
 
 async def test_redis_server_restart(start_redis: Callable[..., RedisServer]) -> None:
@@ -280,7 +280,7 @@ async def test_redis_server_restart(start_redis: Callable[..., RedisServer]) -> 
         await anyio.to_thread.run_sync(server.start)
 
     script = await run_scenario(listener, redis_layer(server), restart)
-    check_redis_counters(listener)
+    check_one_outage(listener)
     assert len(script.outage.refused) == 1
 
 
@@ -298,7 +298,7 @@ async def test_redis_client_kill(start_redis: Callable[..., RedisServer]) -> Non
         script = await run_scenario(listener, publisher, kill)
     finally:
         await admin.aclose()
-    check_redis_counters(listener)
+    check_one_outage(listener)
     assert script.outage.refused == []
     assert len(script.outage.log["during"]) > 0
     assert publisher.stats().connection_losses == 0
@@ -315,7 +315,7 @@ async def test_redis_server_paused(start_redis: Callable[..., RedisServer]) -> N
             await script.outage.publish_refused()
 
     await run_scenario(listener, redis_layer(server), pause, late_allowed=True)
-    check_redis_counters(listener)
+    check_one_outage(listener)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
@@ -424,8 +424,7 @@ async def test_redis_drops_a_stalled_layer_over_its_output_buffer_limit(
             with anyio.fail_after(5):
                 while (await subscriber.receive()).message != "after":
                     received += 1
-            stats = listener.stats()
-            assert (stats.connection_losses, stats.reconnects) == (1, 1)
+            check_one_outage(listener)
             # Redis cut the flood short: neither received nor dropped by the buffer.
             assert received + subscriber.dropped < 2_000
     finally:

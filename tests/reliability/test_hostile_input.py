@@ -98,7 +98,7 @@ async def harness(
         layer = InMemoryChannelLayer()
     elif kind == "redis":
         layer = RedisPubSubChannelLayer.from_url(
-            request.getfixturevalue("redis_url"), prefix=prefix
+            request.getfixturevalue("redis_url"), namespace=prefix
         )
     elif kind == "nats":
         layer = NatsChannelLayer.from_url(
@@ -416,9 +416,9 @@ async def forge(
     if isinstance(layer, RedisPubSubChannelLayer):
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
-            await client.publish(layer.options.prefix + "forged", payload)
+            await client.publish(layer.options.namespace + "forged", payload)
             # And on a channel whose name is not UTF-8, under the prefix: skipped.
-            await client.publish(layer.options.prefix.encode() + b"\xff\xfe", payload)
+            await client.publish(layer.options.namespace.encode() + b"\xff\xfe", payload)
         finally:
             await client.aclose()
         return
@@ -476,7 +476,7 @@ async def test_patterns_match_non_ascii_groups_alike_on_every_layer(
 ) -> None:
     layers: list[ChannelLayer] = [
         InMemoryChannelLayer(),
-        RedisPubSubChannelLayer.from_url(redis_url, prefix=prefix),
+        RedisPubSubChannelLayer.from_url(redis_url, namespace=prefix),
         PostgreSQLChannelLayer(postgres_url, namespace=pg_namespace),
     ]
     outcomes = []

@@ -157,7 +157,7 @@ async def run_load(make_layer: Callable[[], ChannelLayer], name: str) -> None:
 
 
 async def test_redis_sustained_load(redis_url: str, prefix: str) -> None:
-    await run_load(lambda: RedisPubSubChannelLayer.from_url(redis_url, prefix=prefix), "redis")
+    await run_load(lambda: RedisPubSubChannelLayer.from_url(redis_url, namespace=prefix), "redis")
 
 
 async def test_postgres_sustained_load(postgres_url: str, pg_namespace: str) -> None:

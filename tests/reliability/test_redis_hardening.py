@@ -6,12 +6,13 @@
 * Publishing during a freeze is bounded by `publish_timeout`, pool wait included.
 * A group left while the layer is reconnecting ends up unsubscribed on the server.
 * A re-subscription refused after a reconnect (ACL changed) does not end the channel;
-  refusals reach the application as `ChannelsError`.
-* One layer entered twice at once is a `ChannelsError`.
+  refusals reach the application as `BrokerRefusedError` (a `ChannelsError`).
+* One layer entered twice at once is a `LayerInUseError` (a `ChannelsError`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -26,9 +27,10 @@ import redis.asyncio
 from redis.exceptions import NoPermissionError
 
 from channels_core import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     Channel,
-    ChannelsError,
+    LayerInUseError,
     MessagesLost,
     PayloadTooLargeError,
 )
@@ -269,7 +271,7 @@ async def test_thirty_publishes_during_a_freeze_all_end_within_publish_timeout(
     start_redis: Callable[..., RedisServer],
 ) -> None:
     server = start_redis()
-    layer = RedisPubSubChannelLayer.from_url(server.url, publish_timeout=1, max_connections=10)
+    layer = RedisPubSubChannelLayer.from_url(server.url, publish_timeout=1, pool_size=10)
     async with Channel(layer) as channel:
         await channel.publish("warm", "up")
         took: list[float] = []
@@ -322,8 +324,9 @@ async def test_group_left_while_reconnecting_is_unsubscribed_once_back(
 
 
 async def test_resubscription_refused_after_a_reconnect_keeps_the_channel_and_retries(
-    start_redis: Callable[..., RedisServer],
+    start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="channels_layer_redis")
     server = start_redis()
     async with admin_of(server) as admin:
         url = await app_user(admin, server)
@@ -338,6 +341,12 @@ async def test_resubscription_refused_after_a_reconnect_keeps_the_channel_and_re
             await admin.acl_setuser("app", enabled=True, reset_channels=True, channels=["open"])
             await eventually(lambda: layer.stats().reconnect_attempts >= 3)
             assert not layer.stats().connected
+            # Reported: the refusal, with the server's reason, and that it is retried.
+            refused = [
+                r.getMessage() for r in caplog.records if "NoPermissionError" in r.getMessage()
+            ]
+            assert refused
+            assert "retrying with backoff" in refused[0]
             await admin.acl_setuser("app", enabled=True, channels=["*"])
             with pytest.raises(MessagesLost):
                 await open_group.receive()
@@ -352,10 +361,10 @@ async def test_refused_commands_are_channels_errors(
     async with admin_of(server) as admin:
         layer = RedisPubSubChannelLayer.from_url(await app_user(admin, server, channels=["open*"]))
         async with Channel(layer) as channel:
-            with pytest.raises(ChannelsError, match="refused") as publish_refused:
+            with pytest.raises(BrokerRefusedError, match="NoPermissionError") as publish_refused:
                 await channel.publish("closed", "no")
             assert isinstance(publish_refused.value.__cause__, NoPermissionError)
-            with pytest.raises(ChannelsError, match="refused") as subscribe_refused:
+            with pytest.raises(BrokerRefusedError, match="NoPermissionError") as subscribe_refused:
                 async with channel.subscribe("closed"):
                     pass
             assert isinstance(subscribe_refused.value.__cause__, NoPermissionError)
@@ -371,7 +380,7 @@ async def test_a_connection_the_server_refuses_is_a_channels_error(
     async with admin_of(server) as admin:
         url = await app_user(admin, server, commands=["+@all", "-client|setname"])
         layer = RedisPubSubChannelLayer.from_url(url, client_name="app")
-        with pytest.raises(ChannelsError, match="refused") as refused:
+        with pytest.raises(BrokerRefusedError, match="NoPermissionError") as refused:
             async with Channel(layer):
                 pass
         assert isinstance(refused.value.__cause__, NoPermissionError)
@@ -383,7 +392,7 @@ async def test_a_connection_the_server_refuses_is_a_channels_error(
 async def test_a_layer_entered_twice_at_once_is_a_channels_error(redis_url: str) -> None:
     layer = RedisPubSubChannelLayer.from_url(redis_url)
     async with Channel(layer):
-        with pytest.raises(ChannelsError, match="already connected"):
+        with pytest.raises(LayerInUseError, match="already connected"):
             async with Channel(layer):
                 pass
         assert layer.stats().connected

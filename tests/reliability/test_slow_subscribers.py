@@ -130,7 +130,7 @@ async def test_in_memory_flow_with_a_stuck_subscriber() -> None:
 
 async def test_redis_flow_with_a_stuck_subscriber(redis_url: str, prefix: str) -> None:
     await check_flow(
-        lambda: RedisPubSubChannelLayer.from_url(redis_url, prefix=prefix),
+        lambda: RedisPubSubChannelLayer.from_url(redis_url, namespace=prefix),
         REDIS_FLOW,
         5_000,
         "redis",

@@ -138,3 +138,18 @@ def test_the_checks_alone_for_values_outside_an_options_class() -> None:
         options.check_seconds("timeout", None)
     with pytest.raises(ValueError, match="name must be a non-empty str"):
         options.check_text("name", "", allow_empty=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOptions(LayerOptions):
+    max_payload_bytes: int | None = options.count(None, allow_none=True)
+
+
+def test_a_count_that_may_be_unset() -> None:
+    assert LimitOptions().max_payload_bytes is None
+    assert LimitOptions.from_options(query="max_payload_bytes=100").max_payload_bytes == 100
+    assert LimitOptions.from_options(query="max_payload_bytes=none").max_payload_bytes is None
+    with pytest.raises(TypeError, match="max_payload_bytes must be an int"):
+        LimitOptions(max_payload_bytes=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_payload_bytes must be an int >= 1"):
+        LimitOptions(max_payload_bytes=0)

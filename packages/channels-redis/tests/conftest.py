@@ -4,7 +4,7 @@
 loopback, else outside CI a throwaway one). `throwaway_redis` is a private
 server per test, on another free loopback port, that the test may stop and
 restart. Pub/sub ignores db
-numbers, so tests keep apart through a unique channel `prefix`.
+numbers, so tests keep apart through a unique `namespace`.
 """
 
 from __future__ import annotations
@@ -73,17 +73,17 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A channel prefix of this test's own: no cross-talk on a shared server."""
+def namespace() -> str:
+    """A namespace of this test's own: no cross-talk on a shared server."""
     return f"test-{uuid.uuid4().hex[:12]}:"
 
 
 @pytest.fixture
-def make_redis_layer(redis_url: str, prefix: str) -> LayerMaker:
-    """Builds layers on the shared server under this test's prefix (options pass through)."""
+def make_redis_layer(redis_url: str, namespace: str) -> LayerMaker:
+    """Builds layers on the shared server under this test's namespace (options pass through)."""
 
     def make(**options: object) -> RedisPubSubChannelLayer:
-        return RedisPubSubChannelLayer.from_url(redis_url, **{"prefix": prefix, **options})
+        return RedisPubSubChannelLayer.from_url(redis_url, **{"namespace": namespace, **options})
 
     return make
 

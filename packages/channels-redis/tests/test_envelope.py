@@ -47,13 +47,14 @@ def test_each_route_delivers_its_own_copy() -> None:
     assert receiver.deliver(message, b"pattern") is None
 
 
-def test_foreign_messages_and_cut_envelopes_pass_to_the_codec_as_they_are() -> None:
-    """What is not a whole envelope is another client's message: the channel's codec
-    decides (and counts it as undecodable if it cannot read it)."""
+def test_foreign_messages_and_envelopes_too_short_to_be_one_pass_as_they_are() -> None:
+    # Both are another client's bytes: the channel's codec decodes them or counts
+    # them undecodable (tests/reliability/test_hostile_input.py).
     receiver = Receiver()
     assert receiver.deliver(b'{"from": "another client"}') == b'{"from": "another client"}'
     _, message = Outbox().seal(b"payload")
     assert receiver.deliver(message[: HEADER_BYTES - 1]) == message[: HEADER_BYTES - 1]
+    assert (receiver.filter.duplicates, receiver.unknown) == (0, 0)
 
 
 def test_a_copy_of_a_settled_message_is_dropped() -> None:

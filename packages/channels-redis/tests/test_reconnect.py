@@ -20,7 +20,14 @@ import anyio
 import pytest
 import redis.asyncio
 
-from channels_core import BrokerUnavailableError, Channel, Event, MessagesLost, Subscriber
+from channels_core import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    Channel,
+    Event,
+    MessagesLost,
+    Subscriber,
+)
 from channels_core.reconnect import Backoff
 from channels_layer_redis import RedisPubSubChannelLayer
 
@@ -113,27 +120,37 @@ async def test_killed_connection_is_replaced_on_the_shared_server(
         await channel.publish("kill-me", "still here")
         await expect_gap(subscriber)
         assert (await receive(subscriber)).message == "still here"
-        subscribers = await admin.pubsub_numsub(layer.options.prefix + "kill-me")
+        subscribers = await admin.pubsub_numsub(layer.options.namespace + "kill-me")
         assert subscribers[0][1] == 1
 
 
 async def test_publishing_does_not_wait_for_the_pubsub_connection(
-    make_redis_layer: Callable[..., RedisPubSubChannelLayer],
-    admin: redis.asyncio.Redis,
-    eventually: Eventually,
+    throwaway_redis: Server, eventually: Eventually
 ) -> None:
-    slow_to_return = Backoff(initial=30, maximum=30, jitter=0)
-    layer = make_redis_layer(reconnect_backoff=slow_to_return)
-    async with (
-        Channel(layer) as channel,
-        Channel(make_redis_layer()) as listener,
-        listener.subscribe("elsewhere") as subscriber,
-    ):
-        await admin.client_kill_filter(_id=str(layer.stats().pubsub_client_id))
-        await eventually(lambda: not layer.stats().connected)
-        with anyio.fail_after(1):
-            await channel.publish("elsewhere", "sent while our reader is down")
-        assert (await receive(subscriber)).message == "sent while our reader is down"
+    server = throwaway_redis
+    admin = redis.asyncio.Redis.from_url(server.url)
+    try:
+        await admin.acl_setuser(
+            "app", enabled=True, passwords=["+pw"], commands=["+@all"], keys=["*"], channels=["*"]
+        )
+        url = server.url.replace("redis://", "redis://app:pw@")
+        # The reader stays down: its re-subscription is refused, the next try is 30 s away.
+        slow_to_return = Backoff(initial=30, maximum=30, jitter=0)
+        layer = RedisPubSubChannelLayer.from_url(url, reconnect_backoff=slow_to_return)
+        async with (
+            Channel(layer) as channel,
+            Channel(RedisPubSubChannelLayer.from_url(server.url)) as listener,
+            channel.subscribe("mine"),
+            listener.subscribe("elsewhere") as subscriber,
+        ):
+            await admin.acl_setuser("app", enabled=True, reset_channels=True, channels=["else*"])
+            await eventually(lambda: layer.stats().reconnect_attempts == 1)
+            assert not layer.stats().connected
+            with anyio.fail_after(1):
+                await channel.publish("elsewhere", "sent while our reader is down")
+            assert (await receive(subscriber)).message == "sent while our reader is down"
+    finally:
+        await admin.aclose()
 
 
 async def test_cancellation_leaves_no_connection_behind(
@@ -204,8 +221,8 @@ async def test_subscriptions_churning_through_repeated_kills_stay_in_step(
 
         async with channel.subscribe("churn-0", "churn-5") as survivor:
             await eventually(lambda: layer.stats().connected)
-            counts = dict(await admin.pubsub_numsub(*(layer.options.prefix + g for g in groups)))
-            live = {g: counts[(layer.options.prefix + g).encode()] for g in groups}
+            counts = dict(await admin.pubsub_numsub(*(layer.options.namespace + g for g in groups)))
+            live = {g: counts[(layer.options.namespace + g).encode()] for g in groups}
             assert live == {g: int(g in ("churn-0", "churn-5")) for g in groups}
             await channel.publish("churn-5", "in step")
             while True:  # gap signals from the kills may come first
@@ -355,7 +372,7 @@ async def test_wrong_password_fails_at_once_without_showing_it(
     url = server.url.replace("right-password", "wrong-password")
     layer = RedisPubSubChannelLayer.from_url(url, connect_timeout=5)
     started = time.monotonic()
-    with pytest.raises(BrokerUnavailableError, match="refused the credentials") as error:
+    with pytest.raises(BrokerRefusedError, match="AuthenticationError") as error:
         async with Channel(layer):
             pass
     assert time.monotonic() - started < 1.0

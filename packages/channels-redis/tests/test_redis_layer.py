@@ -36,10 +36,10 @@ async def receive(subscriber: Subscriber) -> Event:
         return await subscriber.receive()
 
 
-async def test_two_processes_exchange_messages(redis_url: str, prefix: str) -> None:
+async def test_two_processes_exchange_messages(redis_url: str, namespace: str) -> None:
     count = 50
     group = "cross-process ünïcødé"
-    command = [sys.executable, str(PEER), "{role}", redis_url, prefix, group, str(count)]
+    command = [sys.executable, str(PEER), "{role}", redis_url, namespace, group, str(count)]
     with anyio.fail_after(30):
         async with await anyio.open_process(
             [part.format(role="subscribe") for part in command]
@@ -83,9 +83,9 @@ async def test_several_layers_in_one_process(make_redis_layer: LayerMaker) -> No
 
 
 async def test_one_pubsub_connection_carries_every_subscription(
-    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, prefix: str, eventually: Eventually
+    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, namespace: str, eventually: Eventually
 ) -> None:
-    name = "channels-" + prefix.rstrip(":")
+    name = "channels-" + namespace.rstrip(":")
     layer = make_redis_layer(client_name=name)
     groups = [f"group-{number}" for number in range(10)]
     async with Channel(layer) as channel, anyio.create_task_group() as tasks:
@@ -115,7 +115,7 @@ async def test_one_pubsub_connection_carries_every_subscription(
         assert int(subscribing[0]["id"]) == layer.stats().pubsub_client_id
         assert (int(subscribing[0]["sub"]), int(subscribing[0]["psub"])) == (10, 2)
         assert any(c["cmd"] == "publish" for c in clients if c not in subscribing)
-        numsub = await admin.pubsub_numsub(*(prefix + group for group in groups))
+        numsub = await admin.pubsub_numsub(*(namespace + group for group in groups))
         assert [count for _, count in numsub] == [1] * 10
         tasks.cancel_scope.cancel()
 
@@ -126,21 +126,21 @@ async def test_one_pubsub_connection_carries_every_subscription(
 
 
 async def test_garbage_payload_is_skipped_and_the_subscription_survives(
-    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, prefix: str
+    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, namespace: str
 ) -> None:
     async with Channel(make_redis_layer()) as channel, channel.subscribe("g") as subscriber:
-        await admin.publish(prefix + "g", b"\xff\x00 not json")
+        await admin.publish(namespace + "g", b"\xff\x00 not json")
         await channel.publish("g", "valid")
         assert await receive(subscriber) == Event("g", "valid", None)
         assert channel.stats().undecodable == 1
 
 
 async def test_channel_name_that_is_not_utf8_is_skipped(
-    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, prefix: str
+    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, namespace: str
 ) -> None:
     layer = make_redis_layer()
     async with Channel(layer) as channel, channel.subscribe_pattern("*") as subscriber:
-        await admin.publish(prefix.encode() + b"\xff\xfe", b'"odd name"')
+        await admin.publish(namespace.encode() + b"\xff\xfe", b'"odd name"')
         await channel.publish("fine", "valid")
         assert await receive(subscriber) == Event("fine", "valid", "*")
         assert layer.stats().skipped == 1
@@ -148,8 +148,8 @@ async def test_channel_name_that_is_not_utf8_is_skipped(
 
 async def test_prefix_keeps_applications_apart(make_redis_layer: LayerMaker) -> None:
     async with (
-        Channel(make_redis_layer(prefix="app-a:")) as app_a,
-        Channel(make_redis_layer(prefix="app-b:")) as app_b,
+        Channel(make_redis_layer(namespace="app-a:")) as app_a,
+        Channel(make_redis_layer(namespace="app-b:")) as app_b,
         app_a.subscribe("news") as on_a,
         app_a.subscribe_pattern("n*") as pattern_on_a,
     ):
@@ -160,12 +160,12 @@ async def test_prefix_keeps_applications_apart(make_redis_layer: LayerMaker) -> 
 
 
 async def test_prefix_with_glob_characters_is_matched_literally(
-    redis_url: str, prefix: str
+    redis_url: str, namespace: str
 ) -> None:
-    odd = prefix + "[x]*?:"
+    odd = namespace + "[x]*?:"
     async with (
-        Channel.from_url(redis_url, prefix=odd) as channel,
-        Channel.from_url(redis_url, prefix=prefix + "x-other:") as lookalike,
+        Channel.from_url(redis_url, namespace=odd) as channel,
+        Channel.from_url(redis_url, namespace=namespace + "x-other:") as lookalike,
         channel.subscribe_pattern("room.*") as subscriber,
     ):
         await lookalike.publish("room.1", "not mine")
@@ -196,7 +196,7 @@ async def test_other_serializers_travel_through_redis(
         assert (await receive(subscriber)).message == {"list": [1, 2.5, "three"], "none": None}
 
 
-def test_capabilities_come_from_the_hookimpls() -> None:
+def test_capabilities_are_declared_by_class_attributes() -> None:
     assert layer_capabilities(RedisPubSubChannelLayer) == {"multi-group", "patterns"}
 
 

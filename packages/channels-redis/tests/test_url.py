@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -10,9 +12,9 @@ import anyio
 import pytest
 import redis.asyncio
 
-from channels_core import BrokerUnavailableError, Channel, get_layer
+from channels_core import BrokerRefusedError, BrokerUnavailableError, Channel, get_layer
 from channels_core.reconnect import Backoff
-from channels_layer_redis import LayerOptions, RedisPubSubChannelLayer
+from channels_layer_redis import RedisLayerOptions, RedisPubSubChannelLayer
 
 pytestmark = pytest.mark.anyio
 
@@ -88,13 +90,15 @@ async def test_tls_with_ssl_options_in_the_url(
 
 def test_layer_options_from_the_url_and_keywords() -> None:
     layer = RedisPubSubChannelLayer.from_url(
-        "redis://127.0.0.1/0?publish_timeout=0.25&prefix=app%3A&health_check_interval=1.5",
+        "redis://127.0.0.1/0?publish_timeout=0.25&namespace=app%3A&health_check_interval=1.5"
+        "&pool_size=3",
         subscribe_timeout=3,
-        prefix="keyword-wins:",
+        namespace="keyword-wins:",
         reconnect_backoff=Backoff(initial=0.1),
     )
-    assert layer.options == LayerOptions(
-        prefix="keyword-wins:",
+    assert layer.options == RedisLayerOptions(
+        namespace="keyword-wins:",
+        pool_size=3,
         publish_timeout=0.25,
         subscribe_timeout=3,
         health_check_interval=1.5,
@@ -125,13 +129,13 @@ def test_unknown_options_are_refused_by_name(
         ("redis://127.0.0.1/0?publish_timeout=soon", {}),
         ("redis://127.0.0.1/0", {"publish_timeout": 0}),
         ("redis://127.0.0.1/0", {"health_check_interval": float("inf")}),
-        ("redis://127.0.0.1/0", {"max_connections": 0}),
+        ("redis://127.0.0.1/0", {"pool_size": 0}),
         ("redis://127.0.0.1/0?db=first", {}),
     ],
 )
 def test_bad_values_are_refused(url: str, options: dict[str, object]) -> None:
     with pytest.raises(
-        ValueError, match=r"publish_timeout|health_check_interval|max_connections|db|Redis URL"
+        ValueError, match=r"publish_timeout|health_check_interval|pool_size|db|Redis URL"
     ):
         RedisPubSubChannelLayer.from_url(url, **options)
 
@@ -155,3 +159,95 @@ def test_passwords_never_show(url: str, shown: str) -> None:
     with pytest.raises(ValueError, match="not a Redis URL") as error2:
         RedisPubSubChannelLayer.from_url(url.replace("redis", "http", 1))
     assert "s3cret" not in str(error2.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "named"),
+    [
+        ({"publish_timeout": "5"}, TypeError, "publish_timeout must be a number"),
+        ({"namespace": b"app:"}, TypeError, "namespace must be a str"),
+        ({"pool_size": 2.5}, TypeError, "pool_size must be an int"),
+        ({"max_payload_bytes": 0}, ValueError, "max_payload_bytes must be an int >= 1"),
+        ({"reconnect_backoff": 1.0}, TypeError, "reconnect_backoff must be a Backoff"),
+    ],
+)
+def test_a_wrong_type_is_a_type_error_and_a_bad_value_a_value_error(
+    options: dict[str, object], error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0", **options)
+
+
+def test_old_option_names_still_work_and_warn() -> None:
+    with pytest.warns(DeprecationWarning, match="prefix is deprecated: use namespace"):
+        layer = RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0?prefix=old%3A")
+    assert layer.options.namespace == "old:"
+    with pytest.warns(DeprecationWarning, match="max_connections is deprecated: use pool_size"):
+        layer = RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0", max_connections=4)
+    assert layer.options.pool_size == 4
+    with pytest.warns(DeprecationWarning, match="use RedisLayerOptions.namespace"):
+        assert layer.options.prefix == ""
+    with pytest.warns(DeprecationWarning, match="use RedisLayerOptions.pool_size"):
+        assert layer.options.max_connections == 4
+    with pytest.raises(TypeError, match="give only namespace"):
+        RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0", prefix="a:", namespace="b:")
+
+
+def test_old_options_class_name_and_builder_still_work_and_warn() -> None:
+    with pytest.warns(
+        DeprecationWarning, match="LayerOptions is deprecated: use RedisLayerOptions"
+    ):
+        from channels_layer_redis import LayerOptions
+    assert LayerOptions is RedisLayerOptions
+    with pytest.warns(DeprecationWarning, match="from_mapping is deprecated: use .*from_options"):
+        built = RedisLayerOptions.from_mapping({"publish_timeout": "2.5", "namespace": "app:"})
+    assert built == RedisLayerOptions(publish_timeout=2.5, namespace="app:")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+SECRET_FORMS = [
+    "redis://:s3cret-pw@127.0.0.1:{port}/0",
+    "redis://alice:s3cret-pw@127.0.0.1:{port}/0",
+    "rediss://alice:s3cret-pw@127.0.0.1:{port}/1?ssl_cert_reqs=none",
+    "redis://127.0.0.1:{port}/0?password=s3cret-pw",
+    "redis://alice@127.0.0.1:{port}/0?password=s3cret%2Dpw",
+    "rediss://127.0.0.1:{port}/0?ssl_password=s3cret-pw&ssl_cert_reqs=none",
+    "unix:///nonexistent/redis-{port}.sock?db=1&password=s3cret-pw",
+    "redis+unix://:s3cret-pw@/nonexistent/redis-{port}.sock?db=1",
+]
+
+
+@pytest.mark.parametrize("form", SECRET_FORMS)
+async def test_every_secret_bearing_url_form_is_redacted(
+    form: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = form.format(port=_closed_port())
+    layer = RedisPubSubChannelLayer.from_url(url, connect_timeout=0.3)
+    with pytest.raises(BrokerUnavailableError) as error:
+        async with Channel(layer):
+            pytest.fail("connected to a server that is not there")
+    with pytest.raises(TypeError) as unknown:
+        RedisPubSubChannelLayer.from_url(url, bogus=1)
+    shown = [repr(layer), layer.url, repr(Channel(layer)), str(error.value), str(unknown.value)]
+    assert "***" in layer.url
+    leaks = [text for text in [*shown, caplog.text] if "s3cret" in text]
+    assert not leaks
+
+
+async def test_a_password_given_as_an_option_never_shows(
+    start_redis_server: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = start_redis_server(password="right-password")
+    url = server.url.replace(":right-password@", "")
+    layer = RedisPubSubChannelLayer.from_url(url, password="s3cret-wrong")
+    with pytest.raises(BrokerRefusedError) as refused:
+        async with Channel(layer):
+            pass
+    assert "s3cret" not in str(refused.value) + repr(layer) + caplog.text

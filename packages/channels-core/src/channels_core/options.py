@@ -158,12 +158,18 @@ def seconds(default: float | None, *, allow_zero: bool = False, allow_none: bool
     )
 
 
-def count(default: int, *, minimum: int = 1) -> Any:
-    """A count or size option, an int >= `minimum`."""
+def count(default: int | None, *, minimum: int = 1, allow_none: bool = False) -> Any:
+    """A count or size option, an int >= `minimum`; None too with `allow_none`."""
     return _option(
         _Kind(
-            lambda name, value: check_count(name, value, minimum=minimum),
-            lambda name, raw: _parse_number(name, raw, int, "an int"),
+            lambda name, value: (
+                None if value is None and allow_none else check_count(name, value, minimum=minimum)
+            ),
+            lambda name, raw: (
+                None
+                if allow_none and raw.strip().lower() == "none"
+                else _parse_number(name, raw, int, "an int")
+            ),
         ),
         default,
     )

@@ -6,10 +6,27 @@
         ...
 
 Entry points ``redis``, ``rediss`` and ``redis+unix`` in ``channels.layers``
-serve `RedisPubSubChannelLayer`.
+serve `RedisPubSubChannelLayer`. ``LayerOptions`` is the deprecated name of
+`RedisLayerOptions` (kept for one release).
 """
 
-from ._layer import RedisLayerStats, RedisPubSubChannelLayer
-from ._options import LayerOptions
+import warnings
+from typing import Any
 
-__all__ = ["LayerOptions", "RedisLayerStats", "RedisPubSubChannelLayer"]
+from ._layer import RedisLayerStats, RedisPubSubChannelLayer
+from ._options import RedisLayerOptions
+
+__all__ = ["RedisLayerOptions", "RedisLayerStats", "RedisPubSubChannelLayer", "__version__"]
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LayerOptions":
+        warnings.warn(
+            "channels_layer_redis.LayerOptions is deprecated: use RedisLayerOptions",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return RedisLayerOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

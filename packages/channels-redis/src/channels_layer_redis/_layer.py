@@ -1,4 +1,4 @@
-"""`RedisPubSubChannelLayer`: the Redis pub/sub layer, and its capability hookimpls.
+"""`RedisPubSubChannelLayer`: channels-core's layer protocol over Redis pub/sub (redis-py).
 
 One pub/sub connection (see `_pubsub`) carries every subscription of the
 layer; publishing goes through a separate connection pool, so it never
@@ -7,15 +7,15 @@ should be subscribed to; after a lost connection it reconnects with
 backoff, subscribes all of them again, unsubscribes what was left in the
 meantime, and tells the channel that messages may have been missed.
 Messages travel in an envelope (`_envelope`) that lets receivers drop a
-retried PUBLISH that Redis had already run.
+retried PUBLISH that Redis had already run. redis-py's exceptions are
+translated at this boundary, with one mapping (`REDIS_ERRORS`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -23,19 +23,27 @@ import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from channels_core.background import background_tasks
-from channels_core.exceptions import (
+from channels_core import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     ChannelClosedError,
-    NotSupportedError,
+    ChannelLayer,
+    ChannelsError,
+    ErrorMapping,
+    Inbox,
+    LayerStats,
     PayloadTooLargeError,
+    background_tasks,
+    call_with_deadline,
+    reconnect_forever,
+    retry_until,
+    translate_errors,
 )
-from channels_core.layer import ChannelLayer, Inbox
-from channels_core.plugins import SubscribeMethods, hookimpl
-from channels_core.reconnect import retry_until
 
 from ._envelope import MAX_REMEMBERED, DuplicateFilter, Outbox
 from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
@@ -43,9 +51,20 @@ from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
 from ._url import DEFAULT_URL, SCHEMES, RedisConfig, parse_config
 from ._wire import WireNames
 
-__all__ = ["RedisLayerStats", "RedisPubSubChannelLayer"]
+__all__ = ["REDIS_ERRORS", "RedisLayerStats", "RedisPubSubChannelLayer"]
 
 logger = logging.getLogger("channels_layer_redis")
+
+#: redis-py's exceptions -> what the application sees (`from` the original).
+REDIS_ERRORS: ErrorMapping = {
+    RedisConnectionError: BrokerUnavailableError,
+    RedisTimeoutError: BrokerUnavailableError,
+    TimeoutError: BrokerUnavailableError,
+    AuthenticationError: BrokerRefusedError,
+    NoPermissionError: BrokerRefusedError,
+    ResponseError: BrokerRefusedError,
+    RedisError: ChannelsError,
+}
 
 #: The payload limit when the server's configuration cannot be read (Redis's defaults).
 DEFAULT_MAX_PAYLOAD_BYTES = payload_limit(DEFAULT_PUBSUB_HARD_LIMIT)
@@ -54,27 +73,23 @@ DEFAULT_MAX_PAYLOAD_BYTES = payload_limit(DEFAULT_PUBSUB_HARD_LIMIT)
 _CONFIG_ERRORS: tuple[type[BaseException], ...] = (ResponseError, *TRANSIENT_ERRORS)
 
 
-@dataclass(frozen=True, slots=True)
-class RedisLayerStats:
-    """A snapshot of a layer's connection counters (see `RedisPubSubChannelLayer.stats`).
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisLayerStats(LayerStats):
+    """The shared counters (`connection_losses`: pub/sub connections lost), and the layer's own."""
 
-    `connection_losses` counts pub/sub connections that failed, `reconnects`
-    those restored afterwards, `reconnect_attempts` every try in between.
-    `skipped` counts messages dropped because their channel name was not
-    valid UTF-8; `duplicates` those dropped because they had been delivered
-    already (a retried PUBLISH that Redis had run). `pubsub_client_id` is the
-    server's CLIENT ID of the pub/sub connection while it is up.
-    """
-
-    connected: bool
+    #: Groups the layer is subscribed to (or will subscribe again after a reconnect).
     groups: int
+    #: Patterns the layer is subscribed to (likewise).
     patterns: int
-    published: int
-    connection_losses: int
-    reconnects: int
+    #: Tries to open a new pub/sub connection after a loss, failed ones included.
     reconnect_attempts: int
+    #: Messages skipped because their channel name was not a UTF-8 group
+    #: name under the layer's namespace.
     skipped: int
+    #: Messages dropped because they had been delivered already (a retried
+    #: PUBLISH that Redis had run).
     duplicates: int
+    #: The server's CLIENT ID of the pub/sub connection while it is up.
     pubsub_client_id: int | None
 
 
@@ -83,19 +98,23 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
     Build it with ``RedisPubSubChannelLayer.from_url(url, **options)`` or
     ``Channel.from_url(url, **options)``; see the package README for the
-    URL forms and options. Runs on asyncio only (redis-py is asyncio-based).
+    URL forms and options (`RedisLayerOptions`, and redis-py's connection
+    options). Runs on asyncio only (redis-py is asyncio-based).
     """
 
     url_schemes = SCHEMES
+    asyncio_only = True
+    supports_multi_group = True
+    supports_patterns = True
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self._config: RedisConfig = parse_config(url, options)
         self.options = self._config.options
-        self._wire = WireNames(self.options.prefix)
+        self._wire = WireNames(self.options.namespace)
         #: Set at connect from the server's pub/sub output buffer limit, unless configured.
         self.max_payload_bytes: int = self.options.max_payload_bytes or DEFAULT_MAX_PAYLOAD_BYTES
         self._outbox = Outbox()
-        self._received = DuplicateFilter(self._unknown_if_delivered)
+        self._filter = DuplicateFilter(self._unknown_if_delivered)
         self._groups: set[str] = set()
         self._patterns: dict[bytes, str] = {}  # wire pattern -> pattern as subscribed
         self._inbox: Inbox | None = None
@@ -103,6 +122,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._pubsub: PubSubConnection | None = None
         self._reconnected: anyio.Event | None = None  # set on each reconnect, then replaced
         self._published = 0
+        self._received = 0
         self._losses = 0
         self._reconnects = 0
         self._attempts = 0
@@ -114,7 +134,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
         Also ``rediss://`` (TLS, with redis-py's ``ssl_*`` options),
         ``unix:///path/to/socket?db=N`` and ``redis+unix://`` (the same). Options
-        are the layer's (`LayerOptions`) or redis-py connection options;
+        are the layer's (`RedisLayerOptions`) or redis-py connection options;
         anything else raises `TypeError` naming it.
         """
         return cls(url, **options)
@@ -131,14 +151,15 @@ class RedisPubSubChannelLayer(ChannelLayer):
         pubsub = self._pubsub
         return RedisLayerStats(
             connected=pubsub is not None,
-            groups=len(self._groups),
-            patterns=len(self._patterns),
             published=self._published,
+            received=self._received,
             connection_losses=self._losses,
             reconnects=self._reconnects,
+            groups=len(self._groups),
+            patterns=len(self._patterns),
             reconnect_attempts=self._attempts,
             skipped=self._skipped,
-            duplicates=self._received.duplicates,
+            duplicates=self._filter.duplicates,
             pubsub_client_id=None if pubsub is None else pubsub.client_id,
         )
 
@@ -146,17 +167,11 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
     @asynccontextmanager
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
-        _require_asyncio()
-        if self._inbox is not None:
-            raise NotSupportedError(
-                f"this layer is already connected ({self!r}); a layer serves one Channel "
-                "at a time: give each Channel a layer of its own"
-            )
         self._inbox = inbox
         self._reconnected = anyio.Event()
         pool = BlockingConnectionPool(
             connection_class=self._config.connection_class,
-            max_connections=self._config.max_connections,
+            max_connections=self.options.pool_size,
             timeout=self._config.pool_timeout,
             # No socket timeouts of the layer's own: `publish_timeout` bounds each
             # publish as a whole, pool wait included.
@@ -166,7 +181,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._pubsub, early = await retry_until(
                 self._open_pubsub,
                 timeout=self.options.connect_timeout,
-                retry_on=TRANSIENT_ERRORS,
+                retry_on=(BrokerUnavailableError,),  # a refusal fails at once
                 what=f"connect to {self.url}",
                 backoff=self.options.reconnect_backoff,
             )
@@ -184,15 +199,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._inbox = self._client = self._pubsub = self._reconnected = None
             self._groups.clear()
             self._patterns.clear()
-            self._received.clear()
+            self._filter.clear()
 
     async def _open_pubsub(self) -> tuple[PubSubConnection, list[Message]]:
-        """A new pub/sub connection, subscribed to every group and pattern we need."""
+        """A new pub/sub connection, subscribed to every group and pattern we need.
+
+        Raises `BrokerRefusedError` if the server refuses the credentials,
+        the connection or a subscription (ACL), else `BrokerUnavailableError`.
+        """
         name = self._config.connection_kwargs.get("client_name") or "channels-pubsub"
         connection: AbstractConnection = self._config.connection_class(
             **self._connection_kwargs(protocol=2, client_name=name)
         )
-        try:
+        with self._translated(f"open the pub/sub connection to {self.url}"):
             return await PubSubConnection.open(
                 connection,
                 self._on_message,
@@ -200,16 +219,10 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 list(self._patterns),
                 timeout=self.options.connect_timeout,
             )
-        except AuthenticationError as exc:
-            raise BrokerUnavailableError(
-                f"Redis at {self.url} refused the credentials ({exc}); "
-                "check the username and password"
-            ) from exc
-        except ResponseError as exc:
-            raise BrokerUnavailableError(
-                f"Redis at {self.url} refused the pub/sub connection or its subscriptions "
-                f"({type(exc).__name__}: {exc}); check the user's ACL"
-            ) from exc
+
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        """redis-py's exceptions inside as `ChannelsError`s, with no secret in their message."""
+        return translate_errors(REDIS_ERRORS, what=what, secrets=self._config.secrets)
 
     async def _payload_limit(self, client: Redis) -> int:
         """The configured limit, else derived from the server's pub/sub output buffer limit.
@@ -243,54 +256,45 @@ class RedisPubSubChannelLayer(ChannelLayer):
         while True:
             pubsub = self._pubsub
             assert pubsub is not None
+            cause: ConnectionLost | None = None
             try:
-                await pubsub.run(self.options.health_check_interval)
+                await pubsub.run(self.options.health_check_interval)  # returns only by raising
             except ConnectionLost as exc:
-                logger.warning(
-                    "lost the pub/sub connection to %s (%s); reconnecting", self.url, exc
-                )
+                cause = exc
             self._pubsub = None
             self._losses += 1
             await pubsub.aclose()
-            self._pubsub, early = await self._reconnect()
+            self._pubsub, early = await self._reconnect(cause)
             await self._reconcile(self._pubsub)
             self._reconnects += 1
             if self._reconnected is not None:
                 self._reconnected.set()
             self._reconnected = anyio.Event()
-            logger.warning(
-                "reconnected to %s; %d group(s) and %d pattern(s) subscribed again, "
-                "messages published meanwhile were missed",
-                self.url,
-                len(self._groups),
-                len(self._patterns),
-            )
             inbox.messages_lost()
             self._deliver_all(early)
 
-    async def _reconnect(self) -> tuple[PubSubConnection, list[Message]]:
-        """A new pub/sub connection, retried with backoff until the server takes it.
+    async def _reconnect(
+        self, cause: ConnectionLost | None
+    ) -> tuple[PubSubConnection, list[Message]]:
+        """A new pub/sub connection, with the core's reconnect policy, until the server takes it.
 
         A refusal (an ACL changed during the outage no longer allows a
-        subscribed group) is retried too: the channel stays open, and the
-        log says what to fix.
+        subscribed group) is retried too, and logged: the channel stays
+        open until an operator fixes it.
         """
-        for delay in self.options.reconnect_backoff.delays():
-            await anyio.sleep(delay)
+
+        def count_attempt() -> None:
             self._attempts += 1
-            try:
-                return await self._open_pubsub()
-            except BrokerUnavailableError as exc:  # refused: an operator may fix it
-                logger.warning(
-                    "%s. Retrying with backoff; the channel stays open (%d group(s), "
-                    "%d pattern(s) to subscribe again)",
-                    exc,
-                    len(self._groups),
-                    len(self._patterns),
-                )
-            except TRANSIENT_ERRORS as exc:
-                logger.info("reconnecting to %s failed: %s: %s", self.url, type(exc).__name__, exc)
-        raise AssertionError("unreachable: Backoff.delays() is endless")
+
+        return await reconnect_forever(
+            self._open_pubsub,
+            what=f"the pub/sub connection to {self.url} "
+            f"({len(self._groups)} group(s), {len(self._patterns)} pattern(s))",
+            logger=logger,
+            backoff=self.options.reconnect_backoff,
+            cause=cause,
+            on_attempt=count_attempt,
+        )
 
     async def _reconcile(self, pubsub: PubSubConnection) -> None:
         """Make a new connection's subscriptions what is wanted now.
@@ -322,19 +326,20 @@ class RedisPubSubChannelLayer(ChannelLayer):
         inbox = self._inbox
         if inbox is None:
             return
+        self._received += 1
         group = self._wire.group(channel)
         if group is None:
             self._skipped += 1
             logger.warning(
-                "skipped a message on channel %r: not a UTF-8 group name under prefix %r",
+                "skipped a message on channel %r: not a UTF-8 group name under namespace %r",
                 channel[:200],
-                self.options.prefix,
+                self.options.namespace,
             )
             return
         pattern = None if wire_pattern is None else self._patterns.get(wire_pattern)
         if wire_pattern is not None and pattern is None:
             return  # unsubscribed meanwhile
-        payload = self._received.accept(data, wire_pattern)
+        payload = self._filter.accept(data, wire_pattern)
         if payload is not None:
             inbox.deliver(group, payload, pattern)
 
@@ -373,31 +378,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
             )
         channel = self._wire.channel(group)
         sequence, message = self._outbox.seal(payload)
-        timeout = self.options.publish_timeout
-        failure: BaseException | None = None
+
+        async def attempt() -> None:
+            await client.publish(channel, message)
+
         try:
-            with anyio.move_on_after(timeout) as deadline:
-                try:
-                    await client.publish(channel, message)
-                except TRANSIENT_ERRORS as exc:
-                    failure = exc
-                    await retry_until(
-                        lambda: client.publish(channel, message),
-                        timeout=timeout,
-                        retry_on=TRANSIENT_ERRORS,
-                        what=f"publish to {self.url}",
-                        backoff=self.options.reconnect_backoff,
-                    )
-            if deadline.cancelled_caught:
-                raise BrokerUnavailableError(
-                    f"could not publish to {self.url} within {timeout:g} s: the server did "
-                    "not answer. Check that it is running and reachable"
-                ) from failure
-        except ResponseError as exc:
-            raise BrokerUnavailableError(
-                f"{self.url} refused to PUBLISH to {group!r} ({type(exc).__name__}: {exc}); "
-                "check the user's ACL"
-            ) from exc
+            with self._translated(f"publish to {group[:80]!r} on {self.url}"):
+                await call_with_deadline(
+                    attempt,
+                    timeout=self.options.publish_timeout,
+                    retry_on=TRANSIENT_ERRORS,
+                    what=f"publish to {self.url}",
+                    backoff=self.options.reconnect_backoff,
+                )
         finally:
             self._outbox.settle(sequence)
         self._published += 1
@@ -429,7 +422,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         wire = [self._wire.pattern(pattern) for pattern in patterns]
         for name in wire:
             self._patterns.pop(name, None)
-            self._received.forget(name)
+            self._filter.forget(name)
         await self._forget("PUNSUBSCRIBE", wire)
 
     async def _confirmed(self, command: str, names: list[bytes]) -> None:
@@ -439,7 +432,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         subscribes them too; sending again on the new connection is harmless.
         """
         timeout = self.options.subscribe_timeout
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(timeout), self._translated(f"{command} on {self.url}"):
             while True:
                 pubsub, reconnected = self._pubsub, self._reconnected
                 if pubsub is None:
@@ -452,11 +445,6 @@ class RedisPubSubChannelLayer(ChannelLayer):
                     return
                 except ConnectionLost:
                     await anyio.sleep(0.01)  # for the reader task to notice and reconnect
-                except ResponseError as exc:
-                    raise BrokerUnavailableError(
-                        f"{self.url} refused to {command} {len(names)} name(s) "
-                        f"({type(exc).__name__}: {exc}); check the user's ACL"
-                    ) from exc
         raise BrokerUnavailableError(
             f"could not {command} {len(names)} name(s) on {self.url} within {timeout:g} s: "
             "the server is not answering. The layer keeps reconnecting in the background; "
@@ -475,32 +463,3 @@ class RedisPubSubChannelLayer(ChannelLayer):
             return
         with suppress(ConnectionLost):
             await pubsub.send((command, names))
-
-
-def _require_asyncio() -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise NotSupportedError(
-            "RedisPubSubChannelLayer runs on asyncio only (redis-py's client is "
-            "asyncio-based); run your application with anyio's asyncio backend"
-        ) from None
-
-
-@hookimpl
-def channels_multi_group_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
-    if issubclass(layer_class, RedisPubSubChannelLayer):
-        return SubscribeMethods(
-            RedisPubSubChannelLayer.subscribe_groups, RedisPubSubChannelLayer.unsubscribe_groups
-        )
-    return None
-
-
-@hookimpl
-def channels_pattern_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
-    if issubclass(layer_class, RedisPubSubChannelLayer):
-        return SubscribeMethods(
-            RedisPubSubChannelLayer.subscribe_patterns,
-            RedisPubSubChannelLayer.unsubscribe_patterns,
-        )
-    return None

@@ -1,100 +1,72 @@
 """The layer's own options (as opposed to redis-py's connection options).
 
 They can be given as keyword arguments or in the URL's query string
-(``redis://host/0?publish_timeout=2&prefix=myapp:``); keywords win.
+(``redis://host/0?publish_timeout=2&namespace=myapp:``); keywords win.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
-from channels_core.reconnect import Backoff
+from channels_core import Backoff, LayerOptions, options
 
-__all__ = ["LAYER_OPTION_NAMES", "LayerOptions"]
+__all__ = ["RedisLayerOptions"]
 
 
 @dataclass(frozen=True, slots=True)
-class LayerOptions:
+class RedisLayerOptions(LayerOptions):
     """How the layer behaves around the broker; every field is a `from_url` option.
 
-    * `prefix`: prepended to every group on the wire, so that several
-      applications (or test runs) share one server without hearing each other.
-      Redis pub/sub ignores the db number: channels are server-wide.
-    * `connect_timeout`: how long entering the channel keeps trying to reach
-      the server before raising `BrokerUnavailableError`.
-    * `publish_timeout`: how long `publish` retries during an outage.
-    * `subscribe_timeout`: how long `subscribe` waits for the server's
-      confirmation (also while reconnecting) before raising.
-    * `health_check_interval`: seconds of silence on the pub/sub connection
-      before it is PINGed; no answer within as long again means it is dead.
-    * `reconnect_backoff`: delays between reconnection attempts (and
-      publish retries).
-    * `max_payload_bytes`: the largest encoded message `publish` accepts.
-      None (the default): derived at connect from the server's
-      ``client-output-buffer-limit pubsub`` (see `_limits`).
+    Old names, accepted for one release with a `DeprecationWarning`:
+    ``prefix`` (now `namespace`) and ``max_connections`` (now `pool_size`).
     """
 
-    prefix: str = ""
-    connect_timeout: float = 5.0
-    publish_timeout: float = 5.0
-    subscribe_timeout: float = 5.0
-    health_check_interval: float = 30.0
-    reconnect_backoff: Backoff = field(default_factory=Backoff)
-    max_payload_bytes: int | None = None
+    renamed: ClassVar[Mapping[str, str]] = {"prefix": "namespace", "max_connections": "pool_size"}
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.prefix, str):
-            raise TypeError(f"prefix must be a str, got {type(self.prefix).__name__}")
-        for name in ("connect_timeout", "publish_timeout", "subscribe_timeout"):
-            _check_seconds(name, getattr(self, name))
-        _check_seconds("health_check_interval", self.health_check_interval)
-        if not isinstance(self.reconnect_backoff, Backoff):
-            raise TypeError(
-                "reconnect_backoff must be a channels_core.reconnect.Backoff, "
-                f"got {type(self.reconnect_backoff).__name__}"
-            )
-        limit = self.max_payload_bytes
-        if limit is not None:
-            if not isinstance(limit, int) or isinstance(limit, bool):
-                raise TypeError(f"max_payload_bytes must be an int, got {type(limit).__name__}")
-            if limit < 1:
-                raise ValueError(f"max_payload_bytes must be positive, got {limit!r}")
+    #: Prepended to every group on the wire, so that several applications (or
+    #: test runs) share one server without hearing each other. Redis pub/sub
+    #: ignores the db number: channels are server-wide.
+    namespace: str = options.text("")
+    #: Seconds entering the channel keeps trying to reach the server.
+    connect_timeout: float = options.seconds(5.0)
+    #: Seconds `publish` retries during an outage, pool wait included.
+    publish_timeout: float = options.seconds(5.0)
+    #: Seconds `subscribe` waits for the server's confirmation (also while reconnecting).
+    subscribe_timeout: float = options.seconds(5.0)
+    #: Seconds of silence on the pub/sub connection before it is PINGed; no
+    #: answer within as long again means it is dead.
+    health_check_interval: float = options.seconds(30.0)
+    #: Delays between reconnection attempts (and publish retries).
+    reconnect_backoff: Backoff = options.instance(Backoff, default_factory=Backoff)
+    #: The largest encoded message `publish` accepts; None: derived at connect
+    #: from the server's ``client-output-buffer-limit pubsub`` (see `_limits`).
+    max_payload_bytes: int | None = options.count(None, allow_none=True)
+    #: Publishing connections (concurrent publishes of one layer).
+    pool_size: int = options.count(10)
+
+    @property
+    def prefix(self) -> str:
+        """Deprecated: `namespace`."""
+        _deprecated("RedisLayerOptions.prefix", "RedisLayerOptions.namespace")
+        return self.namespace
+
+    @property
+    def max_connections(self) -> int:
+        """Deprecated: `pool_size`."""
+        _deprecated("RedisLayerOptions.max_connections", "RedisLayerOptions.pool_size")
+        return self.pool_size
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> LayerOptions:
-        """Build from option values; strings (from a URL) are converted."""
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            if isinstance(value, str) and name in _SECONDS:
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-            elif isinstance(value, str) and name == "max_payload_bytes":
-                try:
-                    value = int(value)
-                except ValueError:
-                    raise ValueError(f"{name} must be a whole number, got {value!r}") from None
-            converted[name] = value
-        return cls(**converted)
+    def from_mapping(cls, values: Mapping[str, Any]) -> Self:
+        """Deprecated: `from_options` (text values count as URL query text, as before)."""
+        _deprecated("RedisLayerOptions.from_mapping", "RedisLayerOptions.from_options")
+        text = [(name, value) for name, value in values.items() if isinstance(value, str)]
+        rest = {name: value for name, value in values.items() if not isinstance(value, str)}
+        return cls.from_options(rest, query=text)
 
 
-_SECONDS = frozenset(
-    ("connect_timeout", "publish_timeout", "subscribe_timeout", "health_check_interval")
-)
-
-#: Option names that belong to the layer rather than to redis-py.
-LAYER_OPTION_NAMES = frozenset(f.name for f in fields(LayerOptions))
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)

@@ -2,9 +2,9 @@
 
 redis-py parses the URL (db, username/password, ``rediss://`` TLS with
 ``ssl_*`` options, ``unix://`` sockets); this module adds the layer's own
-options, rejects unknown ones early (redis-py would only fail at the first
-connection), and makes the display form of the URL, which never shows a
-password.
+options (`RedisLayerOptions`), and rejects unknown ones early (redis-py
+would only fail at the first connection). URLs are shown through
+channels-core's `redact_url` only.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 
-from ._options import LAYER_OPTION_NAMES, LayerOptions
+from channels_core import redact_url, url_secrets
 
-__all__ = ["DEFAULT_URL", "RedisConfig", "parse_config", "redact_url"]
+from ._options import RedisLayerOptions
+
+__all__ = ["DEFAULT_URL", "SCHEMES", "RedisConfig", "parse_config"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -28,15 +30,16 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 SCHEMES = ("redis", "rediss", "unix", "redis+unix")
 
 #: Connection-pool options (the rest go to each connection).
-_POOL_OPTIONS = frozenset(("max_connections", "timeout"))
+_POOL_OPTIONS = frozenset(("timeout",))
+
+#: Option names that belong to the layer rather than to redis-py (old names included).
+_LAYER_OPTIONS = RedisLayerOptions.names()
 
 #: Options the layer sets itself, so they cannot be given.
 _MANAGED = {
     "retry": "the layer retries on its own: use publish_timeout and reconnect_backoff",
     "connection_class": "the URL scheme picks it (redis://, rediss://, unix://)",
 }
-
-DEFAULT_MAX_CONNECTIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +49,10 @@ class RedisConfig:
     display_url: str
     connection_class: type[AbstractConnection]
     connection_kwargs: Mapping[str, Any] = field(repr=False)
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
     pool_timeout: float | None = None
-    options: LayerOptions = field(default_factory=LayerOptions)
+    options: RedisLayerOptions = field(default_factory=RedisLayerOptions)
+    #: Every secret of the URL and options, to mask in driver messages.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
@@ -60,8 +64,9 @@ def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ValueError(
-            f"{display_url!r} is not a Redis URL: use redis://, rediss:// (TLS), "
-            "unix:// or redis+unix:// (a unix socket)"
+            f"{display_url!r} is not a Redis URL: use "
+            f"{', '.join(f'{name}://' for name in SCHEMES)} (rediss: TLS; unix, "
+            "redis+unix: a unix socket)"
         )
     database = parts.path.strip("/")
     if (
@@ -75,8 +80,8 @@ def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
             f"got {database!r}"
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
-    url_layer_options = {name: value for name, value in query if name in LAYER_OPTION_NAMES}
-    redis_query = [(name, value) for name, value in query if name not in LAYER_OPTION_NAMES]
+    layer_query = [(name, value) for name, value in query if name in _LAYER_OPTIONS]
+    redis_query = [(name, value) for name, value in query if name not in _LAYER_OPTIONS]
     redis_url = urlunsplit(
         parts._replace(
             scheme="unix" if scheme == "redis+unix" else scheme, query=urlencode(redis_query)
@@ -85,16 +90,14 @@ def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
     url_kwargs: dict[str, Any] = dict(parse_url(redis_url))
     connection_class: type[AbstractConnection] = url_kwargs.pop("connection_class", Connection)
 
-    layer_kwargs = {name: value for name, value in options.items() if name in LAYER_OPTION_NAMES}
+    layer_kwargs = {name: value for name, value in options.items() if name in _LAYER_OPTIONS}
     redis_kwargs = {**url_kwargs}
     redis_kwargs.update(
-        (name, value) for name, value in options.items() if name not in LAYER_OPTION_NAMES
+        (name, value) for name, value in options.items() if name not in _LAYER_OPTIONS
     )
     _check_redis_options(connection_class, redis_kwargs)
+    layer_options = RedisLayerOptions.from_options(layer_kwargs, query=layer_query)
 
-    max_connections = redis_kwargs.pop("max_connections", DEFAULT_MAX_CONNECTIONS)
-    if type(max_connections) is not int or max_connections < 1:
-        raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
     pool_timeout = redis_kwargs.pop("timeout", None)
     if "socket_keepalive" in _connection_parameters(connection_class):  # TCP only
         redis_kwargs.setdefault("socket_keepalive", True)
@@ -102,27 +105,15 @@ def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
         display_url=display_url,
         connection_class=connection_class,
         connection_kwargs=redis_kwargs,
-        max_connections=max_connections,
         pool_timeout=pool_timeout,
-        options=LayerOptions.from_mapping({**url_layer_options, **layer_kwargs}),
+        options=layer_options,
+        secrets=tuple(_secrets(url, redis_kwargs)),
     )
 
 
-def redact_url(url: str) -> str:
-    """`url` with any password (in the user info or the query) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
-    query = urlencode(
-        [
-            (name, "***" if "password" in name.lower() else value)
-            for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*:/",
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+def _secrets(url: str, redis_kwargs: Mapping[str, Any]) -> list[str]:
+    given = [redis_kwargs.get(name) for name in ("password", "ssl_password")]
+    return [*url_secrets(url), *(value for value in given if isinstance(value, str) and value)]
 
 
 def _check_redis_options(
@@ -131,12 +122,13 @@ def _check_redis_options(
     for name, reason in _MANAGED.items():
         if name in given:
             raise TypeError(f"the Redis layer does not take {name!r}: {reason}")
-    accepted = _connection_parameters(connection_class) | _POOL_OPTIONS | LAYER_OPTION_NAMES
+    accepted = _connection_parameters(connection_class) | _POOL_OPTIONS | _LAYER_OPTIONS
     unknown = sorted(set(given) - accepted)
     if unknown:
+        current = sorted(_LAYER_OPTIONS - set(RedisLayerOptions.renamed))
         raise TypeError(
             f"unknown option(s) for the Redis layer ({connection_class.__name__}): "
-            f"{', '.join(unknown)}. Layer options: {', '.join(sorted(LAYER_OPTION_NAMES))}; "
+            f"{', '.join(unknown)}. Layer options: {', '.join(current)}; "
             "every other option must be a redis-py connection option "
             "(see redis.asyncio.Connection)"
         )

@@ -1,38 +1,46 @@
 """Throwaway Redis servers for tests: this package's, and a layer user's.
 
-`RedisServer` runs a private ``redis-server`` (optionally with a password and a
-TLS port whose certificate a throwaway CA signed) on free loopback ports;
-`RedisServers` starts any number of them and stops them all at the end.
-Needs the ``redis-server`` program (and ``openssl`` for TLS).
+    with RedisServer() as server:          # started on free loopback ports
+        layer = RedisPubSubChannelLayer.from_url(server.url)
+        ...
+        server.restart()                   # an outage; same port, same URL
+
+`RedisServer` runs a private ``redis-server`` (optionally with a password,
+and a TLS port whose certificate a throwaway CA signed) in the shape of
+`channels_core.testing.ThrowawayServer`; `redis_servers` starts any number
+of them and stops them all when its block ends. Needs the ``redis-server``
+program (and ``openssl`` for TLS); without it they raise `ToolMissing`.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import redis
+
+from channels_core.testing import ThrowawayServer, ToolMissing, free_port, require_tool
 
 __all__ = [
     "RedisServer",
     "ToolMissing",
     "free_port",
+    "make_certificates",
     "reachable",
     "redis_servers",
     "require_tool",
 ]
 
-
-class ToolMissing(RuntimeError):
-    """A program the throwaway servers need is not installed."""
+_INSTALL_HINT = "apt-get install redis-server"
 
 
 def reachable(url: str) -> bool:
+    """Whether a Redis server answers PING at `url`."""
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
@@ -42,44 +50,54 @@ def reachable(url: str) -> bool:
         client.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+class RedisServer(ThrowawayServer):
+    """A ``redis-server`` process on a loopback port (and a unix socket) that we own.
 
+    Its files go to `directory` (a temporary directory of its own if None,
+    removed at the end).
+    """
 
-class RedisServer:
-    """A ``redis-server`` process on a loopback port (and a unix socket) that we own."""
-
-    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
-        self._binary = require_tool("redis-server", "apt-get install redis-server")
-        self._directory = directory
-        self.port = free_port()
-        self.unix_socket = directory / "redis.sock"
+    def __init__(
+        self,
+        directory: Path | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        *,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(port)
+        self._binary = require_tool("redis-server", _INSTALL_HINT)
+        self._own_directory = directory is None
+        self._directory = (
+            Path(tempfile.mkdtemp(prefix="redis-server-")) if directory is None else directory
+        )
+        self.unix_socket = self._directory / "redis.sock"
         self.password = password
         self.tls_port = free_port() if tls else None
-        self.ca_file = directory / "ca.crt"
+        self.ca_file = self._directory / "ca.crt"
         if tls:
-            make_certificates(directory)
+            make_certificates(self._directory)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = "" if self.password is None else f":{self.password}@"
-        return f"redis://{auth}127.0.0.1:{self.port}"
+        return f"redis://{auth}{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
+        """The server's process id (to freeze it with SIGSTOP)."""
         assert self._process is not None
         return self._process.pid
 
     def start(self) -> None:
-        assert self._process is None
+        if self._process is not None:
+            return
         self._process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
             [
                 self._binary,
                 "--port", str(self.port),
-                "--bind", "127.0.0.1",
+                "--bind", self.host,
                 "--unixsocket", str(self.unix_socket),
                 "--save", "",
                 "--appendonly", "no",
@@ -114,13 +132,9 @@ class RedisServer:
             process.kill()
             process.wait(timeout=10)
 
-
-def require_tool(name: str, install: str) -> str:
-    """The path of a program the servers need; `ToolMissing` without it."""
-    path = shutil.which(name)
-    if path is None:
-        raise ToolMissing(f"{name} is not installed ({install})")
-    return path
+    def cleanup(self) -> None:
+        if self._own_directory:
+            shutil.rmtree(self._directory, ignore_errors=True)
 
 
 def make_certificates(directory: Path) -> None:
@@ -165,18 +179,13 @@ def make_certificates(directory: Path) -> None:
 
 
 @contextmanager
-def redis_servers(make_directory: Callable[[], Path]) -> Iterator[Callable[..., RedisServer]]:
+def redis_servers(
+    make_directory: Callable[[], Path | None] = lambda: None,
+) -> Iterator[Callable[..., RedisServer]]:
     """A ``start(password=None, tls=False)`` function; every server it started stops at exit."""
-    servers: list[RedisServer] = []
+    with ExitStack() as servers:
 
-    def start(password: str | None = None, tls: bool = False) -> RedisServer:
-        server = RedisServer(make_directory(), password, tls)
-        servers.append(server)
-        server.start()
-        return server
+        def start(password: str | None = None, tls: bool = False) -> RedisServer:
+            return servers.enter_context(RedisServer(make_directory(), password, tls))
 
-    try:
         yield start
-    finally:
-        for server in servers:
-            server.stop()
