@@ -36,8 +36,8 @@ class NoPatternsMemoryLayer(InMemoryChannelLayer):
 
 
 def test_capabilities_come_from_class_attributes() -> None:
-    assert layer_capabilities(InMemoryChannelLayer) == {"multi-group", "patterns"}
-    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group"}
+    assert layer_capabilities(InMemoryChannelLayer) == {"multi-group", "patterns", "history"}
+    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "history"}
     methods = capabilities_of(InMemoryChannelLayer).patterns
     assert methods == SubscribeMethods(
         InMemoryChannelLayer.subscribe_patterns, InMemoryChannelLayer.unsubscribe_patterns
@@ -94,10 +94,10 @@ def test_pluggy_hookimpls_still_answer_first() -> None:
         patterns = capabilities_of(NoPatternsMemoryLayer).patterns
         assert patterns is not None
         assert patterns.subscribe == plugin.psubscribe
-        assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "patterns"}
+        assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "patterns", "history"}
     finally:
         plugin_manager().unregister(plugin)
-    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group"}
+    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "history"}
 
 
 # -- the connect checks -------------------------------------------------------------------

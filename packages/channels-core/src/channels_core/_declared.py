@@ -1,7 +1,7 @@
 """The core's own hookimpls: capabilities a layer declares with class attributes.
 
-A layer sets ``supports_multi_group = True`` or ``supports_patterns =
-True`` and defines the matching methods (see `ChannelLayer`); these hooks,
+A layer sets ``supports_multi_group``, ``supports_patterns`` or
+``supports_history`` to True and defines the matching methods (see `ChannelLayer`); these hooks,
 registered with the plugin manager by the core and tried last, turn that
 into the answers a pluggy hookimpl would give. A layer's own hookimpls, if
 it has any, answer first.
@@ -14,9 +14,14 @@ from typing import TYPE_CHECKING
 from .hookspecs import SubscribeMethods, hookimpl
 
 if TYPE_CHECKING:
+    from .history import ReadHistory
     from .layer import ChannelLayer
 
-__all__ = ["channels_multi_group_support", "channels_pattern_support"]
+__all__ = [
+    "channels_history_support",
+    "channels_multi_group_support",
+    "channels_pattern_support",
+]
 
 
 @hookimpl(trylast=True)
@@ -30,4 +35,11 @@ def channels_multi_group_support(layer_class: type[ChannelLayer]) -> SubscribeMe
 def channels_pattern_support(layer_class: type[ChannelLayer]) -> SubscribeMethods | None:
     if layer_class.supports_patterns:
         return SubscribeMethods(layer_class.subscribe_patterns, layer_class.unsubscribe_patterns)
+    return None
+
+
+@hookimpl(trylast=True)
+def channels_history_support(layer_class: type[ChannelLayer]) -> ReadHistory | None:
+    if layer_class.supports_history:
+        return layer_class.read_history
     return None

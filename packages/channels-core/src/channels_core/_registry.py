@@ -1,4 +1,11 @@
-"""Who listens to what in one channel: routing and broker reference counts."""
+"""Who listens to what in one channel: routing, broker reference counts, history handovers.
+
+With history on it also keeps the last position delivered per group, and
+holds live deliveries while a replay from the log is under way (for one
+subscriber's ``since=``, or for a whole group recovering after a
+reconnect); releasing a hold drops what the replay already delivered, so
+the handover has no gap and no duplicate.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .event import Event
+from .exceptions import LossReason
+from .history import HistoryRead, Position, parse_position
 from .subscriber import Subscriber
 
 logger = logging.getLogger("channels_core")
@@ -29,6 +38,15 @@ class SubscriptionRegistry:
         self.received = 0
         self.undecodable = 0
         self.gaps = 0
+        #: Group -> the position of the last event delivered for it (history on).
+        self.positions: dict[str, str] = {}
+        #: Live events held per subscriber and group while its ``since=`` replay runs.
+        self._holds: dict[Subscriber, dict[str, list[Event]]] = {}
+        #: Live events held per group while it recovers after a reconnect.
+        self.recovering: dict[str, list[Event]] = {}
+        #: Called (synchronously) to start recovering the groups in `recovering`;
+        #: None when the layer keeps no history: a reconnect is then a gap.
+        self.start_recovery: Callable[[], object] | None = None
 
     @property
     def subscribers(self) -> set[Subscriber]:
@@ -55,26 +73,17 @@ class SubscriptionRegistry:
 
     def remove(self, subscriber: Subscriber) -> tuple[list[str], list[str]]:
         """Unregister `subscriber`; return the groups and patterns nobody needs any more."""
-        return (
-            _remove(self._groups, subscriber.groups, subscriber),
-            _remove(self._patterns, subscriber.patterns, subscriber),
-        )
+        self._holds.pop(subscriber, None)
+        gone_groups = _remove(self._groups, subscriber.groups, subscriber)
+        for group in gone_groups:
+            self.positions.pop(group, None)
+            self.recovering.pop(group, None)
+        return gone_groups, _remove(self._patterns, subscriber.patterns, subscriber)
 
-    def close_all(self) -> None:
-        for subscriber in self.subscribers:
-            subscriber._close()
-        self._groups.clear()
-        self._patterns.clear()
-
-    # -- the Inbox protocol ---------------------------------------------------
-
-    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> bool:
-        self.received += 1
-        members = self._groups.get(group) if pattern is None else self._patterns.get(pattern)
-        if not members:
-            return False
+    def _decode(self, group: str, payload: bytes) -> Any:
+        """The decoded message, or `_UNDECODABLE` (logged and counted)."""
         try:
-            message = self._loads(payload)
+            return self._loads(payload)
         except Exception as exc:
             self.undecodable += 1
             logger.warning(
@@ -86,8 +95,36 @@ class SubscriptionRegistry:
                 len(payload),
                 payload[:64],
             )
+            return _UNDECODABLE
+
+    def close_all(self) -> None:
+        for subscriber in self.subscribers:
+            subscriber._close()
+        self._groups.clear()
+        self._patterns.clear()
+        self._holds.clear()
+        self.recovering.clear()
+
+    # -- the Inbox protocol ---------------------------------------------------
+
+    def deliver(
+        self, group: str, payload: bytes, pattern: str | None = None, position: str | None = None
+    ) -> bool:
+        self.received += 1
+        members = self._groups.get(group) if pattern is None else self._patterns.get(pattern)
+        if not members:
             return False
-        event = Event(group, message, pattern)
+        message = self._decode(group, payload)
+        if message is _UNDECODABLE:
+            return False
+        event = Event(group, message, pattern, position)
+        if position is not None and pattern is None:
+            if self.recovering and group in self.recovering:
+                self.recovering[group].append(event)
+                return False
+            self.positions[group] = position
+        if self._holds:
+            return self._fan_out_held(event, members)
         filling = False
         for subscriber in members:
             if subscriber._push(event):
@@ -95,9 +132,127 @@ class SubscriptionRegistry:
         return filling
 
     def messages_lost(self) -> None:
+        """Mark a gap for every subscriber, except groups the channel can recover from the log."""
         self.gaps += 1
-        for subscriber in self.subscribers:
+        recoverable: set[str] = set()
+        if self.start_recovery is not None:
+            recoverable = {group for group in self._groups if group in self.positions}
+        for group in recoverable:
+            self.recovering.setdefault(group, [])
+        for subscriber in self._patterns_and_groups_except(recoverable):
             subscriber._mark_reconnect()
+        if recoverable:
+            assert self.start_recovery is not None
+            self.start_recovery()
+
+    # -- history handovers ----------------------------------------------------
+
+    def hold(self, subscriber: Subscriber, groups: tuple[str, ...]) -> None:
+        """Hold `subscriber`'s live events of `groups` until `release` (call before `add`)."""
+        self._holds[subscriber] = {group: [] for group in groups}
+
+    def unhold(self, subscriber: Subscriber) -> None:
+        """Forget `subscriber`'s holds (its subscription failed or ended)."""
+        self._holds.pop(subscriber, None)
+
+    def release(self, subscriber: Subscriber, group: str, read: HistoryRead) -> None:
+        """Hand `subscriber` the replayed `read` of `group`, then its held events past it.
+
+        An incomplete read puts a ``MessagesLost("expired")`` before the
+        replayed events.
+        """
+        held = self._holds.get(subscriber, {}).pop(group, [])
+        if not self._holds.get(subscriber, True):
+            del self._holds[subscriber]
+        items = self._replayed(group, read, "expired", held)
+        subscriber._replay(items)
+        if group in self._groups:
+            self.positions.setdefault(group, read.head)
+
+    def finish_recovery(self, group: str, read: HistoryRead | None) -> None:
+        """End `group`'s recovery with the log `read` after its last position (None: failed).
+
+        Every subscriber of the group gets the missed events, then the live
+        events held meanwhile that the read did not contain; a read that is
+        missing or incomplete is a ``MessagesLost("reconnect")`` first.
+        """
+        held = self.recovering.pop(group, [])
+        members = self._groups.get(group)
+        if not members:
+            return
+        if read is None:
+            for subscriber in members:
+                subscriber._mark_reconnect()
+            events = held
+        else:
+            events = [
+                item
+                for item in self._replayed(group, read, "reconnect", held)
+                if isinstance(item, Event)
+            ]
+            if not read.complete:
+                for subscriber in members:
+                    subscriber._mark_reconnect()
+        for event in events:
+            if event.position is not None:
+                self.positions[group] = event.position
+            if self._holds:
+                self._fan_out_held(event, members)
+            else:
+                for subscriber in members:
+                    subscriber._push(event)
+
+    def decode_history(self, group: str, read: HistoryRead) -> list[Event]:
+        """The events of `read`, decoded (undecodable ones skipped and counted)."""
+        events = []
+        for position, payload in read.events:
+            message = self._decode(group, payload)
+            if message is not _UNDECODABLE:
+                events.append(Event(group, message, None, position))
+        return events
+
+    def _replayed(
+        self, group: str, read: HistoryRead, reason: LossReason, held: list[Event]
+    ) -> list[Event | LossReason]:
+        """`read`'s events (after a loss marker if incomplete), then `held` events past its head."""
+        items: list[Event | LossReason] = [] if read.complete else [reason]
+        items += self.decode_history(group, read)
+        head = parse_position(read.head)
+        items += [event for event in held if _is_after(event.position, head)]
+        return items
+
+    def _fan_out_held(self, event: Event, members: _Members) -> bool:
+        filling = False
+        for subscriber in members:
+            held = self._holds.get(subscriber)
+            if held is not None and event.pattern is None and event.group in held:
+                held[event.group].append(event)
+            elif subscriber._push(event):
+                filling = True
+        return filling
+
+    def _patterns_and_groups_except(self, groups: set[str]) -> set[Subscriber]:
+        """Every pattern subscriber, and every subscriber of a group not in `groups`."""
+        members: set[Subscriber] = set()
+        for subscribers in self._patterns.values():
+            members.update(subscribers)
+        for group, subscribers in self._groups.items():
+            if group not in groups:
+                members.update(subscribers)
+        return members
+
+
+_UNDECODABLE = object()
+
+
+def _is_after(position: str | None, head: Position) -> bool:
+    """True if `position` comes after `head` (a live event not in the replay)."""
+    if position is None:
+        return True
+    try:
+        return parse_position(position).is_after(head)
+    except ValueError:
+        return True
 
 
 def _add(table: dict[str, _Members], names: tuple[str, ...], subscriber: Subscriber) -> list[str]:

@@ -6,26 +6,34 @@ import enum
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from ._connecting import connected
 from ._names import check_name, check_names
 from ._registry import SubscriptionRegistry
+from .background import background_tasks
 from .discovery import layer_for_url
+from .event import Event
 from .exceptions import (
     ChannelClosedError,
     ChannelInUseError,
+    ChannelsError,
+    MessagesLost,
     NotSupportedError,
     PayloadTooLargeError,
 )
+from .history import HistoryOptions, HistoryRead, ReadHistory, parse_position
 from .layer import ChannelLayer
+from .options import check_count
 from .plugins import capabilities_of
 from .serializers import Serializer, resolve_serializer
 from .subscriber import OVERFLOW_POLICIES, OverflowPolicy, Subscriber
@@ -36,6 +44,12 @@ logger = logging.getLogger("channels_core")
 
 #: The options `Channel.from_url` keeps for the channel; the rest go to the layer.
 CHANNEL_OPTIONS = ("serializer", "buffer_size", "overflow", "unsubscribe_timeout")
+
+#: Layer options that need the "history" capability.
+HISTORY_OPTIONS = HistoryOptions.names()
+
+#: ``since=`` of `Channel.subscribe`: one position, or a position per group.
+Since = str | Mapping[str, str]
 
 
 class _State(enum.Enum):
@@ -109,6 +123,8 @@ class Channel:
         self._exit_stack: AsyncExitStack | None = None
         self._subscription_lock: anyio.Lock | None = None
         self._published = 0
+        self._recovery_round = 0  # bumped by each reconnect the layer reports
+        self._recovering = False  # a recovery task is running
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -119,7 +135,9 @@ class Channel:
         the layer's ``from_url``.
         """
         channel_options = {key: options.pop(key) for key in CHANNEL_OPTIONS if key in options}
-        layer = layer_for_url(url).from_url(url, **options)
+        layer_class = layer_for_url(url)
+        _check_history_options(layer_class, url, options)
+        layer = layer_class.from_url(url, **options)
         return cls(layer, **channel_options)
 
     def __repr__(self) -> str:
@@ -162,9 +180,13 @@ class Channel:
         self._registry = SubscriptionRegistry(self._codec.loads)  # nothing carried over
         self._published = 0
         self._subscription_lock = anyio.Lock()
+        self._recovering = False
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(connected(self._layer, self._registry))
+                if self._capabilities.history is not None and self._layer.keeps_history:
+                    tasks = await stack.enter_async_context(background_tasks())
+                    self._registry.start_recovery = lambda: self._start_recovery(tasks)
                 self._exit_stack = stack.pop_all()
         except BaseException:
             self._state = _State.CLOSED
@@ -249,14 +271,23 @@ class Channel:
         *more_groups: str,
         buffer_size: int | None = None,
         overflow: OverflowPolicy | None = None,
+        since: Since | None = None,
     ) -> AbstractAsyncContextManager[Subscriber]:
         """Subscribe to one or more groups for the duration of an ``async with`` block.
 
         The subscription is live on the broker when the block starts; it
         yields a `Subscriber`, an async iterator of `Event`.
+
+        `since` (history on): an `Event.position` of the one group, or
+        ``{group: position}`` for several. The subscriber first gets every
+        retained event of those groups after the position, in order, then
+        live events, with no gap and no duplicate in between; if the history
+        no longer reaches back to a position, iteration raises
+        ``MessagesLost(reason="expired")`` before that group's oldest event.
         """
         groups = check_names((group, *more_groups), "group")
-        return self._subscription(groups, (), buffer_size, overflow)
+        positions = None if since is None else self._check_since(groups, since)
+        return self._subscription(groups, (), buffer_size, overflow, positions)
 
     def subscribe_pattern(
         self,
@@ -285,6 +316,7 @@ class Channel:
         patterns: tuple[str, ...],
         buffer_size: int | None,
         overflow: OverflowPolicy | None,
+        since: Mapping[str, str] | None = None,
     ) -> AbstractAsyncContextManager[Subscriber]:
         subscriber = Subscriber(
             groups,
@@ -292,12 +324,24 @@ class Channel:
             self._buffer_size if buffer_size is None else _check_buffer_size(buffer_size),
             self._overflow if overflow is None else _check_overflow(overflow),
         )
-        return self._attached(subscriber)
+        return self._attached(subscriber, since)
 
     @asynccontextmanager
-    async def _attached(self, subscriber: Subscriber) -> AsyncIterator[Subscriber]:
-        await self._attach(subscriber)
+    async def _attached(
+        self, subscriber: Subscriber, since: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Subscriber]:
+        if since:
+            self._registry.hold(subscriber, tuple(since))
         try:
+            await self._attach(subscriber)
+        except BaseException:
+            self._registry.unhold(subscriber)
+            raise
+        try:
+            if since:
+                await self._replay(subscriber, since)
+            if subscriber.groups and self._registry.start_recovery is not None:
+                await self._note_heads(subscriber.groups)
             yield subscriber
         finally:
             with anyio.CancelScope(shield=True):
@@ -327,6 +371,135 @@ class Channel:
             gone_groups, gone_patterns = self._registry.remove(subscriber)
             if self._state is _State.OPEN:
                 await self._broker_unsubscribe(gone_groups, gone_patterns)
+
+    # -- history ----------------------------------------------------------------
+
+    async def history(
+        self, group: str, limit: int | None = None, since: str | None = None
+    ) -> list[Event]:
+        """Events retained in `group`'s history, oldest first (history on).
+
+        Without `since`, the newest `limit` events (all with None); with
+        `since` (an `Event.position`), the first `limit` events after it, to
+        page forward. Raises ``MessagesLost(reason="expired")`` if the
+        history no longer reaches back to `since`, and `NotSupportedError`
+        if the layer keeps no history.
+        """
+        self._check_open()
+        self._check_owner()
+        check_name(group, "group")
+        if limit is not None:
+            check_count("limit", limit, minimum=0)
+        if since is not None:
+            parse_position(since, "since")
+        read_history = self._history_reader("history()")
+        read = await read_history(self._layer, group, since, limit)
+        if since is not None and not read.complete:
+            raise MessagesLost("expired", None)
+        return self._registry.decode_history(group, read)
+
+    def _history_reader(self, what: str) -> ReadHistory:
+        """The layer's ``read_history``; `NotSupportedError` naming the layer if it has none."""
+        read_history = self._capabilities.history
+        name = type(self._layer).__name__
+        if read_history is None:
+            raise NotSupportedError(
+                f"{name} keeps no history, so {what} cannot be used; use a layer with the "
+                f'"history" capability (memory, for one) and set its history_size'
+            )
+        if not self._layer.keeps_history:
+            raise NotSupportedError(
+                f"history is off on this {name}, so {what} cannot be used; turn it on with "
+                "the layer option history_size (e.g. memory://?history_size=100)"
+            )
+        return read_history
+
+    def _check_since(self, groups: tuple[str, ...], since: object) -> dict[str, str]:
+        """``since=`` as ``{group: position}``, checked against `groups`."""
+        self._history_reader("subscribe(..., since=...)")
+        if isinstance(since, str):
+            if len(set(groups)) > 1:
+                raise ValueError(
+                    "since= is one position, but a position belongs to one group and this "
+                    f"subscription has {len(set(groups))}; pass since={{group: position, ...}}"
+                )
+            since = {groups[0]: since}
+        if not isinstance(since, Mapping):
+            raise TypeError(
+                "since must be an Event.position (str) or a {group: position} mapping, "
+                f"got {type(since).__name__}"
+            )
+        unknown = [group for group in since if group not in groups]
+        if unknown:
+            raise ValueError(
+                f"since= names group(s) this subscription does not include: {unknown!r}"
+            )
+        for group, position in since.items():
+            parse_position(position, f"since[{group!r}]")
+        return dict(since)
+
+    async def _replay(self, subscriber: Subscriber, since: Mapping[str, str]) -> None:
+        """Read each group's history after its position, then hand the live events over."""
+        read_history = self._history_reader("subscribe(..., since=...)")
+        for group, position in since.items():
+            read = await read_history(self._layer, group, position, None)
+            self._registry.release(subscriber, group, read)
+
+    async def _note_heads(self, groups: tuple[str, ...]) -> None:
+        """Record the log's head for groups with no position yet, to recover them later.
+
+        Best effort: a group whose head is unknown gets
+        ``MessagesLost("reconnect")`` after a reconnect, as without history.
+        """
+        registry = self._registry
+        read_history = self._capabilities.history
+        assert read_history is not None
+        for group in dict.fromkeys(groups):
+            if group in registry.positions:
+                continue
+            try:
+                read = await read_history(self._layer, group, None, 0)
+            except ChannelsError as exc:
+                logger.info("could not read the history head of %r: %s", group, exc)
+                continue
+            if group in registry.groups:
+                registry.positions.setdefault(group, read.head)
+
+    def _start_recovery(self, tasks: TaskGroup) -> None:
+        """Called when the layer reports a reconnect: recover the held groups in a task."""
+        self._recovery_round += 1
+        if not self._recovering:
+            self._recovering = True
+            tasks.start_soon(self._recover)
+
+    async def _recover(self) -> None:
+        """Read every recovering group's log after its last position, then release it.
+
+        A reconnect reported while reading makes the reads stale (the new gap
+        may not be in them): read again, the live events staying held.
+        """
+        registry = self._registry
+        read_history = self._capabilities.history
+        assert read_history is not None
+        try:
+            while registry.recovering:
+                round_number = self._recovery_round
+                reads: dict[str, HistoryRead | None] = {}
+                for group in list(registry.recovering):
+                    try:
+                        reads[group] = await read_history(
+                            self._layer, group, registry.positions.get(group), None
+                        )
+                    except ChannelsError as exc:
+                        logger.warning("could not recover %r from its history: %s", group, exc)
+                        reads[group] = None
+                if round_number != self._recovery_round:
+                    continue
+                for group, read in reads.items():
+                    if group in registry.recovering:
+                        registry.finish_recovery(group, read)
+        finally:
+            self._recovering = False
 
     async def _broker_subscribe(self, groups: Sequence[str], patterns: Sequence[str]) -> None:
         layer, capabilities = self._layer, self._capabilities
@@ -363,6 +536,21 @@ class Channel:
             logger.warning(
                 "could not unsubscribe %s from the broker", [*groups, *patterns], exc_info=True
             )
+
+
+def _check_history_options(
+    layer_class: type[ChannelLayer], url: str, options: Mapping[str, object]
+) -> None:
+    """`NotSupportedError` naming the layer if history options reach a layer without history."""
+    if capabilities_of(layer_class).history is not None:
+        return
+    query = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    given = sorted(HISTORY_OPTIONS & (set(options) | query))
+    if given:
+        raise NotSupportedError(
+            f"{layer_class.__name__} keeps no history, so it cannot take {', '.join(given)}; "
+            'use a layer with the "history" capability'
+        )
 
 
 def _check_buffer_size(buffer_size: object) -> int:

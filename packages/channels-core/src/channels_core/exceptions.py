@@ -23,7 +23,7 @@ __all__ = [
     "SerializationError",
 ]
 
-LossReason = Literal["overflow", "reconnect"]
+LossReason = Literal["overflow", "reconnect", "expired"]
 
 
 class ChannelsError(Exception):
@@ -61,10 +61,12 @@ class BrokerUnavailableError(ChannelsError, ConnectionError):
 class MessagesLost(ChannelsError):
     """Raised by a subscriber's iteration at the point where messages went missing.
 
-    `reason` is ``"overflow"`` when the subscriber's buffer was full and
+    `reason` is ``"overflow"`` when the subscriber's buffer was full,
     ``"reconnect"`` when the layer lost its broker connection and came back
-    (messages published in between were not seen). `count` is the number of
-    dropped messages when it is known (overflow), else ``None``.
+    and could not prove that it recovered what was published in between, and
+    ``"expired"`` when a replay (``subscribe(..., since=...)``) started from a
+    position the group's history no longer reaches back to. `count` is the
+    number of dropped messages when it is known (overflow), else ``None``.
 
     The subscription stays live: catch this, resynchronise whatever state you
     derive from the stream, and keep iterating the same subscriber.
@@ -76,6 +78,12 @@ class MessagesLost(ChannelsError):
         if reason == "overflow":
             what = f"{count} message(s) dropped because this subscriber's buffer was full"
             hint = "read faster, or raise buffer_size"
+        elif reason == "expired":
+            what = (
+                "the history no longer reaches back to the requested position "
+                "(trimmed, expired, or the broker lost its log); older events are gone"
+            )
+            hint = "resynchronise any state derived from this stream, or keep more history"
         else:
             what = (
                 "the broker connection was lost and restored; "

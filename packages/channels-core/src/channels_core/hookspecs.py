@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from .history import ReadHistory
     from .layer import ChannelLayer
 
 __all__ = ["PROJECT_NAME", "SubscribeMethods", "hookimpl", "hookspec"]
@@ -68,4 +69,16 @@ def channels_pattern_support(
     The layer must then deliver matching messages with
     ``inbox.deliver(group, payload, pattern=pattern)``. Without an
     implementation `Channel.subscribe_pattern` raises `NotSupportedError`.
+    """
+
+
+@hookspec(firstresult=True)
+def channels_history_support(
+    layer_class: type[ChannelLayer],
+) -> ReadHistory | None:
+    """Keep a replayable log per group: return the layer's ``read_history``.
+
+    See `channels_core.history` for what such a layer does. Without an
+    implementation ``since=``, `Channel.history` and the ``history_size``
+    option raise `NotSupportedError`.
     """

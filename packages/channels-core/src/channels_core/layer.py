@@ -11,8 +11,9 @@ processes and knows nothing of serializers, subscribers or buffering. The
   its `Inbox`, then fans events out to the subscribers' bounded buffers.
 
 Optional capabilities (several groups in one broker round trip, glob
-pattern subscriptions) are declared with class attributes
-(`supports_multi_group`, `supports_patterns`) naming methods of the layer;
+pattern subscriptions, a replayable history per group) are declared with
+class attributes (`supports_multi_group`, `supports_patterns`,
+`supports_history`) naming methods of the layer;
 pluggy hooks (`channels_core.hookspecs`) remain for plugins that want them.
 
 The error contract: everything a layer raises for broker trouble is a
@@ -30,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol, Self
 
 from .exceptions import NotSupportedError
+from .history import HistoryRead
 from .stats import LayerStats
 
 __all__ = ["ChannelLayer", "Inbox"]
@@ -42,11 +44,16 @@ class Inbox(Protocol):
     layer's reader task, without awaiting anything in between.
     """
 
-    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> bool:
+    def deliver(
+        self, group: str, payload: bytes, pattern: str | None = None, position: str | None = None
+    ) -> bool:
         """Hand over one message published to `group`.
 
         Pass `pattern` when the message arrived through a pattern
         subscription (the pattern as it was subscribed), else leave it None.
+        A layer keeping history passes the message's `position` in the
+        group's log (`channels_core.history.format_position`), delivering
+        each group's messages in log order.
         Returns True when a reading subscriber's buffer is filling up: a layer
         that delivers without I/O (in-process) should then yield to the event
         loop so subscribers can catch up; network layers can ignore it.
@@ -55,8 +62,12 @@ class Inbox(Protocol):
     def messages_lost(self) -> None:
         """Report that messages may have been missed (e.g. after a reconnect).
 
-        Call it once the broker subscriptions are live again, so that a
-        subscriber resynchronising on this signal sees everything after it.
+        Call it once the broker subscriptions are live again, and before
+        delivering anything received since, so that a subscriber
+        resynchronising on this signal sees everything after it. With
+        history on (`ChannelLayer.keeps_history`) the channel then recovers
+        each subscribed group from the log, after the last position it
+        delivered, and tells subscribers only what it cannot recover.
         """
 
 
@@ -64,6 +75,7 @@ class Inbox(Protocol):
 _CAPABILITY_METHODS = {
     "supports_multi_group": ("subscribe_groups", "unsubscribe_groups"),
     "supports_patterns": ("subscribe_patterns", "unsubscribe_patterns"),
+    "supports_history": ("read_history",),
 }
 
 
@@ -112,6 +124,16 @@ class ChannelLayer(abc.ABC):
     #: True if the layer supports glob pattern subscriptions through
     #: `subscribe_patterns` / `unsubscribe_patterns` (which it must define).
     supports_patterns: ClassVar[bool] = False
+
+    #: True if the layer can keep a replayable log per group (options
+    #: ``history_size``/``history_ttl``, see `channels_core.history`) and
+    #: defines `read_history`; `keeps_history` says whether this instance does.
+    supports_history: ClassVar[bool] = False
+
+    @property
+    def keeps_history(self) -> bool:
+        """True if this layer logs every publish (history is on); False by default."""
+        return False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -223,6 +245,26 @@ class ChannelLayer(abc.ABC):
             The same as `unsubscribe`; `NotSupportedError` without the capability.
         """
         raise NotSupportedError(f"{type(self).__qualname__} does not support pattern subscriptions")
+
+    async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        """Read `group`'s log (with `supports_history`, while `keeps_history`).
+
+        With `after` (a position), the first `limit` events after it, or all
+        of them with ``limit=None``; if the log does not reach back to
+        `after` (older than the oldest event retained, or of another epoch),
+        the events from the oldest retained, with ``complete=False``. Without
+        `after`, the newest `limit` events (all with None), oldest first,
+        ``complete=True``. ``limit=0`` reads only the `HistoryRead.head`.
+
+        Raises:
+            BrokerUnavailableError: the broker did not answer within the
+                layer's timeout.
+            BrokerRefusedError: the broker refused the read (permissions).
+            ChannelClosedError: the layer is not connected.
+            NotSupportedError: without the capability (this default), or
+                with history off.
+        """
+        raise NotSupportedError(f"{type(self).__qualname__} keeps no history")
 
     def stats(self) -> LayerStats:
         """A frozen snapshot of the layer's counters (a `LayerStats`, or a subclass).

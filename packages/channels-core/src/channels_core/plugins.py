@@ -1,7 +1,8 @@
 """The plugin manager and what it says about a layer's optional capabilities.
 
 A layer declares its capabilities with class attributes
-(`ChannelLayer.supports_multi_group`, `ChannelLayer.supports_patterns`),
+(`ChannelLayer.supports_multi_group`, `ChannelLayer.supports_patterns`,
+`ChannelLayer.supports_history`),
 which the core's own hookimpls read; a layer or plugin that wants pluggy
 hooks uses `hookimpl` and `SubscribeMethods` from here. Applications rarely
 need anything but `layer_capabilities`.
@@ -16,6 +17,7 @@ from functools import cache
 import pluggy
 
 from . import _declared, hookspecs
+from .history import ReadHistory
 from .hookspecs import PROJECT_NAME, SubscribeMethods, hookimpl
 from .layer import ChannelLayer
 
@@ -30,6 +32,7 @@ __all__ = [
 
 MULTI_GROUP = "multi-group"
 PATTERNS = "patterns"
+HISTORY = "history"
 
 
 @cache
@@ -62,11 +65,12 @@ class Capabilities:
 
     multi_group: SubscribeMethods | None
     patterns: SubscribeMethods | None
+    history: ReadHistory | None = None
 
     @property
     def names(self) -> frozenset[str]:
-        """Capability names, e.g. ``{"multi-group", "patterns"}``."""
-        found = {MULTI_GROUP: self.multi_group, PATTERNS: self.patterns}
+        """Capability names, e.g. ``{"multi-group", "patterns", "history"}``."""
+        found = {MULTI_GROUP: self.multi_group, PATTERNS: self.patterns, HISTORY: self.history}
         return frozenset(name for name, methods in found.items() if methods is not None)
 
 
@@ -77,9 +81,11 @@ def capabilities_of(layer_class: type[ChannelLayer]) -> Capabilities:
     return Capabilities(
         multi_group=hook.channels_multi_group_support(layer_class=layer_class),
         patterns=hook.channels_pattern_support(layer_class=layer_class),
+        history=hook.channels_history_support(layer_class=layer_class),
     )
 
 
 def layer_capabilities(layer_class: type[ChannelLayer]) -> frozenset[str]:
-    """Names of the optional capabilities of `layer_class` (``multi-group``, ``patterns``)."""
+    """Names of the optional capabilities of `layer_class` (``multi-group``, ``patterns``,
+    ``history``)."""
     return capabilities_of(layer_class).names

@@ -30,9 +30,10 @@ class _Gap:
     count: int | None
 
     def merge(self, other: _Gap) -> _Gap:
-        if self.reason == "reconnect" or other.reason == "reconnect":
-            return _Gap("reconnect", None)
-        return _Gap("overflow", (self.count or 0) + (other.count or 0))
+        if self.reason == other.reason == "overflow":
+            return _Gap("overflow", (self.count or 0) + (other.count or 0))
+        reasons = {self.reason, other.reason}
+        return _Gap("reconnect" if "reconnect" in reasons else "expired", None)
 
 
 _ONE_DROPPED = _Gap("overflow", 1)
@@ -164,6 +165,20 @@ class Subscriber:
             self._woken = True
             waiter.set()
         return self._woken and 2 * self._size >= self._capacity
+
+    def _replay(self, items: list[Event | LossReason]) -> None:
+        """Buffer events replayed from the history, past the capacity, with any loss before them.
+
+        A replay is bounded by the layer's ``history_size``; cutting it to
+        the buffer would lose what the subscriber asked for.
+        """
+        for item in items:
+            if isinstance(item, Event):
+                self._buffer.append(item)
+                self._size += 1
+            else:
+                self._mark(_Gap(item, None))
+        self._wake()
 
     def _mark_reconnect(self) -> None:
         """Note a broker gap, for subscriptions whose block had started before it."""

@@ -4,14 +4,21 @@ Layers that share a `MemoryHub` hear each other, like clients of one
 broker. ``memory://`` gives a channel a private hub; ``memory://NAME`` joins
 the process-wide hub called NAME, so that several channels in one process
 can talk, also from different threads and event loops (asyncio or trio).
-Multi-group and pattern subscriptions are declared with the class
-attributes any layer uses (`supports_multi_group`, `supports_patterns`).
+Multi-group, pattern subscriptions and history are declared with the class
+attributes any layer uses (`supports_multi_group`, `supports_patterns`,
+`supports_history`).
+
+History (``history_size``, ``history_ttl``) is a ring buffer per group in
+the hub, shared by every layer on it; positions are ``"<epoch>-<n>"``, an
+epoch per hub and a counter per group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,7 +30,8 @@ import anyio.lowlevel
 
 from ..background import background_tasks
 from ..discovery import get_layer
-from ..exceptions import ChannelClosedError, ChannelsError
+from ..exceptions import ChannelClosedError, ChannelsError, NotSupportedError
+from ..history import HistoryOptions, HistoryRead, format_position, parse_position
 from ..layer import ChannelLayer, Inbox
 from ..patterns import compile_pattern
 from ..stats import LayerStats
@@ -41,7 +49,7 @@ YIELD_EVERY = 32
 #: drops a client that does not read (Redis' client-output-buffer-limit).
 CROSS_THREAD_BACKLOG = 100_000
 
-_Delivery = tuple[str, bytes, str | None]  # group, payload, pattern
+_Delivery = tuple[str, bytes, str | None, str | None]  # group, payload, pattern, position
 
 
 class _Port:
@@ -107,11 +115,30 @@ class _Port:
             if overrun:
                 self._inbox.messages_lost()  # before the deliveries that came after the gap
             unyielded = 0
-            for group, payload, pattern in batch:
+            for group, payload, pattern, position in batch:
                 unyielded += 1
-                if deliver(group, payload, pattern) or unyielded >= YIELD_EVERY:
+                if deliver(group, payload, pattern, position) or unyielded >= YIELD_EVERY:
                     unyielded = 0
                     await anyio.lowlevel.checkpoint()
+
+
+class _GroupLog:
+    """One group's retained events: ``(n, logged at, payload)``, n counting from 1."""
+
+    __slots__ = ("entries", "last", "trimmed")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[int, float, bytes]] = deque()
+        self.last = 0  # n of the newest event ever logged
+        self.trimmed = 0  # n of the newest event trimmed away (0: none)
+
+    def trim(self, size: int, ttl: float | None, now: float) -> None:
+        entries = self.entries
+        while len(entries) > size:
+            self.trimmed = entries.popleft()[0]
+        if ttl is not None:
+            while entries and now - entries[0][1] > ttl:
+                self.trimmed = entries.popleft()[0]
 
 
 class MemoryHub:
@@ -119,12 +146,31 @@ class MemoryHub:
 
     Safe to share between threads: routing tables are replaced, never
     changed in place (under a lock), so a publish reads them without one.
+    With history on (`keep_history`), a publish appends to its group's log
+    and fans out under one lock, so every port sees a group's events in log
+    order.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[str, tuple[_Port, ...]] = {}
         self._patterns: dict[str, tuple[Callable[[str], object], tuple[_Port, ...]]] = {}
+        #: ``(history_size, history_ttl)`` once history is on, else None.
+        self.history: tuple[int, float | None] | None = None
+        self.epoch = secrets.token_hex(6)  # a new hub is a new log: older positions expire
+        self._logs: dict[str, _GroupLog] = {}
+        self._log_lock = threading.Lock()
+
+    def keep_history(self, size: int, ttl: float | None) -> None:
+        """Turn history on (idempotent); `ValueError` if the hub already keeps other settings."""
+        with self._log_lock:
+            if self.history is not None and self.history != (size, ttl):
+                raise ValueError(
+                    f"this memory hub already keeps history with history_size="
+                    f"{self.history[0]}, history_ttl={self.history[1]}; every layer on one "
+                    f"hub shares its history: give the same settings (or none)"
+                )
+            self.history = (size, ttl)
 
     def publish(self, group: str, payload: bytes, origin: int | None = None) -> bool:
         """Deliver to every subscribed port; True if a local one asked the sender to yield.
@@ -133,20 +179,62 @@ class MemoryHub:
         caller knows it already.
         """
         here = threading.get_ident() if origin is None else origin
+        if self.history is None:
+            return self._fan_out(group, payload, here, None)
+        with self._log_lock:
+            return self._fan_out(group, payload, here, self._append(group, payload))
+
+    def _fan_out(self, group: str, payload: bytes, here: int, position: str | None) -> bool:
         filling = False
         for port in self._groups.get(group, ()):
             if port.thread != here:
-                port.post((group, payload, None))
-            elif port.deliver(group, payload):
+                port.post((group, payload, None, position))
+            elif port.deliver(group, payload, None, position):
                 filling = True
         for pattern, (matches, ports) in self._patterns.items():
             if matches(group):
                 for port in ports:
                     if port.thread != here:
-                        port.post((group, payload, pattern))
-                    elif port.deliver(group, payload, pattern):
+                        port.post((group, payload, pattern, position))
+                    elif port.deliver(group, payload, pattern, position):
                         filling = True
         return filling
+
+    def _append(self, group: str, payload: bytes) -> str:
+        """Log `payload` (under the log lock); its position."""
+        assert self.history is not None
+        size, ttl = self.history
+        log = self._logs.get(group)
+        if log is None:
+            log = self._logs[group] = _GroupLog()
+        log.last += 1
+        now = time.monotonic()
+        log.entries.append((log.last, now, payload))
+        log.trim(size, ttl, now)
+        return f"{self.epoch}-{log.last}"
+
+    def read(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        """`group`'s retained events (see `ChannelLayer.read_history`)."""
+        if self.history is None:
+            raise NotSupportedError("this memory hub keeps no history: set history_size")
+        size, ttl = self.history
+        with self._log_lock:
+            log = self._logs.get(group) or _GroupLog()
+            log.trim(size, ttl, time.monotonic())
+            entries = [(n, payload) for n, _, payload in log.entries]
+            head = format_position(self.epoch, log.last)
+            trimmed = log.trimmed
+        if after is None:
+            chosen = entries if limit is None else entries[len(entries) - limit :] if limit else []
+            complete = True
+        else:
+            since = parse_position(after, "after")
+            mine = since.epoch == self.epoch and len(since.offset) == 1
+            complete = mine and since.offset[0] >= trimmed
+            start = since.offset[0] if complete else 0
+            chosen = [(n, payload) for n, payload in entries if n > start][:limit]
+        events = [(f"{self.epoch}-{n}", payload) for n, payload in chosen]
+        return HistoryRead(events, complete, head)
 
     def subscribe(self, port: _Port, groups: Sequence[str]) -> None:
         with self._lock:
@@ -212,23 +300,46 @@ class _CountingInbox:
         self._inbox = inbox
         self._layer = layer
 
-    def deliver(self, group: str, payload: bytes, pattern: str | None = None) -> bool:
+    def deliver(
+        self, group: str, payload: bytes, pattern: str | None = None, position: str | None = None
+    ) -> bool:
         self._layer._received += 1
-        return self._inbox.deliver(group, payload, pattern)
+        return self._inbox.deliver(group, payload, pattern, position)
 
     def messages_lost(self) -> None:
         self._inbox.messages_lost()
 
 
 class InMemoryChannelLayer(ChannelLayer):
-    """Delivers within one process; `hub` is private unless you share one."""
+    """Delivers within one process; `hub` is private unless you share one.
+
+    `history_size` > 0 keeps that many events per group in the hub (and
+    `history_ttl` seconds at most), for ``since=``, `Channel.history` and
+    `Event.position`; the history belongs to the hub, so layers sharing one
+    give the same settings.
+    """
 
     url_schemes = ("memory",)
     supports_multi_group = True
     supports_patterns = True
+    supports_history = True
 
-    def __init__(self, hub: MemoryHub | None = None) -> None:
+    def __init__(
+        self,
+        hub: MemoryHub | None = None,
+        *,
+        history_size: int = 0,
+        history_ttl: float | None = None,
+    ) -> None:
+        self.options = HistoryOptions(history_size=history_size, history_ttl=history_ttl)
+        if history_ttl is not None and not history_size:
+            raise ValueError(
+                "history_ttl needs history_size > 0 (the events kept per group); "
+                "set both, or neither"
+            )
         self.hub = MemoryHub() if hub is None else hub
+        if history_size:
+            self.hub.keep_history(history_size, self.options.history_ttl)
         self._port: _Port | None = None
         self._groups: set[str] = set()
         self._patterns: set[str] = set()
@@ -242,23 +353,36 @@ class InMemoryChannelLayer(ChannelLayer):
         """``memory://`` (a private hub) or ``memory://NAME`` (the shared hub NAME).
 
         The scheme may be any name this class is registered under (a
-        subclass's own entry point, say). The memory layer takes no options
-        and no URL parameters: a URL cannot change how messages are decoded.
+        subclass's own entry point, say). The only options, as keywords or
+        URL parameters, are ``history_size`` and ``history_ttl``: a URL cannot
+        change how messages are decoded.
         """
-        if options:
-            raise TypeError(f"the memory layer takes no options, got {', '.join(sorted(options))}")
+        allowed = HistoryOptions.names()
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise TypeError(
+                f"the memory layer takes no options other than {' and '.join(sorted(allowed))}, "
+                f"got {', '.join(unknown)}"
+            )
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in cls.url_schemes and not _registered_as(cls, scheme):
             raise ValueError(f"{url!r} is not a memory:// URL")
-        if parts.query or parts.fragment:
-            names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        names = [name for name, _ in query if name not in allowed]
+        if parts.fragment or names or (parts.query and not query):
             raise ValueError(
-                f"the memory layer takes no URL parameters, got {', '.join(names) or parts.query}"
+                f"the memory layer takes no URL parameters other than "
+                f"{' and '.join(sorted(allowed))}, got {', '.join(names) or parts.query}"
                 f"{' and a #fragment' if parts.fragment else ''}; use memory:// or memory://NAME"
             )
+        settings = HistoryOptions.from_options(options, query=query)
         name = parts.netloc + parts.path.rstrip("/")
-        layer = cls(named_hub(name) if name else None)
+        layer = cls(
+            named_hub(name) if name else None,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+        )
         layer._name = name
         return layer
 
@@ -310,6 +434,14 @@ class InMemoryChannelLayer(ChannelLayer):
         if self.hub.publish(group, payload, origin) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
             await anyio.lowlevel.checkpoint()
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.hub.history is not None
+
+    async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        self._connected_port()
+        return self.hub.read(group, after, limit)
 
     async def subscribe(self, group: str) -> None:
         await self.subscribe_groups([group])
