@@ -506,10 +506,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
     )
     add(
         "NATS 1->1 >= 0.9x raw nats-py",
-        {
-            lbl: results.ratio("1to1", s, "channels nats", "raw nats-py", eps)
-            for lbl, s in sizes.items()
-        },
+        ratios("1to1", "channels nats", "raw nats-py"),
         lambda v: v >= 0.9,
     )
     add(
