@@ -13,6 +13,7 @@ from channels_core import (
     BrokerRefusedError,
     BrokerUnavailableError,
     Channel,
+    MessagesLost,
     NotSupportedError,
     PayloadTooLargeError,
 )
@@ -180,3 +181,32 @@ class _Raw:
 
 
 _RAW = _Raw()
+
+
+@pytest.mark.anyio
+async def test_a_subscriber_that_never_reads_holds_only_its_buffer(
+    make_nats_layer: LayerMaker,
+) -> None:
+    """No nats-py queue in between: what the buffer cannot keep is dropped and counted."""
+    layer = make_nats_layer()
+    count = 20_000
+    async with Channel(layer) as channel:
+        async with (
+            channel.subscribe("firehose", buffer_size=10) as idle,
+            channel.subscribe("firehose", "done", buffer_size=count + 1) as reader,
+        ):
+            for number in range(count):
+                await channel.publish("firehose", number)
+            await channel.publish("done", "end")
+            with anyio.fail_after(20):
+                received = [(await reader.receive()).message for _ in range(count + 1)]
+            assert received == [*range(count), "end"]
+            nats_subscription = layer._groups["firehose"]  # what nats-py holds for it
+            assert (nats_subscription.pending_msgs, nats_subscription.pending_bytes) == (0, 0)
+            assert idle.dropped == count - 10
+            with pytest.raises(MessagesLost) as gap:
+                await idle.receive()
+            assert (gap.value.reason, gap.value.count) == ("overflow", count - 10)
+            assert [(await idle.receive()).message for _ in range(10)] == list(
+                range(count - 10, count)
+            )
