@@ -161,3 +161,16 @@ async def test_a_backlog_beyond_its_bound_is_dropped_counted_and_reported(
     assert received == [0, 1]
     stats = layer.stats()
     assert (stats.dropped, stats.large_missing, stats.connection_losses) == (4, 1, 0)
+
+
+@pytest.mark.parametrize("group", ["nul\x00" * 2_500, "é\x00中" * 1_500], ids=["nul", "unicode"])
+async def test_a_group_too_long_for_the_notify_travels_in_the_table_whatever_it_holds(
+    make_layer: LayerMaker, group: str
+) -> None:
+    """A group name longer than a NOTIFY is stored with the payload: NUL included."""
+    sender = make_layer()
+    async with Channel(make_layer()) as listener, Channel(sender) as channel:
+        async with listener.subscribe(group) as subscriber:
+            await channel.publish(group, {"n": 1})
+            assert await _receive(subscriber) == Event(group, {"n": 1})
+    assert sender.stats().large_published == 1

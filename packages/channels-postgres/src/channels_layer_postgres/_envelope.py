@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from itertools import count
 from json.decoder import scanstring  # type: ignore[attr-defined]  # untyped, public since 2.6
 
-__all__ = ["NOTIFY_LIMIT", "Envelope", "EnvelopeWriter", "Reference", "decode"]
+__all__ = [
+    "NOTIFY_LIMIT",
+    "Envelope",
+    "EnvelopeWriter",
+    "Reference",
+    "decode",
+    "load_stored_group",
+    "stored_group",
+]
 
 #: NOTIFY refuses payloads of 8,000 bytes and more.
 NOTIFY_LIMIT = 7999
@@ -99,6 +107,20 @@ class EnvelopeWriter:
         if len(head.encode("utf-8")) + _MAX_ID_DIGITS <= NOTIFY_LIMIT:
             return head, True, token
         return self._head(_REFERENCE, None) + tail, False, token
+
+
+def stored_group(group: str) -> str:
+    """`group` as the payloads table keeps it: a JSON string in ASCII, since a
+    ``text`` column can hold neither NUL nor, on a non-UTF-8 server, every character."""
+    return json.dumps(group)
+
+
+def load_stored_group(text: str) -> str:
+    """The group the payloads table kept; ValueError if `text` is not one."""
+    group, end = _decode_group(text, 0)
+    if group is None or end != len(text):
+        raise ValueError("the stored group is not a JSON string")
+    return group
 
 
 def decode(text: str) -> Envelope:

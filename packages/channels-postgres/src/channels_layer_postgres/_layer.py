@@ -31,7 +31,7 @@ from channels_core import (
 from channels_core.serializers import Serializer, resolve_serializer
 
 from ._connection import CONNECTION_ERRORS, connect_kwargs, errors_translated, is_refusal
-from ._envelope import EnvelopeWriter, Reference
+from ._envelope import EnvelopeWriter, Reference, load_stored_group, stored_group
 from ._listener import Listener
 from ._names import ChannelNames
 from ._options import PostgreSQLLayerOptions
@@ -357,7 +357,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
             return send_inline, False
         head, names_group, token = self._writer.reference_head(group)
-        stored_group = None if names_group else group
+        group_in_row = None if names_group else stored_group(group)
 
         async def send_large(conn: Any, timeout: float | None) -> None:
             await conn.execute(
@@ -366,7 +366,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 head,
                 firehose,
                 payload,
-                stored_group,
+                group_in_row,
                 token,
                 timeout=timeout,
             )
@@ -442,10 +442,18 @@ class PostgreSQLChannelLayer(ChannelLayer):
             row, reason = None, f"{type(exc).__name__}: {exc}"
         else:
             reason = "it expired (raise large_payload_ttl?)"
-        if row is None:
+        fetched: tuple[str | None, bytes] | None = None
+        if row is not None:
+            try:
+                group = None if row["grp"] is None else load_stored_group(row["grp"])
+            except ValueError as exc:
+                reason = f"its stored group is damaged ({exc})"
+            else:
+                fetched = (group, bytes(row["body"]))
+        if fetched is None:
             self._counters.large_missing += 1
             logger.warning("skipped large message #%d: %s", row_id, reason)
             return None
         self._counters.large_fetched += 1
-        self._last_fetched = (reference, (row["grp"], bytes(row["body"])))
-        return self._last_fetched[1]
+        self._last_fetched = (reference, fetched)
+        return fetched
