@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 from pyinstrument import Profiler
 
+from .client_setup import ClientSetup, apply
 from .contenders import Contender, all_contenders
 from .measure import measure_delivery
 from .run import POSTGRES_URL, REDIS_URL, RESULTS
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--all", action="store_true", help="also postgres fan-out")
     args = parser.parse_args(argv)
+    # The suite's default client setup (redis-py's own parser, asyncio's loop): the bench
+    # env has hiredis installed, which redis-py would otherwise pick by itself.
+    apply(ClientSetup(hiredis=False, uvloop=False))
     anyio.run(run, args)
     return 0
 
