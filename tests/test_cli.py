@@ -270,7 +270,7 @@ def test_bench_timeout_bounds_the_whole_command_connecting_included() -> None:
 def test_bench_stops_at_the_first_ctrl_c_while_publishing_to_redis(redis_url: str) -> None:
     """One SIGINT ends it, although redis-py's wait_for may swallow one task cancellation."""
     prefix = f"cli-interrupt-{uuid.uuid4().hex}."
-    url = f"{redis_url}{'&' if '?' in redis_url else '?'}prefix={prefix}"
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}namespace={prefix}"
     admin = redis.Redis.from_url(redis_url)
     with background("bench", url, "--messages", "10000000") as bench:
         deadline = time.monotonic() + 20

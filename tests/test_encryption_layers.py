@@ -59,7 +59,7 @@ def channel_for(
         if request.param == "memory":
             return Channel.from_url(hub, serializer=serializer)
         if request.param == "redis":
-            return Channel.from_url(redis_url, serializer=serializer, prefix=prefix, **options)
+            return Channel.from_url(redis_url, serializer=serializer, namespace=prefix, **options)
         return Channel.from_url(postgres_url, serializer=serializer, namespace=namespace, **options)
 
     return make
@@ -141,9 +141,9 @@ async def test_redis_monitor_sees_no_plaintext(redis_url: str, prefix: str) -> N
 
             tasks.start_soon(capture)
             async with (
-                Channel.from_url(redis_url, prefix=prefix) as clear,
+                Channel.from_url(redis_url, namespace=prefix) as clear,
                 Channel.from_url(
-                    redis_url, prefix=prefix, serializer=encrypted(keys=[K1])
+                    redis_url, namespace=prefix, serializer=encrypted(keys=[K1])
                 ) as channel,
                 channel.subscribe("secret") as subscriber,
             ):
