@@ -380,17 +380,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
         sequence, message = self._outbox.seal(payload)
 
         async def attempt() -> None:
-            await client.publish(channel, message)
+            # Translated on each try: a refusal (AuthenticationError is a kind of
+            # ConnectionError to redis-py) ends the publish at once, unretried.
+            with self._translated(f"publish to {group[:80]!r} on {self.url}"):
+                await client.publish(channel, message)
 
         try:
-            with self._translated(f"publish to {group[:80]!r} on {self.url}"):
-                await call_with_deadline(
-                    attempt,
-                    timeout=self.options.publish_timeout,
-                    retry_on=TRANSIENT_ERRORS,
-                    what=f"publish to {self.url}",
-                    backoff=self.options.reconnect_backoff,
-                )
+            await call_with_deadline(
+                attempt,
+                timeout=self.options.publish_timeout,
+                retry_on=(BrokerUnavailableError,),
+                what=f"publish to {self.url}",
+                backoff=self.options.reconnect_backoff,
+            )
         finally:
             self._outbox.settle(sequence)
         self._published += 1
