@@ -44,6 +44,7 @@ from channels_core import (
     retry_until,
     translate_errors,
 )
+from channels_core.discovery import registered_as
 
 from ._envelope import MAX_REMEMBERED, DuplicateFilter, Outbox
 from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
@@ -108,7 +109,9 @@ class RedisPubSubChannelLayer(ChannelLayer):
     supports_patterns = True
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
-        self._config: RedisConfig = parse_config(url, options)
+        self._config: RedisConfig = parse_config(
+            url, options, alias=lambda scheme: registered_as(type(self), scheme)
+        )
         self.options = self._config.options
         self._wire = WireNames(self.options.namespace)
         #: Set at connect from the server's pub/sub output buffer limit, unless configured.
