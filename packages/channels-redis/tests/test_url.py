@@ -180,9 +180,10 @@ def test_a_wrong_type_is_a_type_error_and_a_bad_value_a_value_error(
 
 
 def test_old_option_names_still_work_and_warn() -> None:
-    with pytest.warns(DeprecationWarning, match="prefix is deprecated: use namespace"):
+    with pytest.warns(DeprecationWarning, match="prefix is deprecated: use namespace") as warned:
         layer = RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0?prefix=old%3A")
     assert layer.options.namespace == "old:"
+    assert [warning.filename for warning in warned] == [__file__]  # where it was passed
     with pytest.warns(DeprecationWarning, match="max_connections is deprecated: use pool_size"):
         layer = RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0", max_connections=4)
     assert layer.options.pool_size == 4
