@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio
-from redis.exceptions import NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 from channels_core import (
     BrokerRefusedError,
@@ -371,6 +371,26 @@ async def test_refused_commands_are_channels_errors(
             async with channel.subscribe("open") as subscriber:  # still usable
                 await channel.publish("open", "yes")
                 assert (await subscriber.receive()).message == "yes"
+
+
+async def test_a_publish_with_credentials_no_longer_accepted_is_refused_at_once(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    server = start_redis()
+    async with admin_of(server) as admin:
+        layer = RedisPubSubChannelLayer.from_url(
+            await app_user(admin, server), publish_timeout=5, reconnect_backoff=QUICK
+        )
+        async with Channel(layer) as channel:
+            await channel.publish("open", "warm up the pool")
+            await admin.acl_setuser("app", enabled=True, reset_passwords=True, passwords=["+new"])
+            await admin.client_kill_filter(user="app")  # new connections must AUTH again
+            started = time.monotonic()
+            with pytest.raises(BrokerRefusedError, match="AuthenticationError") as refused:
+                await channel.publish("open", "no longer allowed")
+            assert time.monotonic() - started < 2.0  # not retried for publish_timeout
+            assert isinstance(refused.value.__cause__, AuthenticationError)
+            assert layer.stats().published == 1
 
 
 async def test_a_connection_the_server_refuses_is_a_channels_error(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -179,9 +180,10 @@ def test_a_wrong_type_is_a_type_error_and_a_bad_value_a_value_error(
 
 
 def test_old_option_names_still_work_and_warn() -> None:
-    with pytest.warns(DeprecationWarning, match="prefix is deprecated: use namespace"):
+    with pytest.warns(DeprecationWarning, match="prefix is deprecated: use namespace") as warned:
         layer = RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0?prefix=old%3A")
     assert layer.options.namespace == "old:"
+    assert [warning.filename for warning in warned] == [__file__]  # where it was passed
     with pytest.warns(DeprecationWarning, match="max_connections is deprecated: use pool_size"):
         layer = RedisPubSubChannelLayer.from_url("redis://127.0.0.1/0", max_connections=4)
     assert layer.options.pool_size == 4
@@ -251,3 +253,38 @@ async def test_a_password_given_as_an_option_never_shows(
         async with Channel(layer):
             pass
     assert "s3cret" not in str(refused.value) + repr(layer) + caplog.text
+
+
+@pytest.fixture
+def subclass_registered_as_myredis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """An installed distribution whose entry point ``myredis`` is a Redis-layer subclass."""
+    (tmp_path / "my_redis_layer.py").write_text(
+        "from channels_layer_redis import RedisPubSubChannelLayer\n\n\n"
+        "class MyRedisLayer(RedisPubSubChannelLayer):\n    pass\n"
+    )
+    dist_info = tmp_path / "my_redis_layer-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: my-redis-layer\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[channels.layers]\nmyredis = my_redis_layer:MyRedisLayer\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "myredis"
+    sys.modules.pop("my_redis_layer", None)
+
+
+async def test_a_subclass_registered_under_its_own_name_builds_from_its_url(
+    subclass_registered_as_myredis: str, redis_url: str, namespace: str
+) -> None:
+    scheme, _, rest = redis_url.partition("://")
+    assert scheme == "redis"
+    url = f"{subclass_registered_as_myredis}://{rest}"
+    async with Channel.from_url(url, namespace=namespace) as channel:
+        assert type(channel.layer).__name__ == "MyRedisLayer"
+        await round_trip(channel)
+    with pytest.raises(ValueError, match="not a Redis URL"):
+        RedisPubSubChannelLayer.from_url(url)  # the base class is not registered as myredis

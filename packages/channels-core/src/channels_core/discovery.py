@@ -10,11 +10,17 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from urllib.parse import urlsplit
 
-from .exceptions import LayerImportError, LayerNotFoundError
+from .exceptions import ChannelsError, LayerImportError, LayerNotFoundError
 from .layer import ChannelLayer
 from .plugins import register_layer_plugins
 
-__all__ = ["ENTRY_POINT_GROUP", "available_layers", "get_layer", "layer_for_url"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "available_layers",
+    "get_layer",
+    "layer_for_url",
+    "registered_as",
+]
 
 ENTRY_POINT_GROUP = "channels.layers"
 
@@ -64,6 +70,18 @@ def get_layer(name: str) -> type[ChannelLayer]:
             f"{sources}. Uninstall all but one."
         )
     return _load(candidates[0])
+
+
+def registered_as(layer_class: type[ChannelLayer], name: str) -> bool:
+    """True if the entry point `name` is `layer_class` (a subclass's own name, an alias).
+
+    A layer's ``from_url`` accepts such a scheme besides its `url_schemes`,
+    so that ``Channel.from_url`` builds it for every name it is registered under.
+    """
+    try:
+        return get_layer(name) is layer_class
+    except (ChannelsError, TypeError):
+        return False
 
 
 def layer_for_url(url: str) -> type[ChannelLayer]:

@@ -27,6 +27,7 @@ validates outside its options class.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -230,6 +231,20 @@ def instance(
 # -- the builder --------------------------------------------------------------------
 
 
+def _caller_outside(*packages: str) -> int:
+    """The `stacklevel` (for a warning raised by the caller) of the first frame outside `packages`.
+
+    A deprecated option is reported where the application passed it, however
+    deep in the layer and the core the options were built.
+    """
+    level, frame = 1, sys._getframe(1)  # the caller: stacklevel 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+        packages
+    ):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 class LayerOptions:
     """Base of a layer's options dataclass: checks every field, builds from keywords and URLs.
 
@@ -287,7 +302,9 @@ class LayerOptions:
             if new in values:
                 raise TypeError(f"{old} is the old name of {new}: give only {new}")
             warnings.warn(
-                f"the option {old} is deprecated: use {new}", DeprecationWarning, stacklevel=3
+                f"the option {old} is deprecated: use {new}",
+                DeprecationWarning,
+                stacklevel=_caller_outside("channels_core", cls.__module__.partition(".")[0]),
             )
             values[new] = values.pop(old)
         return cls(**values)

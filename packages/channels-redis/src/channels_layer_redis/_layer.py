@@ -44,6 +44,7 @@ from channels_core import (
     retry_until,
     translate_errors,
 )
+from channels_core.discovery import registered_as
 
 from ._envelope import MAX_REMEMBERED, DuplicateFilter, Outbox
 from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
@@ -108,7 +109,9 @@ class RedisPubSubChannelLayer(ChannelLayer):
     supports_patterns = True
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
-        self._config: RedisConfig = parse_config(url, options)
+        self._config: RedisConfig = parse_config(
+            url, options, alias=lambda scheme: registered_as(type(self), scheme)
+        )
         self.options = self._config.options
         self._wire = WireNames(self.options.namespace)
         #: Set at connect from the server's pub/sub output buffer limit, unless configured.
@@ -380,17 +383,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
         sequence, message = self._outbox.seal(payload)
 
         async def attempt() -> None:
-            await client.publish(channel, message)
+            # Translated on each try: a refusal (AuthenticationError is a kind of
+            # ConnectionError to redis-py) ends the publish at once, unretried.
+            with self._translated(f"publish to {group[:80]!r} on {self.url}"):
+                await client.publish(channel, message)
 
         try:
-            with self._translated(f"publish to {group[:80]!r} on {self.url}"):
-                await call_with_deadline(
-                    attempt,
-                    timeout=self.options.publish_timeout,
-                    retry_on=TRANSIENT_ERRORS,
-                    what=f"publish to {self.url}",
-                    backoff=self.options.reconnect_backoff,
-                )
+            await call_with_deadline(
+                attempt,
+                timeout=self.options.publish_timeout,
+                retry_on=(BrokerUnavailableError,),
+                what=f"publish to {self.url}",
+                backoff=self.options.reconnect_backoff,
+            )
         finally:
             self._outbox.settle(sequence)
         self._published += 1

@@ -10,7 +10,7 @@ channels-core's `redact_url` only.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -55,13 +55,21 @@ class RedisConfig:
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
-def parse_config(url: str, options: Mapping[str, Any]) -> RedisConfig:
-    """Validate `url` and `options` (layer options and redis-py connection options)."""
+def parse_config(
+    url: str, options: Mapping[str, Any], *, alias: Callable[[str], bool] = lambda scheme: False
+) -> RedisConfig:
+    """Validate `url` and `options` (layer options and redis-py connection options).
+
+    A scheme for which `alias` is true (another name the layer class is
+    registered under) is read as ``redis://``.
+    """
     if not isinstance(url, str):
         raise TypeError(f"the Redis URL must be a str, got {type(url).__name__}")
     display_url = redact_url(url)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if scheme not in SCHEMES and alias(scheme):
+        scheme = "redis"
     if scheme not in SCHEMES:
         raise ValueError(
             f"{display_url!r} is not a Redis URL: use "
