@@ -27,6 +27,7 @@ command must exit 0 within `DEADLINE` seconds.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import select
@@ -193,9 +194,11 @@ def run_command(block: Block, command: str) -> None:
             os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=DEADLINE)
     finally:
-        if process.poll() is None:
+        # The whole group, also after bash exited: a command it started in the
+        # background (`... &`) must not outlive the test.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
     assert process.returncode == 0, f"{block.where}: {command}\n{stderr}"
 
 
