@@ -41,7 +41,7 @@ __all__ = ["BrokerCall", "BrokerState"]
 class BrokerCall:
     """One subscribe or unsubscribe of some names, issued by one task; others may await it."""
 
-    __slots__ = ("_done", "error", "groups", "patterns", "subscribing")
+    __slots__ = ("_done", "_waiter", "error", "groups", "patterns", "subscribing")
 
     def __init__(self, subscribing: bool, groups: list[str], patterns: list[str]) -> None:
         self.subscribing = subscribing
@@ -49,7 +49,8 @@ class BrokerCall:
         self.patterns = patterns
         #: What the call raised (an exception, or the issuer's cancellation).
         self.error: BaseException | None = None
-        self._done = anyio.Event()
+        self._done = False
+        self._waiter: anyio.Event | None = None  # made by the first to wait: most never do
 
     def __repr__(self) -> str:
         kind = "subscribe" if self.subscribing else "unsubscribe"
@@ -57,7 +58,16 @@ class BrokerCall:
 
     async def wait(self) -> None:
         """Return once the call has ended (see `error`)."""
-        await self._done.wait()
+        if not self._done:
+            if self._waiter is None:
+                self._waiter = anyio.Event()
+            await self._waiter.wait()
+
+    def _end(self, error: BaseException | None) -> None:
+        self.error = error
+        self._done = True
+        if self._waiter is not None:
+            self._waiter.set()
 
 
 #: A name's state: absent, nothing at the broker and no call in flight;
@@ -116,8 +126,7 @@ class BrokerState:
         live = call.subscribing and error is None
         _settle(self._groups, call.groups, call, live)
         _settle(self._patterns, call.patterns, call, live)
-        call.error = error
-        call._done.set()
+        call._end(error)
 
 
 def _claim(table: _Table, names: tuple[str, ...], others: dict[BrokerCall, None]) -> list[str]:
