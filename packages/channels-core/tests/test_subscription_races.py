@@ -7,6 +7,7 @@ stepped with `wait_all_tasks_blocked`, so each race is replayed exactly.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -15,7 +16,7 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import TaskGroup
 
-from channels_core import BrokerUnavailableError, Channel, Subscriber
+from channels_core import BrokerUnavailableError, Channel, ChannelClosedError, Subscriber
 from channels_core.layers.local_memory import InMemoryChannelLayer
 
 pytestmark = pytest.mark.anyio
@@ -274,6 +275,42 @@ async def test_a_subscriber_of_several_groups_waits_only_for_the_ones_in_flight(
             await entered.wait()
         tasks.cancel_scope.cancel()
     layer.check_order()
+
+
+async def test_an_unsubscribe_that_hangs_is_abandoned_after_unsubscribe_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layer = GatedLayer()
+    async with Channel(layer, unsubscribe_timeout=0.2) as channel:
+        layer.hold("unsubscribe", "g")
+        with caplog.at_level(logging.WARNING, logger="channels_core"), anyio.fail_after(5):
+            async with channel.subscribe("g"):
+                pass
+        assert "could not unsubscribe ['g'] from the broker" in caplog.text
+        async with channel.subscribe("g") as subscriber:  # not held up by the abandoned one
+            assert await receives(channel, subscriber, "g")
+    layer.check_order()
+
+
+async def test_subscribes_in_flight_when_the_channel_closes_end_with_channel_closed() -> None:
+    layer = GatedLayer()
+    ended: list[str] = []
+
+    async def subscribe(channel: Channel) -> None:
+        with pytest.raises(ChannelClosedError):
+            async with channel.subscribe("g"):
+                pytest.fail("subscribed on a closed channel")
+        ended.append("g")
+
+    async with anyio.create_task_group() as tasks:
+        async with Channel(layer) as channel:
+            release = layer.hold("subscribe", "g")
+            for _ in range(2):  # one issues the subscribe, the other waits for it
+                tasks.start_soon(subscribe, channel)
+            await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert ended == ["g", "g"]
+    assert channel.stats().subscribers == 0
 
 
 @pytest.mark.parametrize("seed", range(4))
