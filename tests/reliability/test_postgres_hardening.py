@@ -304,7 +304,8 @@ async def test_leaving_a_channel_subscription_while_another_subscribe_waits_retu
                         pytest.fail("subscribed to a frozen server")
 
             tasks.start_soon(stuck)
-            await anyio.sleep(0.1)  # its LISTEN is on its way
+            # Registered, so its broker subscribe is issued (in the same step).
+            await eventually(lambda: channel.stats().subscribers == 2)
             started = time.monotonic()
             await kept.__aexit__(None, None, None)
             took = time.monotonic() - started

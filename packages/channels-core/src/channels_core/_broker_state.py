@@ -25,6 +25,11 @@ reading and updating the state, so concurrent tasks cannot interleave):
   waiting for someone else's subscribe: a name has a subscribe in flight only
   while its issuer is a local subscriber that is not live yet, and a name
   with an unsubscribe in flight is claimed again only once that has ended.
+
+So a subscriber waits only for calls of its own names: a subscribe another
+task started for it (bounded by the layer's subscribe timeout), or an
+unsubscribe just issued for it (bounded by the channel's unsubscribe_timeout;
+the network layers return from it at once). Leaving waits for no one.
 """
 
 from __future__ import annotations

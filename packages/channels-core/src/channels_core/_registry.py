@@ -103,10 +103,7 @@ class SubscriptionRegistry:
 
 def _add(table: dict[str, _Members], names: tuple[str, ...], subscriber: Subscriber) -> None:
     for name in names:
-        members = table.get(name)
-        if members is None:
-            members = table[name] = {}
-        members[subscriber] = None
+        table.setdefault(name, {})[subscriber] = None
 
 
 def _remove(
