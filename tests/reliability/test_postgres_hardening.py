@@ -262,6 +262,61 @@ async def test_leaving_while_another_subscribe_waits_on_a_frozen_server_returns_
         assert await layer.listening_channels() == []
 
 
+async def test_concurrent_channel_subscribes_to_a_frozen_server_each_fail_within_subscribe_timeout(
+    private_postgres_url: str,
+) -> None:
+    """Through a Channel, the core ran one subscribe at a time: the k-th failed after
+    about k x subscribe_timeout, whatever the layer did."""
+    layer = private_layer(private_postgres_url, subscribe_timeout=1, liveness_interval=60)
+    took: dict[str, float] = {}
+    async with Channel(layer) as channel:
+
+        async def subscribe(group: str) -> None:
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailableError):
+                async with channel.subscribe(group):
+                    pytest.fail("subscribed to a frozen server")
+            took[group] = time.monotonic() - started
+
+        async with frozen(layer.listener_pid), anyio.create_task_group() as tasks:
+            for number in range(4):
+                tasks.start_soon(subscribe, f"group-{number}")
+        assert await layer.listening_channels() == []
+    print("channel subscribes failed after " + ", ".join(f"{t:.2f} s" for t in took.values()))
+    assert len(took) == 4
+    assert max(took.values()) < 1.5, took
+
+
+async def test_leaving_a_channel_subscription_while_another_subscribe_waits_returns_at_once(
+    private_postgres_url: str,
+) -> None:
+    """Leaving waited (shielded, so cancelling did not help) for the channel's lock,
+    held by another task's subscribe to the frozen server."""
+    layer = private_layer(private_postgres_url, subscribe_timeout=1, liveness_interval=60)
+    async with Channel(layer) as channel:
+        kept = channel.subscribe("kept")
+        await kept.__aenter__()
+        async with frozen(layer.listener_pid), anyio.create_task_group() as tasks:
+
+            async def stuck() -> None:
+                with pytest.raises(BrokerUnavailableError):
+                    async with channel.subscribe("new"):
+                        pytest.fail("subscribed to a frozen server")
+
+            tasks.start_soon(stuck)
+            # Registered, so its broker subscribe is issued (in the same step).
+            await eventually(lambda: channel.stats().subscribers == 2)
+            started = time.monotonic()
+            await kept.__aexit__(None, None, None)
+            took = time.monotonic() - started
+            print(f"leaving took {took * 1000:.2f} ms")
+            assert took < 0.1
+        assert await layer.listening_channels() == []
+        async with channel.subscribe("after") as subscriber:
+            await channel.publish("after", "back")
+            assert (await receive(subscriber)).message == "back"
+
+
 # -- 11. a least-privilege role -----------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ._broker_state import BrokerState
 from .event import Event
 from .exceptions import LossReason
 from .history import HistoryRead, Position, parse_position
@@ -27,14 +28,16 @@ class SubscriptionRegistry:
     """The channel's `Inbox`: decodes each delivery once and fans it out.
 
     It also tracks, per group and per pattern, which local subscribers need
-    it, so that the layer is asked to subscribe a name only when its first
-    local subscriber arrives and to unsubscribe when its last one leaves.
+    it, so that the layer is asked to unsubscribe a name when its last one
+    leaves; `broker` keeps what the broker has of each name, and the call in
+    flight for it.
     """
 
     def __init__(self, loads: Callable[[bytes], Any]) -> None:
         self._loads = loads
         self._groups: dict[str, _Members] = {}
         self._patterns: dict[str, _Members] = {}
+        self.broker = BrokerState()
         self.received = 0
         self.undecodable = 0
         self.gaps = 0
@@ -64,12 +67,10 @@ class SubscriptionRegistry:
     def patterns(self) -> frozenset[str]:
         return frozenset(self._patterns)
 
-    def add(self, subscriber: Subscriber) -> tuple[list[str], list[str]]:
-        """Register `subscriber`; return the groups and patterns that are new to the channel."""
-        return (
-            _add(self._groups, subscriber.groups, subscriber),
-            _add(self._patterns, subscriber.patterns, subscriber),
-        )
+    def add(self, subscriber: Subscriber) -> None:
+        """Register `subscriber`: it receives what arrives for its groups and patterns."""
+        _add(self._groups, subscriber.groups, subscriber)
+        _add(self._patterns, subscriber.patterns, subscriber)
 
     def remove(self, subscriber: Subscriber) -> tuple[list[str], list[str]]:
         """Unregister `subscriber`; return the groups and patterns nobody needs any more."""
@@ -255,15 +256,9 @@ def _is_after(position: str | None, head: Position) -> bool:
         return True
 
 
-def _add(table: dict[str, _Members], names: tuple[str, ...], subscriber: Subscriber) -> list[str]:
-    new = []
+def _add(table: dict[str, _Members], names: tuple[str, ...], subscriber: Subscriber) -> None:
     for name in names:
-        members = table.get(name)
-        if members is None:
-            members = table[name] = {}
-            new.append(name)
-        members[subscriber] = None
-    return new
+        table.setdefault(name, {})[subscriber] = None
 
 
 def _remove(

@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from ._broker_state import BrokerCall
 from ._connecting import connected
 from ._names import check_name, check_names
 from ._registry import SubscriptionRegistry
@@ -121,7 +122,6 @@ class Channel:
         self._owner = 0  # the thread that entered the channel (threading.get_ident)
         self._loop: anyio.lowlevel.EventLoopToken | None = None  # and its event loop
         self._exit_stack: AsyncExitStack | None = None
-        self._subscription_lock: anyio.Lock | None = None
         self._published = 0
         self._recovery_round = 0  # bumped by each reconnect the layer reports
         self._recovering = False  # a recovery task is running
@@ -179,7 +179,6 @@ class Channel:
         self._loop = anyio.lowlevel.current_token()
         self._registry = SubscriptionRegistry(self._codec.loads)  # nothing carried over
         self._published = 0
-        self._subscription_lock = anyio.Lock()
         self._recovering = False
         try:
             async with AsyncExitStack() as stack:
@@ -330,47 +329,83 @@ class Channel:
     async def _attached(
         self, subscriber: Subscriber, since: Mapping[str, str] | None = None
     ) -> AsyncIterator[Subscriber]:
+        registry = self._registry  # the entered one, even if the channel is entered again
         if since:
-            self._registry.hold(subscriber, tuple(since))
+            registry.hold(subscriber, tuple(since))
         try:
-            await self._attach(subscriber)
+            await self._attach(registry, subscriber)
         except BaseException:
-            self._registry.unhold(subscriber)
+            registry.unhold(subscriber)
             raise
         try:
             if since:
                 await self._replay(subscriber, since)
-            if subscriber.groups and self._registry.start_recovery is not None:
+            if subscriber.groups and registry.start_recovery is not None:
                 await self._note_heads(subscriber.groups)
             yield subscriber
         finally:
             with anyio.CancelScope(shield=True):
-                await self._detach(subscriber)
+                await self._release(registry, subscriber)
 
-    async def _attach(self, subscriber: Subscriber) -> None:
+    async def _attach(self, registry: SubscriptionRegistry, subscriber: Subscriber) -> None:
+        """Register `subscriber` and wait until every name of it is live at the broker.
+
+        No channel-wide lock: each name has at most one broker call in flight,
+        shared by whoever needs it (see `_broker_state`), so a subscribe
+        stuck in an outage holds up neither other names nor leaving.
+        """
         self._check_open()
         self._check_owner()
-        assert self._subscription_lock is not None
-        async with self._subscription_lock:
-            self._check_open()
-            new_groups, new_patterns = self._registry.add(subscriber)
-            try:
-                await self._broker_subscribe(new_groups, new_patterns)
-            except BaseException:
-                self._registry.remove(subscriber)
-                subscriber._close()
-                with anyio.CancelScope(shield=True):
-                    await self._broker_unsubscribe(new_groups, new_patterns)
-                raise
-            subscriber._live = True
+        await anyio.lowlevel.checkpoint()
+        registry.add(subscriber)
+        issued: BrokerCall | None = None
+        try:
+            while True:
+                self._check_open()
+                issued, others = registry.broker.claim(subscriber)
+                if issued is None and not others:
+                    break
+                if issued is not None:
+                    await self._broker_subscribe(issued.groups, issued.patterns)
+                    registry.broker.finish(issued)
+                    issued = None
+                for call in others:
+                    await call.wait()
+                    if call.subscribing and isinstance(call.error, Exception):
+                        raise call.error  # the subscribe this one waited for failed
+                # Else another task's subscribe was cancelled, or an unsubscribe
+                # ended: claim again.
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._release(registry, subscriber, issued, exc)
+            raise
+        subscriber._live = True
 
-    async def _detach(self, subscriber: Subscriber) -> None:
-        assert self._subscription_lock is not None
-        async with self._subscription_lock:
-            subscriber._close()
-            gone_groups, gone_patterns = self._registry.remove(subscriber)
-            if self._state is _State.OPEN:
-                await self._broker_unsubscribe(gone_groups, gone_patterns)
+    async def _release(
+        self,
+        registry: SubscriptionRegistry,
+        subscriber: Subscriber,
+        failed: BrokerCall | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """End `subscriber`; unsubscribe what nobody needs any more, and what `failed` held.
+
+        The registry and the broker state are updated before the first
+        await: the subscriber is gone at once, and the unsubscribe waits for
+        no other task.
+        """
+        subscriber._close()
+        gone_groups, gone_patterns = registry.remove(subscriber)
+        call = registry.broker.unsubscribe(gone_groups, gone_patterns, failed)
+        if failed is not None:
+            registry.broker.finish(failed, error)
+        if call is None:
+            return
+        try:
+            if self._state is _State.OPEN and registry is self._registry:
+                await self._broker_unsubscribe(call.groups, call.patterns)
+        finally:
+            registry.broker.finish(call)
 
     # -- history ----------------------------------------------------------------
 

@@ -6,7 +6,9 @@ processes and knows nothing of serializers, subscribers or buffering. The
 
 * it reference-counts groups across local subscribers, so a layer sees
   `subscribe(group)` when the first local subscriber of a group arrives and
-  `unsubscribe(group)` when the last one leaves;
+  `unsubscribe(group)` when the last one leaves; calls for different names
+  may run concurrently, but for one name they alternate (subscribe first,
+  and again after a failed subscribe's clean-up) and never overlap;
 * it encodes messages before `publish` and decodes what the layer hands to
   its `Inbox`, then fans events out to the subscribers' bounded buffers.
 
