@@ -245,5 +245,9 @@ async def test_nats_churn_leaves_nothing_behind() -> None:
             assert layer.stats().subscriptions == 0
             await still_works(channel)  # a round trip after the last UNSUBSCRIBE
             assert server.subscriptions() == with_channel
+        # The server drops the connection once it has read the close: poll, bounded.
+        with anyio.move_on_after(5):
+            while await connections():
+                await anyio.sleep(0.01)
         assert await connections() == 0
         assert server.subscriptions() == baseline
