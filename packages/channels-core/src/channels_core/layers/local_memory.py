@@ -440,7 +440,13 @@ class InMemoryChannelLayer(ChannelLayer):
         return self.hub.history is not None
 
     async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        """Read the hub's log; yields first, as a broker round trip would.
+
+        Publishers then run between the live subscription and the read, so
+        the channel's handover is exercised here as on a network layer.
+        """
         self._connected_port()
+        await anyio.lowlevel.checkpoint()
         return self.hub.read(group, after, limit)
 
     async def subscribe(self, group: str) -> None:
