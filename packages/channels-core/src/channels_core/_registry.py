@@ -118,13 +118,8 @@ class SubscriptionRegistry:
         if message is _UNDECODABLE:
             return False
         event = Event(group, message, pattern, position)
-        if position is not None and pattern is None:
-            if self.recovering and group in self.recovering:
-                self.recovering[group].append(event)
-                return False
-            self.positions[group] = position
-        if self._holds:
-            return self._fan_out_held(event, members)
+        if position is not None:  # history on: the only check its absence costs
+            return self._deliver_logged(event, members)
         filling = False
         for subscriber in members:
             if subscriber._push(event):
@@ -220,6 +215,17 @@ class SubscriptionRegistry:
         head = parse_position(read.head)
         items += [event for event in held if _is_after(event.position, head)]
         return items
+
+    def _deliver_logged(self, event: Event, members: _Members) -> bool:
+        """Fan out an event with a position: held while its group recovers, else noted."""
+        if event.pattern is None:
+            group = event.group
+            if self.recovering and group in self.recovering:
+                self.recovering[group].append(event)
+                return False
+            assert event.position is not None
+            self.positions[group] = event.position
+        return self._fan_out_held(event, members)
 
     def _fan_out_held(self, event: Event, members: _Members) -> bool:
         filling = False
