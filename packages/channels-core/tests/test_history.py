@@ -265,3 +265,25 @@ def test_event_keeps_its_old_constructor() -> None:
     assert Event("g", 1, "g*").position is None
     assert Event("g", 1, position="e-1").position == "e-1"
     assert HistoryOptions().history_size == 0
+
+
+async def test_joining_with_since_during_a_recovery_gets_each_event_once() -> None:
+    hub = MemoryHub()
+    flaky = FlakyMemoryLayer(hub, history_size=100)
+    async with (
+        Channel(flaky) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        channel.subscribe("room") as early,
+    ):
+        await publisher.publish("room", 0)
+        start = await _receive(early)
+        assert start.position is not None
+        flaky.drop_link()
+        for number in range(1, 6):
+            await publisher.publish("room", number)
+        flaky.restore_link()  # the recovery starts; the subscription below joins meanwhile
+        async with channel.subscribe("room", since=start.position) as late:
+            await publisher.publish("room", 6)
+            assert await _messages(late, 6) == [1, 2, 3, 4, 5, 6]
+            assert await _messages(early, 6) == [1, 2, 3, 4, 5, 6]
+            await _nothing_more(late)

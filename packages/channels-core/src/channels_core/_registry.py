@@ -44,6 +44,9 @@ class SubscriptionRegistry:
         self._holds: dict[Subscriber, dict[str, list[Event]]] = {}
         #: Live events held per group while it recovers after a reconnect.
         self.recovering: dict[str, list[Event]] = {}
+        #: Group -> subscriber -> the head its ``since=`` replay reached while the
+        #: group was recovering: the recovery skips what it already has.
+        self._caught_up: dict[str, dict[Subscriber, Position]] = {}
         #: Called (synchronously) to start recovering the groups in `recovering`;
         #: None when the layer keeps no history: a reconnect is then a gap.
         self.start_recovery: Callable[[], object] | None = None
@@ -78,6 +81,7 @@ class SubscriptionRegistry:
         for group in gone_groups:
             self.positions.pop(group, None)
             self.recovering.pop(group, None)
+            self._caught_up.pop(group, None)
         return gone_groups, _remove(self._patterns, subscriber.patterns, subscriber)
 
     def _decode(self, group: str, payload: bytes) -> Any:
@@ -104,6 +108,7 @@ class SubscriptionRegistry:
         self._patterns.clear()
         self._holds.clear()
         self.recovering.clear()
+        self._caught_up.clear()
 
     # -- the Inbox protocol ---------------------------------------------------
 
@@ -161,6 +166,8 @@ class SubscriptionRegistry:
             del self._holds[subscriber]
         items = self._replayed(group, read, "expired", held)
         subscriber._replay(items)
+        if group in self.recovering:
+            self._caught_up.setdefault(group, {})[subscriber] = parse_position(read.head)
         if group in self._groups:
             self.positions.setdefault(group, read.head)
 
@@ -172,6 +179,7 @@ class SubscriptionRegistry:
         missing or incomplete is a ``MessagesLost("reconnect")`` first.
         """
         held = self.recovering.pop(group, [])
+        caught_up = self._caught_up.pop(group, {})
         members = self._groups.get(group)
         if not members:
             return
@@ -191,11 +199,15 @@ class SubscriptionRegistry:
         for event in events:
             if event.position is not None:
                 self.positions[group] = event.position
-            if self._holds:
-                self._fan_out_held(event, members)
-            else:
-                for subscriber in members:
-                    subscriber._push(event)
+            receivers = members
+            if caught_up:
+                receivers = {
+                    subscriber: None
+                    for subscriber in members
+                    if subscriber not in caught_up
+                    or _is_after(event.position, caught_up[subscriber])
+                }
+            self._fan_out_held(event, receivers)
 
     def decode_history(self, group: str, read: HistoryRead) -> list[Event]:
         """The events of `read`, decoded (undecodable ones skipped and counted)."""
