@@ -47,6 +47,9 @@ class SubscriptionRegistry:
         self._holds: dict[Subscriber, dict[str, list[Event]]] = {}
         #: Live events held per group while it recovers after a reconnect.
         self.recovering: dict[str, list[Event]] = {}
+        #: Group -> subscriber -> the head its ``since=`` replay reached while the
+        #: group was recovering: the recovery skips what it already has.
+        self._caught_up: dict[str, dict[Subscriber, Position]] = {}
         #: Called (synchronously) to start recovering the groups in `recovering`;
         #: None when the layer keeps no history: a reconnect is then a gap.
         self.start_recovery: Callable[[], object] | None = None
@@ -79,6 +82,7 @@ class SubscriptionRegistry:
         for group in gone_groups:
             self.positions.pop(group, None)
             self.recovering.pop(group, None)
+            self._caught_up.pop(group, None)
         return gone_groups, _remove(self._patterns, subscriber.patterns, subscriber)
 
     def _decode(self, group: str, payload: bytes) -> Any:
@@ -105,6 +109,7 @@ class SubscriptionRegistry:
         self._patterns.clear()
         self._holds.clear()
         self.recovering.clear()
+        self._caught_up.clear()
 
     # -- the Inbox protocol ---------------------------------------------------
 
@@ -119,13 +124,8 @@ class SubscriptionRegistry:
         if message is _UNDECODABLE:
             return False
         event = Event(group, message, pattern, position)
-        if position is not None and pattern is None:
-            if self.recovering and group in self.recovering:
-                self.recovering[group].append(event)
-                return False
-            self.positions[group] = position
-        if self._holds:
-            return self._fan_out_held(event, members)
+        if position is not None:  # history on: the only check its absence costs
+            return self._deliver_logged(event, members)
         filling = False
         for subscriber in members:
             if subscriber._push(event):
@@ -167,6 +167,8 @@ class SubscriptionRegistry:
             del self._holds[subscriber]
         items = self._replayed(group, read, "expired", held)
         subscriber._replay(items)
+        if group in self.recovering:
+            self._caught_up.setdefault(group, {})[subscriber] = parse_position(read.head)
         if group in self._groups:
             self.positions.setdefault(group, read.head)
 
@@ -178,6 +180,7 @@ class SubscriptionRegistry:
         missing or incomplete is a ``MessagesLost("reconnect")`` first.
         """
         held = self.recovering.pop(group, [])
+        caught_up = self._caught_up.pop(group, {})
         members = self._groups.get(group)
         if not members:
             return
@@ -197,11 +200,15 @@ class SubscriptionRegistry:
         for event in events:
             if event.position is not None:
                 self.positions[group] = event.position
-            if self._holds:
-                self._fan_out_held(event, members)
-            else:
-                for subscriber in members:
-                    subscriber._push(event)
+            receivers = members
+            if caught_up:
+                receivers = {
+                    subscriber: None
+                    for subscriber in members
+                    if subscriber not in caught_up
+                    or _is_after(event.position, caught_up[subscriber])
+                }
+            self._fan_out_held(event, receivers)
 
     def decode_history(self, group: str, read: HistoryRead) -> list[Event]:
         """The events of `read`, decoded (undecodable ones skipped and counted)."""
@@ -221,6 +228,17 @@ class SubscriptionRegistry:
         head = parse_position(read.head)
         items += [event for event in held if _is_after(event.position, head)]
         return items
+
+    def _deliver_logged(self, event: Event, members: _Members) -> bool:
+        """Fan out an event with a position: held while its group recovers, else noted."""
+        if event.pattern is None:
+            group = event.group
+            if self.recovering and group in self.recovering:
+                self.recovering[group].append(event)
+                return False
+            assert event.position is not None
+            self.positions[group] = event.position
+        return self._fan_out_held(event, members)
 
     def _fan_out_held(self, event: Event, members: _Members) -> bool:
         filling = False

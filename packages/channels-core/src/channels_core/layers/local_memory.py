@@ -172,19 +172,20 @@ class MemoryHub:
                 )
             self.history = (size, ttl)
 
-    def publish(self, group: str, payload: bytes, origin: int | None = None) -> bool:
+    def publish(
+        self, group: str, payload: bytes, origin: int | None = None, position: str | None = None
+    ) -> bool:
         """Deliver to every subscribed port; True if a local one asked the sender to yield.
 
         `origin` is the publishing thread's `threading.get_ident`, when the
-        caller knows it already.
+        caller knows it already. With history on, the message is logged
+        first and delivered with its `position` (leave it None: the log
+        assigns it); with history off this costs one comparison.
         """
         here = threading.get_ident() if origin is None else origin
-        if self.history is None:
-            return self._fan_out(group, payload, here, None)
-        with self._log_lock:
-            return self._fan_out(group, payload, here, self._append(group, payload))
-
-    def _fan_out(self, group: str, payload: bytes, here: int, position: str | None) -> bool:
+        if position is None and self.history is not None:
+            with self._log_lock:
+                return self.publish(group, payload, here, self._append(group, payload))
         filling = False
         for port in self._groups.get(group, ()):
             if port.thread != here:
@@ -440,7 +441,13 @@ class InMemoryChannelLayer(ChannelLayer):
         return self.hub.history is not None
 
     async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        """Read the hub's log; yields first, as a broker round trip would.
+
+        Publishers then run between the live subscription and the read, so
+        the channel's handover is exercised here as on a network layer.
+        """
         self._connected_port()
+        await anyio.lowlevel.checkpoint()
         return self.hub.read(group, after, limit)
 
     async def subscribe(self, group: str) -> None:

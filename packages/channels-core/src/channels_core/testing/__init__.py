@@ -28,6 +28,11 @@ Needs pytest and anyio's pytest plugin (installed with anyio); trio for the
 default backends. Pattern tests adapt to the layer: with pattern support
 they check matching, without it they check `NotSupportedError`.
 
+History tests run for layers declaring the "history" capability, with
+layers from the ``make_history_layer`` fixture (by default
+``from_url(layer_url, history_size=..., history_ttl=...)``); the others
+check that ``since=``, ``history()`` and ``history_size`` are refused.
+
 `ThrowawayServer` is the shape of a private broker for a layer's fault
 tests (`url`, `start`, `stop`, `restart`, a context manager), with
 `free_port`, `wait_for_port` and `require_tool` to build one.
@@ -41,13 +46,20 @@ from ._servers import (
     require_tool,
     wait_for_port,
 )
-from ._suite import DELIVERY_TIMEOUT, BadOptions, ChannelLayerConformance, LayerFactory
+from ._suite import (
+    DELIVERY_TIMEOUT,
+    BadOptions,
+    ChannelLayerConformance,
+    HistoryLayerFactory,
+    LayerFactory,
+)
 
 __all__ = [
     "DELIVERY_TIMEOUT",
     "LOOPBACK",
     "BadOptions",
     "ChannelLayerConformance",
+    "HistoryLayerFactory",
     "LayerFactory",
     "ThrowawayServer",
     "ToolMissing",

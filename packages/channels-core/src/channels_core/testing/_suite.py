@@ -7,11 +7,13 @@ import dataclasses
 import logging
 import math
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from .. import (
@@ -31,6 +33,9 @@ from .. import (
 )
 
 LayerFactory = Callable[[], ChannelLayer]
+
+#: ``make(history_size=N, history_ttl=None)``: a new, unconnected layer with history on.
+HistoryLayerFactory = Callable[..., ChannelLayer]
 
 #: Options `from_url` must refuse, each with the error it must raise; the
 #: message must name the option (the first key of each mapping).
@@ -73,6 +78,15 @@ _UNUSUAL_GROUPS = [
 async def _receive(subscriber: Subscriber) -> Event:
     with anyio.fail_after(DELIVERY_TIMEOUT):
         return await subscriber.receive()
+
+
+def _unique(name: str) -> str:
+    """A group name of its own per test run: a broker's history outlives a test."""
+    return f"{name}-{uuid.uuid4().hex[:12]}"
+
+
+async def _messages(subscriber: Subscriber, count: int) -> list[Any]:
+    return [(await _receive(subscriber)).message for _ in range(count)]
 
 
 def _stats_or_skip(layer: ChannelLayer) -> LayerStats:
@@ -148,6 +162,29 @@ class ChannelLayerConformance:
         record. None skips the check.
         """
         return None
+
+    @pytest.fixture
+    def make_history_layer(
+        self, make_layer: LayerFactory, layer_url: str | None
+    ) -> HistoryLayerFactory:
+        """Builds layers with history on: ``make(history_size=N, history_ttl=None)``.
+
+        By default ``from_url(layer_url, **options)``. Every layer built in
+        one test must reach the same broker and log (so override it where the
+        layer_url is shared in a way history settings cannot be, e.g. a
+        process-wide hub). The history tests run for layers declaring the
+        "history" capability; the others check `NotSupportedError` instead.
+        """
+        self._history_or_skip(make_layer)
+        layer_class = type(make_layer())
+        if layer_url is None:
+            pytest.skip("no layer_url (nor make_history_layer) fixture: the history tests need one")
+        return lambda **options: layer_class.from_url(layer_url, **options)
+
+    def _history_or_skip(self, make_layer: LayerFactory) -> None:
+        layer = make_layer()
+        if "history" not in layer_capabilities(type(layer)):
+            pytest.skip(f"{type(layer).__name__} does not declare the history capability")
 
     @asynccontextmanager
     async def _channel(self, make_layer: LayerFactory, **options: Any) -> AsyncIterator[Channel]:
@@ -556,3 +593,228 @@ class ChannelLayerConformance:
         for secret in secrets:
             leaks = [text for text in shown if secret in text]
             assert not leaks, f"a secret from secret_url shows in: {leaks}"
+
+    # -- history ----------------------------------------------------------------------
+
+    async def test_history_is_refused_without_the_capability_or_when_off(
+        self, make_layer: LayerFactory, layer_url: str | None
+    ) -> None:
+        layer = make_layer()
+        name = type(layer).__name__
+        declared = "history" in layer_capabilities(type(layer))
+        if not declared and layer_url is not None:
+            with pytest.raises(NotSupportedError, match=name):
+                Channel.from_url(layer_url, history_size=10)
+        async with Channel(layer) as channel:
+            if declared and layer.keeps_history:
+                pytest.skip("make_layer builds layers with history on")
+            with pytest.raises(NotSupportedError, match=name):
+                channel.subscribe("group", since="e-1")
+            with pytest.raises(NotSupportedError, match=name):
+                await channel.history("group")
+            async with channel.subscribe("group") as subscriber:
+                await channel.publish("group", "no history")
+                event = await _receive(subscriber)
+        assert event == Event("group", "no history", None, None)
+
+    async def test_history_events_carry_ordered_positions(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        group = _unique("positions")
+        async with Channel(make_history_layer(history_size=100)) as channel:
+            assert "history" in channel.capabilities
+            async with channel.subscribe(group) as subscriber:
+                for number in range(5):
+                    await channel.publish(group, number)
+                live = [await _receive(subscriber) for _ in range(5)]
+            stored = await channel.history(group)
+        assert [event.message for event in live] == list(range(5))
+        assert all(isinstance(event.position, str) for event in live)
+        assert len({event.position for event in live}) == 5
+        assert stored == live
+
+    async def test_since_replays_from_the_start_middle_and_end(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        group = _unique("since")
+        async with (
+            Channel(make_history_layer(history_size=100)) as channel,
+            Channel(make_history_layer(history_size=100)) as publisher,
+        ):
+            for number in range(10):
+                await publisher.publish(group, number)
+            stored = await channel.history(group)
+            assert [event.message for event in stored] == list(range(10))
+            logged = list(range(10))
+            for start, live in ((0, 100), (4, 101), (9, 102)):
+                expected = logged[start + 1 :]
+                async with channel.subscribe(group, since=stored[start].position) as subscriber:
+                    replayed = await _messages(subscriber, len(expected))
+                    await publisher.publish(group, live)
+                    assert (await _receive(subscriber)).message == live
+                assert replayed == expected
+                logged.append(live)
+            # Past the end of the log: a position newer than anything stored since.
+            newest = (await channel.history(group, limit=1))[0]
+            async with channel.subscribe(group, since=newest.position) as subscriber:
+                await publisher.publish(group, "only this")
+                assert (await _receive(subscriber)).message == "only this"
+
+    async def test_since_hands_over_to_live_without_gap_or_duplicate(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        """A publisher runs flat out while subscribers join with since= at different points."""
+        self._history_or_skip(make_layer)
+        group, count = _unique("handover"), 600
+        async with (
+            Channel(make_history_layer(history_size=count)) as channel,
+            Channel(make_history_layer(history_size=count)) as publisher,
+        ):
+            async with channel.subscribe(group) as watcher:
+                await publisher.publish(group, -1)
+                origin = await _receive(watcher)
+
+                async def publish_all() -> None:
+                    for number in range(count):
+                        await publisher.publish(group, number)
+                        if number % 25 == 0:
+                            await anyio.lowlevel.checkpoint()
+
+                async def join_at(wait_for: int) -> list[Any]:
+                    while (await _receive(watcher)).message < wait_for:
+                        pass
+                    async with channel.subscribe(
+                        group, since=origin.position, buffer_size=2 * count
+                    ) as subscriber:
+                        return await _messages(subscriber, count)
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(publish_all)
+                    received = await join_at(count // 3)
+        assert received == list(range(count))
+
+    async def test_since_for_several_groups(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        first, second, third = _unique("a"), _unique("b"), _unique("c")
+        async with Channel(make_history_layer(history_size=10)) as channel:
+            for number in range(3):
+                await channel.publish(first, f"a{number}")
+                await channel.publish(second, f"b{number}")
+            a0 = (await channel.history(first))[0].position
+            b1 = (await channel.history(second))[1].position
+            assert a0 is not None
+            assert b1 is not None
+            with pytest.raises(ValueError, match="since"):
+                channel.subscribe(first, second, since=a0)
+            with pytest.raises(ValueError, match="does not include"):
+                channel.subscribe(first, since={third: a0})
+            async with channel.subscribe(
+                first, second, third, since={first: a0, second: b1}
+            ) as subscriber:
+                replayed = await _messages(subscriber, 3)
+                await channel.publish(third, "c-live")
+                assert (await _receive(subscriber)).message == "c-live"
+        assert sorted(replayed) == ["a1", "a2", "b2"]
+
+    async def test_history_is_trimmed_by_size_and_an_old_position_expires(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        group = _unique("trimmed")
+        async with Channel(make_history_layer(history_size=5)) as channel:
+            await channel.publish(group, 0)
+            (first,) = await channel.history(group)
+            for number in range(1, 12):
+                await channel.publish(group, number)
+            assert [event.message for event in await channel.history(group)] == list(range(7, 12))
+            with pytest.raises(MessagesLost) as lost:
+                await channel.history(group, since=first.position)
+            assert lost.value.reason == "expired"
+            async with channel.subscribe(group, since=first.position) as subscriber:
+                with pytest.raises(MessagesLost) as lost:
+                    await _receive(subscriber)
+                assert lost.value.reason == "expired"
+                assert await _messages(subscriber, 5) == list(range(7, 12))
+                await channel.publish(group, "live")
+                assert (await _receive(subscriber)).message == "live"
+
+    async def test_history_is_trimmed_by_ttl(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        group, ttl = _unique("ttl"), 0.5
+        async with Channel(make_history_layer(history_size=100, history_ttl=ttl)) as channel:
+            for number in range(3):
+                await channel.publish(group, number)
+            first = (await channel.history(group))[0]
+            await anyio.sleep(2 * ttl)  # the TTL itself is what is tested
+            await channel.publish(group, "fresh")
+            assert [event.message for event in await channel.history(group)] == ["fresh"]
+            async with channel.subscribe(group, since=first.position) as subscriber:
+                with pytest.raises(MessagesLost) as lost:
+                    await _receive(subscriber)
+                assert lost.value.reason == "expired"
+                assert (await _receive(subscriber)).message == "fresh"
+
+    async def test_history_limits(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        group = _unique("limits")
+        async with Channel(make_history_layer(history_size=100)) as channel:
+            assert await channel.history(group) == []
+            for number in range(10):
+                await channel.publish(group, number)
+            everything = await channel.history(group)
+            assert [event.message for event in everything] == list(range(10))
+            assert await channel.history(group, limit=3) == everything[-3:]
+            assert await channel.history(group, limit=0) == []
+            assert await channel.history(group, limit=50) == everything
+            after = everything[2].position
+            assert await channel.history(group, limit=3, since=after) == everything[3:6]
+            assert await channel.history(group, since=everything[-1].position) == []
+            with pytest.raises(ValueError, match="limit"):
+                await channel.history(group, limit=-1)
+            with pytest.raises(TypeError, match="limit"):
+                await channel.history(group, limit="3")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="since"):
+                await channel.history(group, since="not a position")
+            with pytest.raises(ValueError, match="since"):
+                channel.subscribe(group, since="")
+
+    async def test_a_position_of_another_log_expires(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        """A position the log never had (another epoch: a broker that lost its data)."""
+        self._history_or_skip(make_layer)
+        group = _unique("epoch")
+        async with Channel(make_history_layer(history_size=10)) as channel:
+            await channel.publish(group, "kept")
+            async with channel.subscribe(group, since="otherepoch0-5") as subscriber:
+                with pytest.raises(MessagesLost) as lost:
+                    await _receive(subscriber)
+                assert lost.value.reason == "expired"
+                assert (await _receive(subscriber)).message == "kept"
+
+    async def test_unusual_group_names_keep_working_with_history(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        suffix = uuid.uuid4().hex[:8]
+        groups = [f"{group}{suffix}" for group in _UNUSUAL_GROUPS]
+        async with Channel(make_history_layer(history_size=10)) as channel:
+            for group in groups:
+                await channel.publish(group, [group, 1])
+                await channel.publish(group, [group, 2])
+            for group in groups:
+                stored = await channel.history(group)
+                assert [(e.group, e.message) for e in stored] == [
+                    (group, [group, 1]),
+                    (group, [group, 2]),
+                ]
+                async with channel.subscribe(group, since=stored[0].position) as subscriber:
+                    assert (await _receive(subscriber)).message == [group, 2]
