@@ -267,7 +267,7 @@ async def test_concurrent_channel_subscribes_to_a_frozen_server_each_fail_within
 ) -> None:
     """Through a Channel, the core ran one subscribe at a time: the k-th failed after
     about k x subscribe_timeout, whatever the layer did."""
-    layer = private_layer(private_postgres_url, subscribe_timeout=1, liveness_interval=60)
+    layer = private_layer(private_postgres_url, subscribe_timeout=1, health_check_interval=60)
     took: dict[str, float] = {}
     async with Channel(layer) as channel:
 
@@ -278,7 +278,7 @@ async def test_concurrent_channel_subscribes_to_a_frozen_server_each_fail_within
                     pytest.fail("subscribed to a frozen server")
             took[group] = time.monotonic() - started
 
-        async with frozen(layer.listener_pid), anyio.create_task_group() as tasks:
+        async with frozen(layer.stats().listener_pid), anyio.create_task_group() as tasks:
             for number in range(4):
                 tasks.start_soon(subscribe, f"group-{number}")
         assert await layer.listening_channels() == []
@@ -292,11 +292,11 @@ async def test_leaving_a_channel_subscription_while_another_subscribe_waits_retu
 ) -> None:
     """Leaving waited (shielded, so cancelling did not help) for the channel's lock,
     held by another task's subscribe to the frozen server."""
-    layer = private_layer(private_postgres_url, subscribe_timeout=1, liveness_interval=60)
+    layer = private_layer(private_postgres_url, subscribe_timeout=1, health_check_interval=60)
     async with Channel(layer) as channel:
         kept = channel.subscribe("kept")
         await kept.__aenter__()
-        async with frozen(layer.listener_pid), anyio.create_task_group() as tasks:
+        async with frozen(layer.stats().listener_pid), anyio.create_task_group() as tasks:
 
             async def stuck() -> None:
                 with pytest.raises(BrokerUnavailableError):
