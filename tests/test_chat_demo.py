@@ -38,6 +38,7 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as connect_sync
 
 from channels_core import Channel
+from channels_layer_redis.testing import RedisServer, ToolMissing
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the demo lives in the repository, not in a distribution
@@ -190,6 +191,50 @@ async def test_joined_comes_before_the_rooms_messages() -> None:
                     bot.start_soon(chatter_away)
                     await join(client, "busy", "ann")  # the very next frame says "joined"
                     bot.cancel_scope.cancel()
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    """GET `url` (in a worker thread: the server runs in the test's event loop)."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def healthz_url(websocket_url: str) -> str:
+    return websocket_url.replace("ws://", "http://").replace("/ws", "/healthz")
+
+
+@pytest.mark.anyio
+async def test_healthz_is_200_with_the_report_while_healthy() -> None:
+    async with serving(create_app("memory://")) as url:
+        status, report = await anyio.to_thread.run_sync(get_json, healthz_url(url))
+    assert status == 200
+    assert report["healthy"] is True
+    assert report["reason"] is None
+    assert report["subscriptions_live"] is True
+
+
+@pytest.mark.anyio
+async def test_healthz_is_503_with_the_reason_while_the_broker_is_down() -> None:
+    try:
+        server = RedisServer()
+    except ToolMissing as tool_missing:
+        missing(str(tool_missing))
+    with server:
+        async with serving(create_app(server.url)) as url:
+            status, _ = await anyio.to_thread.run_sync(get_json, healthz_url(url))
+            assert status == 200
+            server.stop()
+            status, report = await anyio.to_thread.run_sync(get_json, healthz_url(url))
+            assert status == 503
+            assert report["healthy"] is False
+            assert report["reason"]
+            await anyio.to_thread.run_sync(server.start)
+            with anyio.fail_after(10):
+                while (await anyio.to_thread.run_sync(get_json, healthz_url(url)))[0] != 200:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
 
 
 BAD_FRAMES = {

@@ -19,6 +19,11 @@ the previous one) and ``{"type": "message", "text": ...}``. Server to
 browser: ``welcome``, ``joined``, ``message`` ({room, nick, text, time}),
 ``notice`` (messages were lost) and ``error`` (bad input; the socket stays
 open).
+
+``GET /healthz`` answers the channel's health report (`Channel.health`) as
+JSON: 200 when healthy, 503 when not (the broker does not answer within
+`HEALTH_TIMEOUT` seconds, the layer is reconnecting): point a load
+balancer's or Kubernetes' probe at it.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ import anyio
 import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
 from starlette.applications import Starlette
-from starlette.responses import FileResponse
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -247,6 +253,10 @@ def _describe(gap: MessagesLost) -> str:
 # -- the app ------------------------------------------------------------------------
 
 
+#: Seconds /healthz waits for the broker before answering 503.
+HEALTH_TIMEOUT = 2.0
+
+
 def create_app(url: str) -> Starlette:
     """The chat app on the layer for `url`; ``app.state.channel`` while it runs."""
     layer = urlsplit(url).scheme
@@ -260,11 +270,16 @@ def create_app(url: str) -> Starlette:
     async def index(request: Any) -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    async def healthz(request: Request) -> JSONResponse:
+        report = await request.app.state.channel.health(timeout=HEALTH_TIMEOUT)
+        return JSONResponse(report.as_dict(), status_code=200 if report.healthy else 503)
+
     async def chat_socket(websocket: WebSocket) -> None:
         await ChatSession(websocket, websocket.app.state.channel).run(layer)
 
     routes = [
         Route("/", index),
+        Route("/healthz", healthz),
         WebSocketRoute("/ws", chat_socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
