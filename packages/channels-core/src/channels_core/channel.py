@@ -6,7 +6,8 @@ import enum
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -127,6 +128,9 @@ class Channel:
         self._recovery_round = 0  # bumped by each reconnect the layer reports
         self._recovering = False  # a recovery task is running
         self._health = HealthRecord()
+        #: Set by `channels_core.telemetry.instrument`: called with each
+        #: successful publish's duration in seconds; None (no cost) when off.
+        self._record_publish_duration: Callable[[float], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -276,7 +280,13 @@ class Channel:
                 f"carries at most {limit:,}. Nothing was sent: send a smaller message, "
                 "or a reference to where the data is stored"
             )
-        await self._layer.publish(group, payload)
+        record_duration = self._record_publish_duration
+        if record_duration is None:
+            await self._layer.publish(group, payload)
+        else:  # metrics on (channels_core.telemetry)
+            started = time.perf_counter()
+            await self._layer.publish(group, payload)
+            record_duration(time.perf_counter() - started)
         self._published += 1
 
     # -- subscribing ------------------------------------------------------------
