@@ -217,6 +217,32 @@ async def test_healthz_is_200_with_the_report_while_healthy() -> None:
 
 
 @pytest.mark.anyio
+async def test_metrics_are_served_in_prometheus_text_format() -> None:
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    room = unique_room()
+    async with serving(create_app("memory://")) as url:
+        async with chatter(url, room, "ann") as ann:
+            await say(ann, "hi")
+            await say(ann, "again")
+            assert_message(await receive(ann), room, "ann", "hi")
+            assert_message(await receive(ann), room, "ann", "again")
+            metrics_url = url.replace("ws://", "http://").replace("/ws", "/metrics")
+
+            def scrape() -> str:
+                with urllib.request.urlopen(metrics_url, timeout=TIMEOUT) as response:
+                    return str(response.read().decode())
+
+            text = await anyio.to_thread.run_sync(scrape)
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("chan"))
+
+    def values(metric: str) -> list[str]:
+        return [value for name, value in samples.items() if name.startswith(metric + "{")]
+
+    assert values("channels_messages_published_total") == ["2.0"]
+    assert values("channels_subscribers") == ["1.0"]
+
+
+@pytest.mark.anyio
 async def test_healthz_is_503_with_the_reason_while_the_broker_is_down() -> None:
     try:
         server = RedisServer()

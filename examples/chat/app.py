@@ -23,7 +23,10 @@ open).
 ``GET /healthz`` answers the channel's health report (`Channel.health`) as
 JSON: 200 when healthy, 503 when not (the broker does not answer within
 `HEALTH_TIMEOUT` seconds, the layer is reconnecting): point a load
-balancer's or Kubernetes' probe at it.
+balancer's or Kubernetes' probe at it. ``GET /metrics`` serves the
+channel's metrics (`channels_core.telemetry`) in Prometheus' text format
+when ``opentelemetry-sdk`` and ``opentelemetry-exporter-prometheus`` are
+installed (404 otherwise).
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from channels_core import Channel, ChannelsError, MessagesLost
+from channels_core.telemetry import instrument
 
 __all__ = [
     "BadFrame",
@@ -257,6 +261,27 @@ def _describe(gap: MessagesLost) -> str:
 HEALTH_TIMEOUT = 2.0
 
 
+@dataclass(frozen=True)
+class PrometheusExporter:
+    """The app's OpenTelemetry meter provider, read by Prometheus' scrape of /metrics."""
+
+    meter_provider: Any
+    scrape: Any  # () -> bytes: the text format
+    content_type: str
+
+
+def prometheus_exporter() -> PrometheusExporter | None:
+    """A meter provider exporting to Prometheus, if its packages are installed."""
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    except ImportError:
+        return None
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+    return PrometheusExporter(provider, generate_latest, CONTENT_TYPE_LATEST)
+
+
 def create_app(url: str) -> Starlette:
     """The chat app on the layer for `url`; ``app.state.channel`` while it runs."""
     layer = urlsplit(url).scheme
@@ -265,7 +290,15 @@ def create_app(url: str) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with Channel.from_url(url) as channel:
             app.state.channel = channel
-            yield
+            app.state.metrics = exporter = prometheus_exporter()
+            if exporter is None:
+                yield
+                return
+            instrument(channel, meter_provider=exporter.meter_provider)
+            try:
+                yield
+            finally:
+                exporter.meter_provider.shutdown()  # unregisters it from prometheus_client
 
     async def index(request: Any) -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -277,9 +310,19 @@ def create_app(url: str) -> Starlette:
     async def chat_socket(websocket: WebSocket) -> None:
         await ChatSession(websocket, websocket.app.state.channel).run(layer)
 
+    async def metrics(request: Request) -> Response:
+        exporter: PrometheusExporter | None = request.app.state.metrics
+        if exporter is None:
+            return Response(
+                "install opentelemetry-sdk and opentelemetry-exporter-prometheus for /metrics\n",
+                status_code=404,
+            )
+        return Response(exporter.scrape(), media_type=exporter.content_type)
+
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
         WebSocketRoute("/ws", chat_socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

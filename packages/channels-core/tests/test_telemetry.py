@@ -56,7 +56,7 @@ async def test_counts_after_a_known_workload(
     reader: InMemoryMetricReader, provider: MeterProvider
 ) -> None:
     async with Channel.from_url("memory://") as channel:
-        instrument(channel, meter_provider=provider)
+        instrument(channel, meter_provider=provider, publish_duration=True)
         async with (
             channel.subscribe("g", buffer_size=2, overflow="drop_oldest") as oldest,
             channel.subscribe("g", "h", buffer_size=1, overflow="drop_newest") as newest,
@@ -90,9 +90,9 @@ async def test_two_channels_on_one_layer_kind_add_up(
     reader: InMemoryMetricReader, provider: MeterProvider
 ) -> None:
     async with Channel.from_url("memory://") as first, Channel.from_url("memory://") as second:
-        instrument(first, meter_provider=provider)
-        instrument(first, meter_provider=provider)  # idempotent
-        instrument(second, meter_provider=provider)
+        instrument(first, meter_provider=provider, publish_duration=True)
+        instrument(first, meter_provider=provider, publish_duration=True)  # idempotent
+        instrument(second, meter_provider=provider, publish_duration=True)
         await first.publish("a", 1)
         await second.publish("a", 2)
         await second.publish("a", 3)
@@ -104,14 +104,22 @@ async def test_two_channels_on_one_layer_kind_add_up(
     assert value(found, "channels.publish.duration").count == 3  # the 4th was not recorded
 
 
-async def test_off_by_default_and_off_again() -> None:
+async def test_no_work_per_publish_unless_the_histogram_is_asked_for(
+    reader: InMemoryMetricReader, provider: MeterProvider
+) -> None:
     async with Channel.from_url("memory://") as channel:
         assert channel._record_publish_duration is None
-        instrument(channel, meter_provider=MeterProvider())
+        instrument(channel, meter_provider=provider)
+        assert channel._record_publish_duration is None  # counters only: read at collection
+        await channel.publish("a", 1)
+        found = points(reader)
+        assert value(found, "channels.messages.published") == 1
+        assert not [name for name, _ in found if name == "channels.publish.duration"]
+        instrument(channel, meter_provider=provider, publish_duration=True)
         assert channel._record_publish_duration is not None
         uninstrument(channel)
         assert channel._record_publish_duration is None
-        await channel.publish("a", 1)
+        await channel.publish("a", 2)
 
 
 def test_without_opentelemetry_the_error_says_what_to_install(

@@ -5,8 +5,10 @@ for a channel that is not instrumented, and nothing of OpenTelemetry is
 imported until this is called. Counters are read from what the channel and
 its layer count anyway (`Channel.stats`, `ChannelLayer.stats`), by
 observable instruments whose callbacks run only when a metric reader
-collects: no work per message. The one exception is the publish duration
-histogram, one clock read and one ``record`` per publish while instrumented.
+collects: no work per message. The publish duration histogram is the one
+instrument that costs per message (an SDK's ``record`` is a few
+microseconds: +74% CPU per 1 KiB message on ``memory://``, see the README),
+so it is opt-in: ``instrument(channel, publish_duration=True)``.
 
 Instruments (attribute ``channels.layer``: the layer's URL scheme, e.g.
 ``redis``; group names are never attributes, their number is unbounded):
@@ -26,6 +28,7 @@ Instruments (attribute ``channels.layer``: the layer's URL scheme, e.g.
 ``channels.subscribers``            up-down counter  live subscriptions
 ``channels.groups``                 up-down counter  groups subscribed on the broker
 ``channels.publish.duration``       histogram (s)    the layer's publish, successful ones
+                                                     (with ``publish_duration=True``)
 =================================  ===============  ====================================
 
 The counters start from zero each time the channel is entered (a
@@ -51,27 +54,42 @@ __all__ = ["instrument", "uninstrument"]
 #: The meter's name (the instrumentation scope).
 METER_NAME = "channels_core"
 
+#: Histogram buckets of the publish duration, in seconds: 100 us (in process) to 10 s
+#: (a publish retried through an outage). The SDK's default buckets suit milliseconds.
+PUBLISH_DURATION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+
 #: Attributes and value, one observation of a channel.
 _Reading = tuple[dict[str, str], int]
 _Reader = Callable[[Channel, dict[str, str]], Iterator[_Reading]]
 
 
-def instrument(channel: Channel, *, meter_provider: MeterProvider | None = None) -> None:
-    """Report `channel`'s metrics through OpenTelemetry (idempotent).
+def instrument(
+    channel: Channel,
+    *,
+    meter_provider: MeterProvider | None = None,
+    publish_duration: bool = False,
+) -> None:
+    """Report `channel`'s metrics through OpenTelemetry (calling it again updates the choice).
 
     `meter_provider` defaults to the global one (``opentelemetry.metrics.
-    set_meter_provider``). Raises `ImportError` saying what to install when
-    ``opentelemetry-api`` is missing.
+    set_meter_provider``). `publish_duration` adds the histogram of publish
+    durations, the one metric with a cost per message. Raises `ImportError`
+    saying what to install when ``opentelemetry-api`` is missing.
     """
     instruments = _instruments_for(meter_provider)
-    record = instruments.publish_duration.record
-    attributes = _layer_attributes(channel)
-
-    def record_publish_duration(seconds: float) -> None:
-        record(seconds, attributes)
-
     instruments.channels.add(channel)
-    channel._record_publish_duration = record_publish_duration
+    channel._record_publish_duration = None
+    if publish_duration:
+        record = instruments.publish_duration.record
+        attributes = _layer_attributes(channel)
+
+        def record_publish_duration(seconds: float) -> None:
+            record(seconds, attributes)
+
+        channel._record_publish_duration = record_publish_duration
 
 
 def uninstrument(channel: Channel) -> None:
@@ -90,6 +108,7 @@ class _Instruments:
             "channels.publish.duration",
             unit="s",
             description="Duration of the layer's publish (successful ones)",
+            explicit_bucket_boundaries_advisory=PUBLISH_DURATION_BUCKETS,
         )
         for name, description, read in _COUNTERS:
             meter.create_observable_counter(
