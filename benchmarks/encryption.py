@@ -17,6 +17,7 @@ import argparse
 import secrets
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -29,15 +30,24 @@ MODES = ("off", "on")
 
 
 async def cpu_per_message(
-    url: str, serializer: str | Serializer, messages: int, size: int
+    url: str,
+    serializer: str | Serializer,
+    messages: int,
+    size: int,
+    prepare: Callable[[Channel], object] | None = None,
 ) -> float:
-    """Seconds of this process's CPU per message, publish to delivery."""
+    """Seconds of this process's CPU per message, publish to delivery.
+
+    `prepare` is called with the open channel before the clock starts.
+    """
     message = {"i": 0, "pad": "x" * max(0, size - len('{"i":0,"pad":""}'))}
-    group = f"bench-encryption-{secrets.token_hex(4)}"
+    group = f"bench-{secrets.token_hex(4)}"
     async with (
         Channel.from_url(url, serializer=serializer, buffer_size=messages) as channel,
         channel.subscribe(group) as subscriber,
     ):
+        if prepare is not None:
+            prepare(channel)
 
         async def consume(received: anyio.Event) -> None:
             for _ in range(messages):
@@ -68,13 +78,18 @@ async def main(url: str, messages: int, repeat: int, size: int) -> dict[str, flo
     return {mode: statistics.median(values) for mode, values in samples.items()}
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(doc: str) -> argparse.Namespace:
+    """``--url``, ``--messages``, ``--repeat`` and ``--size``, described by `doc`'s first line."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--url", default="memory://")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--size", type=int, default=1024)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    args = parse_args(__doc__)
     medians = anyio.run(main, args.url, args.messages, args.repeat, args.size)
     off, on = medians["off"] * 1e6, medians["on"] * 1e6
     print(f"{args.size} B JSON messages, {args.url}, median of {args.repeat} alternating runs")

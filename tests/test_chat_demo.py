@@ -38,6 +38,7 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as connect_sync
 
 from channels_core import Channel
+from channels_layer_redis.testing import RedisServer, ToolMissing
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the demo lives in the repository, not in a distribution
@@ -190,6 +191,76 @@ async def test_joined_comes_before_the_rooms_messages() -> None:
                     bot.start_soon(chatter_away)
                     await join(client, "busy", "ann")  # the very next frame says "joined"
                     bot.cancel_scope.cancel()
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    """GET `url` (in a worker thread: the server runs in the test's event loop)."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def healthz_url(websocket_url: str) -> str:
+    return websocket_url.replace("ws://", "http://").replace("/ws", "/healthz")
+
+
+@pytest.mark.anyio
+async def test_healthz_is_200_with_the_report_while_healthy() -> None:
+    async with serving(create_app("memory://")) as url:
+        status, report = await anyio.to_thread.run_sync(get_json, healthz_url(url))
+    assert status == 200
+    assert report["healthy"] is True
+    assert report["reason"] is None
+    assert report["subscriptions_live"] is True
+
+
+@pytest.mark.anyio
+async def test_metrics_are_served_in_prometheus_text_format() -> None:
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    room = unique_room()
+    async with serving(create_app("memory://")) as url:
+        async with chatter(url, room, "ann") as ann:
+            await say(ann, "hi")
+            await say(ann, "again")
+            assert_message(await receive(ann), room, "ann", "hi")
+            assert_message(await receive(ann), room, "ann", "again")
+            metrics_url = url.replace("ws://", "http://").replace("/ws", "/metrics")
+
+            def scrape() -> str:
+                with urllib.request.urlopen(metrics_url, timeout=TIMEOUT) as response:
+                    return str(response.read().decode())
+
+            text = await anyio.to_thread.run_sync(scrape)
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("chan"))
+
+    def values(metric: str) -> list[str]:
+        return [value for name, value in samples.items() if name.startswith(metric + "{")]
+
+    assert values("channels_messages_published_total") == ["2.0"]
+    assert values("channels_subscribers") == ["1.0"]
+
+
+@pytest.mark.anyio
+async def test_healthz_is_503_with_the_reason_while_the_broker_is_down() -> None:
+    try:
+        server = RedisServer()
+    except ToolMissing as tool_missing:
+        missing(str(tool_missing))
+    with server:
+        async with serving(create_app(server.url)) as url:
+            status, _ = await anyio.to_thread.run_sync(get_json, healthz_url(url))
+            assert status == 200
+            server.stop()
+            status, report = await anyio.to_thread.run_sync(get_json, healthz_url(url))
+            assert status == 503
+            assert report["healthy"] is False
+            assert report["reason"]
+            await anyio.to_thread.run_sync(server.start)
+            with anyio.fail_after(10):
+                while (await anyio.to_thread.run_sync(get_json, healthz_url(url)))[0] != 200:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
 
 
 BAD_FRAMES = {

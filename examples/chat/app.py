@@ -19,6 +19,14 @@ the previous one) and ``{"type": "message", "text": ...}``. Server to
 browser: ``welcome``, ``joined``, ``message`` ({room, nick, text, time}),
 ``notice`` (messages were lost) and ``error`` (bad input; the socket stays
 open).
+
+``GET /healthz`` answers the channel's health report (`Channel.health`) as
+JSON: 200 when healthy, 503 when not (the broker does not answer within
+`HEALTH_TIMEOUT` seconds, the layer is reconnecting): point a load
+balancer's or Kubernetes' probe at it. ``GET /metrics`` serves the
+channel's metrics (`channels_core.telemetry`) in Prometheus' text format
+when ``opentelemetry-sdk`` and ``opentelemetry-exporter-prometheus`` are
+installed (404 otherwise).
 """
 
 from __future__ import annotations
@@ -41,12 +49,14 @@ import anyio
 import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
 from starlette.applications import Starlette
-from starlette.responses import FileResponse
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from channels_core import Channel, ChannelsError, MessagesLost
+from channels_core.telemetry import instrument
 
 __all__ = [
     "BadFrame",
@@ -247,6 +257,31 @@ def _describe(gap: MessagesLost) -> str:
 # -- the app ------------------------------------------------------------------------
 
 
+#: Seconds /healthz waits for the broker before answering 503.
+HEALTH_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class PrometheusExporter:
+    """The app's OpenTelemetry meter provider, read by Prometheus' scrape of /metrics."""
+
+    meter_provider: Any
+    scrape: Any  # () -> bytes: the text format
+    content_type: str
+
+
+def prometheus_exporter() -> PrometheusExporter | None:
+    """A meter provider exporting to Prometheus, if its packages are installed."""
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    except ImportError:
+        return None
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+    return PrometheusExporter(provider, generate_latest, CONTENT_TYPE_LATEST)
+
+
 def create_app(url: str) -> Starlette:
     """The chat app on the layer for `url`; ``app.state.channel`` while it runs."""
     layer = urlsplit(url).scheme
@@ -255,16 +290,39 @@ def create_app(url: str) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with Channel.from_url(url) as channel:
             app.state.channel = channel
-            yield
+            app.state.metrics = exporter = prometheus_exporter()
+            if exporter is None:
+                yield
+                return
+            instrument(channel, meter_provider=exporter.meter_provider)
+            try:
+                yield
+            finally:
+                exporter.meter_provider.shutdown()  # unregisters it from prometheus_client
 
     async def index(request: Any) -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    async def healthz(request: Request) -> JSONResponse:
+        report = await request.app.state.channel.health(timeout=HEALTH_TIMEOUT)
+        return JSONResponse(report.as_dict(), status_code=200 if report.healthy else 503)
+
     async def chat_socket(websocket: WebSocket) -> None:
         await ChatSession(websocket, websocket.app.state.channel).run(layer)
 
+    async def metrics(request: Request) -> Response:
+        exporter: PrometheusExporter | None = request.app.state.metrics
+        if exporter is None:
+            return Response(
+                "install opentelemetry-sdk and opentelemetry-exporter-prometheus for /metrics\n",
+                status_code=404,
+            )
+        return Response(exporter.scrape(), media_type=exporter.content_type)
+
     routes = [
         Route("/", index),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
         WebSocketRoute("/ws", chat_socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -34,6 +34,7 @@ from .exceptions import (
     PayloadTooLargeError,
     SerializationError,
 )
+from .health import ChannelHealth
 from .layer import ChannelLayer, Inbox
 from .options import LayerOptions
 from .plugins import layer_capabilities
@@ -51,6 +52,7 @@ __all__ = [
     "BrokerUnavailableError",
     "Channel",
     "ChannelClosedError",
+    "ChannelHealth",
     "ChannelInUseError",
     "ChannelLayer",
     "ChannelStats",

@@ -41,6 +41,9 @@ class SubscriptionRegistry:
         self.received = 0
         self.undecodable = 0
         self.gaps = 0
+        #: Overflow drops of the subscribers that have left, by policy (their
+        #: own `Subscriber.dropped` counts the live ones).
+        self.dropped_by_left: dict[str, int] = {"drop_oldest": 0, "drop_newest": 0}
         #: Group -> the position of the last event delivered for it (history on).
         self.positions: dict[str, str] = {}
         #: Live events held per subscriber and group while its ``since=`` replay runs.
@@ -78,12 +81,24 @@ class SubscriptionRegistry:
     def remove(self, subscriber: Subscriber) -> tuple[list[str], list[str]]:
         """Unregister `subscriber`; return the groups and patterns nobody needs any more."""
         self._holds.pop(subscriber, None)
+        if subscriber.dropped and self._is_member(subscriber):
+            policy = "drop_oldest" if subscriber._drop_oldest else "drop_newest"
+            self.dropped_by_left[policy] += subscriber.dropped
         gone_groups = _remove(self._groups, subscriber.groups, subscriber)
         for group in gone_groups:
             self.positions.pop(group, None)
             self.recovering.pop(group, None)
             self._caught_up.pop(group, None)
         return gone_groups, _remove(self._patterns, subscriber.patterns, subscriber)
+
+    def _is_member(self, subscriber: Subscriber) -> bool:
+        for table, names in (
+            (self._groups, subscriber.groups),
+            (self._patterns, subscriber.patterns),
+        ):
+            if names and subscriber in table.get(names[0], ()):
+                return True
+        return False
 
     def _decode(self, group: str, payload: bytes) -> Any:
         """The decoded message, or `_UNDECODABLE` (logged and counted)."""

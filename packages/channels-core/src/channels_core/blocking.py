@@ -32,6 +32,7 @@ from anyio.from_thread import BlockingPortal
 from .channel import Channel, ChannelStats
 from .event import Event
 from .exceptions import ChannelClosedError, ChannelInUseError, MessagesLost
+from .health import DEFAULT_HEALTH_TIMEOUT, ChannelHealth
 from .layer import ChannelLayer
 from .subscriber import OverflowPolicy, Subscriber
 
@@ -265,6 +266,16 @@ class BlockingChannel:
         if runtime is None or runtime.closed:
             return self._channel.stats()
         return runtime.call(self._channel.stats)
+
+    def health(self, timeout: float = DEFAULT_HEALTH_TIMEOUT) -> ChannelHealth:
+        """Like `Channel.health`: checks the broker now, returns within about `timeout` s."""
+        runtime = self._runtime
+        if runtime is None or runtime.closed:
+            return self._channel._health.closed("closed" if runtime else "not opened yet")
+        try:
+            return runtime.call(self._channel.health, timeout)
+        except ChannelClosedError:
+            return self._channel._health.closed("closed")
 
     def subscribe(
         self,

@@ -6,7 +6,8 @@ import enum
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,9 +33,10 @@ from .exceptions import (
     NotSupportedError,
     PayloadTooLargeError,
 )
+from .health import DEFAULT_HEALTH_TIMEOUT, ChannelHealth, HealthRecord
 from .history import HistoryOptions, HistoryRead, ReadHistory, parse_position
 from .layer import ChannelLayer
-from .options import check_count
+from .options import check_count, check_seconds
 from .plugins import capabilities_of
 from .serializers import Serializer, resolve_serializer
 from .subscriber import OVERFLOW_POLICIES, OverflowPolicy, Subscriber
@@ -125,6 +127,10 @@ class Channel:
         self._published = 0
         self._recovery_round = 0  # bumped by each reconnect the layer reports
         self._recovering = False  # a recovery task is running
+        self._health = HealthRecord()
+        #: Set by `channels_core.telemetry.instrument`: called with each
+        #: successful publish's duration in seconds; None (no cost) when off.
+        self._record_publish_duration: Callable[[float], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -163,6 +169,20 @@ class Channel:
             undecodable=registry.undecodable,
             gaps=registry.gaps,
         )
+
+    async def health(self, timeout: float = DEFAULT_HEALTH_TIMEOUT) -> ChannelHealth:
+        """Whether this channel can publish and its subscriptions are live, checked now.
+
+        Asks the broker (`ChannelLayer.check`) and reads the layer's state,
+        within `timeout` seconds; never raises for broker trouble: the
+        report says it (`ChannelHealth.healthy`, `ChannelHealth.reason`).
+        A channel that is not open reports unhealthy.
+        """
+        timeout = check_seconds("timeout", timeout)
+        if self._state is not _State.OPEN:
+            return self._health.closed(self._state.value)
+        self._check_owner()
+        return await self._health.check(self._layer, timeout)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -259,7 +279,13 @@ class Channel:
                 f"carries at most {limit:,}. Nothing was sent: send a smaller message, "
                 "or a reference to where the data is stored"
             )
-        await self._layer.publish(group, payload)
+        record_duration = self._record_publish_duration
+        if record_duration is None:
+            await self._layer.publish(group, payload)
+        else:  # metrics on (channels_core.telemetry)
+            started = time.perf_counter()
+            await self._layer.publish(group, payload)
+            record_duration(time.perf_counter() - started)
         self._published += 1
 
     # -- subscribing ------------------------------------------------------------

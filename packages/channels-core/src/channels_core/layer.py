@@ -268,6 +268,23 @@ class ChannelLayer(abc.ABC):
         """
         raise NotSupportedError(f"{type(self).__qualname__} keeps no history")
 
+    async def check(self, timeout: float) -> None:
+        """Prove the broker answers now: one round trip on each connection the layer relies on.
+
+        `Channel.health` calls it. A network layer checks both what
+        publishing uses (a pooled connection) and what carries its
+        subscriptions (the listening connection), each within `timeout`
+        seconds in all; an in-process layer has nothing to check (this
+        default returns at once). Returns None when the broker answered.
+
+        Raises:
+            BrokerUnavailableError: the broker did not answer within
+                `timeout`, or the layer is between connections (reconnecting).
+            BrokerRefusedError: the broker answered with a refusal.
+            ChannelClosedError: the layer is not connected.
+        """
+        return
+
     def stats(self) -> LayerStats:
         """A frozen snapshot of the layer's counters (a `LayerStats`, or a subclass).
 

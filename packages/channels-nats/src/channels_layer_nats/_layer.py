@@ -174,6 +174,25 @@ class NatsChannelLayer(ChannelLayer):
             subscriptions=len(self._groups) + len(self._patterns),
         )
 
+    async def check(self, timeout: float) -> None:
+        """A message to ourselves through the server (`_round_trip`), within `timeout`.
+
+        Raises:
+            BrokerUnavailableError: no answer within `timeout`, or the client
+                is between connections (reconnecting).
+            ChannelClosedError: the layer is not connected.
+        """
+        client = self._connected_client()
+        try:
+            with anyio.fail_after(timeout):
+                if not (client.is_connected and self._up.is_set()):
+                    raise _Disconnected("the NATS client is reconnecting")
+                await self._round_trip(client)
+        except (TimeoutError, _Disconnected) as exc:
+            raise BrokerUnavailableError(
+                f"could not check {self._shown} within {timeout:g} s: {self._masked(exc)}"
+            ) from exc
+
     # -- connecting -----------------------------------------------------------------
 
     @asynccontextmanager

@@ -18,6 +18,7 @@ from typing import Any, Self
 import anyio
 
 from channels_core import (
+    BrokerUnavailableError,
     ChannelClosedError,
     ChannelLayer,
     Inbox,
@@ -149,6 +150,24 @@ class PostgreSQLChannelLayer(ChannelLayer):
     def channel_name(self, group: str) -> str:
         """The PostgreSQL NOTIFY channel that carries `group`."""
         return self._names.channel(group)
+
+    async def check(self, timeout: float) -> None:
+        """``SELECT 1`` on a publishing connection, and the listening connection is up.
+
+        Raises:
+            BrokerUnavailableError: no answer within `timeout`, or the
+                listening connection is down (the layer is reconnecting).
+            BrokerRefusedError: the server refused the query.
+            ChannelClosedError: the layer is not connected.
+        """
+        listener = self._connected_listener()
+        if listener.pid is None:
+            raise BrokerUnavailableError(
+                f"the listening connection to {self._shown} is down; the layer is reconnecting"
+            )
+        with errors_translated(f"check {self._shown}", self._secrets), anyio.fail_after(timeout):
+            async with self._publisher.acquire() as conn:
+                await conn.fetchval("SELECT 1", timeout=timeout)
 
     # -- lifecycle ----------------------------------------------------------------
 

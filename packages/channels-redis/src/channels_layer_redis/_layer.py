@@ -166,6 +166,28 @@ class RedisPubSubChannelLayer(ChannelLayer):
             pubsub_client_id=None if pubsub is None else pubsub.client_id,
         )
 
+    async def check(self, timeout: float) -> None:
+        """PING through the publishing pool, then on the pub/sub connection, within `timeout`.
+
+        Raises:
+            BrokerUnavailableError: no answer within `timeout`, or the pub/sub
+                connection is down (the layer is reconnecting).
+            BrokerRefusedError: the server refused the PING (ACL).
+            ChannelClosedError: the layer is not connected.
+        """
+        client, pubsub = self._client, self._pubsub
+        if client is None:
+            raise ChannelClosedError("the Redis layer is not connected")
+        if pubsub is None:
+            raise BrokerUnavailableError(
+                f"the pub/sub connection to {self.url} is down; the layer is reconnecting"
+            )
+        with self._translated(f"check {self.url}"), anyio.fail_after(timeout):
+            await client.ping()
+            # A PING on the subscribing connection, answered in order after
+            # anything queued on it: this connection, not only the server, is alive.
+            await pubsub.call("PING", [])
+
     # -- lifecycle --------------------------------------------------------------
 
     @asynccontextmanager

@@ -555,6 +555,21 @@ class ChannelLayerConformance:
         assert after.received >= inside.received + 1
         assert _stats_or_skip(layer).connected is False
 
+    async def test_health_is_checked_against_the_broker(self, make_layer: LayerFactory) -> None:
+        """`ChannelLayer.check` answers on a connected layer; `Channel.health` reports it."""
+        layer = make_layer()
+        async with Channel(layer) as channel, channel.subscribe("health"):
+            with anyio.fail_after(10):
+                await layer.check(5.0)
+                report = await channel.health(timeout=5.0)
+            assert report.healthy, report.reason
+            assert report.connected
+            assert report.subscriptions_live
+            assert report.round_trip is not None
+        report = await channel.health()
+        assert not report.healthy
+        assert report.reason == "the channel is closed"
+
     async def test_bad_options_are_refused_naming_the_option(
         self, make_layer: LayerFactory, layer_url: str | None, bad_options: BadOptions
     ) -> None:
