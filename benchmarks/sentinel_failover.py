@@ -49,10 +49,14 @@ async def measure(fault: str) -> dict[str, float]:
                 await anyio.sleep(0.5)
                 fault_at = time.monotonic()
                 if fault == "failover":
-                    tasks.start_soon(anyio.to_thread.run_sync, setup.failover)
+
+                    async def fail_over() -> None:
+                        await anyio.to_thread.run_sync(setup.failover)
+
+                    tasks.start_soon(fail_over)
                 else:
                     setup.master().stop()
-                gap_after = None
+                gap_after: float | None = None
                 published_at_gap = 0
                 while gap_after is None or len(published) < published_at_gap + 200:
                     try:
@@ -62,6 +66,7 @@ async def measure(fault: str) -> dict[str, float]:
                         published_at_gap = len(published)
                 stop.set()
             lost = len(set(published[:published_at_gap]) - received)
+    assert gap_after is not None
     return {"gap_after_s": round(gap_after, 2), "longest_publish_s": round(longest, 2),
             "lost": lost, "published": len(published)}  # fmt: skip
 
