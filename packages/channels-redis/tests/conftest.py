@@ -56,6 +56,13 @@ def sentinels() -> Iterator[SentinelSetup]:
 
 
 @pytest.fixture
+def tls_sentinels() -> Iterator[SentinelSetup]:
+    """A Sentinel setup over TLS (``rediss+sentinel://``), the Sentinels with a password."""
+    with tools_required(), SentinelSetup(tls=True, sentinel_password="tls-pw") as setup:
+        yield setup
+
+
+@pytest.fixture
 def failing_over() -> Iterator[SentinelSetup]:
     """A Sentinel setup of the test's own, to fail over."""
     with tools_required(), SentinelSetup() as setup:

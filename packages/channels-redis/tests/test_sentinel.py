@@ -70,6 +70,26 @@ async def test_the_master_is_found_through_the_sentinels_with_their_password(
 
 
 @pytest.mark.anyio
+async def test_rediss_sentinel_reaches_sentinels_and_master_over_tls(
+    tls_sentinels: SentinelSetup, namespace: str
+) -> None:
+    setup = tls_sentinels
+    assert setup.url.startswith("rediss+sentinel://")
+    async with (
+        Channel.from_url(setup.url, namespace=namespace) as channel,
+        channel.subscribe("room") as subscriber,
+    ):
+        await channel.publish("room", "over TLS")
+        with anyio.fail_after(5):
+            assert (await subscriber.receive()).message == "over TLS"
+    # Without the CA the certificate is refused: TLS is really in use.
+    no_ca = setup.url.replace(f"ssl_ca_certs={setup.ca_file}&", "")
+    with pytest.raises(BrokerUnavailableError):
+        async with Channel.from_url(no_ca, connect_timeout=1):
+            pass
+
+
+@pytest.mark.anyio
 async def test_a_wrong_sentinel_password_is_a_clear_error_without_the_password(
     sentinels: SentinelSetup,
 ) -> None:

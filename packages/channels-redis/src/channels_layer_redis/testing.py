@@ -219,33 +219,61 @@ class SentinelSetup(ThrowawayServer):
         *,
         password: str | None = None,
         sentinel_password: str | None = None,
+        tls: bool = False,
     ) -> None:
         self._directory = Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
         self.service = service
         self.password = password
         self.sentinel_password = sentinel_password
-        self.servers: list[RedisServer] = []
-        master = RedisServer(self._directory / "master", password)
-        auth = ["--masterauth", password] if password else []
-        replica = RedisServer(
-            self._directory / "replica",
-            password,
-            arguments=["--replicaof", master.host, str(master.port), *auth],
-        )
-        self.servers = [master, replica]
+        #: With `tls`, every process also takes TLS on a port of its own (the
+        #: URL's), certified by one throwaway CA, `ca_file`; Sentinels reach
+        #: the servers, and the replica its master, over TLS.
+        self.tls = tls
+        self.ca_file = self._directory / "ca.crt"
+        if tls:
+            make_certificates(self._directory)
         self.sentinel_ports = [free_port() for _ in range(3)]
+        self._tls_ports = {port: free_port() for port in self.sentinel_ports}
+        master = RedisServer(self._directory / "master", password)
+        self._tls_ports[master.port] = free_port()
+        master.arguments = self._tls_arguments(master.port)
+        auth = ["--masterauth", password] if password else []
+        replica = RedisServer(self._directory / "replica", password)
+        self._tls_ports[replica.port] = free_port()
+        replica.arguments = [
+            *self._tls_arguments(replica.port),
+            "--replicaof", master.host, str(self._announced(master.port)), *auth,
+        ]  # fmt: skip
+        self.servers = [master, replica]
         super().__init__(self.sentinel_ports[0])
         self._binary = require_tool("redis-server", _INSTALL_HINT)
         self._sentinels: list[subprocess.Popen[bytes]] = []
 
+    def _announced(self, port: int) -> int:
+        """The port others reach the process listening on `port` through (TLS's if `tls`)."""
+        return self._tls_ports[port] if self.tls else port
+
+    def _tls_arguments(self, port: int) -> list[str]:
+        if not self.tls:
+            return []
+        return [
+            "--tls-port", str(self._tls_ports[port]),
+            "--tls-cert-file", str(self._directory / "server.crt"),
+            "--tls-key-file", str(self._directory / "server.key"),
+            "--tls-ca-cert-file", str(self.ca_file),
+            "--tls-auth-clients", "no",
+            "--tls-replication", "yes",
+        ]  # fmt: skip
+
     @property
     def url(self) -> str:
         auth = "" if self.password is None else f":{self.password}@"
-        hosts = ",".join(f"{self.host}:{port}" for port in self.sentinel_ports)
-        query = (
-            "" if self.sentinel_password is None else f"?sentinel_password={self.sentinel_password}"
-        )
-        return f"redis+sentinel://{auth}{hosts}/{self.service}{query}"
+        hosts = ",".join(f"{self.host}:{self._announced(port)}" for port in self.sentinel_ports)
+        query = [f"ssl_ca_certs={self.ca_file}"] if self.tls else []
+        if self.sentinel_password is not None:
+            query.append(f"sentinel_password={self.sentinel_password}")
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{auth}{hosts}/{self.service}{'?' if query else ''}{'&'.join(query)}"
 
     def sentinel(self, index: int = 0) -> redis.Redis:
         """A client of Sentinel `index` (close it after use)."""
@@ -269,7 +297,7 @@ class SentinelSetup(ThrowawayServer):
     def master(self) -> RedisServer:
         """The server the Sentinels name as master now."""
         _, port = self.master_address()
-        return next(server for server in self.servers if server.port == port)
+        return next(server for server in self.servers if self._announced(server.port) == port)
 
     def start(self) -> None:
         if self._sentinels:
@@ -292,7 +320,8 @@ class SentinelSetup(ThrowawayServer):
             f"port {port}",
             f"bind {self.host}",
             f"dir {self._directory}",
-            f"sentinel monitor {self.service} {master.host} {master.port} {self.QUORUM}",
+            f"sentinel monitor {self.service} {master.host} "
+            f"{self._announced(master.port)} {self.QUORUM}",
             f"sentinel down-after-milliseconds {self.service} 1000",
             f"sentinel failover-timeout {self.service} 3000",
             f"sentinel parallel-syncs {self.service} 1",
@@ -304,6 +333,11 @@ class SentinelSetup(ThrowawayServer):
                 f"requirepass {self.sentinel_password}",
                 f"sentinel sentinel-pass {self.sentinel_password}",
             ]
+        tls = self._tls_arguments(port)
+        lines += [
+            f"{name.removeprefix('--')} {value}"
+            for name, value in zip(tls[::2], tls[1::2], strict=True)
+        ]
         config = self._directory / f"sentinel-{port}.conf"
         config.write_text("\n".join(lines) + "\n")
         return subprocess.Popen(  # noqa: S603 - our own binary and arguments
