@@ -20,7 +20,7 @@ import redis
 import redis.asyncio
 
 from channels_layer_redis import RedisPubSubChannelLayer
-from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
+from channels_layer_redis.testing import RedisServer, SentinelSetup, ToolMissing, redis_servers
 
 LayerMaker = Callable[..., RedisPubSubChannelLayer]
 
@@ -43,6 +43,30 @@ def tools_required() -> Iterator[None]:
         if os.environ.get("CI"):
             pytest.fail(str(missing))
         pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="module")
+def sentinels() -> Iterator[SentinelSetup]:
+    """A Sentinel setup for tests that do not fail it over: master and Sentinels have passwords."""
+    with (
+        tools_required(),
+        SentinelSetup(password="master-pw", sentinel_password="sentinel-pw") as setup,
+    ):
+        yield setup
+
+
+@pytest.fixture
+def tls_sentinels() -> Iterator[SentinelSetup]:
+    """A Sentinel setup over TLS (``rediss+sentinel://``), the Sentinels with a password."""
+    with tools_required(), SentinelSetup(tls=True, sentinel_password="tls-pw") as setup:
+        yield setup
+
+
+@pytest.fixture
+def failing_over() -> Iterator[SentinelSetup]:
+    """A Sentinel setup of the test's own, to fail over."""
+    with tools_required(), SentinelSetup() as setup:
+        yield setup
 
 
 @pytest.fixture

@@ -31,6 +31,8 @@ _SHIPPED_EXTRAS = {
     "redis": "redis",
     "rediss": "redis",
     "redis+unix": "redis",
+    "redis+sentinel": "redis",
+    "rediss+sentinel": "redis",
     "postgres": "postgres",
     "postgresql": "postgres",
     "nats": "nats",

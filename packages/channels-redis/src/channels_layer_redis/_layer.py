@@ -21,7 +21,6 @@ from typing import Any, Self
 
 import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -48,6 +47,7 @@ from channels_core.discovery import registered_as
 
 from ._envelope import MAX_REMEMBERED, DuplicateFilter, Outbox
 from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
+from ._pools import close_pool, open_pool, pubsub_connection, run_until_lost
 from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
 from ._url import DEFAULT_URL, SCHEMES, RedisConfig, parse_config
 from ._wire import WireNames
@@ -122,6 +122,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._patterns: dict[bytes, str] = {}  # wire pattern -> pattern as subscribed
         self._inbox: Inbox | None = None
         self._client: Redis | None = None
+        self._pool: BlockingConnectionPool | None = None
         self._pubsub: PubSubConnection | None = None
         self._reconnected: anyio.Event | None = None  # set on each reconnect, then replaced
         self._published = 0
@@ -194,8 +195,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
         self._inbox = inbox
         self._reconnected = anyio.Event()
-        pool = BlockingConnectionPool(
-            connection_class=self._config.connection_class,
+        pool = self._pool = open_pool(
+            self._config,
             max_connections=self.options.pool_size,
             timeout=self._config.pool_timeout,
             # No socket timeouts of the layer's own: `publish_timeout` bounds each
@@ -220,8 +221,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
             with anyio.CancelScope(shield=True):
                 if self._pubsub is not None:
                     await self._pubsub.aclose()
-                await pool.disconnect()
-            self._inbox = self._client = self._pubsub = self._reconnected = None
+                await close_pool(pool)
+            self._inbox = self._client = self._pubsub = self._reconnected = self._pool = None
             self._groups.clear()
             self._patterns.clear()
             self._filter.clear()
@@ -233,8 +234,9 @@ class RedisPubSubChannelLayer(ChannelLayer):
         the connection or a subscription (ACL), else `BrokerUnavailableError`.
         """
         name = self._config.connection_kwargs.get("client_name") or "channels-pubsub"
-        connection: AbstractConnection = self._config.connection_class(
-            **self._connection_kwargs(protocol=2, client_name=name)
+        assert self._pool is not None
+        connection = pubsub_connection(
+            self._config, self._pool, self._connection_kwargs(protocol=2, client_name=name)
         )
         with self._translated(f"open the pub/sub connection to {self.url}"):
             return await PubSubConnection.open(
@@ -279,11 +281,12 @@ class RedisPubSubChannelLayer(ChannelLayer):
     async def _keep_reading(self, inbox: Inbox) -> None:
         """The reader task: read, and on connection loss reconnect and re-subscribe."""
         while True:
-            pubsub = self._pubsub
+            pubsub, pool = self._pubsub, self._pool
             assert pubsub is not None
+            assert pool is not None
             cause: ConnectionLost | None = None
             try:
-                await pubsub.run(self.options.health_check_interval)  # returns only by raising
+                await run_until_lost(pool, pubsub, self.options.health_check_interval)
             except ConnectionLost as exc:
                 cause = exc
             self._pubsub = None

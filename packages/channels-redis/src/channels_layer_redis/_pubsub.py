@@ -114,6 +114,13 @@ class PubSubConnection:
         pubsub._handler = handler
         return pubsub, early
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """The server's ``(host, port)`` as connected (``("", 0)`` for a unix socket)."""
+        host = getattr(self._connection, "host", "")
+        port = getattr(self._connection, "port", 0)
+        return str(host), int(port)
+
     async def call(self, command: str, names: Sequence[bytes]) -> None:
         """Send ``command *names`` and return once the server has processed it.
 

@@ -20,6 +20,13 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from channels_core import redact_url, url_secrets
 
 from ._options import RedisLayerOptions
+from ._sentinel import (
+    SENTINEL_OPTIONS,
+    SENTINEL_SCHEMES,
+    SentinelTarget,
+    parse_sentinel_location,
+    sentinel_connection_class,
+)
 
 __all__ = ["DEFAULT_URL", "SCHEMES", "RedisConfig", "parse_config"]
 
@@ -27,7 +34,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 #: Schemes understood here; ``redis+unix://`` is ``unix://`` under a name that
 #: can be a ``channels.layers`` entry point.
-SCHEMES = ("redis", "rediss", "unix", "redis+unix")
+SCHEMES = ("redis", "rediss", "unix", "redis+unix", *SENTINEL_SCHEMES)
 
 #: Connection-pool options (the rest go to each connection).
 _POOL_OPTIONS = frozenset(("timeout",))
@@ -53,6 +60,8 @@ class RedisConfig:
     options: RedisLayerOptions = field(default_factory=RedisLayerOptions)
     #: Every secret of the URL and options, to mask in driver messages.
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Set for ``redis+sentinel://``: the master is asked from these Sentinels.
+    sentinel: SentinelTarget | None = field(default=None, repr=False)
 
 
 def parse_config(
@@ -74,8 +83,16 @@ def parse_config(
         raise ValueError(
             f"{display_url!r} is not a Redis URL: use "
             f"{', '.join(f'{name}://' for name in SCHEMES)} (rediss: TLS; unix, "
-            "redis+unix: a unix socket)"
+            "redis+unix: a unix socket; redis+sentinel: the master named by Sentinels)"
         )
+    sentinel_location: tuple[str, list[tuple[str, int]]] | None = None
+    if scheme in SENTINEL_SCHEMES:
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        service, database, addresses = parse_sentinel_location(hosts, parts.path, display_url)
+        sentinel_location = service, addresses
+        scheme = "rediss" if SENTINEL_SCHEMES[scheme] else "redis"
+        # The rest reads as a one-server URL; the master's address comes later.
+        parts = parts._replace(netloc=f"{userinfo}{at}localhost", path=f"/{database}")
     database = parts.path.strip("/")
     if (
         scheme in ("redis", "rediss")
@@ -89,6 +106,12 @@ def parse_config(
         )
     query = parse_qsl(parts.query, keep_blank_values=True)
     layer_query = [(name, value) for name, value in query if name in _LAYER_OPTIONS]
+    sentinel_options: dict[str, Any] = {}
+    if sentinel_location is not None:
+        sentinel_options.update((n, v) for n, v in query if n in SENTINEL_OPTIONS)
+        sentinel_options.update((n, v) for n, v in options.items() if n in SENTINEL_OPTIONS)
+        options = {n: v for n, v in options.items() if n not in SENTINEL_OPTIONS}
+        query = [(n, v) for n, v in query if n not in SENTINEL_OPTIONS]
     redis_query = [(name, value) for name, value in query if name not in _LAYER_OPTIONS]
     redis_url = urlunsplit(
         parts._replace(
@@ -109,18 +132,52 @@ def parse_config(
     pool_timeout = redis_kwargs.pop("timeout", None)
     if "socket_keepalive" in _connection_parameters(connection_class):  # TCP only
         redis_kwargs.setdefault("socket_keepalive", True)
+    sentinel: SentinelTarget | None = None
+    if sentinel_location is not None:
+        service, addresses = sentinel_location
+        redis_kwargs.pop("host", None)
+        redis_kwargs.pop("port", None)
+        connection_class = sentinel_connection_class(scheme == "rediss")
+        sentinel = SentinelTarget(
+            service,
+            tuple(addresses),
+            _sentinel_kwargs(redis_kwargs, sentinel_options, layer_options, tls=scheme == "rediss"),
+        )
     return RedisConfig(
         display_url=display_url,
         connection_class=connection_class,
         connection_kwargs=redis_kwargs,
         pool_timeout=pool_timeout,
         options=layer_options,
-        secrets=tuple(_secrets(url, redis_kwargs)),
+        secrets=tuple(_secrets(url, {**redis_kwargs, **sentinel_options})),
+        sentinel=sentinel,
     )
 
 
+def _sentinel_kwargs(
+    redis_kwargs: Mapping[str, Any],
+    given: Mapping[str, Any],
+    options: RedisLayerOptions,
+    *,
+    tls: bool,
+) -> dict[str, Any]:
+    """How to reach the Sentinels: their own credentials, the master's TLS, bounded waits."""
+    kwargs: dict[str, Any] = {
+        name: value for name, value in redis_kwargs.items() if name.startswith("ssl")
+    }
+    if tls:
+        kwargs["ssl"] = True
+    if "sentinel_username" in given:
+        kwargs["username"] = given["sentinel_username"]
+    if "sentinel_password" in given:
+        kwargs["password"] = given["sentinel_password"]
+    kwargs["socket_connect_timeout"] = options.connect_timeout
+    kwargs["socket_timeout"] = options.connect_timeout
+    return kwargs
+
+
 def _secrets(url: str, redis_kwargs: Mapping[str, Any]) -> list[str]:
-    given = [redis_kwargs.get(name) for name in ("password", "ssl_password")]
+    given = [redis_kwargs.get(name) for name in ("password", "ssl_password", "sentinel_password")]
     return [*url_secrets(url), *(value for value in given if isinstance(value, str) and value)]
 
 

@@ -8,7 +8,9 @@
 `RedisServer` runs a private ``redis-server`` (optionally with a password,
 and a TLS port whose certificate a throwaway CA signed) in the shape of
 `channels_core.testing.ThrowawayServer`; `redis_servers` starts any number
-of them and stops them all when its block ends. Needs the ``redis-server``
+of them and stops them all when its block ends. `SentinelSetup` is a
+master, a replica and three Sentinels (``redis+sentinel://`` URL) that fail
+over in about a second. Needs the ``redis-server``
 program (and ``openssl`` for TLS); without it they raise `ToolMissing`.
 """
 
@@ -18,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from channels_core.testing import ThrowawayServer, ToolMissing, free_port, requi
 
 __all__ = [
     "RedisServer",
+    "SentinelSetup",
     "ToolMissing",
     "free_port",
     "make_certificates",
@@ -64,8 +67,11 @@ class RedisServer(ThrowawayServer):
         tls: bool = False,
         *,
         port: int | None = None,
+        arguments: Sequence[str] = (),
     ) -> None:
         super().__init__(port)
+        #: More ``redis-server`` arguments (``--replicaof host port``, ...).
+        self.arguments = list(arguments)
         self._binary = require_tool("redis-server", _INSTALL_HINT)
         self._own_directory = directory is None
         self._directory = (
@@ -90,6 +96,11 @@ class RedisServer(ThrowawayServer):
         assert self._process is not None
         return self._process.pid
 
+    @property
+    def running(self) -> bool:
+        """Whether the server process is up (started and not stopped or killed)."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> None:
         if self._process is not None:
             return
@@ -104,6 +115,7 @@ class RedisServer(ThrowawayServer):
                 "--dir", str(self._directory),
                 *(["--requirepass", self.password] if self.password else []),
                 *self._tls_arguments(),
+                *self.arguments,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -189,3 +201,205 @@ def redis_servers(
             return servers.enter_context(RedisServer(make_directory(), password, tls))
 
         yield start
+
+
+class SentinelSetup(ThrowawayServer):
+    """A master, a replica and three Sentinels watching them as `service`, all on loopback.
+
+    Failover is quick (down after 1 s, failover timeout 3 s). The master
+    and the Sentinels may have passwords (`password`: the master's,
+    `sentinel_password`: the Sentinels'). `port` is the first Sentinel's.
+    """
+
+    QUORUM = 2
+
+    def __init__(
+        self,
+        service: str = "channels",
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: bool = False,
+    ) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
+        self.service = service
+        self.password = password
+        self.sentinel_password = sentinel_password
+        #: With `tls`, every process also takes TLS on a port of its own (the
+        #: URL's), certified by one throwaway CA, `ca_file`; Sentinels reach
+        #: the servers, and the replica its master, over TLS.
+        self.tls = tls
+        self.ca_file = self._directory / "ca.crt"
+        if tls:
+            make_certificates(self._directory)
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self._tls_ports = {port: free_port() for port in self.sentinel_ports}
+        master = RedisServer(self._directory / "master", password)
+        self._tls_ports[master.port] = free_port()
+        master.arguments = self._tls_arguments(master.port)
+        auth = ["--masterauth", password] if password else []
+        replica = RedisServer(self._directory / "replica", password)
+        self._tls_ports[replica.port] = free_port()
+        replica.arguments = [
+            *self._tls_arguments(replica.port),
+            "--replicaof", master.host, str(self._announced(master.port)), *auth,
+        ]  # fmt: skip
+        self.servers = [master, replica]
+        super().__init__(self.sentinel_ports[0])
+        self._binary = require_tool("redis-server", _INSTALL_HINT)
+        self._sentinels: list[subprocess.Popen[bytes]] = []
+
+    def _announced(self, port: int) -> int:
+        """The port others reach the process listening on `port` through (TLS's if `tls`)."""
+        return self._tls_ports[port] if self.tls else port
+
+    def _tls_arguments(self, port: int) -> list[str]:
+        if not self.tls:
+            return []
+        return [
+            "--tls-port", str(self._tls_ports[port]),
+            "--tls-cert-file", str(self._directory / "server.crt"),
+            "--tls-key-file", str(self._directory / "server.key"),
+            "--tls-ca-cert-file", str(self.ca_file),
+            "--tls-auth-clients", "no",
+            "--tls-replication", "yes",
+        ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        auth = "" if self.password is None else f":{self.password}@"
+        hosts = ",".join(f"{self.host}:{self._announced(port)}" for port in self.sentinel_ports)
+        query = [f"ssl_ca_certs={self.ca_file}"] if self.tls else []
+        if self.sentinel_password is not None:
+            query.append(f"sentinel_password={self.sentinel_password}")
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{auth}{hosts}/{self.service}{'?' if query else ''}{'&'.join(query)}"
+
+    def sentinel(self, index: int = 0) -> redis.Redis:
+        """A client of Sentinel `index` (close it after use)."""
+        return redis.Redis(
+            host=self.host,
+            port=self.sentinel_ports[index],
+            password=self.sentinel_password,
+            socket_timeout=5,
+            decode_responses=True,
+        )
+
+    def master_address(self) -> tuple[str, int]:
+        """The master as the first Sentinel names it."""
+        client = self.sentinel()
+        try:
+            host, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[no-untyped-call]
+            return str(host), int(port)
+        finally:
+            client.close()
+
+    def master(self) -> RedisServer:
+        """The server the Sentinels name as master now."""
+        _, port = self.master_address()
+        return next(server for server in self.servers if self._announced(server.port) == port)
+
+    def start(self) -> None:
+        if self._sentinels:
+            return
+        for directory in (self._directory / "master", self._directory / "replica"):
+            directory.mkdir(exist_ok=True)
+        try:
+            for server in self.servers:
+                server.start()
+            for port in self.sentinel_ports:
+                self._sentinels.append(self._start_sentinel(port))
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_sentinel(self, port: int) -> subprocess.Popen[bytes]:
+        master = self.servers[0]
+        lines = [
+            f"port {port}",
+            f"bind {self.host}",
+            f"dir {self._directory}",
+            f"sentinel monitor {self.service} {master.host} "
+            f"{self._announced(master.port)} {self.QUORUM}",
+            f"sentinel down-after-milliseconds {self.service} 1000",
+            f"sentinel failover-timeout {self.service} 3000",
+            f"sentinel parallel-syncs {self.service} 1",
+        ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.service} {self.password}")
+        if self.sentinel_password:
+            lines += [
+                f"requirepass {self.sentinel_password}",
+                f"sentinel sentinel-pass {self.sentinel_password}",
+            ]
+        tls = self._tls_arguments(port)
+        lines += [
+            f"{name.removeprefix('--')} {value}"
+            for name, value in zip(tls[::2], tls[1::2], strict=True)
+        ]
+        config = self._directory / f"sentinel-{port}.conf"
+        config.write_text("\n".join(lines) + "\n")
+        return subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            [self._binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def _wait_until_ready(self, timeout: float = 30) -> None:
+        """Until every Sentinel knows the replica and the two other Sentinels."""
+        deadline = time.monotonic() + timeout
+        for index in range(len(self.sentinel_ports)):
+            client = self.sentinel(index)
+            try:
+                while not self._ready(client):
+                    if time.monotonic() > deadline or any(
+                        process.poll() is not None for process in self._sentinels
+                    ):
+                        raise RuntimeError("the Sentinel setup did not become ready")
+                    time.sleep(0.1)
+            finally:
+                client.close()
+
+    def _ready(self, client: redis.Redis) -> bool:
+        try:
+            replicas = client.execute_command("SENTINEL", "REPLICAS", self.service)  # type: ignore[no-untyped-call]
+            others = client.execute_command("SENTINEL", "SENTINELS", self.service)  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            return False
+        in_sync = [r for r in replicas if "s_down" not in str(r.get("flags", ""))]
+        linked = all(r.get("master-link-status") == "ok" for r in in_sync)
+        return bool(in_sync) and linked and len(others) == len(self.sentinel_ports) - 1
+
+    def failover(self, timeout: float = 30) -> tuple[str, int]:
+        """``SENTINEL FAILOVER``; return the new master's address once the Sentinels name it."""
+        before = self.master_address()
+        client = self.sentinel()
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", self.service)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        return self.wait_for_new_master(before, timeout)
+
+    def wait_for_new_master(self, before: tuple[str, int], timeout: float = 30) -> tuple[str, int]:
+        """The master's address once it is no longer `before`."""
+        deadline = time.monotonic() + timeout
+        while (address := self.master_address()) == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no failover away from {before} within {timeout:g} s")
+            time.sleep(0.05)
+        return address
+
+    def stop(self) -> None:
+        sentinels, self._sentinels = self._sentinels, []
+        for process in sentinels:
+            process.kill()
+        for process in sentinels:
+            process.wait(timeout=10)
+        for server in self.servers:
+            server.stop()
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
+        shutil.rmtree(self._directory, ignore_errors=True)
