@@ -117,7 +117,7 @@ class Channel:
         self._overflow = _check_overflow(overflow)
         self._unsubscribe_timeout = _check_unsubscribe_timeout(unsubscribe_timeout)
         self._capabilities = capabilities_of(type(layer))
-        self._registry = SubscriptionRegistry(self._codec.loads)
+        self._registry = SubscriptionRegistry(self._codec.loads, self._encode)
         self._state = _State.NEW
         self._owner = 0  # the thread that entered the channel (threading.get_ident)
         self._loop: anyio.lowlevel.EventLoopToken | None = None  # and its event loop
@@ -177,7 +177,8 @@ class Channel:
         self._state = _State.OPENING
         self._owner = threading.get_ident()
         self._loop = anyio.lowlevel.current_token()
-        self._registry = SubscriptionRegistry(self._codec.loads)  # nothing carried over
+        # A new registry: nothing carried over from an earlier session.
+        self._registry = SubscriptionRegistry(self._codec.loads, self._encode)
         self._published = 0
         self._recovering = False
         try:
@@ -250,6 +251,11 @@ class Channel:
         if the message cannot be carried.
         """
         self._check_open()
+        await self._layer.publish(group, self._encode(group, message))
+        self._published += 1
+
+    def _encode(self, group: str, message: Any) -> bytes:
+        """`message` as the layer carries it to `group`; the registry's `Inbox.encode`."""
         check_name(group, "group")
         payload = self._codec.dumps(message)
         limit = self._layer.max_payload_bytes
@@ -259,8 +265,7 @@ class Channel:
                 f"carries at most {limit:,}. Nothing was sent: send a smaller message, "
                 "or a reference to where the data is stored"
             )
-        await self._layer.publish(group, payload)
-        self._published += 1
+        return payload
 
     # -- subscribing ------------------------------------------------------------
 

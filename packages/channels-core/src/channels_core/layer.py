@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol, Self
 
-from .exceptions import NotSupportedError
+from .exceptions import LossReason, NotSupportedError
 from .history import HistoryRead
 from .stats import LayerStats
 
@@ -61,7 +61,7 @@ class Inbox(Protocol):
         loop so subscribers can catch up; network layers can ignore it.
         """
 
-    def messages_lost(self) -> None:
+    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
         """Report that messages may have been missed (e.g. after a reconnect).
 
         Call it once the broker subscriptions are live again, and before
@@ -70,6 +70,25 @@ class Inbox(Protocol):
         history on (`ChannelLayer.keeps_history`) the channel then recovers
         each subscribed group from the log, after the last position it
         delivered, and tells subscribers only what it cannot recover.
+        Subscribers get ``MessagesLost(reason, count)``: pass
+        ``reason="overflow"`` (and the `count` dropped, if known) when the
+        layer itself dropped messages because a bound of its own was
+        reached, rather than because the broker connection was lost.
+        """
+
+    def encode(self, group: str, message: Any) -> bytes:
+        """`message` encoded exactly as `Channel.publish` would send it to `group`.
+
+        For layers that publish outside `Channel.publish` (e.g. inside the
+        application's database transaction) and must agree with the
+        channel's serializer and limits. Nothing is sent.
+
+        Raises:
+            TypeError: `group` is not a str.
+            ValueError: `group` is empty or not valid Unicode text.
+            SerializationError: the channel's serializer cannot encode `message`.
+            PayloadTooLargeError: the encoded message exceeds the layer's
+                `max_payload_bytes`.
         """
 
 
