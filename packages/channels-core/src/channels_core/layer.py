@@ -161,12 +161,31 @@ class ChannelLayer(abc.ABC):
         for attribute, methods in _CAPABILITY_METHODS.items():
             if not getattr(cls, attribute):
                 continue
-            missing = [m for m in methods if getattr(cls, m) is getattr(ChannelLayer, m)]
+            missing = cls._inherited(methods)
             if missing:
                 raise TypeError(
                     f"{cls.__qualname__} sets {attribute} = True but does not define "
                     f"{' and '.join(missing)}"
                 )
+        # `subscribe`/`unsubscribe` default to the bulk methods of a multi-group
+        # layer; any other concrete layer must define them (checked here, as an
+        # abstract method would be, but with the reason in the message).
+        concrete = not any(
+            getattr(getattr(cls, name, None), "__isabstractmethod__", False) for name in dir(cls)
+        )
+        if concrete and not cls.supports_multi_group:
+            missing = cls._inherited(("subscribe", "unsubscribe"))
+            if missing:
+                raise TypeError(
+                    f"{cls.__qualname__} does not define {' and '.join(missing)}: a layer "
+                    "defines them, or sets supports_multi_group = True and defines "
+                    "subscribe_groups and unsubscribe_groups, which they then call"
+                )
+
+    @classmethod
+    def _inherited(cls, methods: Sequence[str]) -> list[str]:
+        """Those of `methods` the class leaves as `ChannelLayer` defines them."""
+        return [m for m in methods if getattr(cls, m) is getattr(ChannelLayer, m)]
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -209,9 +228,11 @@ class ChannelLayer(abc.ABC):
             ChannelClosedError: the layer is not connected.
         """
 
-    @abc.abstractmethod
     async def subscribe(self, group: str) -> None:
         """Start receiving `group`; return once the broker has confirmed it.
+
+        Defined by every layer, except one with `supports_multi_group`, whose
+        `subscribe_groups` this default calls with the one group.
 
         Raises:
             BrokerUnavailableError: the broker did not confirm within the
@@ -219,15 +240,19 @@ class ChannelLayer(abc.ABC):
             BrokerRefusedError: the broker refused the subscription (permissions).
             ChannelClosedError: the layer is not connected.
         """
+        await self.subscribe_groups([group])
 
-    @abc.abstractmethod
     async def unsubscribe(self, group: str) -> None:
         """Stop receiving `group` (the channel calls it best effort, bounded in time).
+
+        Defined by every layer, except one with `supports_multi_group`, whose
+        `unsubscribe_groups` this default calls with the one group.
 
         Raises:
             BrokerUnavailableError: the broker could not be told; the layer has
                 forgotten `group` anyway and will not restore it.
         """
+        await self.unsubscribe_groups([group])
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """Subscribe every group in `groups` at once (with `supports_multi_group`).

@@ -388,12 +388,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
             return [self._sql.unregister_patterns]
         return []
 
-    async def subscribe(self, group: str) -> None:
-        await self.subscribe_groups([group])
-
-    async def unsubscribe(self, group: str) -> None:
-        await self.unsubscribe_groups([group])
-
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """LISTEN several groups in one round trip; returns once the server has them."""
         listener = self._connected_listener()

@@ -455,12 +455,6 @@ class InMemoryChannelLayer(ChannelLayer):
         await anyio.lowlevel.checkpoint()
         return self.hub.read(group, after, limit)
 
-    async def subscribe(self, group: str) -> None:
-        await self.subscribe_groups([group])
-
-    async def unsubscribe(self, group: str) -> None:
-        await self.unsubscribe_groups([group])
-
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         self.hub.subscribe(self._connected_port(), groups)
         self._groups.update(groups)
