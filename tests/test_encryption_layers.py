@@ -218,7 +218,7 @@ async def test_postgres_publish_in_a_transaction_encrypted(
             async with channel.subscribe("orders") as subscriber:
                 for message in ({"order": 1}, {"order": 2, "large": LARGE}):
                     async with app.transaction():
-                        await layer.publish_in(app, "orders", message, serializer=serializer)
+                        await layer.publish_in(app, "orders", message)
                     assert await receive(subscriber) == message
             assert channel.stats().undecodable == 0
     finally:

@@ -73,6 +73,44 @@ def test_declaring_a_capability_without_its_methods_fails_at_class_definition() 
                 pass
 
 
+def test_a_layer_without_subscribe_fails_at_class_definition_unless_multi_group() -> None:
+    with pytest.raises(TypeError, match=r"Single does not define subscribe and unsubscribe"):
+
+        class Single(ChannelLayer):
+            def connect(self, inbox: Inbox) -> Any:
+                raise NotImplementedError
+
+            async def publish(self, group: str, payload: bytes) -> None:
+                pass
+
+    class Abstract(ChannelLayer):  # still abstract: checked where it becomes concrete
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Abstract()  # type: ignore[abstract]
+
+
+@pytest.mark.anyio
+async def test_a_multi_group_layer_subscribes_one_group_through_its_bulk_methods() -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    class Bulk(InMemoryChannelLayer):
+        async def subscribe_groups(self, groups: Sequence[str]) -> None:
+            calls.append(("subscribe", list(groups)))
+            await super().subscribe_groups(groups)
+
+        async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
+            calls.append(("unsubscribe", list(groups)))
+            await super().unsubscribe_groups(groups)
+
+    assert Bulk.subscribe is ChannelLayer.subscribe
+    layer = Bulk()
+    async with Channel(layer):
+        await layer.subscribe("one")
+        await layer.unsubscribe("one")
+    assert calls == [("subscribe", ["one"]), ("unsubscribe", ["one"])]
+
+
 class _OwnPatternHook:
     """A plugin's hookimpl: it answers before the core's class-attribute hook."""
 

@@ -152,8 +152,9 @@ async def test_a_backlog_beyond_its_bound_is_dropped_counted_and_reported(
                         await anyio.sleep(0.01)
                 assert layer.stats().dropped == 4  # the reference and two messages were kept
             received = [(await _receive(subscriber)).message for _ in range(2)]
-            with anyio.fail_after(5), pytest.raises(MessagesLost):
+            with anyio.fail_after(5), pytest.raises(MessagesLost) as lost:
                 await subscriber.receive()
+            assert lost.value.reason == "overflow"  # the layer's own bound, not a reconnect
             await channel.publish("slow", "after")
             assert (await _receive(subscriber)).message == "after"
     finally:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 import asyncpg
 import pytest
 
-from channels_core import Channel, ChannelClosedError, PayloadTooLargeError, Subscriber
+from channels_core import (
+    Channel,
+    ChannelClosedError,
+    PayloadTooLargeError,
+    SerializationError,
+    Subscriber,
+)
 from channels_layer_postgres.testing import LayerMaker
 
 pytestmark = pytest.mark.anyio
@@ -50,23 +58,38 @@ async def test_nothing_is_delivered_before_commit(
         assert await _messages(subscriber, 1) == ["later"]
 
 
-async def test_publish_in_checks_its_input(make_layer: LayerMaker, pg: asyncpg.Connection) -> None:
+async def test_publish_in_checks_its_input_as_publish_does(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
     layer = make_layer(max_payload_bytes=1000)
     with pytest.raises(ChannelClosedError, match="enter its Channel"):
         await layer.publish_in(pg, "g", 1)
-    async with Channel(layer):
-        with pytest.raises(PayloadTooLargeError):
-            await layer.publish_in(pg, "g", "x" * 1000)
-        with pytest.raises(TypeError, match="group"):
-            await layer.publish_in(pg, "", 1)
+    async with Channel(layer) as channel:
+        for publish in (channel.publish, partial(layer.publish_in, pg)):
+            with pytest.raises(PayloadTooLargeError, match="at most 1,000"):
+                await publish("g", "x" * 1000)
+            with pytest.raises(ValueError, match="non-empty"):
+                await publish("", 1)
+            with pytest.raises(TypeError, match="group must be a str"):
+                await publish(b"g", 1)  # type: ignore[arg-type]
+            with pytest.raises(SerializationError):
+                await publish("g", object())
+    with pytest.raises(ChannelClosedError, match="enter its Channel"):
+        await layer.publish_in(pg, "g", 1)  # not after the channel is left either
 
 
-async def test_msgpack_publish_in(make_layer: LayerMaker, pg: asyncpg.Connection) -> None:
+async def test_publish_in_encodes_with_the_channels_serializer(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
     layer = make_layer()
     async with Channel(layer, serializer="msgpack") as channel:
         async with channel.subscribe("packed") as subscriber:
-            await layer.publish_in(pg, "packed", {"b": b"\x00\xff"}, serializer="msgpack")
-            assert await _messages(subscriber, 1) == [{"b": b"\x00\xff"}]
+            await layer.publish_in(pg, "packed", {"b": b"\x00\xff"})
+            # The old serializer= argument still works, with a warning.
+            with pytest.warns(DeprecationWarning, match=r"publish_in\(serializer=\.\.\.\)"):
+                await layer.publish_in(pg, "packed", b"\x01", serializer="msgpack")
+            assert await _messages(subscriber, 2) == [{"b": b"\x00\xff"}, b"\x01"]
+        assert channel.stats().undecodable == 0
 
 
 async def test_application_pool_is_used_and_left_open(

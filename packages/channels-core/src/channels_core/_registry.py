@@ -33,8 +33,10 @@ class SubscriptionRegistry:
     flight for it.
     """
 
-    def __init__(self, loads: Callable[[bytes], Any]) -> None:
+    def __init__(self, loads: Callable[[bytes], Any], encode: Callable[[str, Any], bytes]) -> None:
         self._loads = loads
+        #: The channel's encoding (`Inbox.encode`): the one `Channel.publish` uses.
+        self.encode = encode
         self._groups: dict[str, _Members] = {}
         self._patterns: dict[str, _Members] = {}
         self.broker = BrokerState()
@@ -147,7 +149,7 @@ class SubscriptionRegistry:
                 filling = True
         return filling
 
-    def messages_lost(self) -> None:
+    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
         """Mark a gap for every subscriber, except groups the channel can recover from the log."""
         self.gaps += 1
         recoverable: set[str] = set()
@@ -156,7 +158,7 @@ class SubscriptionRegistry:
         for group in recoverable:
             self.recovering.setdefault(group, [])
         for subscriber in self._patterns_and_groups_except(recoverable):
-            subscriber._mark_reconnect()
+            subscriber._mark_lost(reason, count)
         if recoverable:
             assert self.start_recovery is not None
             self.start_recovery()
@@ -201,7 +203,7 @@ class SubscriptionRegistry:
             return
         if read is None:
             for subscriber in members:
-                subscriber._mark_reconnect()
+                subscriber._mark_lost("reconnect", None)
             events = held
         else:
             events = [
@@ -211,7 +213,7 @@ class SubscriptionRegistry:
             ]
             if not read.complete:
                 for subscriber in members:
-                    subscriber._mark_reconnect()
+                    subscriber._mark_lost("reconnect", None)
         for event in events:
             if event.position is not None:
                 self.positions[group] = event.position

@@ -119,7 +119,7 @@ class Channel:
         self._overflow = _check_overflow(overflow)
         self._unsubscribe_timeout = _check_unsubscribe_timeout(unsubscribe_timeout)
         self._capabilities = capabilities_of(type(layer))
-        self._registry = SubscriptionRegistry(self._codec.loads)
+        self._registry = SubscriptionRegistry(self._codec.loads, self._encode)
         self._state = _State.NEW
         self._owner = 0  # the thread that entered the channel (threading.get_ident)
         self._loop: anyio.lowlevel.EventLoopToken | None = None  # and its event loop
@@ -197,7 +197,8 @@ class Channel:
         self._state = _State.OPENING
         self._owner = threading.get_ident()
         self._loop = anyio.lowlevel.current_token()
-        self._registry = SubscriptionRegistry(self._codec.loads)  # nothing carried over
+        # A new registry: nothing carried over from an earlier session.
+        self._registry = SubscriptionRegistry(self._codec.loads, self._encode)
         self._published = 0
         self._recovering = False
         try:
@@ -270,6 +271,18 @@ class Channel:
         if the message cannot be carried.
         """
         self._check_open()
+        payload = self._encode(group, message)
+        record_duration = self._record_publish_duration
+        if record_duration is None:
+            await self._layer.publish(group, payload)
+        else:  # metrics on (channels_core.telemetry)
+            started = time.perf_counter()
+            await self._layer.publish(group, payload)
+            record_duration(time.perf_counter() - started)
+        self._published += 1
+
+    def _encode(self, group: str, message: Any) -> bytes:
+        """`message` as the layer carries it to `group`; the registry's `Inbox.encode`."""
         check_name(group, "group")
         payload = self._codec.dumps(message)
         limit = self._layer.max_payload_bytes
@@ -279,14 +292,7 @@ class Channel:
                 f"carries at most {limit:,}. Nothing was sent: send a smaller message, "
                 "or a reference to where the data is stored"
             )
-        record_duration = self._record_publish_duration
-        if record_duration is None:
-            await self._layer.publish(group, payload)
-        else:  # metrics on (channels_core.telemetry)
-            started = time.perf_counter()
-            await self._layer.publish(group, payload)
-            record_duration(time.perf_counter() - started)
-        self._published += 1
+        return payload
 
     # -- subscribing ------------------------------------------------------------
 

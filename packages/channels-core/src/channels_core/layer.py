@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol, Self
 
-from .exceptions import NotSupportedError
+from .exceptions import LossReason, NotSupportedError
 from .history import HistoryRead
 from .stats import LayerStats
 
@@ -61,7 +61,7 @@ class Inbox(Protocol):
         loop so subscribers can catch up; network layers can ignore it.
         """
 
-    def messages_lost(self) -> None:
+    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
         """Report that messages may have been missed (e.g. after a reconnect).
 
         Call it once the broker subscriptions are live again, and before
@@ -70,6 +70,25 @@ class Inbox(Protocol):
         history on (`ChannelLayer.keeps_history`) the channel then recovers
         each subscribed group from the log, after the last position it
         delivered, and tells subscribers only what it cannot recover.
+        Subscribers get ``MessagesLost(reason, count)``: pass
+        ``reason="overflow"`` (and the `count` dropped, if known) when the
+        layer itself dropped messages because a bound of its own was
+        reached, rather than because the broker connection was lost.
+        """
+
+    def encode(self, group: str, message: Any) -> bytes:
+        """`message` encoded exactly as `Channel.publish` would send it to `group`.
+
+        For layers that publish outside `Channel.publish` (e.g. inside the
+        application's database transaction) and must agree with the
+        channel's serializer and limits. Nothing is sent.
+
+        Raises:
+            TypeError: `group` is not a str.
+            ValueError: `group` is empty or not valid Unicode text.
+            SerializationError: the channel's serializer cannot encode `message`.
+            PayloadTooLargeError: the encoded message exceeds the layer's
+                `max_payload_bytes`.
         """
 
 
@@ -142,12 +161,31 @@ class ChannelLayer(abc.ABC):
         for attribute, methods in _CAPABILITY_METHODS.items():
             if not getattr(cls, attribute):
                 continue
-            missing = [m for m in methods if getattr(cls, m) is getattr(ChannelLayer, m)]
+            missing = cls._inherited(methods)
             if missing:
                 raise TypeError(
                     f"{cls.__qualname__} sets {attribute} = True but does not define "
                     f"{' and '.join(missing)}"
                 )
+        # `subscribe`/`unsubscribe` default to the bulk methods of a multi-group
+        # layer; any other concrete layer must define them (checked here, as an
+        # abstract method would be, but with the reason in the message).
+        concrete = not any(
+            getattr(getattr(cls, name, None), "__isabstractmethod__", False) for name in dir(cls)
+        )
+        if concrete and not cls.supports_multi_group:
+            missing = cls._inherited(("subscribe", "unsubscribe"))
+            if missing:
+                raise TypeError(
+                    f"{cls.__qualname__} does not define {' and '.join(missing)}: a layer "
+                    "defines them, or sets supports_multi_group = True and defines "
+                    "subscribe_groups and unsubscribe_groups, which they then call"
+                )
+
+    @classmethod
+    def _inherited(cls, methods: Sequence[str]) -> list[str]:
+        """Those of `methods` the class leaves as `ChannelLayer` defines them."""
+        return [m for m in methods if getattr(cls, m) is getattr(ChannelLayer, m)]
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -190,9 +228,11 @@ class ChannelLayer(abc.ABC):
             ChannelClosedError: the layer is not connected.
         """
 
-    @abc.abstractmethod
     async def subscribe(self, group: str) -> None:
         """Start receiving `group`; return once the broker has confirmed it.
+
+        Defined by every layer, except one with `supports_multi_group`, whose
+        `subscribe_groups` this default calls with the one group.
 
         Raises:
             BrokerUnavailableError: the broker did not confirm within the
@@ -200,15 +240,19 @@ class ChannelLayer(abc.ABC):
             BrokerRefusedError: the broker refused the subscription (permissions).
             ChannelClosedError: the layer is not connected.
         """
+        await self.subscribe_groups([group])
 
-    @abc.abstractmethod
     async def unsubscribe(self, group: str) -> None:
         """Stop receiving `group` (the channel calls it best effort, bounded in time).
+
+        Defined by every layer, except one with `supports_multi_group`, whose
+        `unsubscribe_groups` this default calls with the one group.
 
         Raises:
             BrokerUnavailableError: the broker could not be told; the layer has
                 forgotten `group` anyway and will not restore it.
         """
+        await self.unsubscribe_groups([group])
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """Subscribe every group in `groups` at once (with `supports_multi_group`).

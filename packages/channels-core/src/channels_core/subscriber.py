@@ -37,7 +37,6 @@ class _Gap:
 
 
 _ONE_DROPPED = _Gap("overflow", 1)
-_RECONNECTED = _Gap("reconnect", None)
 
 
 class Subscriber:
@@ -180,10 +179,10 @@ class Subscriber:
                 self._mark(_Gap(item, None))
         self._wake()
 
-    def _mark_reconnect(self) -> None:
-        """Note a broker gap, for subscriptions whose block had started before it."""
+    def _mark_lost(self, reason: LossReason, count: int | None) -> None:
+        """Note a gap the layer reported, for subscriptions whose block had started before it."""
         if self._live and not self._closed:
-            self._mark(_RECONNECTED)
+            self._mark(_Gap(reason, count))
 
     def _close(self) -> None:
         self._closed = True

@@ -393,12 +393,6 @@ class NatsChannelLayer(ChannelLayer):
 
     # -- subscribing --------------------------------------------------------------------
 
-    async def subscribe(self, group: str) -> None:
-        await self.subscribe_groups([group])
-
-    async def unsubscribe(self, group: str) -> None:
-        await self.unsubscribe_groups([group])
-
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """SUBSCRIBE every group, then one round trip confirms them all."""
         await self._subscribing(self._add_groups, groups, [self.subject(g) for g in groups])

@@ -22,14 +22,13 @@ from channels_core import (
     ChannelClosedError,
     ChannelLayer,
     Inbox,
-    PayloadTooLargeError,
     background_tasks,
     call_with_deadline,
     redact_url,
     retry_until,
     url_secrets,
 )
-from channels_core.serializers import Serializer, resolve_serializer
+from channels_core.serializers import Serializer
 
 from ._connection import CONNECTION_ERRORS, connect_kwargs, errors_translated, is_refusal
 from ._envelope import EnvelopeWriter, Reference, load_stored_group, stored_group
@@ -86,7 +85,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._writer = EnvelopeWriter()
         self._router = Router(self._names, self._counters, self.options.max_backlog)
         self._listener: Listener | None = None
-        self._schema_ready = False
+        #: The connected channel's inbox (`publish_in` encodes with it), None when not connected.
+        self._inbox: Inbox | None = None
         self._next_expiry = 0.0
         self._last_fetched: tuple[Reference, tuple[str | None, bytes]] | None = None
 
@@ -200,12 +200,13 @@ class PostgreSQLChannelLayer(ChannelLayer):
                     async with background_tasks() as tasks:
                         tasks.start_soon(listener.run)
                         tasks.start_soon(self._router.run, inbox, self._fetch)
+                        self._inbox = inbox
                         yield
                 finally:
                     await listener.close()
         finally:
             self._router.clear()
-            self._listener = None
+            self._listener = self._inbox = None
 
     async def _prepare_schema(self) -> None:
         """Create or update the layer's tables if, and only if, they are not as expected.
@@ -246,7 +247,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 "may create them)"
             ):
                 raise refusal
-        self._schema_ready = True
 
     async def _schema_as_expected(self, conn: Any, timeout: float) -> bool:
         """Whether every table, column and index exists, with the expected types."""
@@ -330,34 +330,38 @@ class PostgreSQLChannelLayer(ChannelLayer):
         group: str,
         message: Any,
         *,
-        serializer: str | Serializer = "json",
+        serializer: str | Serializer | None = None,
     ) -> None:
         """Publish `message` through the application's `connection`, inside its transaction.
 
         Subscribers receive it when that transaction commits, never if it
-        rolls back. `serializer` must be the one the subscribing channels
-        use (JSON by default). The tables must exist: connect a layer of the
-        same namespace first (any process, once).
+        rolls back. The layer must be connected (its `Channel` entered): the
+        message is encoded and checked exactly as that channel's `publish`
+        does (`Inbox.encode`: its serializer, the group check, the size limit).
+        `serializer=` is deprecated and ignored: the channel's serializer is used.
+
+        Raises:
+            ChannelClosedError: the layer is not connected.
+            TypeError, ValueError: `group` is not a usable group name.
+            SerializationError, PayloadTooLargeError: the message cannot be carried.
         """
-        if not isinstance(group, str) or not group:
-            raise TypeError(f"group must be a non-empty str, got {group!r}")
-        if not group.isascii():
-            try:
-                group.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(f"group {group!r} is not valid Unicode text") from None
-        if not self._schema_ready:
+        inbox = self._inbox
+        if inbox is None:
             raise ChannelClosedError(
-                "connect this layer (enter its Channel) before publish_in: "
-                "it creates the tables large messages travel through"
+                "connect this layer (enter its Channel) before publish_in: the message "
+                "is encoded with the channel's serializer, and large ones travel through "
+                "the tables the layer creates"
             )
-        payload = resolve_serializer(serializer).dumps(message)
-        if len(payload) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"the encoded message is {len(payload):,} bytes; PostgreSQLChannelLayer "
-                f"carries at most {self.max_payload_bytes:,}. Nothing was sent"
+        if serializer is not None:
+            # It had to be the channel's own serializer for subscribers to decode
+            # the message, so using the channel's encoding changes nothing.
+            warnings.warn(
+                "PostgreSQLChannelLayer.publish_in(serializer=...) is deprecated: the message "
+                "is encoded with the connected channel's serializer; drop the argument",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        send, _ = self._prepare(group, payload)
+        send, _ = self._prepare(group, inbox.encode(group, message))
         with errors_translated(f"publish to group {group[:80]!r} in the application's transaction"):
             await send(connection, None)
 
@@ -402,12 +406,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
         if self._names.firehose in unlisten:
             return [self._sql.unregister_patterns]
         return []
-
-    async def subscribe(self, group: str) -> None:
-        await self.subscribe_groups([group])
-
-    async def unsubscribe(self, group: str) -> None:
-        await self.unsubscribe_groups([group])
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """LISTEN several groups in one round trip; returns once the server has them."""

@@ -175,14 +175,14 @@ class Router:
                 async for item in receive:
                     try:
                         if item is None:  # the gap left by dropped notifications
-                            inbox.messages_lost()
+                            inbox.messages_lost("overflow")
                         else:
                             await self._route_queued(inbox, fetch, *item)
                     finally:
                         self._backlog -= 1
                     if not self._backlog and self._gap_pending:  # nothing came after the drop
                         self._gap_pending = False
-                        inbox.messages_lost()
+                        inbox.messages_lost("overflow")
         finally:
             self._queue = self._inbox = None
             send.close()

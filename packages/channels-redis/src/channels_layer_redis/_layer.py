@@ -427,12 +427,6 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
     # -- subscribing ------------------------------------------------------------
 
-    async def subscribe(self, group: str) -> None:
-        await self.subscribe_groups([group])
-
-    async def unsubscribe(self, group: str) -> None:
-        await self.unsubscribe_groups([group])
-
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """SUBSCRIBE to all `groups` in one command; return once Redis confirmed them."""
         self._groups.update(groups)

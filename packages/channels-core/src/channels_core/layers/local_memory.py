@@ -30,7 +30,7 @@ import anyio.lowlevel
 
 from ..background import background_tasks
 from ..discovery import get_layer
-from ..exceptions import ChannelClosedError, ChannelsError, NotSupportedError
+from ..exceptions import ChannelClosedError, ChannelsError, LossReason, NotSupportedError
 from ..history import HistoryOptions, HistoryRead, format_position, parse_position
 from ..layer import ChannelLayer, Inbox
 from ..patterns import compile_pattern
@@ -113,7 +113,9 @@ class _Port:
                 overrun, self._overrun = self._overrun, False
                 self._signalled = False
             if overrun:
-                self._inbox.messages_lost()  # before the deliveries that came after the gap
+                # Before the deliveries that came after the gap; the cap is the
+                # hub's own bound, so the gap is an overflow, not a broker loss.
+                self._inbox.messages_lost("overflow")
             unyielded = 0
             for group, payload, pattern, position in batch:
                 unyielded += 1
@@ -307,8 +309,11 @@ class _CountingInbox:
         self._layer._received += 1
         return self._inbox.deliver(group, payload, pattern, position)
 
-    def messages_lost(self) -> None:
-        self._inbox.messages_lost()
+    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
+        self._inbox.messages_lost(reason, count)
+
+    def encode(self, group: str, message: Any) -> bytes:
+        return self._inbox.encode(group, message)
 
 
 class InMemoryChannelLayer(ChannelLayer):
@@ -449,12 +454,6 @@ class InMemoryChannelLayer(ChannelLayer):
         self._connected_port()
         await anyio.lowlevel.checkpoint()
         return self.hub.read(group, after, limit)
-
-    async def subscribe(self, group: str) -> None:
-        await self.subscribe_groups([group])
-
-    async def unsubscribe(self, group: str) -> None:
-        await self.unsubscribe_groups([group])
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         self.hub.subscribe(self._connected_port(), groups)

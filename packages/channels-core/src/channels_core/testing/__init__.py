@@ -36,6 +36,9 @@ check that ``since=``, ``history()`` and ``history_size`` are refused.
 `ThrowawayServer` is the shape of a private broker for a layer's fault
 tests (`url`, `start`, `stop`, `restart`, a context manager), with
 `free_port`, `wait_for_port` and `require_tool` to build one.
+
+`channels_core.testing.peer.exchange_with_peer` checks that messages
+cross OS processes through the layer (an echo peer in a subprocess).
 """
 
 from ._servers import (
