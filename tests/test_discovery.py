@@ -46,6 +46,14 @@ def test_unknown_url_scheme_is_a_layer_not_found_error() -> None:
         Channel.from_url("amqp://127.0.0.1:5672")
 
 
+def test_unknown_url_scheme_is_also_a_value_error() -> None:
+    """Code written for other pub/sub libraries catches a bad URL as ValueError."""
+    with pytest.raises(ValueError, match="'amqp'"):
+        Channel.from_url("amqp://127.0.0.1:5672")
+    with pytest.raises(LookupError):
+        get_layer("amqp")
+
+
 @pytest.mark.parametrize("url", ["", "localhost:6379", "redis-without-scheme"])
 def test_url_without_scheme_is_a_clear_value_error(url: str) -> None:
     with pytest.raises(ValueError, match="scheme"):

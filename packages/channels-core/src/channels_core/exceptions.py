@@ -30,8 +30,12 @@ class ChannelsError(Exception):
     """Base class of every error raised by `channels_core` and its layers."""
 
 
-class LayerNotFoundError(ChannelsError, LookupError):
-    """No installed layer serves the requested name or URL scheme."""
+class LayerNotFoundError(ChannelsError, LookupError, ValueError):
+    """No installed layer serves the requested name or URL scheme.
+
+    Also a `ValueError`: a URL naming an unknown scheme is a bad value, and
+    code written for other libraries (``except ValueError``) catches it.
+    """
 
 
 class LayerImportError(ChannelsError, ImportError):
