@@ -29,8 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio.lowlevel
 
 from ..background import background_tasks
-from ..discovery import get_layer
-from ..exceptions import ChannelClosedError, ChannelsError, LossReason, NotSupportedError
+from ..discovery import registered_as
+from ..exceptions import ChannelClosedError, LossReason, NotSupportedError
 from ..history import HistoryOptions, HistoryRead, format_position, parse_position
 from ..layer import ChannelLayer, Inbox
 from ..patterns import compile_pattern
@@ -372,7 +372,7 @@ class InMemoryChannelLayer(ChannelLayer):
             )
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
-        if scheme not in cls.url_schemes and not _registered_as(cls, scheme):
+        if scheme not in cls.url_schemes and not registered_as(cls, scheme):
             raise ValueError(f"{url!r} is not a memory:// URL")
         query = parse_qsl(parts.query, keep_blank_values=True)
         names = [name for name, _ in query if name not in allowed]
@@ -472,11 +472,3 @@ class InMemoryChannelLayer(ChannelLayer):
         self._patterns.difference_update(patterns)
         if self._port is not None:
             self.hub.punsubscribe(self._port, patterns)
-
-
-def _registered_as(layer_class: type[ChannelLayer], scheme: str) -> bool:
-    """True if the ``channels.layers`` entry point `scheme` names `layer_class`."""
-    try:
-        return get_layer(scheme) is layer_class
-    except (ChannelsError, TypeError):
-        return False
