@@ -296,7 +296,9 @@ class BlockingChannel:
             )
         )
 
-    def history(self, group: str, limit: int | None = None, since: str | None = None) -> list[Event]:
+    def history(
+        self, group: str, limit: int | None = None, since: str | None = None
+    ) -> list[Event]:
         """Events retained in `group`'s history, oldest first (see `Channel.history`).
 
         Raises ``MessagesLost(reason="expired")`` if the history no longer
