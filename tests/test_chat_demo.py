@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -38,6 +38,9 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as connect_sync
 
 from channels_core import Channel
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 from channels_layer_redis.testing import RedisServer, ToolMissing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -767,5 +770,77 @@ def test_a_message_typed_in_one_browser_appears_in_the_other(
             bob.fill("#text", "and back")
             bob.click("#send")
             expect(ann.locator("#log")).to_contain_text("and back")
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def memory_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """The demo on its default layer, memory:// with history on."""
+    with chat_process("memory://", tmp_path_factory.mktemp("chat-memory")) as demo:
+        yield demo
+
+
+def type_message(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def test_a_browser_shows_history_resumes_after_a_reconnect_and_takes_the_typed_nick(
+    memory_demo: Instance,
+) -> None:
+    """The room's last messages on join; a reconnected socket misses nothing, repeats nothing.
+
+    Bob's socket is closed from his page while his browser is offline (so it
+    cannot reconnect at once); Ann speaks meanwhile; once Bob's page is back
+    online it reconnects and shows her message once. A nick typed in the
+    nick field applies to the next message, without pressing join.
+    """
+    if not Path(CHROMIUM).exists():
+        missing(f"{CHROMIUM} is missing: apt-get install chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    room = unique_room()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            ann = browser.new_page()
+            ann.goto(f"{memory_demo.http}/#{room}")
+            ann.fill("#nick", "ann")
+            ann.click("#join")
+            expect(ann.locator("#log")).to_contain_text(f"you are ann in {room}")
+            texts = ["one", "two"]
+            for text in texts:
+                type_message(ann, text)
+            expect(ann.locator("#log .text")).to_have_text(texts)
+            ann.fill("#nick", "annie")  # typed, join not pressed
+            type_message(ann, "renamed")
+            texts.append("renamed")
+            expect(ann.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
+
+            bob = browser.new_page()
+            bob.goto(f"{memory_demo.http}/#{room}")
+            bob.fill("#nick", "bob")
+            bob.click("#join")
+            expect(bob.locator("#log")).to_contain_text(f"you are bob in {room}")
+            expect(bob.locator("#log .text")).to_have_text(texts)  # the room's history
+            expect(bob.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
+
+            bob.context.set_offline(True)
+            bob.evaluate("socket.close()")
+            expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
+            type_message(ann, "while bob was away")
+            texts.append("while bob was away")
+            expect(ann.locator("#log .text")).to_have_text(texts)
+            expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
+            expect(bob.locator("#log .text")).to_have_text(texts[:-1])
+            bob.context.set_offline(False)
+            expect(bob.locator("#log")).to_contain_text(f"reconnected to {room}")
+            expect(bob.locator("#log .text")).to_have_text(texts)  # once, in order
+            type_message(bob, "back")
+            texts.append("back")
+            for page in (ann, bob):
+                expect(page.locator("#log .text")).to_have_text(texts)
+            expect(bob.locator("#log .notice")).to_have_count(0)
         finally:
             browser.close()
