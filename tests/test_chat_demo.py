@@ -40,7 +40,7 @@ from websockets.sync.client import connect as connect_sync
 from channels_core import Channel
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 from channels_layer_redis.testing import RedisServer, ToolMissing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -743,35 +743,53 @@ def test_an_unusable_layer_url_is_a_plain_error(url: str, error: str) -> None:
 # -- in a browser ------------------------------------------------------------------------
 
 
-def test_a_message_typed_in_one_browser_appears_in_the_other(
-    redis_pair: tuple[Instance, Instance],
-) -> None:
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium for the block; a missing one skips (outside CI) or fails."""
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
-    room = unique_room()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            pages = []
-            for instance, nick in zip(redis_pair, ("ann", "bob"), strict=True):
-                page = browser.new_page()
-                page.goto(f"{instance.http}/#{room}")
-                page.fill("#nick", nick)
-                page.click("#join")
-                expect(page.locator("#log")).to_contain_text(f"you are {nick} in {room}")
-                pages.append(page)
-            ann, bob = pages
-            ann.fill("#text", "hello from the first browser")
-            ann.press("#text", "Enter")
-            expect(bob.locator("#log")).to_contain_text("hello from the first browser")
-            expect(bob.locator("#log .nick")).to_have_text(["ann"])
-            bob.fill("#text", "and back")
-            bob.click("#send")
-            expect(ann.locator("#log")).to_contain_text("and back")
+            yield browser
         finally:
             browser.close()
+
+
+def chat_page(browser: Browser, instance: Instance, room: str, nick: str) -> Page:
+    """A tab of `instance` (a browser context of its own) that has joined `room` as `nick`."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(f"{instance.http}/#{room}")
+    page.fill("#nick", nick)
+    page.click("#join")
+    expect(page.locator("#log")).to_contain_text(f"you are {nick} in {room}")
+    return page
+
+
+def type_message(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def test_a_message_typed_in_one_browser_appears_in_the_other(
+    redis_pair: tuple[Instance, Instance],
+) -> None:
+    from playwright.sync_api import expect
+
+    room = unique_room()
+    with chromium() as browser:
+        first, second = redis_pair
+        ann, bob = chat_page(browser, first, room, "ann"), chat_page(browser, second, room, "bob")
+        type_message(ann, "hello from the first browser")
+        expect(bob.locator("#log")).to_contain_text("hello from the first browser")
+        expect(bob.locator("#log .nick")).to_have_text(["ann"])
+        bob.fill("#text", "and back")
+        bob.click("#send")
+        expect(ann.locator("#log")).to_contain_text("and back")
 
 
 @pytest.fixture(scope="module")
@@ -779,11 +797,6 @@ def memory_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     """The demo on its default layer, memory:// with history on."""
     with chat_process("memory://", tmp_path_factory.mktemp("chat-memory")) as demo:
         yield demo
-
-
-def type_message(page: Page, text: str) -> None:
-    page.fill("#text", text)
-    page.press("#text", "Enter")
 
 
 def test_a_browser_shows_history_resumes_after_a_reconnect_and_takes_the_typed_nick(
@@ -796,51 +809,37 @@ def test_a_browser_shows_history_resumes_after_a_reconnect_and_takes_the_typed_n
     online it reconnects and shows her message once. A nick typed in the
     nick field applies to the next message, without pressing join.
     """
-    if not Path(CHROMIUM).exists():
-        missing(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     room = unique_room()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            ann = browser.new_page()
-            ann.goto(f"{memory_demo.http}/#{room}")
-            ann.fill("#nick", "ann")
-            ann.click("#join")
-            expect(ann.locator("#log")).to_contain_text(f"you are ann in {room}")
-            texts = ["one", "two"]
-            for text in texts:
-                type_message(ann, text)
-            expect(ann.locator("#log .text")).to_have_text(texts)
-            ann.fill("#nick", "annie")  # typed, join not pressed
-            type_message(ann, "renamed")
-            texts.append("renamed")
-            expect(ann.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
+    with chromium() as browser:
+        ann = chat_page(browser, memory_demo, room, "ann")
+        texts = ["one", "two"]
+        for text in texts:
+            type_message(ann, text)
+        expect(ann.locator("#log .text")).to_have_text(texts)
+        ann.fill("#nick", "annie")  # typed, join not pressed
+        type_message(ann, "renamed")
+        texts.append("renamed")
+        expect(ann.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
 
-            bob = browser.new_page()
-            bob.goto(f"{memory_demo.http}/#{room}")
-            bob.fill("#nick", "bob")
-            bob.click("#join")
-            expect(bob.locator("#log")).to_contain_text(f"you are bob in {room}")
-            expect(bob.locator("#log .text")).to_have_text(texts)  # the room's history
-            expect(bob.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
+        bob = chat_page(browser, memory_demo, room, "bob")
+        expect(bob.locator("#log .text")).to_have_text(texts)  # the room's history
+        expect(bob.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
 
-            bob.context.set_offline(True)
-            bob.evaluate("socket.close()")
-            expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
-            type_message(ann, "while bob was away")
-            texts.append("while bob was away")
-            expect(ann.locator("#log .text")).to_have_text(texts)
-            expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
-            expect(bob.locator("#log .text")).to_have_text(texts[:-1])
-            bob.context.set_offline(False)
-            expect(bob.locator("#log")).to_contain_text(f"reconnected to {room}")
-            expect(bob.locator("#log .text")).to_have_text(texts)  # once, in order
-            type_message(bob, "back")
-            texts.append("back")
-            for page in (ann, bob):
-                expect(page.locator("#log .text")).to_have_text(texts)
-            expect(bob.locator("#log .notice")).to_have_count(0)
-        finally:
-            browser.close()
+        bob.context.set_offline(True)
+        bob.evaluate("socket.close()")
+        expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
+        type_message(ann, "while bob was away")
+        texts.append("while bob was away")
+        expect(ann.locator("#log .text")).to_have_text(texts)
+        expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
+        expect(bob.locator("#log .text")).to_have_text(texts[:-1])
+        bob.context.set_offline(False)
+        expect(bob.locator("#log")).to_contain_text(f"reconnected to {room}")
+        expect(bob.locator("#log .text")).to_have_text(texts)  # once, in order
+        type_message(bob, "back")
+        texts.append("back")
+        for page in (ann, bob):
+            expect(page.locator("#log .text")).to_have_text(texts)
+        expect(bob.locator("#log .notice")).to_have_count(0)
