@@ -707,7 +707,9 @@ def test_two_instances_share_rooms_over_nats(nats_url: str, tmp_path: Path) -> N
 
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     with chat_process("memory://", tmp_path) as demo:
-        assert f"open {demo.http}/" in demo.stdout.read_text()
+        assert (
+            f"chat on memory:// (history_size=1000): open {demo.http}/" in demo.stdout.read_text()
+        )
         with sync_chatter(demo.ws, "lobby", "ann") as ann:
             assert demo.stop() == 0
             with pytest.raises(ConnectionClosed):

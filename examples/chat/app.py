@@ -502,7 +502,11 @@ def serve(args: argparse.Namespace) -> int:
     config = server_config(create_app(args.url), args.host, args.port, args.log_level)
     sock = config.bind_socket()  # a port in use exits here, with uvicorn's message
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"chat on {args.url}: open http://{host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    added = "".join(f" ({name}={value})" for name, value in layer_options(args.url).items())
+    print(
+        f"chat on {args.url}{added}: open http://{host}:{args.port}/  (Ctrl-C to stop)",
+        flush=True,
+    )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutting down
         uvicorn.Server(config).run(sockets=[sock])
     print("chat stopped", flush=True)
