@@ -426,7 +426,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
             )
         channel = self._wire.channel(group)
         log = self._log
-        sequence, message = self._outbox.seal(payload) if log is None else self._outbox.seal_logged()
+        outbox = self._outbox
+        sequence, message = outbox.seal(payload) if log is None else outbox.seal_logged()
         tries = 0
 
         async def attempt() -> None:
