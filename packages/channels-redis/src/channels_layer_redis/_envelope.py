@@ -40,7 +40,6 @@ __all__ = [
     "MAX_REMEMBERED",
     "DuplicateFilter",
     "Outbox",
-    "publish_id",
 ]
 
 _MAGIC = b"\x00chr1"
@@ -73,7 +72,8 @@ class Outbox:
     def seal_logged(self) -> tuple[int, bytes]:
         """Like `seal`, for the history script: the header alone, position and payload to follow.
 
-        `publish_id` of it identifies the publish (the script's retry check).
+        Its bytes 5-20 (publisher id and sequence) identify the publish, whichever
+        try sent it: the history script's retry check reads them there.
         """
         sequence, header = self.seal(b"")
         return sequence, _MAGIC_LOGGED + header[len(_MAGIC) :]
@@ -81,11 +81,6 @@ class Outbox:
     def settle(self, sequence: int) -> None:
         """`sequence` will never be sent again (answered, or given up)."""
         del self._in_flight[sequence]
-
-
-def publish_id(header: bytes) -> bytes:
-    """The publisher id and sequence of an envelope: one publish, whichever try sent it."""
-    return header[len(_MAGIC) : len(_MAGIC) + 16]
 
 
 class _Publisher:

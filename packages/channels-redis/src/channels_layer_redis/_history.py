@@ -33,7 +33,6 @@ from redis.exceptions import NoScriptError
 
 from channels_core.history import HistoryRead, format_position, parse_position
 
-from ._envelope import publish_id
 from ._options import RedisLayerOptions
 from ._wire import WireNames
 
@@ -61,22 +60,24 @@ end
 """
 
 #: KEYS: log, meta. ARGV: new epoch, ttl ms (0: none), meta ttl ms, size,
-#: publish command, channel, envelope header, payload, publish id, "1" on a retry.
+#: publish command, channel, envelope header, payload, "1" on a retry. The
+#: header's bytes 6-21 (`_envelope`: publisher id and sequence) identify the publish.
 APPEND = (
     _META
     + """
-if ARGV[10] == '1' then
+local publish_id = string.sub(ARGV[7], 6, 21)
+if ARGV[9] == '1' then
   -- A retry: the first try may have run; if it did, its event is in the log.
   local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
   for _, entry in ipairs(recent) do
-    if entry[2][2] == ARGV[9] then return 0 end
+    if entry[2][2] == publish_id then return 0 end
   end
 end
 local ms = now_ms()
 if ms < tonumber(last) then ms = tonumber(last) end
 count = tonumber(count) + 1
 local id = string.format('%d-%d', ms, count)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], id, 'p', ARGV[9], 'd', ARGV[8])
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], id, 'p', publish_id, 'd', ARGV[8])
 redis.call('HSET', KEYS[2], 't', string.format('%d', ms), 'n', string.format('%d', count))
 if ttl > 0 then
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', ms - ttl))
@@ -208,7 +209,6 @@ class StreamLog:
             channel,
             header,
             payload,
-            publish_id(header),
             b"1" if retry else b"0",
         )
 
