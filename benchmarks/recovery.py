@@ -82,6 +82,7 @@ async def measure(
     losses = 0
     kills: list[float] = []
     published = 0
+    publish_seconds = 0.0
     async with (
         kill_factory(server) as kill,
         Channel.from_url(url, reconnect_backoff=BACKOFF, buffer_size=1_000_000) as channel,
@@ -92,7 +93,7 @@ async def measure(
         caught_up = anyio.Event()  # the last message published has arrived
 
         async def publish() -> None:
-            nonlocal published
+            nonlocal published, publish_seconds
             start = time.perf_counter()
             total = int(seconds * rate)
             for number in range(total):
@@ -101,6 +102,7 @@ async def measure(
                     await anyio.sleep(delay)
                 await publisher.publish("recovery", [number, time.perf_counter()])
                 published += 1
+            publish_seconds = time.perf_counter() - start
 
         async def kill_every_second() -> None:
             while not done.is_set():
@@ -140,6 +142,7 @@ async def measure(
             recoveries.append((after - killed_at) * 1000)
     return {
         "published": published,
+        "published_per_second": round(published / publish_seconds),
         "received": len(received),
         "lost": len(set(range(published)) - set(numbers)),
         "duplicates": len(numbers) - len(set(numbers)),

@@ -167,6 +167,32 @@ async def test_a_log_that_went_back_is_never_taken_as_complete(
         await admin.aclose()
 
 
+async def test_messages_from_a_publisher_without_history_make_recovery_report_a_loss(
+    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, eventually: Eventually
+) -> None:
+    """What such a publisher sends during an outage is in no log: never claim it recovered."""
+    layer = make_redis_layer(history_size=100, reconnect_backoff=FAST)
+    async with (
+        Channel(layer) as channel,
+        Channel(make_redis_layer(history_size=100)) as logged,
+        Channel(make_redis_layer()) as unlogged,
+        channel.subscribe("mixed") as subscriber,
+    ):
+        await logged.publish("mixed", "logged")
+        assert (await subscriber.receive()).position is not None
+        await admin.client_kill_filter(_id=str(layer.stats().pubsub_client_id))
+        await eventually(lambda: layer.stats().reconnects == 1)
+        await logged.publish("mixed", "recovered")  # nothing unlogged seen yet: silent
+        assert await collect(subscriber, 1) == ["recovered"]
+        await unlogged.publish("mixed", "plain")
+        assert (await subscriber.receive()).position is None
+        await admin.client_kill_filter(_id=str(layer.stats().pubsub_client_id))
+        await eventually(lambda: layer.stats().reconnects == 2)
+        with anyio.fail_after(5), pytest.raises(MessagesLost) as lost:
+            await subscriber.receive()
+        assert lost.value.reason == "reconnect"
+
+
 async def test_retried_publishes_are_logged_once(throwaway_redis: RedisServer) -> None:
     """Publishing connections killed every 10 ms: the log and the subscriber get each once."""
     url = throwaway_redis.url

@@ -179,6 +179,10 @@ class StreamLog:
         ttl = options.history_ttl
         self._ttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
         self._meta_ttl_ms = 0 if ttl is None else math.ceil(max(ttl, META_TTL_FLOOR) * 1000)
+        #: Groups a message arrived on without a position (a publisher with
+        #: history off, another client): their log misses messages, so no
+        #: read after a position is complete while the layer listens to them.
+        self.unlogged: set[str] = set()
 
     def _common(self) -> tuple[str, int, int]:
         """The first ARGVs of both scripts: an epoch for a new log, the TTLs."""
@@ -233,7 +237,8 @@ class StreamLog:
             (prefix + _text(reply[index]), _bytes(reply[index + 1]))
             for index in range(4, len(reply), 2)
         ]
-        return HistoryRead(events, complete == "1", format_position(epoch, int(last), int(count)))
+        complete_read = complete == "1" and group not in self.unlogged
+        return HistoryRead(events, complete_read, format_position(epoch, int(last), int(count)))
 
 
 def _text(value: bytes | str | int) -> str:

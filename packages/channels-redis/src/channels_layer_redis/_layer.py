@@ -238,6 +238,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._groups.clear()
             self._patterns.clear()
             self._filter.clear()
+            if self._log is not None:
+                self._log.unlogged.clear()
 
     async def _open_pubsub(self) -> tuple[PubSubConnection, list[Message]]:
         """A new pub/sub connection, subscribed to every group and pattern we need.
@@ -382,6 +384,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
         if self._log is not None:
             accepted = self._filter.accept_logged(data, wire_pattern)
             if accepted is not None:
+                if accepted[1] is None and pattern is None:
+                    self._log.unlogged.add(group)
                 inbox.deliver(group, accepted[0], pattern, accepted[1])
             return
         payload = self._filter.accept(data, wire_pattern)
@@ -492,6 +496,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
         self._groups.difference_update(groups)
+        if self._log is not None:
+            self._log.unlogged.difference_update(groups)
         await self._forget("UNSUBSCRIBE", [self._wire.channel(group) for group in groups])
 
     async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
