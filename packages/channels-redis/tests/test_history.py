@@ -326,6 +326,19 @@ async def test_history_off_publishes_plainly_and_refuses_reads(
     assert not await admin.exists(*WireNames(namespace).history_keys("plain"))
 
 
+async def test_positions_no_stream_has_read_as_another_log(make_redis_layer: LayerMaker) -> None:
+    layer = make_redis_layer(history_size=10)
+    async with Channel(layer) as channel:
+        await channel.publish("room", "kept")
+        (event,) = await channel.history("room")
+        assert event.position is not None
+        epoch = parse_position(event.position).epoch
+        for foreign in (f"{epoch}-5", f"{epoch}-1-2-3", f"{epoch}-{2**64}-1", "other-1-1"):
+            read = await layer.read_history("room", foreign, None)
+            assert not read.complete, foreign
+            assert [position for position, _ in read.events] == [event.position]
+
+
 def test_history_options_from_the_url_and_keywords() -> None:
     layer = RedisPubSubChannelLayer.from_url("redis://h/0?history_size=50&history_ttl=2.5")
     assert (layer.options.history_size, layer.options.history_ttl) == (50, 2.5)

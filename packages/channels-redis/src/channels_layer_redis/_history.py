@@ -163,6 +163,9 @@ class _Script:
             return await client.evalsha(self.sha, 2, *keys, *args)
 
 
+#: Stream ID parts are 64-bit; a position beyond is no stream's (and n stays exact in Lua).
+_MAX_ID_PART = 2**53
+
 _APPEND = _Script(APPEND)
 _READ = _Script(READ)
 
@@ -225,10 +228,10 @@ class StreamLog:
             where: tuple[str, ...] = ("newest",)
         else:
             since = parse_position(after, "after")
-            if len(since.offset) == 2:
+            if len(since.offset) == 2 and max(since.offset) < _MAX_ID_PART:
                 ms, n = since.offset
                 where = ("after", since.epoch, f"{ms}-{n}", str(n))
-            else:  # not a Redis position: another log
+            else:  # not a position of a Redis stream: another log
                 where = ("after", "", "", "0")
         reply = await _READ(client, self._wire.history_keys(group), *self._common(), wanted, *where)
         epoch, last, count, complete = (_text(value) for value in reply[:4])
