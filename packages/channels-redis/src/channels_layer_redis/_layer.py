@@ -119,11 +119,6 @@ class RedisPubSubChannelLayer(ChannelLayer):
         )
         self.options = self._config.options
         self._wire = WireNames(self.options.namespace)
-        if self.options.history_ttl is not None and not self.options.history_size:
-            raise ValueError(
-                "history_ttl needs history_size > 0 (the events kept per group); "
-                "set both, or neither"
-            )
         #: The history, with history on (else None: publishing stays a plain PUBLISH).
         self._log = StreamLog(self.options, self._wire) if self.options.history_size else None
         #: Set at connect from the server's pub/sub output buffer limit, unless configured.
