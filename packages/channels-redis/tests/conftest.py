@@ -20,7 +20,13 @@ import redis
 import redis.asyncio
 
 from channels_layer_redis import RedisPubSubChannelLayer
-from channels_layer_redis.testing import RedisServer, SentinelSetup, ToolMissing, redis_servers
+from channels_layer_redis.testing import (
+    ClusterSetup,
+    RedisServer,
+    SentinelSetup,
+    ToolMissing,
+    redis_servers,
+)
 
 LayerMaker = Callable[..., RedisPubSubChannelLayer]
 
@@ -67,6 +73,17 @@ def failing_over() -> Iterator[SentinelSetup]:
     """A Sentinel setup of the test's own, to fail over."""
     with tools_required(), SentinelSetup() as setup:
         yield setup
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterSetup]:
+    """One Redis Cluster (3 masters, 3 replicas) for the whole session, with a password.
+
+    Tests may fail a master over or move slots, but leave every node
+    running and the cluster settled (`ClusterSetup.wait_until_ok`).
+    """
+    with tools_required(), ClusterSetup(password="cluster-pw") as cluster:
+        yield cluster
 
 
 @pytest.fixture

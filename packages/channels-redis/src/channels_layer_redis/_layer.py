@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import anyio
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -108,6 +108,18 @@ class RedisPubSubChannelLayer(ChannelLayer):
     supports_multi_group = True
     supports_patterns = True
 
+    #: The command `publish` sends (cluster mode: SPUBLISH).
+    _PUBLISH = "PUBLISH"
+
+    def __new__(cls, url: str = DEFAULT_URL, **options: Any) -> Self:
+        """A ``redis+cluster://`` URL builds the cluster mode's class (its own capabilities)."""
+        if cls is RedisPubSubChannelLayer and isinstance(url, str):
+            from ._cluster_layer import RedisClusterChannelLayer, is_cluster_url
+
+            if is_cluster_url(url):
+                return RedisClusterChannelLayer.__new__(RedisClusterChannelLayer)  # type: ignore[return-value]
+        return super().__new__(cls)
+
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self._config: RedisConfig = parse_config(
             url, options, alias=lambda scheme: registered_as(type(self), scheme)
@@ -121,7 +133,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._groups: set[str] = set()
         self._patterns: dict[bytes, str] = {}  # wire pattern -> pattern as subscribed
         self._inbox: Inbox | None = None
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._pool: BlockingConnectionPool | None = None
         self._pubsub: PubSubConnection | None = None
         self._reconnected: anyio.Event | None = None  # set on each reconnect, then replaced
@@ -251,7 +263,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         """redis-py's exceptions inside as `ChannelsError`s, with no secret in their message."""
         return translate_errors(REDIS_ERRORS, what=what, secrets=self._config.secrets)
 
-    async def _payload_limit(self, client: Redis) -> int:
+    async def _payload_limit(self, client: Redis | RedisCluster) -> int:
         """The configured limit, else derived from the server's pub/sub output buffer limit.
 
         Falls back to the limit for Redis's defaults when CONFIG is not
@@ -411,7 +423,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             # Translated on each try: a refusal (AuthenticationError is a kind of
             # ConnectionError to redis-py) ends the publish at once, unretried.
             with self._translated(f"publish to {group[:80]!r} on {self.url}"):
-                await client.publish(channel, message)
+                await client.execute_command(self._PUBLISH, channel, message)
 
         try:
             await call_with_deadline(

@@ -10,8 +10,11 @@ and a TLS port whose certificate a throwaway CA signed) in the shape of
 `channels_core.testing.ThrowawayServer`; `redis_servers` starts any number
 of them and stops them all when its block ends. `SentinelSetup` is a
 master, a replica and three Sentinels (``redis+sentinel://`` URL) that fail
-over in about a second. Needs the ``redis-server``
-program (and ``openssl`` for TLS); without it they raise `ToolMissing`.
+over in about a second. `ClusterSetup` is a Redis Cluster of three masters
+and three replicas (``redis+cluster://`` URL); ``python -m
+channels_layer_redis.testing cluster`` runs one until Ctrl-C. Needs the
+``redis-server`` program (``redis-cli`` for the cluster, ``openssl`` for
+TLS); without it they raise `ToolMissing`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import redis
 from channels_core.testing import ThrowawayServer, ToolMissing, free_port, require_tool
 
 __all__ = [
+    "ClusterSetup",
     "RedisServer",
     "SentinelSetup",
     "ToolMissing",
@@ -403,3 +407,183 @@ class SentinelSetup(ThrowawayServer):
         for server in self.servers:
             server.cleanup()
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+class ClusterSetup(ThrowawayServer):
+    """A Redis Cluster on loopback: `masters` masters, each with `replicas_per_master` replicas.
+
+    Every node is a `RedisServer` with ``--cluster-enabled yes`` in a
+    temporary directory of its own; ``redis-cli --cluster create`` spreads
+    the 16,384 slots over the masters. A node is declared failed after
+    `node_timeout_ms` (low, so that a replica takes over in a second or
+    two), and a replica may always take over, however stale. `port` is the
+    first node's; the URL names every master.
+    """
+
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas_per_master: int = 1,
+        *,
+        password: str | None = None,
+        node_timeout_ms: int = 1000,
+    ) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+        self.password = password
+        self.masters = masters
+        self.replicas_per_master = replicas_per_master
+        auth = ["--masterauth", password] if password else []
+        self.servers = []
+        for index in range(masters * (1 + replicas_per_master)):
+            arguments = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                # The bus port is the node's port + 10,000 by default, past
+                # 65,535 for a high free port: a free port of its own instead.
+                "--cluster-port", str(free_port()),
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--cluster-replica-validity-factor", "0",
+                *auth,
+            ]  # fmt: skip
+            self.servers.append(
+                RedisServer(self._directory / f"node-{index}", password, arguments=arguments)
+            )
+        super().__init__(self.servers[0].port)
+        self._cli = require_tool("redis-cli", _INSTALL_HINT)
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming every master as started (any one is enough to connect)."""
+        auth = "" if self.password is None else f":{self.password}@"
+        hosts = ",".join(f"{server.host}:{server.port}" for server in self.servers[: self.masters])
+        return f"redis+cluster://{auth}{hosts}"
+
+    def client(self, server: RedisServer) -> redis.Redis:
+        """A plain client of one node (close it after use)."""
+        return redis.Redis(
+            host=server.host,
+            port=server.port,
+            password=self.password,
+            socket_timeout=5,
+            decode_responses=True,
+        )
+
+    def server_at(self, port: int) -> RedisServer:
+        """The node listening on `port`."""
+        return next(server for server in self.servers if server.port == port)
+
+    def shards(self) -> dict[int, list[tuple[int, int]]]:
+        """Each running master's port -> the slot ranges it owns, as a live node sees them."""
+        server = next(server for server in self.servers if server.running)
+        client = self.client(server)
+        try:
+            slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        owners: dict[int, list[tuple[int, int]]] = {}
+        for start, end, master, *_ in slots:
+            owners.setdefault(int(master[1]), []).append((int(start), int(end)))
+        return owners
+
+    def master_of(self, slot: int) -> RedisServer:
+        """The node owning `slot` now."""
+        for port, ranges in self.shards().items():
+            if any(start <= slot <= end for start, end in ranges):
+                return self.server_at(port)
+        raise LookupError(f"no node owns slot {slot}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A replica of `master`, as `master` lists it."""
+        client = self.client(master)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        return self.server_at(int(info["slave0"]["port"]))
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            for index, server in enumerate(self.servers):
+                (self._directory / f"node-{index}").mkdir(exist_ok=True)
+                server.start()
+            auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+            subprocess.run(  # noqa: S603 - our own redis-cli and arguments
+                [
+                    self._cli, *auth, "--cluster", "create",
+                    *(f"{server.host}:{server.port}" for server in self.servers),
+                    "--cluster-replicas", str(self.replicas_per_master),
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )  # fmt: skip
+            self.wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_until_ok(self, timeout: float = 30) -> None:
+        """Until every running node reports ``cluster_state:ok`` and every slot has a master.
+
+        Also waits for each running replica's link to its master.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._ok():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster did not settle within {timeout:g} s")
+            time.sleep(0.05)
+
+    def _ok(self) -> bool:
+        try:
+            for server in self.servers:
+                if not server.running:
+                    continue
+                client = self.client(server)
+                try:
+                    if client.cluster("info")["cluster_state"] != "ok":
+                        return False
+                    info = client.info("replication")
+                    if info["role"] == "slave" and info["master_link_status"] != "up":
+                        return False
+                finally:
+                    client.close()
+            covered = sum(end - start + 1 for r in self.shards().values() for start, end in r)
+        except redis.RedisError:
+            return False
+        return covered == 16384
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self._started = False
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m channels_layer_redis.testing cluster``: a throwaway cluster until Ctrl-C."""
+    if list(argv) != ["cluster"]:
+        print("usage: python -m channels_layer_redis.testing cluster")
+        return 2
+    with ClusterSetup() as cluster:
+        print(cluster.url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
