@@ -16,41 +16,10 @@ import redis
 from channels_core import BrokerUnavailableError, Channel, MessagesLost
 from channels_core.discovery import layer_for_url
 from channels_core.reconnect import Backoff
-from channels_core.testing import BadOptions, ChannelLayerConformance, LayerFactory
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import SentinelSetup
 
 FAST = Backoff(initial=0.02, maximum=0.2)
-
-
-class TestSentinelConformance(ChannelLayerConformance):
-    @pytest.fixture
-    def anyio_backend(self) -> str:
-        return "asyncio"
-
-    @pytest.fixture
-    def make_layer(self, sentinels: SentinelSetup, namespace: str) -> LayerFactory:
-        return lambda: RedisPubSubChannelLayer.from_url(sentinels.url, namespace=namespace)
-
-    @pytest.fixture
-    def layer_url(self, sentinels: SentinelSetup) -> str:
-        return sentinels.url
-
-    @pytest.fixture
-    def bad_options(self) -> BadOptions:
-        return [
-            ({"no_such_option": 1}, TypeError),
-            ({"publish_timeout": -1}, ValueError),
-            ({"pool_size": 0}, ValueError),
-        ]
-
-    @pytest.fixture
-    def secret_url(self) -> str:
-        # No Sentinel on port 1: connecting fails, and its error must not show the secrets.
-        return (
-            "redis+sentinel://app:hunter2@127.0.0.1:1,127.0.0.1:2/svc"
-            "?connect_timeout=0.5&sentinel_password=hunter3"
-        )
 
 
 @pytest.mark.anyio

@@ -379,9 +379,17 @@ class RedisPubSubChannelLayer(ChannelLayer):
         pattern = None if wire_pattern is None else self._patterns.get(wire_pattern)
         if wire_pattern is not None and pattern is None:
             return  # unsubscribed meanwhile
-        payload = self._filter.accept(data, wire_pattern)
+        payload = self._filter.accept(data, self._route(channel, wire_pattern))
         if payload is not None:
             inbox.deliver(group, payload, pattern)
+
+    def _route(self, channel: bytes, wire_pattern: bytes | None) -> bytes | None:
+        """Where one publisher's messages arrive in publish order (for `DuplicateFilter`).
+
+        One server: every group on the one connection (None), each pattern
+        on its own.
+        """
+        return wire_pattern
 
     def _unknown_if_delivered(self) -> None:
         """A message was too old to tell whether it had been delivered: dropped, so say so."""
