@@ -172,7 +172,11 @@ async def test_a_subscribed_groups_slot_migrates_and_the_subscription_follows(
     layer = RedisClusterChannelLayer.from_url(
         redis_cluster.url, namespace=namespace, reconnect_backoff=FAST
     )
-    async with Channel(layer) as channel, channel.subscribe("moving", "staying") as subscriber:
+    async with (
+        Channel(layer) as channel,
+        channel.subscribe("moving", "staying") as subscriber,
+        channel.subscribe("staying") as bystander,
+    ):
         moving = layer._wire.channel("moving")
         slot = key_slot(moving)
         source = redis_cluster.master_of(slot)
@@ -202,6 +206,14 @@ async def test_a_subscribed_groups_slot_migrates_and_the_subscription_follows(
         assert events.count("reconnect") == 1
         assert events.index("reconnect") < events.index("after")
         assert layer.stats().moved == 1
+        # Subscribers of groups that did not move are not told of a gap
+        # (`receive` would raise `MessagesLost`).
+        seen: list[object] = []
+        with anyio.move_on_after(0.3):
+            while True:
+                seen.append((await bystander.receive()).message)
+        assert seen
+        assert set(seen) == {"still here"}
         client = redis_cluster.client(target)
         try:
             assert client.execute_command("PUBSUB", "SHARDNUMSUB", moving)[1] == 1  # type: ignore[no-untyped-call]
@@ -254,6 +266,11 @@ async def test_a_killed_master_is_replaced_and_followed_under_load(
     async with Channel(layer) as channel, channel.subscribe(*groups) as subscriber:
         victim = redis_cluster.master_of(key_slot(layer._wire.channel(groups[0])))
         replica = await anyio.to_thread.run_sync(redis_cluster.replica_of, victim)
+        elsewhere = next(
+            name
+            for name in (f"elsewhere-{n}" for n in range(100))
+            if redis_cluster.master_of(key_slot(layer._wire.channel(name))) is not victim
+        )
         stop = anyio.Event()
         gap_at: int | None = None
         received: list[int] = []
@@ -264,6 +281,8 @@ async def test_a_killed_master_is_replaced_and_followed_under_load(
             while not stop.is_set():
                 started.append(number)
                 await channel.publish(groups[publisher], number)
+                if publisher == 0:
+                    await channel.publish(elsewhere, number)
                 number += publishers
                 await anyio.sleep(0.005)
 
@@ -276,8 +295,19 @@ async def test_a_killed_master_is_replaced_and_followed_under_load(
             finally:
                 client.close()
 
+        bystander_got: list[int] = []
+        watching = anyio.CancelScope()
+
+        async def watch_elsewhere() -> None:
+            """A group on another shard: its subscriber sees no gap (receive would raise)."""
+            with watching:
+                async with channel.subscribe(elsewhere) as bystander:
+                    while True:
+                        bystander_got.append((await bystander.receive()).message)
+
         try:
             async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch_elsewhere)
                 for publisher in range(publishers):
                     tasks.start_soon(publish, publisher)
                 with anyio.fail_after(5):
@@ -292,12 +322,14 @@ async def test_a_killed_master_is_replaced_and_followed_under_load(
                             losses.append(lost.reason)
                             gap_at = len(started)
                 stop.set()
+                watching.cancel()
             after_gap = set(started[gap_at:])
             with anyio.fail_after(5):
                 while not after_gap <= set(received):
                     received.append((await subscriber.receive()).message)
             assert losses == ["reconnect"]
             assert len(received) == len(set(received))  # nothing twice
+            assert len(bystander_got) > 20
             stats = layer.stats()
             assert stats.reconnects == 1
             slots = [key_slot(layer._wire.channel(group)) for group in groups]

@@ -162,7 +162,7 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
                 client,
                 self._shard_connection,
                 self._on_message,
-                inbox.messages_lost,
+                self._report_gap,
                 translated=self._translated,
                 display_url=self.url,
                 connect_timeout=self.options.connect_timeout,
@@ -185,6 +185,12 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
             self._inbox = self._client = self._shards = None
             self._groups.clear()
             self._filter.clear()
+
+    def _report_gap(self, channels: set[bytes]) -> None:
+        """Subscriptions of `channels` were lost and are back: tell their groups' subscribers."""
+        if self._inbox is not None:
+            groups = {self._wire.group(channel) for channel in channels}
+            self._inbox.messages_lost(groups=[group for group in groups if group is not None])
 
     def _shard_connection(self, host: str, port: int) -> AbstractConnection:
         """A new pub/sub connection (RESP2) to the cluster node at `host`:`port`."""

@@ -20,9 +20,10 @@ away, by migration or failover), or a ``MOVED`` answer to SSUBSCRIBE (the
 slot map was stale). The channels concerned become *lost*; a mender task
 refreshes the slot map and subscribes them on their owner, with backoff,
 until all are back; then the layer reports the gap (`on_gap`, once for
-all of them) and only then hands over what arrived for those channels
-meanwhile (held back, so that a subscriber sees the gap before them).
-Channels on the other shards are never interrupted.
+all of them, naming them) and only then hands over what arrived for those
+channels meanwhile (held back, so that a subscriber sees the gap before
+them). Channels on the other shards are never interrupted, and their
+subscribers are not told of a gap that was not theirs.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ShardedSubscriptions:
         cluster: RedisCluster,
         connect: Callable[[str, int], AbstractConnection],
         handler: MessageHandler,
-        on_gap: Callable[[], None],
+        on_gap: Callable[[set[bytes]], None],
         *,
         translated: Callable[[str], AbstractContextManager[None]],
         display_url: str,
@@ -102,6 +103,7 @@ class ShardedSubscriptions:
         #: Wanted channels whose subscription ended without the layer asking.
         self.lost: set[bytes] = set()
         self._held: list[Message] = []
+        self._gap: set[bytes] = set()  # every channel lost since the last reported gap
         self._stale_map = False
         self._changed = anyio.Event()
         self._why: str | None = None
@@ -281,6 +283,7 @@ class ShardedSubscriptions:
         if not channels:
             return
         self.lost |= channels
+        self._gap |= channels
         self._stale_map = True
         self._why = why
         self._changed.set()
@@ -326,7 +329,8 @@ class ShardedSubscriptions:
                 self._changed.set()  # lost again meanwhile: another round
                 continue
             self.mends += 1
-            self._on_gap()
+            gap, self._gap = self._gap, set()
+            self._on_gap(gap)
             held, self._held = self._held, []
             for message in held:
                 self._handler(*message)
