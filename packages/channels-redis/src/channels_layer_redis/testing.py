@@ -434,20 +434,23 @@ class ClusterSetup(ThrowawayServer):
         self.replicas_per_master = replicas_per_master
         auth = ["--masterauth", password] if password else []
         self.servers = []
+        #: Each node's cluster bus port, by its port.
+        self.bus_ports: dict[int, int] = {}
         for index in range(masters * (1 + replicas_per_master)):
+            bus_port = free_port()
             arguments = [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 # The bus port is the node's port + 10,000 by default, past
                 # 65,535 for a high free port: a free port of its own instead.
-                "--cluster-port", str(free_port()),
+                "--cluster-port", str(bus_port),
                 "--cluster-node-timeout", str(node_timeout_ms),
                 "--cluster-replica-validity-factor", "0",
                 *auth,
             ]  # fmt: skip
-            self.servers.append(
-                RedisServer(self._directory / f"node-{index}", password, arguments=arguments)
-            )
+            server = RedisServer(self._directory / f"node-{index}", password, arguments=arguments)
+            self.servers.append(server)
+            self.bus_ports[server.port] = bus_port
         super().__init__(self.servers[0].port)
         self._cli = require_tool("redis-cli", _INSTALL_HINT)
         self._started = False
@@ -510,22 +513,62 @@ class ClusterSetup(ThrowawayServer):
             for index, server in enumerate(self.servers):
                 (self._directory / f"node-{index}").mkdir(exist_ok=True)
                 server.start()
-            auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
-            subprocess.run(  # noqa: S603 - our own redis-cli and arguments
-                [
-                    self._cli, *auth, "--cluster", "create",
-                    *(f"{server.host}:{server.port}" for server in self.servers),
-                    "--cluster-replicas", str(self.replicas_per_master),
-                    "--cluster-yes",
-                ],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )  # fmt: skip
+            if self.masters >= 3:
+                self._create()
+            else:
+                self._assemble()
             self.wait_until_ok()
         except BaseException:
             self.stop()
             raise
+
+    def _create(self) -> None:
+        """``redis-cli --cluster create``: slots spread evenly, replicas on other masters."""
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        subprocess.run(  # noqa: S603 - our own redis-cli and arguments
+            [
+                self._cli, *auth, "--cluster", "create",
+                *(f"{server.host}:{server.port}" for server in self.servers),
+                "--cluster-replicas", str(self.replicas_per_master),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+
+    def _assemble(self) -> None:
+        """What ``--cluster create`` does, for the 1 or 2 masters it refuses.
+
+        Each master takes an even share of the slots, the nodes meet, and
+        the replicas follow their masters.
+        """
+        clients = [self.client(server) for server in self.servers]
+        try:
+            share = 16384 // self.masters
+            for index, client in enumerate(clients[: self.masters]):
+                last = 16383 if index == self.masters - 1 else (index + 1) * share - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)  # type: ignore[no-untyped-call]
+                client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)  # type: ignore[no-untyped-call]
+            for server in self.servers[1:]:
+                clients[0].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "MEET", server.host, server.port, self.bus_ports[server.port]
+                )
+            ids = [client.execute_command("CLUSTER", "MYID") for client in clients]  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + 30
+            for index, client in enumerate(clients[self.masters :]):
+                master = ids[index % self.masters]
+                while True:  # until the replica has heard of its master through the bus
+                    try:
+                        client.execute_command("CLUSTER", "REPLICATE", master)  # type: ignore[no-untyped-call]
+                        break
+                    except redis.ResponseError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
 
     def wait_until_ok(self, timeout: float = 30) -> None:
         """Until every running node reports ``cluster_state:ok`` and every slot has a master.
