@@ -87,6 +87,13 @@ def redis_cluster() -> Iterator[ClusterSetup]:
 
 
 @pytest.fixture
+def tls_cluster() -> Iterator[ClusterSetup]:
+    """A small Redis Cluster over TLS (``rediss+cluster://``): 2 masters, no replicas."""
+    with tools_required(), ClusterSetup(2, 0, tls=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 def throwaway_redis(start_redis_server: Callable[..., RedisServer]) -> RedisServer:
     return start_redis_server()
 

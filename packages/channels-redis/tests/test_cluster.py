@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import anyio
@@ -370,3 +374,54 @@ def _leftovers(cluster: ClusterSetup, layer: RedisClusterChannelLayer) -> list[s
         finally:
             client.close()
     return found
+
+
+@pytest.mark.anyio
+async def test_the_command_line_cluster_prints_its_url_and_stops_on_ctrl_c() -> None:
+    """``python -m channels_layer_redis.testing cluster``: what the README runs the demo on."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "channels_layer_redis.testing", "cluster"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(60):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive(1)
+        url = line.decode().strip()
+        assert url.startswith("redis+cluster://127.0.0.1:")
+        async with Channel.from_url(url) as channel, channel.subscribe("room") as subscriber:
+            await channel.publish("room", "from the demo")
+            with anyio.fail_after(5):
+                assert (await subscriber.receive()).message == "from the demo"
+    finally:
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(30):
+            await process.wait()
+    assert process.returncode == 0
+    ports = [int(address.rsplit(":", 1)[1]) for address in url.split("//")[1].split(",")]
+    for port in ports:
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), timeout=1),
+        ):
+            pass
+
+
+@pytest.mark.anyio
+async def test_rediss_cluster_reaches_every_node_over_tls(tls_cluster: ClusterSetup) -> None:
+    assert tls_cluster.url.startswith("rediss+cluster://")
+    layer = RedisClusterChannelLayer.from_url(tls_cluster.url)
+    groups = [f"room-{n}" for n in range(20)]  # on both shards
+    async with Channel(layer) as channel, channel.subscribe(*groups) as subscriber:
+        assert layer.stats().shard_connections == 2
+        for group in groups:
+            await channel.publish(group, group)
+        with anyio.fail_after(5):
+            assert {(await subscriber.receive()).message for _ in groups} == set(groups)
+    # Without the CA the certificates are refused: TLS is really in use.
+    no_ca = tls_cluster.url.split("?")[0]
+    with pytest.raises(BrokerUnavailableError):
+        async with Channel.from_url(no_ca, connect_timeout=1):
+            pass

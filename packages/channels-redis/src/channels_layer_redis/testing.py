@@ -41,6 +41,7 @@ __all__ = [
     "reachable",
     "redis_servers",
     "require_tool",
+    "tls_arguments",
 ]
 
 _INSTALL_HINT = "apt-get install redis-server"
@@ -134,13 +135,7 @@ class RedisServer(ThrowawayServer):
     def _tls_arguments(self) -> list[str]:
         if self.tls_port is None:
             return []
-        return [
-            "--tls-port", str(self.tls_port),
-            "--tls-cert-file", str(self._directory / "server.crt"),
-            "--tls-key-file", str(self._directory / "server.key"),
-            "--tls-ca-cert-file", str(self.ca_file),
-            "--tls-auth-clients", "no",
-        ]  # fmt: skip
+        return tls_arguments(self._directory, self.tls_port)
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -151,6 +146,17 @@ class RedisServer(ThrowawayServer):
     def cleanup(self) -> None:
         if self._own_directory:
             shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def tls_arguments(directory: Path, tls_port: int) -> list[str]:
+    """``redis-server`` arguments for TLS on `tls_port` (`make_certificates` in `directory`)."""
+    return [
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(directory / "server.crt"),
+        "--tls-key-file", str(directory / "server.key"),
+        "--tls-ca-cert-file", str(directory / "ca.crt"),
+        "--tls-auth-clients", "no",
+    ]  # fmt: skip
 
 
 def make_certificates(directory: Path) -> None:
@@ -260,14 +266,7 @@ class SentinelSetup(ThrowawayServer):
     def _tls_arguments(self, port: int) -> list[str]:
         if not self.tls:
             return []
-        return [
-            "--tls-port", str(self._tls_ports[port]),
-            "--tls-cert-file", str(self._directory / "server.crt"),
-            "--tls-key-file", str(self._directory / "server.key"),
-            "--tls-ca-cert-file", str(self.ca_file),
-            "--tls-auth-clients", "no",
-            "--tls-replication", "yes",
-        ]  # fmt: skip
+        return [*tls_arguments(self._directory, self._tls_ports[port]), "--tls-replication", "yes"]
 
     @property
     def url(self) -> str:
@@ -427,9 +426,19 @@ class ClusterSetup(ThrowawayServer):
         *,
         password: str | None = None,
         node_timeout_ms: int = 1000,
+        tls: bool = False,
     ) -> None:
         self._directory = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
         self.password = password
+        #: With `tls`, every node also takes TLS on a port of its own (the
+        #: URL's, ``rediss+cluster://``), certified by one throwaway CA,
+        #: `ca_file`; the cluster bus and replication use TLS too.
+        self.tls = tls
+        self.ca_file = self._directory / "ca.crt"
+        if tls:
+            make_certificates(self._directory)
+        #: Each node's TLS port, by its port.
+        self.tls_ports: dict[int, int] = {}
         self.masters = masters
         self.replicas_per_master = replicas_per_master
         auth = ["--masterauth", password] if password else []
@@ -449,6 +458,13 @@ class ClusterSetup(ThrowawayServer):
                 *auth,
             ]  # fmt: skip
             server = RedisServer(self._directory / f"node-{index}", password, arguments=arguments)
+            if tls:
+                self.tls_ports[server.port] = free_port()
+                server.arguments += [
+                    *tls_arguments(self._directory, self.tls_ports[server.port]),
+                    "--tls-cluster", "yes",
+                    "--tls-replication", "yes",
+                ]  # fmt: skip
             self.servers.append(server)
             self.bus_ports[server.port] = bus_port
         super().__init__(self.servers[0].port)
@@ -457,10 +473,17 @@ class ClusterSetup(ThrowawayServer):
 
     @property
     def url(self) -> str:
-        """``redis+cluster://`` naming every master as started (any one is enough to connect)."""
+        """``redis+cluster://`` naming every master as started (any one is enough to connect).
+
+        ``rediss+cluster://`` with `tls`, the TLS ports and ``ssl_ca_certs``.
+        """
         auth = "" if self.password is None else f":{self.password}@"
-        hosts = ",".join(f"{server.host}:{server.port}" for server in self.servers[: self.masters])
-        return f"redis+cluster://{auth}{hosts}"
+        masters = self.servers[: self.masters]
+        if not self.tls:
+            hosts = ",".join(f"{server.host}:{server.port}" for server in masters)
+            return f"redis+cluster://{auth}{hosts}"
+        hosts = ",".join(f"{server.host}:{self.tls_ports[server.port]}" for server in masters)
+        return f"rediss+cluster://{auth}{hosts}?ssl_ca_certs={self.ca_file}"
 
     def client(self, server: RedisServer) -> redis.Redis:
         """A plain client of one node (close it after use)."""
