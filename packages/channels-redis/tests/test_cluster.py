@@ -130,6 +130,19 @@ def test_both_cluster_schemes_are_entry_points(scheme: str) -> None:
     assert issubclass(layer_class, RedisPubSubChannelLayer)
 
 
+def test_a_subclass_of_the_one_server_layer_refuses_a_cluster_url() -> None:
+    class MyRedisLayer(RedisPubSubChannelLayer):
+        pass
+
+    with pytest.raises(ValueError, match="derive it from RedisClusterChannelLayer"):
+        MyRedisLayer.from_url("redis+cluster://127.0.0.1:7000")
+
+    class MyClusterLayer(RedisClusterChannelLayer):
+        pass
+
+    assert type(MyClusterLayer.from_url("redis+cluster://127.0.0.1:7000")) is MyClusterLayer
+
+
 @pytest.mark.parametrize(
     ("url", "error", "message"),
     [

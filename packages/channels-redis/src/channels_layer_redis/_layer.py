@@ -113,11 +113,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
     def __new__(cls, url: str = DEFAULT_URL, **options: Any) -> Self:
         """A ``redis+cluster://`` URL builds the cluster mode's class (its own capabilities)."""
-        if cls is RedisPubSubChannelLayer and isinstance(url, str):
-            from ._cluster_layer import RedisClusterChannelLayer, is_cluster_url
+        from ._cluster_layer import RedisClusterChannelLayer, is_cluster_url
 
-            if is_cluster_url(url):
-                return RedisClusterChannelLayer.__new__(RedisClusterChannelLayer)  # type: ignore[return-value]
+        if (
+            isinstance(url, str)
+            and is_cluster_url(url)
+            and not issubclass(cls, RedisClusterChannelLayer)
+        ):
+            if cls is not RedisPubSubChannelLayer:
+                raise ValueError(
+                    f"{cls.__name__} cannot serve a Redis Cluster URL: derive it from "
+                    "RedisClusterChannelLayer for redis+cluster:// and rediss+cluster://"
+                )
+            return RedisClusterChannelLayer.__new__(RedisClusterChannelLayer)  # type: ignore[return-value]
         return super().__new__(cls)
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
