@@ -190,17 +190,24 @@ async def test_a_subscribed_groups_slot_migrates_and_the_subscription_follows(
     layer = RedisClusterChannelLayer.from_url(
         redis_cluster.url, namespace=namespace, reconnect_backoff=FAST
     )
+    moving = layer._wire.channel("moving")
+    slot = key_slot(moving)
+    source = redis_cluster.master_of(slot)
+    # A group on another master, so that the source is left with nothing subscribed.
+    staying = next(
+        name
+        for name in (f"staying-{n}" for n in range(100))
+        if redis_cluster.master_of(key_slot(layer._wire.channel(name))) is not source
+    )
+    target = next(
+        redis_cluster.server_at(port) for port in redis_cluster.shards() if port != source.port
+    )
     async with (
         Channel(layer) as channel,
-        channel.subscribe("moving", "staying") as subscriber,
-        channel.subscribe("staying") as bystander,
+        channel.subscribe("moving", staying) as subscriber,
+        channel.subscribe(staying) as bystander,
     ):
-        moving = layer._wire.channel("moving")
-        slot = key_slot(moving)
-        source = redis_cluster.master_of(slot)
-        target = next(
-            redis_cluster.server_at(port) for port in redis_cluster.shards() if port != source.port
-        )
+        assert layer.stats().shard_connections == 2
         # A key in the slot (the group's history stream would be one), so MIGRATE has work.
         key = layer._wire.hash_tag("moving") + b"some-key"
         await anyio.to_thread.run_sync(_set, redis_cluster, source, key)
@@ -214,7 +221,7 @@ async def test_a_subscribed_groups_slot_migrates_and_the_subscription_follows(
         with anyio.fail_after(10):
             while "after" not in events:
                 await channel.publish("moving", "after")
-                await channel.publish("staying", "still here")
+                await channel.publish(staying, "still here")
                 with anyio.move_on_after(0.2):
                     while True:
                         try:
@@ -224,6 +231,10 @@ async def test_a_subscribed_groups_slot_migrates_and_the_subscription_follows(
         assert events.count("reconnect") == 1
         assert events.index("reconnect") < events.index("after")
         assert layer.stats().moved == 1
+        # One connection per master that owns a subscribed group: the source's
+        # is closed, its only subscribed group moved away.
+        owner = redis_cluster.master_of(key_slot(layer._wire.channel(staying)))
+        assert layer.stats().shard_connections == (1 if owner is target else 2)
         # Subscribers of groups that did not move are not told of a gap
         # (`receive` would raise `MessagesLost`).
         seen: list[object] = []

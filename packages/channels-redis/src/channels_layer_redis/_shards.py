@@ -112,7 +112,6 @@ class ShardedSubscriptions:
         self.moves = 0
         self.mends = 0
         self.attempts = 0
-        self.dropped = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -188,9 +187,9 @@ class ShardedSubscriptions:
         before the next try).
         """
         if self._stale_map:
-            self._stale_map = False
             with self._translated(f"refresh the slot map of {self._url}"):
                 await self._cluster.nodes_manager.initialize()
+            self._stale_map = False
         owners: dict[Address, set[bytes]] = defaultdict(set)
         with self._translated(f"find the shards of {self._url}"):
             for channel in channels & self.wanted:
@@ -198,23 +197,24 @@ class ShardedSubscriptions:
                 owners[node.host, int(node.port)].add(channel)
         for address, names in owners.items():
             link = await self._link(address)
-            for other in list(self._links.values()):
-                moved = other.pubsub.channels & names
-                if other is not link and moved:  # subscribed where its slot was before
-                    with suppress(ConnectionLost):
-                        await other.pubsub.send(*_per_slot("SUNSUBSCRIBE", moved))
-            todo = names - link.pubsub.channels
-            if not todo:
-                continue
-            link.busy += 1
+            where = f"{address[0]}:{address[1]}"
+            link.busy += 1  # not idle: nobody closes it under this subscribe
             try:
-                with self._translated(f"SSUBSCRIBE on {address[0]}:{address[1]}"):
+                for other in list(self._links.values()):
+                    moved = other.pubsub.channels & names
+                    if other is not link and moved:  # subscribed where its slot was before
+                        with suppress(ConnectionLost):
+                            await other.pubsub.send(*_per_slot("SUNSUBSCRIBE", moved))
+                todo = names - link.pubsub.channels
+                if not todo:
+                    continue
+                with self._translated(f"SSUBSCRIBE on {where}"):
                     errors = await link.pubsub.call_all(*_per_slot("SSUBSCRIBE", todo))
             finally:
                 link.busy -= 1
             refusals = [error for error in errors if not isinstance(error, _REDIRECTS)]
             if refusals:
-                with self._translated(f"SSUBSCRIBE on {address[0]}:{address[1]}"):
+                with self._translated(f"SSUBSCRIBE on {where}"):
                     raise refusals[0]
             if errors:
                 self._stale_map = True
@@ -295,7 +295,6 @@ class ShardedSubscriptions:
             return
         if len(self._held) >= MAX_HELD:
             del self._held[0]
-            self.dropped += 1
         self._held.append((channel, data, pattern))
 
     async def _mend_forever(self) -> None:
@@ -334,6 +333,9 @@ class ShardedSubscriptions:
             held, self._held = self._held, []
             for message in held:
                 self._handler(*message)
+            for link in list(self._links.values()):
+                if not link.pubsub.channels and not link.busy:  # its slots all moved away
+                    await self._close(link)
 
 
 def _per_slot(command: str, channels: Iterable[bytes]) -> list[tuple[str, list[bytes]]]:
