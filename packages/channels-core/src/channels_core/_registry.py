@@ -155,8 +155,10 @@ class SubscriptionRegistry:
         count: int | None = None,
         groups: Collection[str] | None = None,
     ) -> None:
-        """Mark a gap for every subscriber (of `groups`, if given), except groups the
-        channel can recover from the log."""
+        """Mark a gap for every subscriber, except groups the channel can recover from the log.
+
+        With `groups`, only those groups' subscribers (patterns' are not affected).
+        """
         self.gaps += 1
         affected = self._groups.keys() if groups is None else set(groups) & self._groups.keys()
         recoverable: set[str] = set()
