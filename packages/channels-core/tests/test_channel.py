@@ -124,6 +124,28 @@ async def test_reconnect_gap_is_raised_in_stream_order_and_iteration_goes_on() -
         assert channel.stats().gaps == 1
 
 
+async def test_a_gap_of_some_groups_reaches_only_their_subscribers() -> None:
+    """A layer with several broker connections (a cluster's shards) reports per group."""
+    layer = RecordingLayer()
+    async with (
+        Channel(layer) as channel,
+        channel.subscribe("lost") as lost,
+        channel.subscribe("kept") as kept,
+        channel.subscribe("kept", "lost") as both,
+    ):
+        assert layer.inbox is not None
+        layer.inbox.messages_lost(groups=["lost", "not subscribed"])
+        for group in ("lost", "kept"):
+            await channel.publish(group, "after")
+        with pytest.raises(MessagesLost):
+            await lost.receive()
+        assert (await lost.receive()).message == "after"
+        assert (await kept.receive()).message == "after"  # no gap for another group
+        with pytest.raises(MessagesLost):
+            await both.receive()
+        assert channel.stats().gaps == 1
+
+
 async def test_undecodable_payload_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
     layer = InMemoryChannelLayer()
     async with Channel(layer) as channel, channel.subscribe("g") as subscriber:

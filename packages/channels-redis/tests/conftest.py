@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import anyio
 import pytest
 import redis
 import redis.asyncio
 
+from channels_core import Channel, MessagesLost, Subscriber
 from channels_layer_redis import RedisPubSubChannelLayer
-from channels_layer_redis.testing import RedisServer, SentinelSetup, ToolMissing, redis_servers
+from channels_layer_redis.testing import (
+    ClusterSetup,
+    RedisServer,
+    SentinelSetup,
+    ToolMissing,
+    redis_servers,
+)
 
 LayerMaker = Callable[..., RedisPubSubChannelLayer]
 
@@ -69,6 +77,24 @@ def failing_over() -> Iterator[SentinelSetup]:
         yield setup
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterSetup]:
+    """One Redis Cluster (3 masters, 3 replicas) for the whole session, with a password.
+
+    Tests may fail a master over or move slots, but leave every node
+    running and the cluster settled (`ClusterSetup.wait_until_ok`).
+    """
+    with tools_required(), ClusterSetup(password="cluster-pw") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def tls_cluster() -> Iterator[ClusterSetup]:
+    """A small Redis Cluster over TLS (``rediss+cluster://``): 2 masters, no replicas."""
+    with tools_required(), ClusterSetup(2, 0, tls=True) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def throwaway_redis(start_redis_server: Callable[..., RedisServer]) -> RedisServer:
     return start_redis_server()
@@ -84,6 +110,67 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: flo
             if holds:
                 return
             await anyio.sleep(0.01)
+
+
+async def publish_through_fault(
+    channel: Channel,
+    subscriber: Subscriber,
+    groups: list[str],
+    fault: Callable[[], Coroutine[Any, Any, object]],
+    *,
+    timeout: float = 30,
+) -> list[str]:
+    """One publisher per group (a message every 5 ms each) while `fault` happens.
+
+    `subscriber` (of every group) reads 20 messages, then `fault` runs in a
+    task of its own; reading goes on through the gap (`MessagesLost`) until
+    200 more publishes have started, then until every message whose publish
+    started after the gap has arrived. Fails the test if a message arrives
+    twice or one published after the gap never does; returns the reasons
+    of the `MessagesLost` seen, for the test to check.
+    """
+    started: list[int] = []  # message numbers, in the order their publish started
+    received: list[int] = []
+    losses: list[str] = []
+    gap_at: int | None = None  # how many publishes had started when the gap showed
+    stop = anyio.Event()
+
+    async def publish(publisher: int) -> None:
+        number = publisher
+        while not stop.is_set():
+            started.append(number)
+            await channel.publish(groups[publisher], number)
+            number += len(groups)
+            await anyio.sleep(0.005)
+
+    async with anyio.create_task_group() as tasks:
+        for publisher in range(len(groups)):
+            tasks.start_soon(publish, publisher)
+        with anyio.fail_after(5):
+            while len(received) < 20:
+                received.append((await subscriber.receive()).message)
+        tasks.start_soon(fault)
+        with anyio.fail_after(timeout):
+            while gap_at is None or len(started) < gap_at + 200:
+                try:
+                    received.append((await subscriber.receive()).message)
+                except MessagesLost as lost:
+                    losses.append(lost.reason)
+                    gap_at = len(started)
+        stop.set()
+    # Everything whose publish started after the gap arrives (the last ones too).
+    after_gap = set(started[gap_at:])
+    with anyio.fail_after(5):
+        while not after_gap <= set(received):
+            received.append((await subscriber.receive()).message)
+    assert len(received) == len(set(received))  # nothing twice
+    return losses
+
+
+@pytest.fixture
+def through_fault() -> Callable[..., Awaitable[list[str]]]:
+    """`publish_through_fault`, for the failover tests of every mode."""
+    return publish_through_fault
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ already had are dropped too, until one past the replay's head arrives.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ._broker_state import BrokerState
@@ -161,15 +161,28 @@ class SubscriptionRegistry:
                 filling = True
         return filling
 
-    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
-        """Mark a gap for every subscriber, except groups the channel can recover from the log."""
+    def messages_lost(
+        self,
+        reason: LossReason = "reconnect",
+        count: int | None = None,
+        groups: Collection[str] | None = None,
+    ) -> None:
+        """Mark a gap for every subscriber, except groups the channel can recover from the log.
+
+        With `groups`, only those groups' subscribers (patterns' are not affected).
+        """
         self.gaps += 1
+        affected = self._groups.keys() if groups is None else set(groups) & self._groups.keys()
         recoverable: set[str] = set()
         if self.start_recovery is not None:
-            recoverable = {group for group in self._groups if group in self.positions}
+            recoverable = {group for group in affected if group in self.positions}
         for group in recoverable:
             self.recovering.setdefault(group, [])
-        for subscriber in self._patterns_and_groups_except(recoverable):
+        if groups is None:
+            lost = self._patterns_and_groups_except(recoverable)
+        else:
+            lost = {member for group in affected - recoverable for member in self._groups[group]}
+        for subscriber in lost:
             subscriber._mark_lost(reason, count)
         if recoverable:
             assert self.start_recovery is not None

@@ -28,7 +28,7 @@ boundary with `channels_core.boundary.translate_errors`), so that
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol, Self
 
@@ -61,7 +61,12 @@ class Inbox(Protocol):
         loop so subscribers can catch up; network layers can ignore it.
         """
 
-    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
+    def messages_lost(
+        self,
+        reason: LossReason = "reconnect",
+        count: int | None = None,
+        groups: Collection[str] | None = None,
+    ) -> None:
         """Report that messages may have been missed (e.g. after a reconnect).
 
         Call it once the broker subscriptions are live again, and before
@@ -74,6 +79,10 @@ class Inbox(Protocol):
         ``reason="overflow"`` (and the `count` dropped, if known) when the
         layer itself dropped messages because a bound of its own was
         reached, rather than because the broker connection was lost.
+        Pass `groups` when only those groups' subscriptions were affected
+        (one of several broker connections lost, e.g. one shard of a
+        cluster): only their subscribers are told (and recover), not the
+        subscribers of other groups nor of patterns.
         """
 
     def encode(self, group: str, message: Any) -> bytes:

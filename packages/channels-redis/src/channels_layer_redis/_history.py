@@ -28,7 +28,7 @@ import math
 import secrets
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
 from channels_core.history import HistoryRead, format_position, parse_position
@@ -155,7 +155,9 @@ class _Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, client: Redis, keys: tuple[bytes, bytes], *args: Any) -> Any:
+    async def __call__(
+        self, client: Redis | RedisCluster, keys: tuple[bytes, bytes], *args: Any
+    ) -> Any:
         try:
             return await client.evalsha(self.sha, 2, *keys, *args)
         except NoScriptError:  # a new server (restart, failover), or SCRIPT FLUSH
@@ -173,11 +175,10 @@ _READ = _Script(READ)
 class StreamLog:
     """One layer's history: appends with the live publish, reads for the channel."""
 
-    #: The command that publishes live (a sharded layer would use SPUBLISH).
-    publish_command = b"PUBLISH"
-
-    def __init__(self, options: RedisLayerOptions, wire: WireNames) -> None:
+    def __init__(self, options: RedisLayerOptions, wire: WireNames, publish_command: str) -> None:
         self._wire = wire
+        #: The command that publishes live: PUBLISH, or SPUBLISH on a cluster.
+        self.publish_command = publish_command
         self._size = options.history_size
         ttl = options.history_ttl
         self._ttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
@@ -193,7 +194,7 @@ class StreamLog:
 
     async def append(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         group: str,
         channel: bytes,
         header: bytes,
@@ -220,7 +221,7 @@ class StreamLog:
         )
 
     async def read(
-        self, client: Redis, group: str, after: str | None, limit: int | None
+        self, client: Redis | RedisCluster, group: str, after: str | None, limit: int | None
     ) -> HistoryRead:
         """`group`'s log as `ChannelLayer.read_history` describes it, in one atomic script."""
         wanted = "" if limit is None else str(limit)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import anyio
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -113,14 +113,40 @@ class RedisPubSubChannelLayer(ChannelLayer):
     supports_patterns = True
     supports_history = True
 
+    #: The command `publish` sends (cluster mode: SPUBLISH).
+    _PUBLISH = "PUBLISH"
+    #: Whether channel names carry a hash tag (a cluster picks a slot by it).
+    _HASH_TAGS = False
+
+    def __new__(cls, url: str = DEFAULT_URL, **options: Any) -> Self:
+        """A ``redis+cluster://`` URL builds the cluster mode's class (its own capabilities)."""
+        from ._cluster_layer import RedisClusterChannelLayer, is_cluster_url
+
+        if (
+            isinstance(url, str)
+            and is_cluster_url(url)
+            and not issubclass(cls, RedisClusterChannelLayer)
+        ):
+            if cls is not RedisPubSubChannelLayer:
+                raise ValueError(
+                    f"{cls.__name__} cannot serve a Redis Cluster URL: derive it from "
+                    "RedisClusterChannelLayer for redis+cluster:// and rediss+cluster://"
+                )
+            return RedisClusterChannelLayer.__new__(RedisClusterChannelLayer)  # type: ignore[return-value]
+        return super().__new__(cls)
+
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self._config: RedisConfig = parse_config(
             url, options, alias=lambda scheme: registered_as(type(self), scheme)
         )
         self.options = self._config.options
-        self._wire = WireNames(self.options.namespace)
+        self._wire = WireNames(self.options.namespace, hash_tags=self._HASH_TAGS)
         #: The history, with history on (else None: publishing stays a plain PUBLISH).
-        self._log = StreamLog(self.options, self._wire) if self.options.history_size else None
+        self._log = (
+            StreamLog(self.options, self._wire, self._PUBLISH)
+            if self.options.history_size
+            else None
+        )
         #: Set at connect from the server's pub/sub output buffer limit, unless configured.
         self.max_payload_bytes: int = self.options.max_payload_bytes or DEFAULT_MAX_PAYLOAD_BYTES
         self._outbox = Outbox()
@@ -128,7 +154,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._groups: set[str] = set()
         self._patterns: dict[bytes, str] = {}  # wire pattern -> pattern as subscribed
         self._inbox: Inbox | None = None
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._pool: BlockingConnectionPool | None = None
         self._pubsub: PubSubConnection | None = None
         self._reconnected: anyio.Event | None = None  # set on each reconnect, then replaced
@@ -260,7 +286,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         """redis-py's exceptions inside as `ChannelsError`s, with no secret in their message."""
         return translate_errors(REDIS_ERRORS, what=what, secrets=self._config.secrets)
 
-    async def _payload_limit(self, client: Redis) -> int:
+    async def _payload_limit(self, client: Redis | RedisCluster) -> int:
         """The configured limit, else derived from the server's pub/sub output buffer limit.
 
         Falls back to the limit for Redis's defaults when CONFIG is not
@@ -376,16 +402,25 @@ class RedisPubSubChannelLayer(ChannelLayer):
         pattern = None if wire_pattern is None else self._patterns.get(wire_pattern)
         if wire_pattern is not None and pattern is None:
             return  # unsubscribed meanwhile
+        route = self._route(channel, wire_pattern)
         if self._log is not None:
-            accepted = self._filter.accept_logged(data, wire_pattern)
+            accepted = self._filter.accept_logged(data, route)
             if accepted is not None:
                 if accepted[1] is None and pattern is None:
                     self._log.unlogged.add(group)
                 inbox.deliver(group, accepted[0], pattern, accepted[1])
             return
-        payload = self._filter.accept(data, wire_pattern)
+        payload = self._filter.accept(data, route)
         if payload is not None:
             inbox.deliver(group, payload, pattern)
+
+    def _route(self, channel: bytes, wire_pattern: bytes | None) -> bytes | None:
+        """Where one publisher's messages arrive in publish order (for `DuplicateFilter`).
+
+        One server: every group on the one connection (None), each pattern
+        on its own.
+        """
+        return wire_pattern
 
     def _unknown_if_delivered(self) -> None:
         """A message was too old to tell whether it had been delivered: dropped, so say so."""
@@ -435,7 +470,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             # ConnectionError to redis-py) ends the publish at once, unretried.
             with self._translated(f"publish to {group[:80]!r} on {self.url}"):
                 if log is None:
-                    await client.publish(channel, message)
+                    await client.execute_command(self._PUBLISH, channel, message)
                 else:
                     tries += 1
                     await log.append(client, group, channel, message, payload, retry=tries > 1)

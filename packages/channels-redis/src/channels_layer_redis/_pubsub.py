@@ -8,7 +8,10 @@ processed it: the command is followed by ``PING <token>`` and, replies
 being in order, the token's PONG proves the command is done. `send` does
 the same without waiting (its replies, errors included, are consumed).
 The connection keeps its own subscription list (`channels`, `patterns`)
-from the server's confirmations.
+from the server's confirmations. Sharded pub/sub (SSUBSCRIBE, Redis
+Cluster) works the same: its channels are in `channels` too, and
+`on_unsubscribed` hears of every channel that left, also when the server
+itself ended the subscription (its slot moved to another node).
 
 The connection speaks RESP2 (where pub/sub messages are plain replies),
 whatever protocol the publishing connections use.
@@ -68,6 +71,8 @@ class PubSubConnection:
         #: What the server confirmed this connection is subscribed to.
         self.channels: set[bytes] = set()
         self.patterns: set[bytes] = set()
+        #: Called with each channel the server confirms as unsubscribed.
+        self.on_unsubscribed: Callable[[bytes], None] | None = None
 
     @classmethod
     async def open(
@@ -127,18 +132,27 @@ class PubSubConnection:
         Raises `ConnectionLost` if the connection ends first, and the
         server's `ResponseError` if it refused the command.
         """
+        errors = await self.call_all((command, names))
+        if errors:
+            raise errors[0]
+
+    async def call_all(self, *commands: tuple[str, Sequence[bytes]]) -> list[ResponseError]:
+        """Send each ``command *names`` in one write; return the server's refusals once done.
+
+        Raises `ConnectionLost` if the connection ends before the server
+        has processed them all.
+        """
         token = _new_token()
         answered = self._waiting[token] = anyio.Event()
         try:
-            await self._send([(command, *names), ("PING", token)])
+            await self._send([*((command, *names) for command, names in commands), ("PING", token)])
             await answered.wait()
         finally:
             del self._waiting[token]
             errors = self._answers.pop(token, None)
         if errors is None:
-            raise ConnectionLost(f"the pub/sub connection closed before {command} was confirmed")
-        if errors:
-            raise errors[0]
+            raise ConnectionLost("the pub/sub connection closed before the server confirmed")
+        return errors
 
     async def send(self, *commands: tuple[str, Sequence[bytes]]) -> None:
         """Send each ``command *names`` in one write, without waiting for the server.
@@ -211,16 +225,18 @@ class PubSubConnection:
             self._answer(response)
         elif isinstance(response, list) and response:
             kind = response[0]
-            if kind == b"message":
+            if kind == b"message" or kind == b"smessage":
                 self._handler(response[1], response[2], None)
             elif kind == b"pmessage":
                 self._handler(response[2], response[3], response[1])
             elif kind == b"pong":
                 self._answer(response[1])
-            elif kind == b"subscribe":
+            elif kind == b"subscribe" or kind == b"ssubscribe":
                 self.channels.add(response[1])
-            elif kind == b"unsubscribe":
+            elif kind == b"unsubscribe" or kind == b"sunsubscribe":
                 self.channels.discard(response[1])
+                if self.on_unsubscribed is not None:
+                    self.on_unsubscribed(response[1])
             elif kind == b"psubscribe":
                 self.patterns.add(response[1])
             elif kind == b"punsubscribe":

@@ -32,6 +32,7 @@ from redis.asyncio.sentinel import (
     SentinelManagedSSLConnection,
 )
 
+from ._addresses import parse_addresses
 from ._pubsub import TRANSIENT_ERRORS
 
 __all__ = [
@@ -79,17 +80,7 @@ def parse_sentinel_location(
 
     Raises `ValueError` (showing `display_url`, already redacted) if either is malformed.
     """
-    addresses: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon:
-            host, port = port, ""
-        host = host.strip("[]")
-        if not host:
-            raise ValueError(f"{display_url!r} has an empty Sentinel address in {hosts!r}")
-        if colon and not (port.isascii() and port.isdigit()):
-            raise ValueError(f"the Sentinel port in {display_url!r} must be a number, got {port!r}")
-        addresses.append((unquote(host), int(port) if colon else _SENTINEL_PORT))
+    addresses = parse_addresses(hosts, display_url, default_port=_SENTINEL_PORT, kind="Sentinel")
     service, _, database = path.strip("/").partition("/")
     if not service:
         raise ValueError(

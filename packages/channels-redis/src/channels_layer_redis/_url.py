@@ -19,6 +19,7 @@ from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 
 from channels_core import redact_url, url_secrets
 
+from ._cluster import CLUSTER_SCHEMES, ClusterTarget, cluster_options, parse_cluster_location
 from ._options import RedisLayerOptions
 from ._sentinel import (
     SENTINEL_OPTIONS,
@@ -34,7 +35,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 #: Schemes understood here; ``redis+unix://`` is ``unix://`` under a name that
 #: can be a ``channels.layers`` entry point.
-SCHEMES = ("redis", "rediss", "unix", "redis+unix", *SENTINEL_SCHEMES)
+SCHEMES = ("redis", "rediss", "unix", "redis+unix", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 
 #: Connection-pool options (the rest go to each connection).
 _POOL_OPTIONS = frozenset(("timeout",))
@@ -62,6 +63,8 @@ class RedisConfig:
     secrets: tuple[str, ...] = field(default=(), repr=False)
     #: Set for ``redis+sentinel://``: the master is asked from these Sentinels.
     sentinel: SentinelTarget | None = field(default=None, repr=False)
+    #: Set for ``redis+cluster://``: the nodes to learn the cluster from.
+    cluster: ClusterTarget | None = field(default=None, repr=False)
 
 
 def parse_config(
@@ -83,7 +86,8 @@ def parse_config(
         raise ValueError(
             f"{display_url!r} is not a Redis URL: use "
             f"{', '.join(f'{name}://' for name in SCHEMES)} (rediss: TLS; unix, "
-            "redis+unix: a unix socket; redis+sentinel: the master named by Sentinels)"
+            "redis+unix: a unix socket; redis+sentinel: the master named by Sentinels; "
+            "redis+cluster: a Redis Cluster)"
         )
     sentinel_location: tuple[str, list[tuple[str, int]]] | None = None
     if scheme in SENTINEL_SCHEMES:
@@ -93,6 +97,14 @@ def parse_config(
         scheme = "rediss" if SENTINEL_SCHEMES[scheme] else "redis"
         # The rest reads as a one-server URL; the master's address comes later.
         parts = parts._replace(netloc=f"{userinfo}{at}localhost", path=f"/{database}")
+    cluster_nodes: list[tuple[str, int]] | None = None
+    cluster_tls = CLUSTER_SCHEMES.get(scheme, False)
+    if scheme in CLUSTER_SCHEMES:
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        cluster_nodes = parse_cluster_location(hosts, parts.path, display_url)
+        scheme = "rediss" if cluster_tls else "redis"
+        # The rest reads as a one-server URL; the nodes come from the cluster.
+        parts = parts._replace(netloc=f"{userinfo}{at}localhost", path="")
     database = parts.path.strip("/")
     if (
         scheme in ("redis", "rediss")
@@ -126,7 +138,7 @@ def parse_config(
     redis_kwargs.update(
         (name, value) for name, value in options.items() if name not in _LAYER_OPTIONS
     )
-    _check_redis_options(connection_class, redis_kwargs)
+    _check_redis_options(connection_class, redis_kwargs, cluster=cluster_nodes is not None)
     layer_options = RedisLayerOptions.from_options(layer_kwargs, query=layer_query)
 
     pool_timeout = redis_kwargs.pop("timeout", None)
@@ -143,6 +155,11 @@ def parse_config(
             tuple(addresses),
             _sentinel_kwargs(redis_kwargs, sentinel_options, layer_options, tls=scheme == "rediss"),
         )
+    cluster: ClusterTarget | None = None
+    if cluster_nodes is not None:
+        for name in ("host", "port", "db"):
+            redis_kwargs.pop(name, None)
+        cluster = ClusterTarget(tuple(cluster_nodes), cluster_tls, dict(redis_kwargs))
     return RedisConfig(
         display_url=display_url,
         connection_class=connection_class,
@@ -151,6 +168,7 @@ def parse_config(
         options=layer_options,
         secrets=tuple(_secrets(url, {**redis_kwargs, **sentinel_options})),
         sentinel=sentinel,
+        cluster=cluster,
     )
 
 
@@ -182,12 +200,16 @@ def _secrets(url: str, redis_kwargs: Mapping[str, Any]) -> list[str]:
 
 
 def _check_redis_options(
-    connection_class: type[AbstractConnection], given: Mapping[str, Any]
+    connection_class: type[AbstractConnection], given: Mapping[str, Any], *, cluster: bool
 ) -> None:
+    """Refuse options neither the layer nor redis-py takes (in cluster mode: both node clients)."""
     for name, reason in _MANAGED.items():
         if name in given:
             raise TypeError(f"the Redis layer does not take {name!r}: {reason}")
-    accepted = _connection_parameters(connection_class) | _POOL_OPTIONS | _LAYER_OPTIONS
+    connection = _connection_parameters(connection_class)
+    if cluster:  # the publishing client and the pub/sub connections must both take it
+        connection &= cluster_options() | {"host", "port", "db"}
+    accepted = connection | _POOL_OPTIONS | _LAYER_OPTIONS
     unknown = sorted(set(given) - accepted)
     if unknown:
         current = sorted(_LAYER_OPTIONS - set(RedisLayerOptions.renamed))

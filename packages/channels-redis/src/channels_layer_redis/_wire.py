@@ -1,14 +1,17 @@
 """Group and pattern names as they travel to Redis: UTF-8, behind the layer's prefix.
 
-With history on, each group also has two keys (`WireNames.history_keys`):
+In cluster mode every channel name starts with a hash tag derived from the
+group (`WireNames.hash_tag`): Redis Cluster hashes only the tag to pick the
+slot. With history on, each group also has two keys (`WireNames.history_keys`):
 its log (a stream) and the log's meta hash (epoch, counter, last time). Both
-carry a hash tag that puts them in the live channel's cluster hash slot, so
-a script can write the log and publish on the channel in one atomic step
-under Redis Cluster too.
+carry a hash tag that puts them in the live channel's hash slot, so a script
+can write the log and publish on the channel in one atomic step under Redis
+Cluster too.
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from itertools import count
 
@@ -24,23 +27,42 @@ class WireNames:
 
     Redis channel names are binary-safe, so a group name of any length and
     content is sent as its UTF-8 bytes; the prefix is escaped in patterns so
-    that it matches only itself.
+    that it matches only itself. With `hash_tags` (cluster mode) a channel
+    is ``{TAG}`` + prefix + group, see `hash_tag`.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, hash_tags: bool = False) -> None:
         self._prefix = prefix.encode()
         self._pattern_prefix = "".join(
             "\\" + char if char in _GLOB_SPECIAL else char for char in prefix
         ).encode()
+        self.hash_tags = hash_tags
+
+    def hash_tag(self, group: str) -> bytes:
+        """``b"{TAG}"`` for `group` in cluster mode, else ``b""``: every key of the group starts so.
+
+        TAG is 8 hex digits of BLAKE2b over prefix + group (UTF-8): it never
+        holds a brace (a group's own ``{`` or ``}`` cannot change the slot),
+        spreads groups evenly over the slots, and is the same in every
+        process and language that computes it.
+        """
+        if not self.hash_tags:
+            return b""
+        digest = hashlib.blake2b(self._prefix + group.encode(), digest_size=4).hexdigest()
+        return b"{" + digest.encode() + b"}"
 
     def channel(self, group: str) -> bytes:
-        return self._prefix + group.encode()
+        return self.hash_tag(group) + self._prefix + group.encode()
 
     def pattern(self, pattern: str) -> bytes:
         return self._pattern_prefix + pattern.encode()
 
     def group(self, channel: bytes) -> str | None:
         """The group of a channel that arrived, or None if it is not one of ours."""
+        if self.hash_tags:
+            if not channel.startswith(b"{") or channel[9:10] != b"}":
+                return None
+            channel = channel[10:]
         if not channel.startswith(self._prefix):
             return None
         try:
@@ -57,6 +79,8 @@ class WireNames:
         different groups apart.
         """
         channel = self.channel(group)
+        if self.hash_tags:  # the channel starts with its own tag already
+            return channel + b":log", channel + b":meta"
         tag = slot_tag(channel)
         base = b"{" + tag + b"}" + (b"" if tag == channel else channel)
         return base + b":log", base + b":meta"

@@ -10,8 +10,11 @@ and a TLS port whose certificate a throwaway CA signed) in the shape of
 `channels_core.testing.ThrowawayServer`; `redis_servers` starts any number
 of them and stops them all when its block ends. `SentinelSetup` is a
 master, a replica and three Sentinels (``redis+sentinel://`` URL) that fail
-over in about a second. Needs the ``redis-server``
-program (and ``openssl`` for TLS); without it they raise `ToolMissing`.
+over in about a second. `ClusterSetup` is a Redis Cluster of three masters
+and three replicas (``redis+cluster://`` URL); ``python -m
+channels_layer_redis.testing cluster`` runs one until Ctrl-C. Needs the
+``redis-server`` program (``redis-cli`` for the cluster, ``openssl`` for
+TLS); without it they raise `ToolMissing`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import redis
 from channels_core.testing import ThrowawayServer, ToolMissing, free_port, require_tool
 
 __all__ = [
+    "ClusterSetup",
     "RedisServer",
     "SentinelSetup",
     "ToolMissing",
@@ -37,6 +41,7 @@ __all__ = [
     "reachable",
     "redis_servers",
     "require_tool",
+    "tls_arguments",
 ]
 
 _INSTALL_HINT = "apt-get install redis-server"
@@ -130,13 +135,7 @@ class RedisServer(ThrowawayServer):
     def _tls_arguments(self) -> list[str]:
         if self.tls_port is None:
             return []
-        return [
-            "--tls-port", str(self.tls_port),
-            "--tls-cert-file", str(self._directory / "server.crt"),
-            "--tls-key-file", str(self._directory / "server.key"),
-            "--tls-ca-cert-file", str(self.ca_file),
-            "--tls-auth-clients", "no",
-        ]  # fmt: skip
+        return tls_arguments(self._directory, self.tls_port)
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -147,6 +146,17 @@ class RedisServer(ThrowawayServer):
     def cleanup(self) -> None:
         if self._own_directory:
             shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def tls_arguments(directory: Path, tls_port: int) -> list[str]:
+    """``redis-server`` arguments for TLS on `tls_port` (`make_certificates` in `directory`)."""
+    return [
+        "--tls-port", str(tls_port),
+        "--tls-cert-file", str(directory / "server.crt"),
+        "--tls-key-file", str(directory / "server.key"),
+        "--tls-ca-cert-file", str(directory / "ca.crt"),
+        "--tls-auth-clients", "no",
+    ]  # fmt: skip
 
 
 def make_certificates(directory: Path) -> None:
@@ -256,14 +266,7 @@ class SentinelSetup(ThrowawayServer):
     def _tls_arguments(self, port: int) -> list[str]:
         if not self.tls:
             return []
-        return [
-            "--tls-port", str(self._tls_ports[port]),
-            "--tls-cert-file", str(self._directory / "server.crt"),
-            "--tls-key-file", str(self._directory / "server.key"),
-            "--tls-ca-cert-file", str(self.ca_file),
-            "--tls-auth-clients", "no",
-            "--tls-replication", "yes",
-        ]  # fmt: skip
+        return [*tls_arguments(self._directory, self._tls_ports[port]), "--tls-replication", "yes"]
 
     @property
     def url(self) -> str:
@@ -403,3 +406,250 @@ class SentinelSetup(ThrowawayServer):
         for server in self.servers:
             server.cleanup()
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+class ClusterSetup(ThrowawayServer):
+    """A Redis Cluster on loopback: `masters` masters, each with `replicas_per_master` replicas.
+
+    Every node is a `RedisServer` with ``--cluster-enabled yes`` in a
+    temporary directory of its own; ``redis-cli --cluster create`` spreads
+    the 16,384 slots over the masters. A node is declared failed after
+    `node_timeout_ms` (low, so that a replica takes over in a second or
+    two), and a replica may always take over, however stale. `port` is the
+    first node's; the URL names every master.
+    """
+
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas_per_master: int = 1,
+        *,
+        password: str | None = None,
+        node_timeout_ms: int = 1000,
+        tls: bool = False,
+    ) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+        self.password = password
+        #: With `tls`, every node also takes TLS on a port of its own (the
+        #: URL's, ``rediss+cluster://``), certified by one throwaway CA,
+        #: `ca_file`; the cluster bus and replication use TLS too.
+        self.tls = tls
+        self.ca_file = self._directory / "ca.crt"
+        if tls:
+            make_certificates(self._directory)
+        #: Each node's TLS port, by its port.
+        self.tls_ports: dict[int, int] = {}
+        self.masters = masters
+        self.replicas_per_master = replicas_per_master
+        auth = ["--masterauth", password] if password else []
+        self.servers = []
+        #: Each node's cluster bus port, by its port.
+        self.bus_ports: dict[int, int] = {}
+        for index in range(masters * (1 + replicas_per_master)):
+            bus_port = free_port()
+            arguments = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                # The bus port is the node's port + 10,000 by default, past
+                # 65,535 for a high free port: a free port of its own instead.
+                "--cluster-port", str(bus_port),
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--cluster-replica-validity-factor", "0",
+                *auth,
+            ]  # fmt: skip
+            server = RedisServer(self._directory / f"node-{index}", password, arguments=arguments)
+            if tls:
+                self.tls_ports[server.port] = free_port()
+                server.arguments += [
+                    *tls_arguments(self._directory, self.tls_ports[server.port]),
+                    "--tls-cluster", "yes",
+                    "--tls-replication", "yes",
+                ]  # fmt: skip
+            self.servers.append(server)
+            self.bus_ports[server.port] = bus_port
+        super().__init__(self.servers[0].port)
+        self._cli = require_tool("redis-cli", _INSTALL_HINT)
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming every master as started (any one is enough to connect).
+
+        ``rediss+cluster://`` with `tls`, the TLS ports and ``ssl_ca_certs``.
+        """
+        auth = "" if self.password is None else f":{self.password}@"
+        masters = self.servers[: self.masters]
+        if not self.tls:
+            hosts = ",".join(f"{server.host}:{server.port}" for server in masters)
+            return f"redis+cluster://{auth}{hosts}"
+        hosts = ",".join(f"{server.host}:{self.tls_ports[server.port]}" for server in masters)
+        return f"rediss+cluster://{auth}{hosts}?ssl_ca_certs={self.ca_file}"
+
+    def client(self, server: RedisServer) -> redis.Redis:
+        """A plain client of one node (close it after use)."""
+        return redis.Redis(
+            host=server.host,
+            port=server.port,
+            password=self.password,
+            socket_timeout=5,
+            decode_responses=True,
+        )
+
+    def server_at(self, port: int) -> RedisServer:
+        """The node listening on `port`."""
+        return next(server for server in self.servers if server.port == port)
+
+    def shards(self) -> dict[int, list[tuple[int, int]]]:
+        """Each running master's port -> the slot ranges it owns, as a live node sees them."""
+        server = next(server for server in self.servers if server.running)
+        client = self.client(server)
+        try:
+            slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        owners: dict[int, list[tuple[int, int]]] = {}
+        for start, end, master, *_ in slots:
+            owners.setdefault(int(master[1]), []).append((int(start), int(end)))
+        return owners
+
+    def master_of(self, slot: int) -> RedisServer:
+        """The node owning `slot` now."""
+        for port, ranges in self.shards().items():
+            if any(start <= slot <= end for start, end in ranges):
+                return self.server_at(port)
+        raise LookupError(f"no node owns slot {slot}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A replica of `master`, as `master` lists it."""
+        client = self.client(master)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        return self.server_at(int(info["slave0"]["port"]))
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            for index, server in enumerate(self.servers):
+                (self._directory / f"node-{index}").mkdir(exist_ok=True)
+                server.start()
+            if self.masters >= 3:
+                self._create()
+            else:
+                self._assemble()
+            self.wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self) -> None:
+        """``redis-cli --cluster create``: slots spread evenly, replicas on other masters."""
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        subprocess.run(  # noqa: S603 - our own redis-cli and arguments
+            [
+                self._cli, *auth, "--cluster", "create",
+                *(f"{server.host}:{server.port}" for server in self.servers),
+                "--cluster-replicas", str(self.replicas_per_master),
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+
+    def _assemble(self) -> None:
+        """What ``--cluster create`` does, for the 1 or 2 masters it refuses.
+
+        Each master takes an even share of the slots, the nodes meet, and
+        the replicas follow their masters.
+        """
+        clients = [self.client(server) for server in self.servers]
+        try:
+            share = 16384 // self.masters
+            for index, client in enumerate(clients[: self.masters]):
+                last = 16383 if index == self.masters - 1 else (index + 1) * share - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)  # type: ignore[no-untyped-call]
+                client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)  # type: ignore[no-untyped-call]
+            for server in self.servers[1:]:
+                clients[0].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "MEET", server.host, server.port, self.bus_ports[server.port]
+                )
+            ids = [client.execute_command("CLUSTER", "MYID") for client in clients]  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + 30
+            for index, client in enumerate(clients[self.masters :]):
+                master = ids[index % self.masters]
+                while True:  # until the replica has heard of its master through the bus
+                    try:
+                        client.execute_command("CLUSTER", "REPLICATE", master)  # type: ignore[no-untyped-call]
+                        break
+                    except redis.ResponseError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+
+    def wait_until_ok(self, timeout: float = 30) -> None:
+        """Until every running node reports ``cluster_state:ok`` and every slot has a master.
+
+        Also waits for each running replica's link to its master.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._ok():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster did not settle within {timeout:g} s")
+            time.sleep(0.05)
+
+    def _ok(self) -> bool:
+        try:
+            for server in self.servers:
+                if not server.running:
+                    continue
+                client = self.client(server)
+                try:
+                    if client.cluster("info")["cluster_state"] != "ok":
+                        return False
+                    info = client.info("replication")
+                    if info["role"] == "slave" and info["master_link_status"] != "up":
+                        return False
+                finally:
+                    client.close()
+            covered = sum(end - start + 1 for r in self.shards().values() for start, end in r)
+        except redis.RedisError:
+            return False
+        return covered == 16384
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self._started = False
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m channels_layer_redis.testing cluster``: a throwaway cluster until Ctrl-C."""
+    if list(argv) != ["cluster"]:
+        print("usage: python -m channels_layer_redis.testing cluster")
+        return 2
+    with ClusterSetup() as cluster:
+        print(cluster.url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

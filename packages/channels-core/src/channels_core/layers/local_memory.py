@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -309,8 +309,13 @@ class _CountingInbox:
         self._layer._received += 1
         return self._inbox.deliver(group, payload, pattern, position)
 
-    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
-        self._inbox.messages_lost(reason, count)
+    def messages_lost(
+        self,
+        reason: LossReason = "reconnect",
+        count: int | None = None,
+        groups: Collection[str] | None = None,
+    ) -> None:
+        self._inbox.messages_lost(reason, count, groups)
 
     def encode(self, group: str, message: Any) -> bytes:
         return self._inbox.encode(group, message)

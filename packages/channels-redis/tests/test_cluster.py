@@ -1,0 +1,427 @@
+"""Cluster mode (``redis+cluster://``): sharded pub/sub, failover, slot migration, errors.
+
+Runs against one `ClusterSetup` for the session (3 masters, 3 replicas,
+from the machine's ``redis-server``; fixture in conftest.py), as does the
+conformance suite (test_conformance.py). Tests that fail a master over or
+move a slot leave the cluster settled again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+
+import anyio
+import anyio.to_thread
+import pytest
+import redis
+from redis.crc import key_slot
+
+from channels_core import (
+    BrokerUnavailableError,
+    Channel,
+    MessagesLost,
+    NotSupportedError,
+    layer_capabilities,
+)
+from channels_core.discovery import layer_for_url
+from channels_core.reconnect import Backoff
+from channels_core.testing import free_port
+from channels_layer_redis import RedisClusterChannelLayer, RedisPubSubChannelLayer
+from channels_layer_redis.testing import ClusterSetup, RedisServer
+
+FAST = Backoff(initial=0.02, maximum=0.2)
+
+
+def _nodes(cluster: ClusterSetup) -> Iterator[tuple[RedisServer, redis.Redis]]:
+    """Each running master and a client of it (closed after use)."""
+    for port in cluster.shards():
+        server = cluster.server_at(port)
+        client = cluster.client(server)
+        try:
+            yield server, client
+        finally:
+            client.close()
+
+
+@pytest.mark.anyio
+async def test_1000_groups_spread_over_every_shard_each_node_holding_its_own(
+    redis_cluster: ClusterSetup, namespace: str
+) -> None:
+    layer = RedisClusterChannelLayer.from_url(redis_cluster.url, namespace=namespace)
+    groups = [f"group-{n}" for n in range(1000)]
+    async with Channel(layer) as channel:
+        async with (
+            channel.subscribe(*groups[:500]) as first,
+            channel.subscribe(*groups[500:]) as second,
+        ):
+            assert layer.stats().shard_connections == 3  # one per master, not per group
+            for group in groups:
+                await channel.publish(group, group)
+            for subscriber, mine in ((first, groups[:500]), (second, groups[500:])):
+                got: list[str] = []
+                with anyio.fail_after(10):
+                    while len(got) < len(mine):
+                        event = await subscriber.receive()
+                        assert event.message == event.group
+                        got.append(event.group)
+                assert sorted(got) == sorted(mine)
+            # One publisher's messages to several shards arrive out of order
+            # (one connection per shard): none of them is mistaken for a retry.
+            assert layer.stats().duplicates == 0
+
+            wire = {layer._wire.channel(group): group for group in groups}
+            shards = redis_cluster.shards()
+            held: dict[int, set[str]] = {}
+            for server, client in _nodes(redis_cluster):
+                counts = client.execute_command("PUBSUB", "SHARDNUMSUB", *wire)  # type: ignore[no-untyped-call]
+                named = dict(zip(counts[::2], counts[1::2], strict=True))
+                held[server.port] = {wire[name.encode()] for name, n in named.items() if n}
+                owned = shards[server.port]
+                for name in held[server.port]:
+                    slot = key_slot(layer._wire.channel(name))
+                    assert any(start <= slot <= end for start, end in owned)
+            assert sorted(g for names in held.values() for g in names) == sorted(groups)
+            # Spread: no shard holds more than 40 % of the groups.
+            assert max(len(names) for names in held.values()) < 400
+    assert layer.stats().shard_connections == 0
+
+
+@pytest.mark.anyio
+async def test_patterns_are_refused_naming_the_alternative(redis_cluster: ClusterSetup) -> None:
+    assert "patterns" not in layer_capabilities(RedisClusterChannelLayer)
+    assert "patterns" in layer_capabilities(RedisPubSubChannelLayer)
+    layer = RedisPubSubChannelLayer.from_url(redis_cluster.url)
+    assert isinstance(layer, RedisClusterChannelLayer)
+    async with Channel(layer) as channel:
+        assert "patterns" not in channel.capabilities
+        with pytest.raises(NotSupportedError, match="RedisClusterChannelLayer"):
+            channel.subscribe_pattern("room-*")
+        with pytest.raises(NotSupportedError, match="by name"):
+            await layer.subscribe_patterns(["room-*"])
+
+
+def test_channel_names_carry_a_hash_tag_of_the_group_in_cluster_mode_only() -> None:
+    cluster = RedisClusterChannelLayer.from_url("redis+cluster://127.0.0.1:7000", namespace="ns:")
+    plain = RedisPubSubChannelLayer.from_url("redis://127.0.0.1:6379", namespace="ns:")
+    assert plain._wire.channel("room") == b"ns:room"
+    name = cluster._wire.channel("room")
+    tag = cluster._wire.hash_tag("room")
+    assert name == tag + b"ns:room"
+    assert tag.startswith(b"{")
+    assert tag.endswith(b"}")
+    assert len(tag) == 10
+    # A brace in the group does not change the slot: only the tag is hashed.
+    assert key_slot(cluster._wire.channel("a{b}c")) == key_slot(cluster._wire.hash_tag("a{b}c"))
+    assert key_slot(tag + b"history:room") == key_slot(name)
+    assert cluster._wire.group(name) == "room"
+    assert cluster._wire.group(b"ns:room") is None
+
+
+@pytest.mark.parametrize("scheme", ["redis+cluster", "rediss+cluster"])
+def test_both_cluster_schemes_are_entry_points(scheme: str) -> None:
+    layer_class = layer_for_url(f"{scheme}://127.0.0.1:7000")
+    assert layer_class is RedisClusterChannelLayer
+    assert issubclass(layer_class, RedisPubSubChannelLayer)
+
+
+def test_a_subclass_of_the_one_server_layer_refuses_a_cluster_url() -> None:
+    class MyRedisLayer(RedisPubSubChannelLayer):
+        pass
+
+    with pytest.raises(ValueError, match="derive it from RedisClusterChannelLayer"):
+        MyRedisLayer.from_url("redis+cluster://127.0.0.1:7000")
+
+    class MyClusterLayer(RedisClusterChannelLayer):
+        pass
+
+    assert type(MyClusterLayer.from_url("redis+cluster://127.0.0.1:7000")) is MyClusterLayer
+
+
+@pytest.mark.parametrize(
+    ("url", "error", "message"),
+    [
+        ("redis+cluster://127.0.0.1:x", ValueError, "port"),
+        ("redis+cluster://127.0.0.1:7000,", ValueError, "empty cluster node address"),
+        ("redis+cluster://127.0.0.1:7000/3", ValueError, "database 0 only"),
+        ("redis://127.0.0.1:6379", ValueError, "not a Redis Cluster URL"),
+    ],
+)
+def test_a_malformed_cluster_url_is_a_clear_error(
+    url: str, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        RedisClusterChannelLayer.from_url(url)
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_node_is_a_clear_error_naming_it_without_the_password(
+    redis_cluster: ClusterSetup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    dead = free_port()
+    url = f"redis+cluster://:cluster-pw@127.0.0.1:{dead}"
+    with pytest.raises(BrokerUnavailableError) as raised:
+        async with Channel.from_url(url, connect_timeout=0.5):
+            pass
+    text = f"{raised.value} {raised.value.__cause__}"
+    assert f"127.0.0.1:{dead}" in text
+    shown = [text, *(record.getMessage() for record in caplog.records)]
+    assert not [line for line in shown if "cluster-pw" in line]
+    # One reachable node in the list is enough: the rest is learnt from it.
+    live = redis_cluster.servers[0].port
+    url = f"redis+cluster://:cluster-pw@127.0.0.1:{dead},127.0.0.1:{live}"
+    async with Channel.from_url(url) as channel, channel.subscribe("room") as subscriber:
+        await channel.publish("room", "reached")
+        with anyio.fail_after(5):
+            assert (await subscriber.receive()).message == "reached"
+
+
+@pytest.mark.anyio
+async def test_a_subscribed_groups_slot_migrates_and_the_subscription_follows(
+    redis_cluster: ClusterSetup, namespace: str
+) -> None:
+    layer = RedisClusterChannelLayer.from_url(
+        redis_cluster.url, namespace=namespace, reconnect_backoff=FAST
+    )
+    moving = layer._wire.channel("moving")
+    slot = key_slot(moving)
+    source = redis_cluster.master_of(slot)
+    # A group on another master, so that the source is left with nothing subscribed.
+    staying = next(
+        name
+        for name in (f"staying-{n}" for n in range(100))
+        if redis_cluster.master_of(key_slot(layer._wire.channel(name))) is not source
+    )
+    target = next(
+        redis_cluster.server_at(port) for port in redis_cluster.shards() if port != source.port
+    )
+    async with (
+        Channel(layer) as channel,
+        channel.subscribe("moving", staying) as subscriber,
+        channel.subscribe(staying) as bystander,
+    ):
+        assert layer.stats().shard_connections == 2
+        # A key in the slot (the group's history stream would be one), so MIGRATE has work.
+        key = layer._wire.hash_tag("moving") + b"some-key"
+        await anyio.to_thread.run_sync(_set, redis_cluster, source, key)
+        await channel.publish("moving", "before")
+        with anyio.fail_after(5):
+            assert (await subscriber.receive()).message == "before"
+
+        await anyio.to_thread.run_sync(_migrate, redis_cluster, slot, source, target)
+
+        events: list[object] = []
+        with anyio.fail_after(10):
+            while "after" not in events:
+                await channel.publish("moving", "after")
+                await channel.publish(staying, "still here")
+                with anyio.move_on_after(0.2):
+                    while True:
+                        try:
+                            events.append((await subscriber.receive()).message)
+                        except MessagesLost as lost:
+                            events.append(lost.reason)
+        assert events.count("reconnect") == 1
+        assert events.index("reconnect") < events.index("after")
+        assert layer.stats().moved == 1
+        # One connection per master that owns a subscribed group: the source's
+        # is closed, its only subscribed group moved away.
+        owner = redis_cluster.master_of(key_slot(layer._wire.channel(staying)))
+        assert layer.stats().shard_connections == (1 if owner is target else 2)
+        # Subscribers of groups that did not move are not told of a gap
+        # (`receive` would raise `MessagesLost`).
+        seen: list[object] = []
+        with anyio.move_on_after(0.3):
+            while True:
+                seen.append((await bystander.receive()).message)
+        assert seen
+        assert set(seen) == {"still here"}
+        client = redis_cluster.client(target)
+        try:
+            assert client.execute_command("PUBSUB", "SHARDNUMSUB", moving)[1] == 1  # type: ignore[no-untyped-call]
+            assert client.get(key) == "1"
+        finally:
+            client.close()
+
+
+def _set(cluster: ClusterSetup, server: RedisServer, key: bytes) -> None:
+    client = cluster.client(server)
+    try:
+        client.set(key, 1)
+    finally:
+        client.close()
+
+
+def _migrate(cluster: ClusterSetup, slot: int, source: RedisServer, target: RedisServer) -> None:
+    """Move `slot` from `source` to `target` the way ``redis-cli --cluster reshard`` does."""
+    src, dst = cluster.client(source), cluster.client(target)
+    try:
+        src_id = src.execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
+        dst_id = dst.execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)  # type: ignore[no-untyped-call]
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)  # type: ignore[no-untyped-call]
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):  # type: ignore[no-untyped-call]
+            src.execute_command(  # type: ignore[no-untyped-call]
+                "MIGRATE", target.host, target.port, "", 0, 5000,
+                *(["AUTH", cluster.password] if cluster.password else []), "KEYS", *keys,
+            )  # fmt: skip
+        for client in (dst, src):
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)  # type: ignore[no-untyped-call]
+    finally:
+        src.close()
+        dst.close()
+    cluster.wait_until_ok()
+
+
+@pytest.mark.anyio
+async def test_a_killed_master_is_replaced_and_followed_under_load(
+    redis_cluster: ClusterSetup,
+    namespace: str,
+    through_fault: Callable[..., Awaitable[list[str]]],
+) -> None:
+    """4 publishers run while a master is SIGKILLed; its replica takes over."""
+    layer = RedisClusterChannelLayer.from_url(
+        redis_cluster.url, namespace=namespace, reconnect_backoff=FAST, publish_timeout=10
+    )
+    groups = [f"room-{n}" for n in range(4)]
+    tasks_before = len(asyncio.all_tasks())
+    async with Channel(layer) as channel, channel.subscribe(*groups) as subscriber:
+        victim = redis_cluster.master_of(key_slot(layer._wire.channel(groups[0])))
+        replica = await anyio.to_thread.run_sync(redis_cluster.replica_of, victim)
+        elsewhere = next(
+            name
+            for name in (f"elsewhere-{n}" for n in range(100))
+            if redis_cluster.master_of(key_slot(layer._wire.channel(name))) is not victim
+        )
+
+        def kill_master() -> None:
+            victim.stop()  # SIGKILL
+            # Do not wait for the node timeout's failure detection.
+            client = redis_cluster.client(replica)
+            try:
+                client.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")  # type: ignore[no-untyped-call]
+            finally:
+                client.close()
+
+        bystander_got: list[int] = []
+
+        async def elsewhere_all_along() -> None:
+            """A group on another shard: its subscriber sees no gap (receive would raise)."""
+            async with channel.subscribe(elsewhere) as bystander:
+                for number in itertools.count():
+                    await channel.publish(elsewhere, number)
+                    bystander_got.append((await bystander.receive()).message)
+                    await anyio.sleep(0.005)
+
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(elsewhere_all_along)
+                losses = await through_fault(
+                    channel,
+                    subscriber,
+                    groups,
+                    lambda: anyio.to_thread.run_sync(kill_master),
+                    timeout=20,
+                )
+                tasks.cancel_scope.cancel()
+            assert losses == ["reconnect"]
+            assert bystander_got == list(range(len(bystander_got)))
+            assert len(bystander_got) > 20
+            stats = layer.stats()
+            assert stats.reconnects == 1
+            slots = [key_slot(layer._wire.channel(group)) for group in groups]
+            owners = await anyio.to_thread.run_sync(
+                lambda: {redis_cluster.master_of(slot).port for slot in slots}
+            )
+            assert victim.port not in owners
+            assert stats.shard_connections == len(owners)  # one per master, the new one included
+            await layer.check(5)
+        finally:
+            # The old master comes back as a replica of the new one.
+            await anyio.to_thread.run_sync(victim.start)
+            await anyio.to_thread.run_sync(redis_cluster.wait_until_ok)
+    # Nothing left: no task, no connection, no subscription on any node.
+    assert len(asyncio.all_tasks()) == tasks_before
+    assert await anyio.to_thread.run_sync(_leftovers, redis_cluster, layer) == []
+
+
+def _leftovers(cluster: ClusterSetup, layer: RedisClusterChannelLayer) -> list[str]:
+    """Client connections (but this one) and shard channels of `layer` still on any node."""
+    found: list[str] = []
+    for server in cluster.servers:
+        client = cluster.client(server)
+        try:
+            own = client.client_id()
+            found += [
+                f"{server.port}: {info['addr']} {info['cmd']}"
+                for kind in ("normal", "pubsub")
+                for info in client.client_list(_type=kind)
+                # MIGRATE's cached connection between nodes is not a client of ours.
+                if int(info["id"]) != own and info["cmd"] != "restore-asking"
+            ]
+            found += [
+                f"{server.port}: {name}"
+                for name in client.execute_command("PUBSUB", "SHARDCHANNELS")  # type: ignore[no-untyped-call]
+                if layer.options.namespace in name
+            ]
+        finally:
+            client.close()
+    return found
+
+
+@pytest.mark.anyio
+async def test_the_command_line_cluster_prints_its_url_and_stops_on_ctrl_c() -> None:
+    """``python -m channels_layer_redis.testing cluster``: what the README runs the demo on."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "channels_layer_redis.testing", "cluster"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(60):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive(1)
+        url = line.decode().strip()
+        assert url.startswith("redis+cluster://127.0.0.1:")
+        async with Channel.from_url(url) as channel, channel.subscribe("room") as subscriber:
+            await channel.publish("room", "from the demo")
+            with anyio.fail_after(5):
+                assert (await subscriber.receive()).message == "from the demo"
+    finally:
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(30):
+            await process.wait()
+    assert process.returncode == 0
+    ports = [int(address.rsplit(":", 1)[1]) for address in url.split("//")[1].split(",")]
+    for port in ports:
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), timeout=1),
+        ):
+            pass
+
+
+@pytest.mark.anyio
+async def test_rediss_cluster_reaches_every_node_over_tls(tls_cluster: ClusterSetup) -> None:
+    assert tls_cluster.url.startswith("rediss+cluster://")
+    layer = RedisClusterChannelLayer.from_url(tls_cluster.url)
+    groups = [f"room-{n}" for n in range(20)]  # on both shards
+    async with Channel(layer) as channel, channel.subscribe(*groups) as subscriber:
+        assert layer.stats().shard_connections == 2
+        for group in groups:
+            await channel.publish(group, group)
+        with anyio.fail_after(5):
+            assert {(await subscriber.receive()).message for _ in groups} == set(groups)
+    # Without the CA the certificates are refused: TLS is really in use.
+    no_ca = tls_cluster.url.split("?")[0]
+    with pytest.raises(BrokerUnavailableError):
+        async with Channel.from_url(no_ca, connect_timeout=1):
+            pass
