@@ -39,17 +39,19 @@ _END = b"\n\n"
 def wrap(fields: Mapping[str, str], payload: bytes) -> bytes:
     """`payload` with `fields` in front; `payload` itself if there are none.
 
-    A field whose name holds ``=`` or a newline, or whose value holds a
-    newline, cannot be carried and is left out (W3C trace context and
-    baggage never have them).
+    Names hold no ``=`` and no newline (those of the W3C trace context,
+    baggage and `SENT_FIELD` do not); a field whose value holds a newline
+    cannot be carried and is left out.
     """
-    header = "".join(
-        f"{name}={value}\n"
-        for name, value in fields.items()
-        if name and "=" not in name and "\n" not in name and "\n" not in value
-    )
-    if not header:
+    if not fields:
         return payload
+    header = "".join([f"{name}={value}\n" for name, value in fields.items()])
+    if header.count("\n") != len(fields):  # a newline in a value: leave that field out
+        header = "".join(
+            [f"{name}={value}\n" for name, value in fields.items() if "\n" not in value]
+        )
+        if not header:
+            return payload
     return b"".join((MAGIC, header.encode(), b"\n", payload))
 
 
@@ -62,14 +64,14 @@ def unwrap(enveloped: bytes) -> tuple[dict[str, str], bytes]:
     end = enveloped.find(_END, len(MAGIC))
     if end < 0:
         raise ValueError("an envelope without the end of its fields (a truncated payload?)")
-    fields: dict[str, str] = {}
     try:
         header = enveloped[len(MAGIC) : end].decode()
     except UnicodeDecodeError as exc:
         raise ValueError(f"an envelope whose fields are not UTF-8 ({exc})") from None
+    fields: dict[str, str] = {}
     for line in header.split("\n"):
         name, equals, value = line.partition("=")
-        if not (name and equals):
+        if not equals:
             raise ValueError(f"an envelope field that is not name=value: {line[:64]!r}")
         fields[name] = value
     return fields, enveloped[end + len(_END) :]
