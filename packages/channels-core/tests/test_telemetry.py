@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from channels_core import Channel, MessagesLost, SerializationError, encrypted
+from channels_core import BlockingChannel, Channel, MessagesLost, SerializationError, encrypted
 from channels_core.envelope import MAGIC, SENT_FIELD, wrap
 from channels_core.exceptions import LossReason
 from channels_core.layer import Inbox
@@ -371,3 +371,21 @@ async def test_enveloped_history_replays_without_observing_them_again(
         assert value(points(reader), "channels.delivery.latency").count == 3  # live ones only
     names = sorted(span.name for span in exporter.get_finished_spans())
     assert names == ["deliver"] * 3 + ["publish"] * 3
+
+
+def test_a_blocking_channel_is_instrumented_through_its_channel(
+    reader: InMemoryMetricReader, provider: MeterProvider
+) -> None:
+    with BlockingChannel.from_url("memory://") as channel, channel.subscribe("g") as subscriber:
+        instrument(channel, meter_provider=provider, delivery_latency=True)
+        channel.publish("g", "hi")
+        assert subscriber.receive(timeout=5).message == "hi"
+        found = points(reader)
+        uninstrument(channel)
+        channel.publish("g", "again")
+        assert subscriber.receive(timeout=5).message == "again"
+        assert value(points(reader), "channels.delivery.latency").count == 1
+    assert value(found, "channels.messages.published") == 1
+    assert value(found, "channels.delivery.latency").count == 1
+    with pytest.raises(TypeError, match="Channel or BlockingChannel"):
+        instrument("memory://")  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import envelope
 from ._names import check_name
+from .blocking import BlockingChannel
 from .channel import Channel
 from .exceptions import NotSupportedError
 
@@ -95,7 +96,7 @@ _Reader = Callable[[Channel, dict[str, str]], Iterator[_Reading]]
 
 
 def instrument(
-    channel: Channel,
+    channel: Channel | BlockingChannel,
     *,
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
@@ -114,8 +115,10 @@ def instrument(
     ``channels.group`` attribute of the histograms and spans (a list, or a
     predicate called with each group name); by default none, since the
     number of groups is unbounded. Raises `ImportError` saying what to
-    install when ``opentelemetry-api`` is missing.
+    install when ``opentelemetry-api`` is missing. A `BlockingChannel` is
+    instrumented through the `Channel` it runs.
     """
+    channel = _channel_of(channel)
     instruments = _instruments_for(meter_provider)
     attributes = _attributes_by_group(_layer_attributes(channel), group_attributes)
     tracer = _tracer(tracer_provider) if traces else None
@@ -128,8 +131,9 @@ def instrument(
     channel._unwrap_envelope = channel._registry.unwrap = observer.unwrap
 
 
-def uninstrument(channel: Channel) -> None:
+def uninstrument(channel: Channel | BlockingChannel) -> None:
     """Stop reporting `channel`'s metrics and traces; it no longer reads enveloped payloads."""
+    channel = _channel_of(channel)
     channel._observed_publish = channel._wrap_envelope = None
     channel._unwrap_envelope = channel._registry.unwrap = None
     for instruments in [*_global, *_by_provider.values()]:
@@ -214,6 +218,17 @@ class _Observer:
                     name, context, kind=self._consumer, attributes=attributes
                 ).end()
         return payload
+
+
+def _channel_of(channel: Channel | BlockingChannel) -> Channel:
+    """The `Channel` that does the work (a `BlockingChannel` runs one)."""
+    if isinstance(channel, BlockingChannel):
+        return channel._channel
+    if not isinstance(channel, Channel):
+        raise TypeError(
+            f"instrument needs a Channel or BlockingChannel, got {type(channel).__name__}"
+        )
+    return channel
 
 
 def _attributes_by_group(
