@@ -75,7 +75,8 @@ async def main(url: str, messages: int, repeat: int, size: int) -> dict[str, flo
         "sampled": TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01))),
     }
     for tracer_provider in tracer_providers.values():
-        tracer_provider.add_span_processor(BatchSpanProcessor(Discarding()))
+        # a queue for a whole run: no span dropped before it is exported
+        tracer_provider.add_span_processor(BatchSpanProcessor(Discarding(), max_queue_size=2**17))
     samples: dict[str, list[float]] = {mode: [] for mode in MODES}
     await cpu_per_message(url, "json", messages // 10, size)  # warm up
     for _ in range(repeat):

@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -389,3 +390,19 @@ def test_a_blocking_channel_is_instrumented_through_its_channel(
     assert value(found, "channels.delivery.latency").count == 1
     with pytest.raises(TypeError, match="Channel or BlockingChannel"):
         instrument("memory://")  # type: ignore[arg-type]
+
+
+async def test_a_trace_not_sampled_sends_no_context() -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=ALWAYS_OFF)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    url = f"memory://unsampled-{secrets.token_hex(4)}"
+    async with (
+        Channel.from_url(url) as sender,
+        Channel.from_url(url) as plain,
+        plain.subscribe("g") as subscriber,
+    ):
+        instrument(sender, tracer_provider=tracer_provider, traces=True)
+        await sender.publish("g", "hi")
+        assert (await subscriber.receive()).message == "hi"  # no envelope: plain JSON
+    assert exporter.get_finished_spans() == ()

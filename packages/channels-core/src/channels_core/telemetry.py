@@ -15,7 +15,8 @@ collects: no work per message. What costs per message is opt-in:
 - ``traces=True``: a span per publish, current while the message is encoded,
   whose W3C trace context (the propagation API: ``opentelemetry.propagate``)
   goes in the envelope; the subscribing channel, in any process, starts a
-  ``deliver`` span per message, child of that publish span.
+  ``deliver`` span per message, child of that publish span (sampled
+  traces only: the tracer provider's sampler decides at publish).
 
 An instrumented channel reads enveloped payloads and plain ones alike; a
 channel that is not instrumented skips enveloped payloads as undecodable, so
@@ -190,8 +191,8 @@ class _Observer:
     def wrap(self, group: str, payload: bytes) -> bytes:
         """`payload` in an envelope with the current trace context and the send time."""
         fields: dict[str, str] = {}
-        if self._tracer is not None:
-            self._inject(fields)
+        if self._tracer is not None and self._span_of().get_span_context().trace_flags.sampled:
+            self._inject(fields)  # a trace not sampled has no span to join: no context sent
         if self._record_latency is not None:
             fields[envelope.SENT_FIELD] = str(time.time_ns())
         return envelope.wrap(fields, payload)
@@ -207,7 +208,7 @@ class _Observer:
             self._record_latency(max(0.0, latency), self._attributes(group))
         if self._tracer is not None:
             context = self._extract(fields)
-            if self._span_of(context).get_span_context().is_valid:
+            if self._span_of(context).get_span_context().trace_flags.sampled:
                 attributes = self._attributes(group)
                 name = (
                     f"deliver {attributes[GROUP_ATTRIBUTE]}"
