@@ -1,6 +1,7 @@
 """CPU per message with metrics and traces on and off (issue #18).
 
     hatch run python -m benchmarks.telemetry [--url URL] [--messages N] [--repeat R] [--size BYTES]
+                                             [--mode MODE ...]
 
 One process publishes `messages` JSON messages of about `size` bytes to one
 subscriber of its own on `url` (default ``memory://``), on a channel that
@@ -18,7 +19,8 @@ the spans, so its thread's work is counted but no I/O), and the same with
 other spans are not recorded). The channel
 subscribes to its own messages, so each one's cost includes both ends. The
 modes alternate `repeat` times, so that a busy machine slows all alike; the
-medians of the process CPU time per message are printed. Needs
+medians of the process CPU time per message are printed. ``--mode``
+(repeatable) measures only those modes against "off". Needs
 ``opentelemetry-sdk`` (hatch's default environment has it).
 """
 
@@ -67,7 +69,9 @@ def instrumented(
     return prepare
 
 
-async def main(url: str, messages: int, repeat: int, size: int) -> dict[str, float]:
+async def main(
+    url: str, messages: int, repeat: int, size: int, modes: Sequence[str] = MODES
+) -> dict[str, float]:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     tracer_providers = {
@@ -77,10 +81,10 @@ async def main(url: str, messages: int, repeat: int, size: int) -> dict[str, flo
     for tracer_provider in tracer_providers.values():
         # a queue for a whole run: no span dropped before it is exported
         tracer_provider.add_span_processor(BatchSpanProcessor(Discarding(), max_queue_size=2**17))
-    samples: dict[str, list[float]] = {mode: [] for mode in MODES}
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
     await cpu_per_message(url, "json", messages // 10, size)  # warm up
     for _ in range(repeat):
-        for mode in MODES:
+        for mode in modes:
             prepare = instrumented(mode, provider, tracer_providers)
             samples[mode].append(await cpu_per_message(url, "json", messages, size, prepare))
     reader.get_metrics_data()  # what a scrape does; proves the numbers were there
@@ -91,12 +95,12 @@ async def main(url: str, messages: int, repeat: int, size: int) -> dict[str, flo
 
 
 if __name__ == "__main__":
-    args = parse_args(__doc__)
-    medians = anyio.run(main, args.url, args.messages, args.repeat, args.size)
+    args = parse_args(__doc__, MODES)
+    medians = anyio.run(main, args.url, args.messages, args.repeat, args.size, args.modes)
     off = medians["off"] * 1e6
     print(f"{args.size} B JSON messages, {args.url}, median of {args.repeat} alternating runs")
-    for mode in MODES:
-        cost = medians[mode] * 1e6
+    for mode, median in medians.items():
+        cost = median * 1e6
         print(
             f"{mode:>9}: {cost:7.2f} us CPU per message "
             f"({cost - off:+.2f} us, {100 * (cost - off) / off:+.1f}%)"
