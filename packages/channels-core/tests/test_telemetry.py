@@ -406,3 +406,16 @@ async def test_a_trace_not_sampled_sends_no_context() -> None:
         await sender.publish("g", "hi")
         assert (await subscriber.receive()).message == "hi"  # no envelope: plain JSON
     assert exporter.get_finished_spans() == ()
+
+
+async def test_instrumented_before_entering_and_across_reentries(
+    reader: InMemoryMetricReader, provider: MeterProvider
+) -> None:
+    channel = Channel.from_url("memory://")
+    instrument(channel, meter_provider=provider, delivery_latency=True)
+    for _ in range(2):  # each entry is a fresh connection, still instrumented
+        async with channel, channel.subscribe("g") as subscriber:
+            await channel.publish("g", "hi")
+            assert (await subscriber.receive()).message == "hi"
+            assert channel.stats().undecodable == 0
+    assert value(points(reader), "channels.delivery.latency").count == 2
