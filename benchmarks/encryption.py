@@ -17,7 +17,7 @@ import argparse
 import secrets
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -78,14 +78,24 @@ async def main(url: str, messages: int, repeat: int, size: int) -> dict[str, flo
     return {mode: statistics.median(values) for mode, values in samples.items()}
 
 
-def parse_args(doc: str) -> argparse.Namespace:
-    """``--url``, ``--messages``, ``--repeat`` and ``--size``, described by `doc`'s first line."""
+def parse_args(doc: str, modes: Sequence[str] = ()) -> argparse.Namespace:
+    """``--url``, ``--messages``, ``--repeat``, ``--size``, described by `doc`'s first line.
+
+    With `modes` (the first one the baseline), also ``--mode``, repeatable:
+    ``args.modes`` is the baseline and the modes given, or all of them.
+    """
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--url", default="memory://")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--size", type=int, default=1024)
-    return parser.parse_args()
+    if modes:
+        parser.add_argument("--mode", action="append", choices=modes[1:], dest="modes")
+    args = parser.parse_args()
+    if modes:
+        chosen = args.modes or modes
+        args.modes = tuple(mode for mode in modes if mode == modes[0] or mode in chosen)
+    return args
 
 
 if __name__ == "__main__":

@@ -19,17 +19,19 @@ pytestmark = pytest.mark.anyio
 
 
 def metric_values(reader: InMemoryMetricReader) -> dict[str, float]:
-    """``{metric name: value}`` of the counters (attributes left out)."""
+    """``{metric name: value}`` of the counters; ``channels.gaps`` by ``name/reason``."""
     data = reader.get_metrics_data()
     assert data is not None
-    return {
-        metric.name: point.value
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        for point in metric.data.data_points
-        if hasattr(point, "value")
-    }
+    found: dict[str, float] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    if hasattr(point, "value"):
+                        reason = (point.attributes or {}).get("channels.gap.reason")
+                        name = metric.name if reason is None else f"{metric.name}/{reason}"
+                        found[name] = point.value
+    return found
 
 
 async def test_redis_connection_killed(start_redis: Callable[..., RedisServer]) -> None:
@@ -55,7 +57,8 @@ async def test_redis_connection_killed(start_redis: Callable[..., RedisServer]) 
         provider.shutdown()
     assert found["channels.layer.connection_losses"] == 1
     assert found["channels.layer.reconnects"] == 1
-    assert found["channels.gaps"] == 1
+    assert found["channels.gaps/reconnect"] == 1
+    assert found["channels.gaps/overflow"] == found["channels.gaps/expired"] == 0
     assert found["channels.messages.published"] == 1
     assert found["channels.messages.delivered"] == 1
     assert found["channels.subscribers"] == 1

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from ._broker_state import BrokerState
+from .envelope import MAGIC
 from .event import Event
 from .exceptions import LossReason
 from .history import HistoryRead, Position, parse_position
@@ -25,6 +26,10 @@ from .subscriber import Subscriber
 logger = logging.getLogger("channels_core")
 
 _Members = dict[Subscriber, None]  # an insertion-ordered set
+
+#: ``unwrap(group, enveloped, live)``: the payload inside an envelope (`channels_core.envelope`);
+#: `live` is False for history replays (not a delivery to observe).
+Unwrap = Callable[[str, bytes, bool], bytes]
 
 
 class SubscriptionRegistry:
@@ -46,6 +51,11 @@ class SubscriptionRegistry:
         self.received = 0
         self.undecodable = 0
         self.gaps = 0
+        #: Gaps by reason: the layer's reports (`gaps`, also those the history
+        #: then fills), and ``since=`` replays the history no longer reaches ("expired").
+        self.gaps_by_reason: dict[str, int] = {"reconnect": 0, "overflow": 0, "expired": 0}
+        #: Set by `channels_core.telemetry.instrument`: reads enveloped payloads.
+        self.unwrap: Unwrap | None = None
         #: Overflow drops of the subscribers that have left, by policy (their
         #: own `Subscriber.dropped` counts the live ones).
         self.dropped_by_left: dict[str, int] = {"drop_oldest": 0, "drop_newest": 0}
@@ -112,9 +122,11 @@ class SubscriptionRegistry:
                 return True
         return False
 
-    def _decode(self, group: str, payload: bytes) -> Any:
+    def _decode(self, group: str, payload: bytes, live: bool = True) -> Any:
         """The decoded message, or `_UNDECODABLE` (logged and counted)."""
         try:
+            if self.unwrap is not None and payload.startswith(MAGIC):
+                payload = self.unwrap(group, payload, live)
             return self._loads(payload)
         except Exception as exc:
             self.undecodable += 1
@@ -173,6 +185,7 @@ class SubscriptionRegistry:
         """
         self.gaps += 1
         affected = self._groups.keys() if groups is None else set(groups) & self._groups.keys()
+        self.gaps_by_reason[reason] = self.gaps_by_reason.get(reason, 0) + 1
         recoverable: set[str] = set()
         if self.start_recovery is not None:
             recoverable = {group for group in affected if group in self.positions}
@@ -207,6 +220,8 @@ class SubscriptionRegistry:
         held = self._holds.get(subscriber, {}).pop(group, [])
         if not self._holds.get(subscriber, True):
             del self._holds[subscriber]
+        if not read.complete:
+            self.gaps_by_reason["expired"] += 1
         items = self._replayed(group, read, "expired", held)
         subscriber._replay(items)
         self._replayed_to.setdefault(subscriber, {})[group] = parse_position(read.head)
@@ -259,7 +274,7 @@ class SubscriptionRegistry:
         """The events of `read`, decoded (undecodable ones skipped and counted)."""
         events = []
         for position, payload in read.events:
-            message = self._decode(group, payload)
+            message = self._decode(group, payload, live=False)
             if message is not _UNDECODABLE:
                 events.append(Event(group, message, None, position))
         return events

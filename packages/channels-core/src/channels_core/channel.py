@@ -6,8 +6,7 @@ import enum
 import logging
 import math
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,7 +20,7 @@ from anyio.abc import TaskGroup
 from ._broker_state import BrokerCall
 from ._connecting import connected
 from ._names import check_name, check_names
-from ._registry import SubscriptionRegistry
+from ._registry import SubscriptionRegistry, Unwrap
 from .background import background_tasks
 from .discovery import layer_for_url
 from .event import Event
@@ -128,9 +127,13 @@ class Channel:
         self._recovery_round = 0  # bumped by each reconnect the layer reports
         self._recovering = False  # a recovery task is running
         self._health = HealthRecord()
-        #: Set by `channels_core.telemetry.instrument`: called with each
-        #: successful publish's duration in seconds; None (no cost) when off.
-        self._record_publish_duration: Callable[[float], None] | None = None
+        # Set by `channels_core.telemetry.instrument`; None (no cost) when off.
+        #: Publishes instead of the layer's publish (a span, the duration).
+        self._observed_publish: Callable[[str, Any], Awaitable[None]] | None = None
+        #: Puts the envelope (`channels_core.envelope`) around each encoded payload.
+        self._wrap_envelope: Callable[[str, bytes], bytes] | None = None
+        #: The registry's `SubscriptionRegistry.unwrap`: reads enveloped payloads.
+        self._unwrap_envelope: Unwrap | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -199,6 +202,7 @@ class Channel:
         self._loop = anyio.lowlevel.current_token()
         # A new registry: nothing carried over from an earlier session.
         self._registry = SubscriptionRegistry(self._codec.loads, self._encode)
+        self._registry.unwrap = self._unwrap_envelope
         self._published = 0
         self._recovering = False
         try:
@@ -271,20 +275,19 @@ class Channel:
         if the message cannot be carried.
         """
         self._check_open()
-        payload = self._encode(group, message)
-        record_duration = self._record_publish_duration
-        if record_duration is None:
-            await self._layer.publish(group, payload)
-        else:  # metrics on (channels_core.telemetry)
-            started = time.perf_counter()
-            await self._layer.publish(group, payload)
-            record_duration(time.perf_counter() - started)
+        observed_publish = self._observed_publish
+        if observed_publish is None:
+            await self._layer.publish(group, self._encode(group, message))
+        else:  # channels_core.telemetry: encodes and publishes in a span, timed
+            await observed_publish(group, message)
         self._published += 1
 
     def _encode(self, group: str, message: Any) -> bytes:
         """`message` as the layer carries it to `group`; the registry's `Inbox.encode`."""
         check_name(group, "group")
         payload = self._codec.dumps(message)
+        if self._wrap_envelope is not None:  # channels_core.telemetry
+            payload = self._wrap_envelope(group, payload)
         limit = self._layer.max_payload_bytes
         if limit is not None and len(payload) > limit:
             raise PayloadTooLargeError(
