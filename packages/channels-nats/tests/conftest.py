@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from channels_layer_nats import NatsChannelLayer
-from channels_layer_nats.testing import NatsCluster, NatsServer, ToolMissing
+from channels_layer_nats.testing import NatsCluster, NatsServer, ToolMissing, delete_history
 
 LayerMaker = Callable[..., NatsChannelLayer]
 
@@ -58,9 +58,14 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def namespace() -> str:
-    """A namespace of this test's own: no cross-talk on a shared server."""
-    return f"test-{uuid.uuid4().hex[:12]}"
+def namespace(nats_url: str) -> Iterator[str]:
+    """A namespace of this test's own: no cross-talk on a shared server.
+
+    Its history stream, if a test made one, is deleted afterwards.
+    """
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_history(nats_url, name)
 
 
 @pytest.fixture

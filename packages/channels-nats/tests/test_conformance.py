@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from channels_core.testing import BadOptions, ChannelLayerConformance, LayerFactory
+from channels_core.testing import (
+    BadOptions,
+    ChannelLayerConformance,
+    HistoryLayerFactory,
+    LayerFactory,
+)
 from channels_layer_nats import NatsChannelLayer
 
 
@@ -22,6 +27,11 @@ class TestNatsConformance(ChannelLayerConformance):
         return nats_url
 
     @pytest.fixture
+    def make_history_layer(self, nats_url: str, namespace: str) -> HistoryLayerFactory:
+        # In the test's namespace: its own stream, deleted afterwards.
+        return lambda **options: NatsChannelLayer.from_url(nats_url, namespace=namespace, **options)
+
+    @pytest.fixture
     def bad_options(self) -> BadOptions:
         return [
             ({"no_such_option": 1}, TypeError),
@@ -34,6 +44,9 @@ class TestNatsConformance(ChannelLayerConformance):
             ({"pending_size": 0}, ValueError),
             ({"reconnect_backoff": 1.0}, TypeError),
             ({"ssl": "yes"}, TypeError),
+            ({"history_size": -1}, ValueError),
+            ({"history_size": "10"}, TypeError),
+            ({"history_ttl": 5}, ValueError),  # without history_size
         ]
 
     @pytest.fixture
