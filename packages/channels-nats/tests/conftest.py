@@ -44,6 +44,15 @@ def nats_server() -> Iterator[NatsServer]:
 
 
 @pytest.fixture
+def js_server() -> Iterator[NatsServer]:
+    """A private server with a JetStream store of its own (it may lose it: `wipe_store`)."""
+    with tools_required():
+        server = NatsServer(jetstream=True)
+    with server:
+        yield server
+
+
+@pytest.fixture
 def nats_cluster() -> Iterator[NatsCluster]:
     """Three routed private servers (a test may kill any of them)."""
     with tools_required():

@@ -253,6 +253,10 @@ class Relay:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
         self._listener.close()
         self.cut()
         self._thread.join(timeout=5)

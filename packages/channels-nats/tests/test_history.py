@@ -1,0 +1,196 @@
+"""History on JetStream under faults: dropped connections, lost stores, reset streams.
+
+Each test runs its own ``nats-server`` with a JetStream store of its own
+(`NatsServer(jetstream=True)`), or a namespace of its own on the shared one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import nats
+import pytest
+
+from channels_core import Backoff, BrokerRefusedError, Channel, Event, MessagesLost, Subscriber
+from channels_layer_nats import NatsChannelLayer
+from channels_layer_nats.testing import NatsServer, Relay
+
+pytestmark = pytest.mark.anyio
+
+THRESHOLDS = (2_000, 5_000, 8_000)
+FAST = Backoff(initial=0.05, maximum=0.2)
+LayerMaker = Callable[..., NatsChannelLayer]
+
+
+def history_layer(url: str, **options: object) -> NatsChannelLayer:
+    settings: dict[str, object] = {
+        "reconnect_backoff": FAST,
+        "ping_interval": 1,
+        "history_size": 20_000,
+        **options,
+    }
+    return NatsChannelLayer.from_url(url, **settings)
+
+
+async def receive(subscriber: Subscriber) -> Event:
+    with anyio.fail_after(10):
+        return await subscriber.receive()
+
+
+async def test_a_dropped_subscriber_connection_loses_nothing(js_server: NatsServer) -> None:
+    """10,000 messages while the subscriber's connection is cut three times: all, once, in order.
+
+    Eight publishing tasks (an acked publish is a round trip: one task alone
+    takes four seconds); each numbers its own messages, so each one's order
+    is checked, and the positions prove the log order of them all.
+    """
+    publishers, each = 8, 1_250
+    count, received = publishers * each, []
+    with Relay(js_server.port) as relay:
+        listening = history_layer(relay.url)
+        async with (
+            Channel(history_layer(js_server.url)) as sender,
+            Channel(listening) as listener,
+            listener.subscribe("ticks", buffer_size=count) as subscriber,
+        ):
+
+            async def publish(publisher: int) -> None:
+                for number in range(each):
+                    await sender.publish("ticks", [publisher, number])
+
+            async def cut() -> None:
+                for threshold in THRESHOLDS:
+                    while len(received) < threshold:
+                        await anyio.sleep(0.005)
+                    assert relay.cut() == 1
+
+            async with anyio.create_task_group() as tasks:
+                for publisher in range(publishers):
+                    tasks.start_soon(publish, publisher)
+                tasks.start_soon(cut)
+                while len(received) < count:
+                    received.append(await receive(subscriber))  # MessagesLost fails the test
+        stats = listening.stats()
+    for publisher in range(publishers):
+        numbers = [event.message[1] for event in received if event.message[0] == publisher]
+        assert numbers == list(range(each))
+    sequences = [int(str(event.position).rsplit("-", 1)[1]) for event in received]
+    assert sequences == sorted(set(sequences))
+    assert (stats.connection_losses, stats.reconnects) == (3, 3)
+
+
+async def test_a_server_that_lost_its_store_is_a_reported_gap(js_server: NatsServer) -> None:
+    listening = history_layer(js_server.url)
+    async with (
+        Channel(listening) as listener,
+        Channel(history_layer(js_server.url)) as sender,
+        listener.subscribe("news") as subscriber,
+    ):
+        for number in range(5):
+            await sender.publish("news", number)
+        assert [(await receive(subscriber)).message for _ in range(5)] == list(range(5))
+        before = (await listener.history("news"))[-1].position
+        assert before is not None
+
+        def restart_without_store() -> None:
+            js_server.stop()
+            js_server.wipe_store()
+            js_server.start()
+
+        await anyio.to_thread.run_sync(restart_without_store)
+        with pytest.raises(MessagesLost) as gap:
+            await receive(subscriber)
+        assert gap.value.reason == "reconnect"
+        await sender.publish("news", "after")
+        after = await receive(subscriber)
+        assert after.message == "after"
+        assert after.position is not None
+        assert after.position.split("-")[0] != before.split("-")[0]  # a new epoch
+        with pytest.raises(MessagesLost) as expired:
+            await listener.history("news", since=before)
+        assert expired.value.reason == "expired"
+
+
+async def test_a_restart_with_its_store_recovers_silently(js_server: NatsServer) -> None:
+    listening = history_layer(js_server.url)
+    async with (
+        Channel(listening) as listener,
+        Channel(history_layer(js_server.url)) as sender,
+        listener.subscribe("kept") as subscriber,
+    ):
+        await sender.publish("kept", "before")
+        assert (await receive(subscriber)).message == "before"
+        await anyio.to_thread.run_sync(js_server.restart)
+        for number in range(20):  # waits for the sender's reconnect
+            await sender.publish("kept", number)
+        assert [(await receive(subscriber)).message for _ in range(20)] == list(range(20))
+        assert listening.stats().reconnects == 1
+
+
+async def test_a_stream_deleted_while_connected_is_a_reported_gap(
+    make_nats_layer: LayerMaker,
+) -> None:
+    """No reconnect: the live sequence restarting tells the subscriber the log was reset."""
+    listening = make_nats_layer(history_size=100)
+    async with (
+        Channel(listening) as listener,
+        Channel(make_nats_layer(history_size=100)) as sender,
+        listener.subscribe("reset") as subscriber,
+    ):
+        for number in range(3):
+            await sender.publish("reset", number)
+        first = [await receive(subscriber) for _ in range(3)]
+        client = await nats.connect(listening.url)
+        try:
+            assert listening.history_stream is not None
+            await client.jetstream().delete_stream(listening.history_stream)
+        finally:
+            await client.close()
+        await sender.publish("reset", "new log")  # makes the stream again: a new epoch
+        with pytest.raises(MessagesLost) as gap:
+            await receive(subscriber)
+        assert gap.value.reason == "reconnect"
+        event = await receive(subscriber)
+        assert event.message == "new log"
+        assert event.position is not None and first[0].position is not None
+        assert event.position.split("-")[0] != first[0].position.split("-")[0]
+        assert listening.stats().sequence_breaks == 1
+        await sender.publish("reset", "next")
+        assert (await receive(subscriber)).message == "next"  # the chain goes on, no new gap
+
+
+async def test_other_groups_traffic_does_not_break_a_groups_completeness(
+    make_nats_layer: LayerMaker,
+) -> None:
+    """Sequences are global: a busy neighbour trimmed by its own limit costs a quiet group nothing."""
+    async with Channel(make_nats_layer(history_size=3)) as channel:
+        await channel.publish("quiet", "q0")
+        (quiet,) = await channel.history("quiet")
+        for number in range(50):
+            await channel.publish("busy", number)
+        await channel.publish("quiet", "q1")
+        assert [e.message for e in await channel.history("quiet", since=quiet.position)] == ["q1"]
+        busy = await channel.history("busy")
+        assert [event.message for event in busy] == [47, 48, 49]
+        assert busy[0].position is not None and quiet.position is not None
+        with pytest.raises(MessagesLost):  # the busy group's own trimmed past is gone
+            await channel.history("busy", since=quiet.position.rsplit("-", 1)[0] + "-2")
+
+
+async def test_history_off_costs_no_headers_and_positions_are_none(
+    make_nats_layer: LayerMaker,
+) -> None:
+    layer = make_nats_layer()
+    async with Channel(layer) as channel, channel.subscribe("plain") as subscriber:
+        await channel.publish("plain", 1)
+        assert (await receive(subscriber)).position is None
+        assert layer.history_stream is None and not layer.keeps_history
+
+
+async def test_a_server_without_jetstream_refuses_history_clearly(
+    nats_server: NatsServer,
+) -> None:
+    with pytest.raises(BrokerRefusedError, match="JetStream"):
+        async with Channel(history_layer(nats_server.url, connect_timeout=2)):
+            pass
