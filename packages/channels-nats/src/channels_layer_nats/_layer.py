@@ -392,11 +392,11 @@ class NatsChannelLayer(ChannelLayer):
         self.max_payload_bytes = client.max_payload
         self._up.set()
         logger.warning(
-            "reconnected to %s after %d attempt(s) in %.1f s; messages published meanwhile were %s",
+            "reconnected to %s after %d attempt(s) in %.1f s; messages published meanwhile %s",
             self._shown,
             max(self._attempts, 1),
             anyio.current_time() - self._lost_at,
-            "missed" if self._log is None else "are read back from the history",
+            "were missed" if self._log is None else "are read back from the history",
         )
         if self._log is not None:
             self._resync(report=True)

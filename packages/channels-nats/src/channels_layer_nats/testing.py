@@ -21,6 +21,7 @@ stream (tests clean up after themselves on a shared server).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -206,10 +207,8 @@ class Relay:
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         return len(sockets) // 2
 
@@ -237,10 +236,8 @@ class Relay:
         except OSError:
             pass
         for sock in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -253,10 +250,8 @@ class Relay:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
         self._listener.close()
         self.cut()
         self._thread.join(timeout=5)
