@@ -53,6 +53,17 @@ def js_server() -> Iterator[NatsServer]:
 
 
 @pytest.fixture
+def nats_server_slow() -> Iterator[NatsServer]:
+    """A private JetStream server that closes a client it holds 256 KiB for (a slow consumer)."""
+    with tools_required():
+        server = NatsServer(
+            config='max_pending: 262144\nmax_payload: 65536\nwrite_deadline: "1s"\n', jetstream=True
+        )
+    with server:
+        yield server
+
+
+@pytest.fixture
 def nats_cluster() -> Iterator[NatsCluster]:
     """Three routed private servers (a test may kill any of them)."""
     with tools_required():

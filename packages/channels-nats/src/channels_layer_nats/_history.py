@@ -53,6 +53,7 @@ The epoch
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any
 
@@ -84,6 +85,10 @@ logger = logging.getLogger("channels_layer_nats")
 LOG_ROOT = "_chlog"
 #: Seconds an abandoned read's consumer outlives its reader on the server.
 _CONSUMER_IDLE = 30.0
+#: Bytes a history read asks for per round trip (well below a server's
+#: ``max_pending``, 64 MiB by default), and the largest batch.
+READ_BATCH_BYTES = 128 * 1024
+_MAX_BATCH = 1024
 _SEQUENCE = b"\r\nNats-Sequence: "
 _LAST = b"\r\nNats-Last-Sequence: "
 _STREAM_EXISTS = 10058  # JetStream's "stream name already in use" (other settings)
@@ -248,6 +253,12 @@ class JetStreamLog:
         That count is the consumer's at its creation: maybe a few more than
         up to `newest` (publishes meanwhile), never fewer, which keeps the
         completeness proof on the safe side.
+
+        A pull consumer, read in batches of about `READ_BATCH_BYTES`: a
+        consumer pushing a long history at full speed would overrun the
+        server's per-client ``max_pending``, and the server would cut the
+        connection as a slow consumer (the recovery then starting again,
+        forever). Each batch is one round trip.
         """
         assert self.epoch is not None
         live_subject = self.subjects.subject(group)
@@ -259,7 +270,6 @@ class JetStreamLog:
             consumer = await js.add_consumer(
                 self.stream,
                 ConsumerConfig(
-                    deliver_subject=inbox,
                     filter_subject=self.log_subject(live_subject),
                     ack_policy=AckPolicy.NONE,
                     deliver_policy=(
@@ -274,24 +284,38 @@ class JetStreamLog:
             name = consumer.name
             pending = consumer.num_pending or 0
             wanted = pending if limit is None else min(pending, limit)
+            next_batch = f"{js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{name}"
             events: list[tuple[str, bytes]] = []
-            read = 0
-            with anyio.fail_after(timeout):
-                while read < wanted:
-                    message = await subscription.next_msg(timeout=None)
-                    sequence = message.metadata.sequence.stream
-                    if sequence > newest:  # logged after the read began: live delivery has it
-                        break
-                    read += 1
-                    data = message.data
-                    if hashed:
-                        framed = self.subjects.unframe(live_subject, data)
-                        if framed is None or framed[0] != group:
-                            continue
-                        data = framed[1]
-                    events.append((format_position(self.epoch, sequence), data))
-                    if message.metadata.num_pending == 0:
-                        break
+            # Sized for the largest message the server takes, then for those seen.
+            read, done = 0, False
+            batch = max(1, min(_MAX_BATCH, READ_BATCH_BYTES // max(client.max_payload, 1)))
+            while read < wanted and not done:
+                batch = min(batch, wanted - read)
+                request = json.dumps({"batch": batch, "no_wait": True}).encode()
+                await client.publish(next_batch, request, reply=inbox)
+                largest = 1
+                with anyio.fail_after(timeout):
+                    for _ in range(batch):
+                        message = await subscription.next_msg(timeout=None)
+                        if not message.reply:  # a status: no more messages (expired meanwhile)
+                            done = True
+                            break
+                        sequence = message.metadata.sequence.stream
+                        if sequence > newest:  # logged after the read began: live has it
+                            done = True
+                            break
+                        read += 1
+                        data = message.data
+                        largest = max(largest, len(data))
+                        if message.metadata.num_pending == 0:
+                            done = True
+                        if hashed:
+                            framed = self.subjects.unframe(live_subject, data)
+                            if framed is None or framed[0] != group:
+                                continue
+                            data = framed[1]
+                        events.append((format_position(self.epoch, sequence), data))
+                batch = max(1, min(_MAX_BATCH, READ_BATCH_BYTES // largest))
             return events, pending
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
