@@ -52,4 +52,6 @@ class TestNatsConformance(ChannelLayerConformance):
     @pytest.fixture
     def secret_url(self) -> str:
         # Port 1 refuses at once: connecting fails, and its error must not show the secrets.
-        return "nats://app:hunter2@127.0.0.1:1?token=t0k3n&connect_timeout=0.5"
+        # (A well-formed NKEY seed of 32 bytes 0..31: a test key, trusted by no server.)
+        seed = "SUAAAAICAMCAKBQHBAEQUCYMBUHA6EARCIJRIFIWC4MBSGQ3DQOR4H776Y"
+        return f"nats://app:hunter2@127.0.0.1:1?token=t0k3n&nkey_seed={seed}&connect_timeout=0.5"

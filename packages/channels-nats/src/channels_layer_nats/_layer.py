@@ -151,6 +151,7 @@ class NatsChannelLayer(ChannelLayer):
         self._secrets = [*url_secrets(url), self.options.token, self.options.nkey_seed]
         self._subjects = Subjects(self.options.namespace)
         settings = self.options
+        _check_nkeys(settings)
         if settings.history_ttl is not None and not settings.history_size:
             raise ValueError(
                 "history_ttl needs history_size > 0 (the events kept per group); "
@@ -272,7 +273,15 @@ class NatsChannelLayer(ChannelLayer):
                 with translate_errors(
                     NATS_ERRORS, what=self._what("connect to"), secrets=self._secrets
                 ):
-                    await client.connect(**self._client_options(on_error))
+                    try:
+                        await client.connect(**self._client_options(on_error))
+                    except Exception as exc:
+                        if type(exc).__module__.partition(".")[0] != "nkeys":
+                            raise
+                        raise BrokerRefusedError(  # a bad seed in a seed or .creds file
+                            f"could not sign in to {self._shown}: the NKEY seed in "
+                            "nkey_seed_file or credentials_file is not valid"
+                        ) from None
             if refusal:
                 raise BrokerRefusedError(
                     f"{self._shown} refused the connection: {self._masked(refusal[-1])}. "
@@ -806,6 +815,24 @@ class NatsChannelLayer(ChannelLayer):
                 self._unmatched += 1
 
         return on_message
+
+
+def _check_nkeys(settings: NatsLayerOptions) -> None:
+    """NKEY options need the ``nkeys`` package; a seed given as text must be one (never shown)."""
+    if not (settings.nkey_seed or settings.nkey_seed_file or settings.credentials_file):
+        return
+    try:
+        import nkeys  # type: ignore[import-untyped]
+    except ImportError:
+        raise ValueError(
+            "nkey_seed, nkey_seed_file and credentials_file need the nkeys package: "
+            "pip install 'channels-layer-nats[nkeys]'"
+        ) from None
+    if settings.nkey_seed:
+        try:
+            nkeys.from_seed(bytearray(settings.nkey_seed.encode()))
+        except Exception:
+            raise ValueError("nkey_seed is not a valid NKEY seed (SU...)") from None
 
 
 async def _publish_core(client: RoutingClient, subject: str, data: bytes) -> None:
