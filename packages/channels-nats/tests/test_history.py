@@ -191,3 +191,25 @@ async def test_a_server_without_jetstream_refuses_history_clearly(
     with pytest.raises(BrokerRefusedError, match="JetStream"):
         async with Channel(history_layer(nats_server.url, connect_timeout=2)):
             pass
+
+
+async def test_other_settings_in_one_namespace_the_last_to_connect_sets_them(
+    make_nats_layer: LayerMaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = make_nats_layer(history_size=5)
+    async with Channel(first) as before:
+        for number in range(10):
+            await before.publish("shared", number)
+        async with Channel(make_nats_layer(history_size=8, history_ttl=60)) as after:
+            assert "the last layer to connect decides" in caplog.text
+            for number in range(10, 20):
+                await after.publish("shared", number)
+            await before.history("shared")  # reading never changes the settings back
+            assert [event.message for event in await after.history("shared")] == list(range(12, 20))
+        client = await nats.connect(first.url)
+        try:
+            assert first.history_stream is not None
+            config = (await client.jetstream().stream_info(first.history_stream)).config
+        finally:
+            await client.close()
+    assert (config.max_msgs_per_subject, config.max_age) == (8, 60)

@@ -156,17 +156,24 @@ class JetStreamLog:
             republish=RePublish(src=captured, dest=f"{self._live_root}.>"),
         )
 
-    async def refresh(self, js: JetStreamContext) -> StreamInfo:
-        """The stream's info, making it (or setting our limits on it) first if needed.
+    async def refresh(self, js: JetStreamContext, adjust: bool = False) -> StreamInfo:
+        """The stream's info (and epoch), making the stream first if it is gone.
 
-        Two layers of one namespace with other history settings: the last
-        to connect sets them, with a warning (a rolling change of settings
-        then works; positions stay valid).
+        With `adjust` (on connect), our limits are set on a stream that has
+        others: two layers of one namespace with other history settings,
+        the last to connect sets them, with a warning (a rolling change of
+        settings then works; positions stay valid).
         """
         try:
             info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
             info = await self._create(js)
+        if adjust:
+            info = await self._adjust(js, info)
+        self.epoch = _epoch(info)
+        return info
+
+    async def _adjust(self, js: JetStreamContext, info: StreamInfo) -> StreamInfo:
         config = info.config
         wanted = self.config()
         if (
@@ -185,7 +192,6 @@ class JetStreamLog:
                 self.ttl,
             )
             info = await js.update_stream(wanted)
-        self.epoch = _epoch(info)
         return info
 
     async def _create(self, js: JetStreamContext) -> StreamInfo:

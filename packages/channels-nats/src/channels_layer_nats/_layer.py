@@ -302,7 +302,7 @@ class NatsChannelLayer(ChannelLayer):
             self._up.set()
             if self._log is not None:
                 self._js = client.jetstream(timeout=self.options.subscribe_timeout)
-                await self._refresh_log(self._js)
+                await self._refresh_log(self._js, adjust=True)
             async with background_tasks() as tasks:
                 self._tasks = tasks
                 yield
@@ -324,14 +324,14 @@ class NatsChannelLayer(ChannelLayer):
             self._last.clear()
             self._resyncing = self._report_loss = False
 
-    async def _refresh_log(self, js: JetStreamContext) -> None:
-        """Make or check the history stream and read its epoch (history on)."""
+    async def _refresh_log(self, js: JetStreamContext, adjust: bool = False) -> None:
+        """Make (or with `adjust`, set our limits on) the history stream; read its epoch."""
         assert self._log is not None
         with translate_errors(
             NATS_ERRORS, what=self._what("set up the history stream on"), secrets=self._secrets
         ):
             try:
-                await self._log.refresh(js)
+                await self._log.refresh(js, adjust)
             except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
                 raise BrokerRefusedError(
                     f"{self._shown} has no JetStream, which history_size needs: start the "
