@@ -63,6 +63,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DEFAULT_PREFIX,
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
@@ -213,8 +214,11 @@ class JetStreamLog:
     ) -> HistoryRead:
         """`group`'s log as `ChannelLayer.read_history` documents it (see the module doc).
 
-        Reads through a short-lived consumer filtered on the group's log
-        subject: the server pushes the messages without a round trip each.
+        One round trip for the stream's state (and epoch), then a
+        short-lived consumer filtered on the group's log subject (`_consume`).
+        Without `after`, the whole retained log is read and the newest
+        `limit` kept: a group's messages are not contiguous in the stream,
+        so "the last N" has no sequence to start from.
         """
         info = await self.refresh(js)
         assert self.epoch is not None
@@ -290,7 +294,7 @@ class JetStreamLog:
             name = consumer.name
             pending = consumer.num_pending or 0
             wanted = pending if limit is None else min(pending, limit)
-            next_batch = f"{js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{name}"
+            next_batch = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{name}"
             events: list[tuple[str, bytes]] = []
             # Sized for the largest message the server takes, then for those seen.
             read, done = 0, False

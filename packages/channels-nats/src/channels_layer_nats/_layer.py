@@ -305,6 +305,8 @@ class NatsChannelLayer(ChannelLayer):
                 await self._refresh_log(self._js, adjust=True)
             async with background_tasks() as tasks:
                 self._tasks = tasks
+                if self._held is not None:  # a reconnect came before the task group
+                    self._resync(report=True)
                 yield
         finally:
             self._closing = True
