@@ -5,8 +5,10 @@
 Each figure is measured in its own namespace (its stream deleted after):
 publishes per second with history off and on (one task, sixteen tasks),
 messages per second delivered 1->1, the bytes a live message and a stored
-one carry, how fast a history is read back, and for comparison what an
-unacknowledged publish into the stream would do (the design not taken).
+one carry, how fast a history is read back, for comparison what an
+unacknowledged publish into the stream would do (the design not taken),
+and a recovery scenario on a private server: the subscriber's connection
+cut every second under load (`Relay`), messages lost and recovery times.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import anyio
 import nats
 from nats.aio.msg import Msg
 
-from channels_core import Channel
+from channels_core import Backoff, Channel, MessagesLost
 from channels_layer_nats import NatsChannelLayer
-from channels_layer_nats.testing import delete_history
+from channels_layer_nats.testing import NatsServer, Relay, delete_history
 
 COUNT = 10_000
 
@@ -130,5 +132,65 @@ def _header_bytes(message: Msg) -> int:
     return len(b"NATS/1.0\r\n") + sum(len(f"{k}: {v}\r\n") for k, v in headers.items()) + 2
 
 
+async def recovery(cuts: int = 10, rate: float = 1_000.0) -> None:
+    """Cut the subscriber's connection every second while ~`rate` messages/s are published.
+
+    Recovery time: from a cut until the subscriber receives the first
+    message published after it (reconnect, epoch re-read, log read, handover).
+    """
+    options: dict[str, object] = {
+        "history_size": 100_000,
+        "reconnect_backoff": Backoff(initial=0.05, maximum=0.2),
+    }
+    with NatsServer(jetstream=True) as server, Relay(server.port) as relay:
+        async with (
+            Channel(NatsChannelLayer(server.url, **options)) as sender,
+            Channel(NatsChannelLayer(relay.url, **options)) as receiver,
+            receiver.subscribe("load", buffer_size=100_000) as subscriber,
+        ):
+            published, received, lost = 0, -1, 0
+            cut_at: list[tuple[float, int]] = []  # (when, first number after it)
+            times: list[float] = []
+            finished = anyio.Event()
+
+            async def publish() -> None:
+                nonlocal published
+                while not finished.is_set():
+                    await sender.publish("load", published)
+                    published += 1
+                    await anyio.sleep(1 / rate)
+
+            async def cut() -> None:
+                for _ in range(cuts):
+                    await anyio.sleep(1)
+                    cut_at.append((time.perf_counter(), published))
+                    relay.cut()
+                await anyio.sleep(1)
+                finished.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(publish)
+                group.start_soon(cut)
+                while not finished.is_set() or received < published - 1:
+                    try:
+                        with anyio.fail_after(10):
+                            number = (await subscriber.receive()).message
+                    except MessagesLost:
+                        lost += 1
+                        continue
+                    if number != received + 1:
+                        lost += 1
+                    received = number
+                    while cut_at and number >= cut_at[0][1]:
+                        times.append(time.perf_counter() - cut_at.pop(0)[0])
+        times.sort()
+        p50, worst = times[len(times) // 2] * 1000, times[-1] * 1000
+        print(
+            f"recovery: {cuts} cuts, one a second, {published:,} messages published; "
+            f"{lost} lost or out of order; recovery time p50 {p50:.0f} ms, max {worst:.0f} ms"
+        )
+
+
 if __name__ == "__main__":
     anyio.run(main, sys.argv[1] if len(sys.argv) > 1 else "nats://127.0.0.1:4222")
+    anyio.run(recovery)
