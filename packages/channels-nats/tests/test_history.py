@@ -213,3 +213,20 @@ async def test_other_settings_in_one_namespace_the_last_to_connect_sets_them(
         finally:
             await client.close()
     assert (config.max_msgs_per_subject, config.max_age) == (8, 60)
+
+
+async def test_a_predecessor_expired_by_ttl_is_no_gap(make_nats_layer: LayerMaker) -> None:
+    """The next message names no predecessor (it expired): checked once, delivered, no loss."""
+    listening = make_nats_layer(history_size=10, history_ttl=0.3)
+    async with (
+        Channel(listening) as listener,
+        Channel(make_nats_layer(history_size=10, history_ttl=0.3)) as sender,
+        listener.subscribe("sparse") as subscriber,
+    ):
+        await sender.publish("sparse", "a")
+        assert (await receive(subscriber)).message == "a"
+        await anyio.sleep(1)  # the TTL itself is what is tested
+        for message in ("b", "c", "d"):
+            await sender.publish("sparse", message)
+            assert (await receive(subscriber)).message == message  # a MessagesLost fails
+        assert listening.stats().sequence_breaks == 1

@@ -461,12 +461,14 @@ class NatsChannelLayer(ChannelLayer):
             return
         if pattern is None:
             last = self._last.get(group)
-            self._last[group] = sequence
             if last is not None and previous != last:
                 self._sequence_breaks += 1
+                # Held with its chain taken as it says: released, it follows on.
+                self._last[group] = previous
                 self._resync(report=previous > last or sequence <= last)
                 self._hold_message((group, data, pattern, sequence, previous))
                 return
+            self._last[group] = sequence
         self._deliver_logged(group, data, pattern, sequence)
 
     def _deliver_logged(self, group: str, data: bytes, pattern: str | None, sequence: int) -> None:
