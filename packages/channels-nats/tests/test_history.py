@@ -230,3 +230,22 @@ async def test_a_predecessor_expired_by_ttl_is_no_gap(make_nats_layer: LayerMake
             await sender.publish("sparse", message)
             assert (await receive(subscriber)).message == message  # a MessagesLost fails
         assert listening.stats().sequence_breaks == 1
+
+
+HOSTILE = [".", "a..b", "*", ">", "a.*.>", "~", "~h" + "0" * 32, "_chlog.~.x", "x" * 300, "é.ü"]
+
+
+async def test_hostile_group_names_keep_their_own_logs(make_nats_layer: LayerMaker) -> None:
+    """Names that look like wildcards, escapes, hashes or the log's own subjects."""
+    async with Channel(make_nats_layer(history_size=10)) as channel:
+        for group in HOSTILE:
+            await channel.publish(group, [group, 1])
+        for group in HOSTILE:
+            async with channel.subscribe(
+                group, since=(await channel.history(group))[0].position
+            ) as subscriber:
+                await channel.publish(group, [group, 2])
+                assert (await receive(subscriber)).message == [group, 2]
+            assert [e.message for e in await channel.history(group)] == [[group, 1], [group, 2]]
+    with pytest.raises(ValueError, match="_chlog"):
+        make_nats_layer(namespace="_chlog.app", history_size=10)

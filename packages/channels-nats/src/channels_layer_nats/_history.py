@@ -131,6 +131,11 @@ class JetStreamLog:
     """The namespace's stream: made or adjusted on connect, read for history."""
 
     def __init__(self, subjects: Subjects, size: int, ttl: float | None) -> None:
+        if subjects.namespace.partition(".")[0] == LOG_ROOT:
+            raise ValueError(
+                f"with history on, the namespace cannot start with {LOG_ROOT!r}: the "
+                "history's own subjects start with it"
+            )
         self.subjects = subjects
         self.size = size
         self.ttl = ttl
