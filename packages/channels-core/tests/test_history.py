@@ -145,24 +145,53 @@ async def test_recovery_under_a_running_publisher_has_no_gap_and_no_duplicate() 
         assert channel.stats().gaps == 20
 
 
-async def test_pattern_subscribers_are_told_of_a_reconnect() -> None:
+async def test_pattern_subscribers_are_told_of_every_reconnect_never_a_false_complete() -> None:
+    """The log is per group: a pattern's matches during the outage cannot be listed.
+
+    So a pattern subscriber gets ``MessagesLost("reconnect")`` after every
+    reconnect, even one where nothing was published, whether or not a named
+    subscriber of a matching group recovers (silently) beside it; it never
+    gets the outage's events as if nothing had happened.
+    """
     hub = MemoryHub()
-    flaky = FlakyMemoryLayer(hub, history_size=10)
+    flaky, flaky_too = FlakyMemoryLayer(hub, history_size=10), FlakyMemoryLayer(hub)
     async with (
         Channel(flaky) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=10)) as publisher,
+        Channel(flaky_too) as patterns_only,
         channel.subscribe_pattern("room.*") as by_pattern,
         channel.subscribe("room.1") as by_name,
+        patterns_only.subscribe_pattern("room.*") as alone,
     ):
-        await channel.publish("room.1", "first")
-        assert (await _receive(by_pattern)).message == "first"
-        assert (await _receive(by_name)).message == "first"
-        flaky.drop_link()
-        flaky.restore_link()
-        with pytest.raises(MessagesLost, match="connection was lost"):
-            await _receive(by_pattern)
-        await channel.publish("room.1", "second")
-        assert (await _receive(by_name)).message == "second"
-        assert (await _receive(by_pattern)).message == "second"
+        await publisher.publish("room.1", "first")
+        for subscriber in (by_pattern, by_name, alone):
+            assert (await _receive(subscriber)).message == "first"
+        for layer in (flaky, flaky_too):
+            layer.drop_link()
+        await publisher.publish("room.1", "missed on room.1")
+        await publisher.publish("room.2", "missed on room.2")  # only the patterns match it
+        for layer in (flaky, flaky_too):
+            layer.restore_link()
+        await publisher.publish("room.2", "after on room.2")
+        await publisher.publish("room.1", "after on room.1")
+        assert await _messages(by_name, 2) == ["missed on room.1", "after on room.1"]
+        for subscriber in (by_pattern, alone):
+            with pytest.raises(MessagesLost) as lost:
+                await _receive(subscriber)
+            assert (lost.value.reason, lost.value.count) == ("reconnect", None)
+            assert await _messages(subscriber, 2) == ["after on room.2", "after on room.1"]
+            await _nothing_more(subscriber)
+        await _nothing_more(by_name)
+
+        for layer in (flaky, flaky_too):  # a quiet outage: still not provably complete
+            layer.drop_link()
+            layer.restore_link()
+        for subscriber in (by_pattern, alone):
+            with pytest.raises(MessagesLost) as lost:
+                await _receive(subscriber)
+            assert lost.value.reason == "reconnect"
+        await _nothing_more(by_name)
+        assert (channel.stats().gaps, patterns_only.stats().gaps) == (2, 2)
 
 
 async def test_without_history_a_reconnect_is_a_gap() -> None:
