@@ -249,3 +249,32 @@ async def test_hostile_group_names_keep_their_own_logs(make_nats_layer: LayerMak
             assert [e.message for e in await channel.history(group)] == [[group, 1], [group, 2]]
     with pytest.raises(ValueError, match="_chlog"):
         make_nats_layer(namespace="_chlog.app", history_size=10)
+
+
+async def test_a_long_history_is_read_in_batches_beyond_the_timeout(
+    make_nats_layer: LayerMaker,
+) -> None:
+    """20,000 events take longer than `subscribe_timeout`: each batch has it, not the read."""
+    count = 20_000
+    layer = make_nats_layer(history_size=count, subscribe_timeout=0.3)
+    async with Channel(layer) as channel:
+        filler = await nats.connect(layer.url)  # fast set-up: straight into the log subject
+        try:
+            subject = f"_chlog.{layer.options.namespace}.~.{layer.subject('long').split('.', 1)[1]}"
+            for number in range(count):
+                await filler.publish(subject, str(number).encode())
+            assert layer.history_stream is not None
+            stream = layer.history_stream
+            for _ in range(200):  # stored a moment after the server got them
+                if (await filler.jetstream().stream_info(stream)).state.messages == count:
+                    break
+                await anyio.sleep(0.05)
+            else:
+                pytest.fail("the stream did not store the set-up messages within 10 s")
+        finally:
+            await filler.close()
+        started = anyio.current_time()
+        events = await channel.history("long")
+        took = anyio.current_time() - started
+    assert [event.message for event in events] == list(range(count))
+    assert took > 0.3, f"read in {took:.2f} s: not longer than the timeout, proves nothing"

@@ -431,11 +431,21 @@ class NatsChannelLayer(ChannelLayer):
             NATS_ERRORS, what=self._what("read the history on"), secrets=self._secrets
         ):
 
-            async def attempt() -> HistoryRead:
-                client = await self._wait_until_up()
+            async def read(client: RoutingClient) -> HistoryRead:
                 assert self._js is not None
                 timeout = self.options.subscribe_timeout
                 return await log.read(client, self._js, group, after, limit, timeout)
+
+            async def first() -> HistoryRead:
+                # Unbounded as a whole: a long log takes many batches, each
+                # one bounded by `subscribe_timeout` in `JetStreamLog.read`.
+                client = self._connected_client()
+                if not (client.is_connected and self._up.is_set()):
+                    raise _Disconnected("the NATS client is reconnecting")
+                return await read(client)
+
+            async def attempt() -> HistoryRead:
+                return await read(await self._wait_until_up())
 
             return await call_with_deadline(
                 attempt,
@@ -443,6 +453,7 @@ class NatsChannelLayer(ChannelLayer):
                 retry_on=(_Disconnected,),
                 what=self._what("read the history on"),
                 backoff=self.options.reconnect_backoff,
+                first_attempt=first,
             )
 
     def _on_logged(
