@@ -29,14 +29,17 @@ Why a position is provably complete
     What the stream's limits guarantee is that they only ever remove the
     *oldest* messages: ``max_age`` from the front of the whole stream,
     ``max_msgs_per_subject`` from the front of one subject (the layer never
-    deletes single messages). So, reading group G after sequence S:
+    deletes single messages). So, once group G has been read after sequence
+    S (checked *after* the read: a message removed while it ran is caught):
 
-    * if the stream's first sequence is at most S+1, no message after S was
-      removed by age;
-    * if fewer than ``max_msgs_per_subject`` messages of G follow S, none of
-      them was pushed out by the size limit (that leaves that many after it).
+    * if message S is still in the stream, on G's subject, nothing after it
+      was removed (the usual case: S is the last event delivered);
+    * else (S was the head of an empty log, or is gone), if the stream's
+      first sequence is at most S+1, nothing after S expired, and if G's
+      subject holds fewer than ``max_msgs_per_subject`` messages, none was
+      pushed out by the size limit (that leaves the subject full).
 
-    Both: complete. Otherwise ``complete=False``, even if in fact nothing
+    Either: complete. Otherwise ``complete=False``, even if in fact nothing
     was lost (exactly `history_size` messages after S, say): a recovery is
     never claimed without proof. A purge, or a limit lowered by hand, is not
     covered by the proof: do not purge a stream that recovery relies on.
@@ -228,31 +231,38 @@ class JetStreamLog:
         """
         info = await self.refresh(js)
         assert self.epoch is not None
-        epoch, state = self.epoch, info.state
-        newest, first = state.last_seq, state.first_seq
-        size = info.config.max_msgs_per_subject or -1
+        epoch, newest = self.epoch, info.state.last_seq
         head = format_position(epoch, newest)
         start: int | None = None  # the first sequence to read (None: the oldest retained)
-        complete = True
         if after is not None:
             since = parse_position(after, "after")
-            if since.epoch != epoch or len(since.offset) != 1:
-                complete = False
-            elif since.offset[0] >= newest:
-                return HistoryRead([], True, head)
-            else:
+            if since.epoch == epoch and len(since.offset) == 1:
+                if since.offset[0] >= newest:  # nothing after it yet: live delivery has the rest
+                    return HistoryRead([], True, head)
                 start = since.offset[0] + 1
-                complete = first <= start
         elif limit == 0:
             return HistoryRead([], True, head)
-        events, following = await self._consume(
+        events = await self._consume(
             client, js, group, start, newest, limit if after is not None else None, timeout
         )
-        if after is None and limit is not None:
-            events = events[len(events) - limit :] if limit else []
-        elif start is not None and complete and 0 < size <= following:
-            complete = False
+        if after is None:
+            return HistoryRead(events[len(events) - limit :] if limit else events, True, head)
+        complete = start is not None and await self._proven(js, group, start - 1)
         return HistoryRead(events, complete, head)
+
+    async def _proven(self, js: JetStreamContext, group: str, since: int) -> bool:
+        """Whether nothing of `group` after sequence `since` was removed (see the module doc)."""
+        subject = self.log_subject(self.subjects.subject(group))
+        try:
+            kept = await js.get_msg(self.stream, seq=since) if since else None
+        except nats.js.errors.NotFoundError:
+            kept = None
+        if kept is not None and kept.subject == subject:
+            return True
+        info = await js.stream_info(self.stream, subjects_filter=subject)
+        size = info.config.max_msgs_per_subject or -1
+        retained = (info.state.subjects or {}).get(subject, 0)
+        return info.state.first_seq <= since + 1 and (size <= 0 or retained < size)
 
     async def _consume(
         self,
@@ -263,12 +273,8 @@ class JetStreamLog:
         newest: int,
         limit: int | None,
         timeout: float,
-    ) -> tuple[list[tuple[str, bytes]], int]:
-        """The first `limit` events of `group` from `start` up to `newest`; how many follow `start`.
-
-        That count is the consumer's at its creation: maybe a few more than
-        up to `newest` (publishes meanwhile), never fewer, which keeps the
-        completeness proof on the safe side.
+    ) -> list[tuple[str, bytes]]:
+        """The first `limit` events of `group` from `start` (None: the oldest) up to `newest`.
 
         A pull consumer, read in batches of about `READ_BATCH_BYTES`: a
         consumer pushing a long history at full speed would overrun the
@@ -332,7 +338,7 @@ class JetStreamLog:
                             data = framed[1]
                         events.append((format_position(self.epoch, sequence), data))
                 batch = max(1, min(_MAX_BATCH, READ_BATCH_BYTES // largest))
-            return events, pending
+            return events
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 try:
