@@ -20,8 +20,9 @@ How a publish is logged and delivered live in one step
     a header (two publishes, not atomic, possibly out of order between
     publishers). The costs of this one (figures in the README, from
     ``measure_history.py``): an acknowledged publish, a round trip where a
-    core publish has none (one publishing task: 2,875/s against 40,823/s),
-    and 147 bytes of headers on each live message.
+    core publish has none (one publishing task: 10-50x slower, about
+    2,800/s on the test machine), and 147 bytes of headers on each live
+    message.
 
 Why a position is provably complete
     Stream sequences are global: a group's messages are not contiguous, so
