@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from channels_layer_nats import NatsChannelLayer
-from channels_layer_nats.testing import NatsCluster, NatsServer, ToolMissing
+from channels_layer_nats.testing import NatsCluster, NatsServer, ToolMissing, delete_history
 
 LayerMaker = Callable[..., NatsChannelLayer]
 
@@ -44,6 +44,26 @@ def nats_server() -> Iterator[NatsServer]:
 
 
 @pytest.fixture
+def js_server() -> Iterator[NatsServer]:
+    """A private server with a JetStream store of its own (it may lose it: `wipe_store`)."""
+    with tools_required():
+        server = NatsServer(jetstream=True)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def nats_server_slow() -> Iterator[NatsServer]:
+    """A private JetStream server that closes a client it holds 256 KiB for (a slow consumer)."""
+    with tools_required():
+        server = NatsServer(
+            config='max_pending: 262144\nmax_payload: 65536\nwrite_deadline: "1s"\n', jetstream=True
+        )
+    with server:
+        yield server
+
+
+@pytest.fixture
 def nats_cluster() -> Iterator[NatsCluster]:
     """Three routed private servers (a test may kill any of them)."""
     with tools_required():
@@ -58,9 +78,14 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def namespace() -> str:
-    """A namespace of this test's own: no cross-talk on a shared server."""
-    return f"test-{uuid.uuid4().hex[:12]}"
+def namespace(nats_url: str) -> Iterator[str]:
+    """A namespace of this test's own: no cross-talk on a shared server.
+
+    Its history stream, if a test made one, is deleted afterwards.
+    """
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_history(nats_url, name)
 
 
 @pytest.fixture

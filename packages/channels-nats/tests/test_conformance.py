@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from channels_core.testing import BadOptions, ChannelLayerConformance, LayerFactory
+from channels_core.testing import (
+    BadOptions,
+    ChannelLayerConformance,
+    HistoryLayerFactory,
+    LayerFactory,
+)
 from channels_layer_nats import NatsChannelLayer
 
 
@@ -22,6 +27,11 @@ class TestNatsConformance(ChannelLayerConformance):
         return nats_url
 
     @pytest.fixture
+    def make_history_layer(self, nats_url: str, namespace: str) -> HistoryLayerFactory:
+        # In the test's namespace: its own stream, deleted afterwards.
+        return lambda **options: NatsChannelLayer.from_url(nats_url, namespace=namespace, **options)
+
+    @pytest.fixture
     def bad_options(self) -> BadOptions:
         return [
             ({"no_such_option": 1}, TypeError),
@@ -34,9 +44,14 @@ class TestNatsConformance(ChannelLayerConformance):
             ({"pending_size": 0}, ValueError),
             ({"reconnect_backoff": 1.0}, TypeError),
             ({"ssl": "yes"}, TypeError),
+            ({"history_size": -1}, ValueError),
+            ({"history_size": "10"}, TypeError),
+            ({"history_ttl": 5}, ValueError),  # without history_size
         ]
 
     @pytest.fixture
     def secret_url(self) -> str:
         # Port 1 refuses at once: connecting fails, and its error must not show the secrets.
-        return "nats://app:hunter2@127.0.0.1:1?token=t0k3n&connect_timeout=0.5"
+        # (A well-formed NKEY seed of 32 bytes 0..31: a test key, trusted by no server.)
+        seed = "SUAAAAICAMCAKBQHBAEQUCYMBUHA6EARCIJRIFIWC4MBSGQ3DQOR4H776Y"
+        return f"nats://app:hunter2@127.0.0.1:1?token=t0k3n&nkey_seed={seed}&connect_timeout=0.5"

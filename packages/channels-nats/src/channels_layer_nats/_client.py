@@ -22,8 +22,9 @@ from nats.aio.subscription import Subscription
 
 __all__ = ["Handler", "RoutingClient"]
 
-#: Called with the subject (bytes, as received) and the data of each message.
-Handler = Callable[[bytes, bytes], None]
+#: Called with the subject (bytes, as received), the data and the raw header
+#: block (None without headers) of each message.
+Handler = Callable[[bytes, bytes, bytes | None], None]
 
 
 class RoutingClient(Client):
@@ -54,4 +55,4 @@ class RoutingClient(Client):
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
-        handler(subject, data)
+        handler(subject, data, headers)

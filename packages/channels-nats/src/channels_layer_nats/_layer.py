@@ -1,9 +1,10 @@
 """`NatsChannelLayer`: channels-core's layer protocol over NATS core pub/sub (nats-py).
 
 Pieces: `_subjects` maps groups to subjects, `_options` reads the URL and
-options, `_client` routes messages in wire order. This module ties them to
-the core's protocol: connecting, publishing, subscribing, reconnect
-signals and counters.
+options, `_client` routes messages in wire order, `_history` keeps the
+JetStream log (history on). This module ties them to the core's protocol:
+connecting, publishing, subscribing, reconnect signals, positions and
+counters.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import itertools
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Self
 
 import anyio
 import nats.errors
+import nats.js.errors
+from anyio.abc import TaskGroup
 from nats.aio.client import Server
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 
 from channels_core import (
     BrokerRefusedError,
@@ -32,14 +36,17 @@ from channels_core import (
     Inbox,
     LayerStats,
     PayloadTooLargeError,
+    background_tasks,
     call_with_deadline,
     redact_url,
     translate_errors,
     url_secrets,
 )
+from channels_core.history import HistoryRead, format_position
 from channels_core.patterns import compile_pattern
 
-from ._client import RoutingClient
+from ._client import Handler, RoutingClient
+from ._history import JetStreamLog, live_sequences
 from ._options import SCHEMES, NatsLayerOptions, parse_url
 from ._subjects import Subjects
 
@@ -56,12 +63,21 @@ NATS_ERRORS: ErrorMapping = {
     nats.errors.TimeoutError: BrokerUnavailableError,
     nats.errors.AuthorizationError: BrokerRefusedError,
     nats.errors.MaxPayloadError: PayloadTooLargeError,
+    nats.js.errors.ServiceUnavailableError: BrokerUnavailableError,
+    nats.js.errors.NoStreamResponseError: BrokerUnavailableError,
     nats.errors.Error: ChannelsError,
     OSError: BrokerUnavailableError,
 }
 
 _REFUSALS = ("authorization violation", "authentication", "user authentication")
 _REFUSED_SUBSCRIPTION = re.compile(r'permissions violation for subscription to "([^"]+)"', re.I)
+
+#: Bytes of live messages held while the log's epoch is re-read (history on):
+#: beyond it they are dropped, and recovered from the log like a reconnect's gap.
+HOLD_BYTES = 8 * 1024 * 1024
+
+#: A live message waiting for the epoch: group, data, pattern, sequence, previous.
+_Held = tuple[str, bytes, str | None, int, int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +95,13 @@ class NatsLayerStats(LayerStats):
     #: Subscriptions the layer holds on the server: one per group, one per
     #: pattern wildcard (patterns sharing a wildcard share it).
     subscriptions: int
+    #: History on: times a group's live sequence did not follow the last one
+    #: seen (a message missed on this connection, or a reset log); each one
+    #: re-reads the log's epoch and recovers from the log.
+    sequence_breaks: int = 0
+    #: History on: live messages dropped while waiting for the log's epoch
+    #: (beyond `HOLD_BYTES`); the recovery that follows reads them back.
+    held_dropped: int = 0
 
 
 class _Disconnected(Exception):
@@ -118,14 +141,39 @@ class NatsChannelLayer(ChannelLayer):
     asyncio_only = True  # nats-py is asyncio-only
     supports_multi_group = True
     supports_patterns = True
+    supports_history = True
 
     def __init__(self, url: str = "nats://127.0.0.1:4222", **options: Any) -> None:
         target = parse_url(url)
         self.options = NatsLayerOptions.from_options(options, query=target.query)
         self._target = target
         self._shown = redact_url(url)
-        self._secrets = [*url_secrets(url), self.options.token]
+        self._secrets = [*url_secrets(url), self.options.token, self.options.nkey_seed]
         self._subjects = Subjects(self.options.namespace)
+        settings = self.options
+        _check_nkeys(settings)
+        if settings.history_ttl is not None and not settings.history_size:
+            raise ValueError(
+                "history_ttl needs history_size > 0 (the events kept per group); "
+                "set both, or neither"
+            )
+        #: The JetStream log (history on), else None: nothing of it runs.
+        self._log = (
+            JetStreamLog(self._subjects, settings.history_size, settings.history_ttl)
+            if settings.history_size
+            else None
+        )
+        self._js: JetStreamContext | None = None
+        self._tasks: TaskGroup | None = None
+        #: History on: per group, the stream sequence of the last live message.
+        self._last: dict[str, int] = {}
+        #: History on: live messages held while the epoch is re-read (None: not holding).
+        self._held: list[_Held] | None = None
+        self._held_bytes = 0
+        self._resync_round = 0
+        self._resyncing = False
+        self._report_loss = False
+        self._sequence_breaks = self._held_dropped = 0
         self._client: RoutingClient | None = None
         self._inbox: Inbox | None = None
         self._up = anyio.Event()
@@ -172,7 +220,18 @@ class NatsChannelLayer(ChannelLayer):
             unmatched=self._unmatched,
             pending_bytes=0 if client is None else client.pending_data_size,
             subscriptions=len(self._groups) + len(self._patterns),
+            sequence_breaks=self._sequence_breaks,
+            held_dropped=self._held_dropped,
         )
+
+    @property
+    def keeps_history(self) -> bool:
+        return self._log is not None
+
+    @property
+    def history_stream(self) -> str | None:
+        """The JetStream stream holding this namespace's history (None: history off)."""
+        return None if self._log is None else self._log.stream
 
     async def check(self, timeout: float) -> None:
         """A message to ourselves through the server (`_round_trip`), within `timeout`.
@@ -214,7 +273,15 @@ class NatsChannelLayer(ChannelLayer):
                 with translate_errors(
                     NATS_ERRORS, what=self._what("connect to"), secrets=self._secrets
                 ):
-                    await client.connect(**self._client_options(on_error))
+                    try:
+                        await client.connect(**self._client_options(on_error))
+                    except Exception as exc:
+                        if type(exc).__module__.partition(".")[0] != "nkeys":
+                            raise
+                        raise BrokerRefusedError(  # a bad seed in a seed or .creds file
+                            f"could not sign in to {self._shown}: the NKEY seed in "
+                            "nkey_seed_file or credentials_file is not valid"
+                        ) from None
             if refusal:
                 raise BrokerRefusedError(
                     f"{self._shown} refused the connection: {self._masked(refusal[-1])}. "
@@ -233,7 +300,14 @@ class NatsChannelLayer(ChannelLayer):
             self._echo_subject = client.new_inbox()
             await client.subscribe_routed(self._echo_subject, self._on_echo)
             self._up.set()
-            yield
+            if self._log is not None:
+                self._js = client.jetstream(timeout=self.options.subscribe_timeout)
+                await self._refresh_log(self._js, adjust=True)
+            async with background_tasks() as tasks:
+                self._tasks = tasks
+                if self._held is not None:  # a reconnect came before the task group
+                    self._resync(report=True)
+                yield
         finally:
             self._closing = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
@@ -248,6 +322,23 @@ class NatsChannelLayer(ChannelLayer):
             self._patterns.clear()
             self._pattern_subjects.clear()
             self._fail_echoes()
+            self._js = self._tasks = self._held = None
+            self._last.clear()
+            self._resyncing = self._report_loss = False
+
+    async def _refresh_log(self, js: JetStreamContext, adjust: bool = False) -> None:
+        """Make (or with `adjust`, set our limits on) the history stream; read its epoch."""
+        assert self._log is not None
+        with translate_errors(
+            NATS_ERRORS, what=self._what("set up the history stream on"), secrets=self._secrets
+        ):
+            try:
+                await self._log.refresh(js, adjust)
+            except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+                raise BrokerRefusedError(
+                    f"{self._shown} has no JetStream, which history_size needs: start the "
+                    "server with -js (or a jetstream {} block), or set history_size=0"
+                ) from exc
 
     def _client_options(self, on_error: Callable[[Exception], Any]) -> dict[str, Any]:
         settings, target = self.options, self._target
@@ -271,6 +362,7 @@ class NatsChannelLayer(ChannelLayer):
             "token": settings.token or None,
             "user_credentials": settings.credentials_file or None,
             "nkeys_seed": settings.nkey_seed_file or None,
+            "nkeys_seed_str": settings.nkey_seed or None,
             "tls": settings.tls_context(target.tls),
             "tls_hostname": settings.tls_hostname or None,
         }
@@ -299,6 +391,8 @@ class NatsChannelLayer(ChannelLayer):
         self._attempts = 0
         self._delays = self.options.reconnect_backoff.delays()
         self._fail_echoes()
+        if self._log is not None:
+            self._hold()  # what the new connection brings waits for the epoch
         logger.warning("lost the connection to %s; reconnecting", self._shown)
 
     async def _on_reconnected(self) -> None:
@@ -309,14 +403,152 @@ class NatsChannelLayer(ChannelLayer):
         self.max_payload_bytes = client.max_payload
         self._up.set()
         logger.warning(
-            "reconnected to %s after %d attempt(s) in %.1f s; messages published meanwhile "
-            "were missed",
+            "reconnected to %s after %d attempt(s) in %.1f s; messages published meanwhile %s",
             self._shown,
             max(self._attempts, 1),
             anyio.current_time() - self._lost_at,
+            "were missed" if self._log is None else "are read back from the history",
         )
-        if self._inbox is not None:
+        if self._log is not None:
+            self._resync(report=True)
+        elif self._inbox is not None:
             self._inbox.messages_lost()
+
+    # -- history: positions of live messages -------------------------------------------
+
+    async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        """Read `group`'s log from the stream (see `channels_layer_nats._history`).
+
+        Raises:
+            BrokerUnavailableError: no answer within `subscribe_timeout`.
+            ChannelClosedError: the layer is not connected.
+            NotSupportedError: history is off.
+        """
+        if self._log is None:
+            return await super().read_history(group, after, limit)
+        log = self._log
+        with translate_errors(
+            NATS_ERRORS, what=self._what("read the history on"), secrets=self._secrets
+        ):
+
+            async def read(client: RoutingClient) -> HistoryRead:
+                assert self._js is not None
+                timeout = self.options.subscribe_timeout
+                return await log.read(client, self._js, group, after, limit, timeout)
+
+            async def first() -> HistoryRead:
+                # Unbounded as a whole: a long log takes many batches, each
+                # one bounded by `subscribe_timeout` in `JetStreamLog.read`.
+                client = self._connected_client()
+                if not (client.is_connected and self._up.is_set()):
+                    raise _Disconnected("the NATS client is reconnecting")
+                return await read(client)
+
+            async def attempt() -> HistoryRead:
+                return await read(await self._wait_until_up())
+
+            return await call_with_deadline(
+                attempt,
+                timeout=self.options.subscribe_timeout,
+                retry_on=(_Disconnected,),
+                what=self._what("read the history on"),
+                backoff=self.options.reconnect_backoff,
+                first_attempt=first,
+            )
+
+    def _on_logged(
+        self, group: str, data: bytes, pattern: str | None, sequence: int, previous: int
+    ) -> None:
+        """A live message with its stream sequences: check the group's chain, then deliver.
+
+        Each message names the sequence of the one before it on its subject
+        (``Nats-Last-Sequence``). When that is not the last one this layer
+        saw of the group, a message was missed on this connection, or the
+        log was reset (sequences start again): hold what arrives, re-read
+        the epoch, and let the channel recover the group from the log.
+        """
+        if self._held is not None:
+            self._hold_message((group, data, pattern, sequence, previous))
+            return
+        if pattern is None:
+            last = self._last.get(group)
+            if last is not None and previous != last:
+                self._sequence_breaks += 1
+                # Held with its chain taken as it says: released, it follows on.
+                self._last[group] = previous
+                self._resync(report=previous > last or sequence <= last)
+                self._hold_message((group, data, pattern, sequence, previous))
+                return
+            self._last[group] = sequence
+        self._deliver_logged(group, data, pattern, sequence)
+
+    def _deliver_logged(self, group: str, data: bytes, pattern: str | None, sequence: int) -> None:
+        inbox, log = self._inbox, self._log
+        if inbox is not None and log is not None and log.epoch is not None:
+            inbox.deliver(group, data, pattern, format_position(log.epoch, sequence))
+
+    def _hold(self) -> None:
+        if self._held is None:
+            self._held, self._held_bytes = [], 0
+
+    def _hold_message(self, held: _Held) -> None:
+        assert self._held is not None
+        size = len(held[1])
+        if self._held_bytes + size > HOLD_BYTES:
+            self._held_dropped += 1
+            self._report_loss = True  # the recovery reads it back from the log
+            return
+        self._held.append(held)
+        self._held_bytes += size
+
+    def _resync(self, report: bool) -> None:
+        """Hold live messages, re-read the epoch in a task, then report a gap and release them."""
+        self._hold()
+        self._report_loss = self._report_loss or report
+        self._resync_round += 1
+        if not self._resyncing and self._tasks is not None:
+            self._resyncing = True
+            self._tasks.start_soon(self._resynchronise)
+
+    async def _resynchronise(self) -> None:
+        """`_resync`'s task: until the stream answers, then `Inbox.messages_lost` if needed.
+
+        The epoch must be known before a held message gets its position;
+        the channel then reads each group's log after the last position it
+        delivered, and drops the held messages that read already had.
+        """
+        assert self._log is not None
+        delays = self.options.reconnect_backoff.delays()
+        released = False
+        try:
+            while True:
+                round_number, epoch = self._resync_round, self._log.epoch
+                try:
+                    with anyio.fail_after(self.options.subscribe_timeout):
+                        await self._wait_until_up()
+                        assert self._js is not None
+                        await self._refresh_log(self._js)
+                except (ChannelsError, TimeoutError, _Disconnected) as exc:
+                    logger.warning("re-reading the history stream: %s", self._masked(exc))
+                    await anyio.sleep(next(delays))
+                    continue
+                if self._log.epoch != epoch:
+                    logger.warning("the history stream of %s was made anew", self._shown)
+                    self._report_loss = True
+                if round_number == self._resync_round:
+                    break
+            held, self._held = self._held or [], None
+            report, self._report_loss = self._report_loss, False
+            self._resyncing, released = False, True
+            if report:
+                self._last.clear()
+                if self._inbox is not None:
+                    self._inbox.messages_lost()
+            for item in held:  # checked again: a break among them starts another round
+                self._on_logged(*item)
+        finally:
+            if not released:
+                self._resyncing = False
 
     def _log_error(self, exc: Exception) -> None:
         """nats-py's error callback: refusals and permission errors at WARNING.
@@ -363,7 +595,10 @@ class NatsChannelLayer(ChannelLayer):
         """Hand the message to the connected client; during an outage wait up to `publish_timeout`.
 
         Nothing is queued while disconnected: nats-py's reconnect buffer is
-        never used, so a publish that times out was not sent, ever.
+        never used, so a publish that times out was not sent, ever. With
+        history on, the publish goes to the group's log subject through
+        JetStream and returns once the stream stored it (one round trip); a
+        timeout there may follow a message that was stored.
         """
         client = self._connected_client()
         subject, data = self._subjects.frame(group, payload)
@@ -373,14 +608,16 @@ class NatsChannelLayer(ChannelLayer):
                 f"the NATS server takes at most {client.max_payload:,} (its max_payload). "
                 "Nothing was sent: send a smaller message, or a reference to the data"
             )
+        send: Callable[[RoutingClient, str, bytes], Awaitable[None]] = _publish_core
+        if self._log is not None:
+            subject, send = self._log.log_subject(subject), self._publish_logged
         with translate_errors(NATS_ERRORS, what=self._what("publish to"), secrets=self._secrets):
             if client.is_connected and self._up.is_set():
-                await client.publish(subject, data)  # nats-py checks the state before queueing
+                await send(client, subject, data)  # nats-py checks the state before queueing
             else:
 
                 async def attempt() -> None:
-                    ready = await self._wait_until_up()
-                    await ready.publish(subject, data)
+                    await send(await self._wait_until_up(), subject, data)
 
                 await call_with_deadline(
                     attempt,
@@ -390,6 +627,24 @@ class NatsChannelLayer(ChannelLayer):
                     backoff=self.options.reconnect_backoff,
                 )
         self._published += 1
+
+    async def _publish_logged(self, client: RoutingClient, subject: str, data: bytes) -> None:
+        """Publish through JetStream (history on): back once the stream stored the message.
+
+        No stream answering (deleted, or a server that lost its store): the
+        stream is made again, which starts a new epoch, and the publish sent
+        once more (it cannot have been stored).
+        """
+        js = self._js
+        if js is None:
+            raise ChannelClosedError("the NATS layer is not connected")
+        timeout = self.options.publish_timeout
+        try:
+            await js.publish(subject, data, timeout=timeout)
+        except nats.js.errors.NoStreamResponseError:
+            logger.warning("the history stream of %s is gone: making it again", self._shown)
+            await self._refresh_log(js)
+            await js.publish(subject, data, timeout=timeout)
 
     # -- subscribing --------------------------------------------------------------------
 
@@ -401,6 +656,7 @@ class NatsChannelLayer(ChannelLayer):
         client = self._client
         for group in groups:
             subscription = self._groups.pop(group, None)
+            self._last.pop(group, None)
             if subscription is not None and client is not None:
                 await self._unsubscribe(client, subscription)
 
@@ -466,6 +722,7 @@ class NatsChannelLayer(ChannelLayer):
     async def _add_groups(self, client: RoutingClient, groups: Sequence[str]) -> None:
         for group in groups:
             if group not in self._groups:
+                self._last.pop(group, None)  # a new subscription: no chain to continue
                 handler = self._group_handler(group)
                 self._groups[group] = await client.subscribe_routed(self.subject(group), handler)
 
@@ -508,7 +765,7 @@ class NatsChannelLayer(ChannelLayer):
         if not echo.arrived:
             raise _Disconnected("the connection was lost before the server confirmed")
 
-    def _on_echo(self, subject: bytes, data: bytes) -> None:
+    def _on_echo(self, subject: bytes, data: bytes, headers: bytes | None) -> None:
         echo = self._echoes.pop(data, None)
         if echo is not None:
             echo.arrived = True
@@ -521,11 +778,12 @@ class NatsChannelLayer(ChannelLayer):
 
     # -- receiving ----------------------------------------------------------------------
 
-    def _group_handler(self, group: str) -> Callable[[bytes, bytes], None]:
+    def _group_handler(self, group: str) -> Handler:
         subjects = self._subjects
         hashed = subjects.is_hashed(self.subject(group))
+        logged = self._log is not None
 
-        def on_message(subject: bytes, data: bytes) -> None:
+        def on_message(subject: bytes, data: bytes, headers: bytes | None) -> None:
             inbox = self._inbox
             if inbox is None:
                 return
@@ -536,14 +794,20 @@ class NatsChannelLayer(ChannelLayer):
                     self._misrouted += 1
                     return
                 data = framed[1]
+            if headers is not None and logged:
+                sequences = live_sequences(headers)
+                if sequences is not None:
+                    self._on_logged(group, data, None, *sequences)
+                    return
             inbox.deliver(group, data)
 
         return on_message
 
-    def _pattern_handler(self, shared: _PatternSet) -> Callable[[bytes, bytes], None]:
+    def _pattern_handler(self, shared: _PatternSet) -> Handler:
         read = self._subjects.read
+        logged = self._log is not None
 
-        def on_message(subject: bytes, data: bytes) -> None:
+        def on_message(subject: bytes, data: bytes, headers: bytes | None) -> None:
             inbox = self._inbox
             if inbox is None:
                 return
@@ -553,15 +817,41 @@ class NatsChannelLayer(ChannelLayer):
                 self._misrouted += 1
                 return
             group, payload = message
+            sequences = live_sequences(headers) if logged else None
             matched = False
             for pattern, matches in shared.matchers.items():
                 if matches(group):
                     matched = True
-                    inbox.deliver(group, payload, pattern)
+                    if sequences is None:
+                        inbox.deliver(group, payload, pattern)
+                    else:
+                        self._on_logged(group, payload, pattern, *sequences)
             if not matched:
                 self._unmatched += 1
 
         return on_message
+
+
+def _check_nkeys(settings: NatsLayerOptions) -> None:
+    """NKEY options need the ``nkeys`` package; a seed given as text must be one (never shown)."""
+    if not (settings.nkey_seed or settings.nkey_seed_file or settings.credentials_file):
+        return
+    try:
+        import nkeys  # type: ignore[import-untyped]
+    except ImportError:
+        raise ValueError(
+            "nkey_seed, nkey_seed_file and credentials_file need the nkeys package: "
+            "pip install 'channels-layer-nats[nkeys]'"
+        ) from None
+    if settings.nkey_seed:
+        try:
+            nkeys.from_seed(bytearray(settings.nkey_seed.encode()))
+        except Exception:
+            raise ValueError("nkey_seed is not a valid NKEY seed (SU...)") from None
+
+
+async def _publish_core(client: RoutingClient, subject: str, data: bytes) -> None:
+    await client.publish(subject, data)
 
 
 def _is_refusal(exc: BaseException) -> bool:

@@ -7,10 +7,12 @@ Options come as keyword arguments or URL query parameters
 from __future__ import annotations
 
 import ssl as ssl_module
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from urllib.parse import unquote, urlsplit
 
-from channels_core import Backoff, LayerOptions, options, redact_url
+from channels_core import Backoff, options, redact_url
+from channels_core.history import HistoryOptions
+from channels_core.urls import is_secret_name
 
 __all__ = ["SCHEMES", "NatsLayerOptions", "ServerList", "parse_url"]
 
@@ -19,8 +21,12 @@ _DEFAULT_PORT = 4222
 
 
 @dataclass(frozen=True, slots=True)
-class NatsLayerOptions(LayerOptions):
-    """Every option of the NATS layer (see the package README for each)."""
+class NatsLayerOptions(HistoryOptions):
+    """Every option of the NATS layer (see the package README for each).
+
+    ``history_size``/``history_ttl`` (from `HistoryOptions`) turn history on:
+    a JetStream stream per namespace (see `channels_layer_nats._history`).
+    """
 
     #: First subject token(s) of every group: isolates applications on one server.
     namespace: str = options.text("channels", allow_empty=False)
@@ -42,6 +48,9 @@ class NatsLayerOptions(LayerOptions):
     credentials_file: str = options.text("")
     #: Path of a file holding an NKEY seed, for NKEY auth.
     nkey_seed_file: str = options.text("")
+    #: An NKEY seed itself (``SU...``), for NKEY auth without a file; a secret,
+    #: never shown (prefer `nkey_seed_file`, or an environment variable).
+    nkey_seed: str = options.text("")
     #: CA certificate file to verify servers with (``nats+tls://``).
     tls_ca_file: str = options.text("")
     #: Client certificate and key files, for servers that verify clients.
@@ -55,6 +64,15 @@ class NatsLayerOptions(LayerOptions):
     )
     #: Connection name shown in the server's monitoring (``/connz``).
     client_name: str = options.text("channels-layer-nats")
+
+    def __repr__(self) -> str:
+        """The options, secrets (``token``, ``nkey_seed``) masked."""
+        shown = (
+            f"{field.name}={'***' if is_secret_name(field.name) and value else value!r}"
+            for field in fields(self)
+            for value in [getattr(self, field.name)]
+        )
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def tls_context(self, tls: bool) -> ssl_module.SSLContext | None:
         """The SSL context for a ``nats+tls://`` URL (or when any TLS option is set)."""

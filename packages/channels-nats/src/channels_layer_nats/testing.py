@@ -10,16 +10,25 @@
         cluster.servers[0].stop()         # a dead node
 
 `monitor_port` serves the server's monitoring endpoints (``/subsz``,
-``/connz?subs=1``), read with `monitor`.
+``/connz?subs=1``), read with `monitor`. ``NatsServer(jetstream=True)``
+keeps a JetStream store of its own (`wipe_store` between `stop` and
+`start`: a server that lost its data). `Relay` forwards a port to a server
+and can cut every connection through it (a dropped connection, without
+touching the server). `delete_history` removes a namespace's history
+stream (tests clean up after themselves on a shared server).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -34,7 +43,15 @@ from channels_core.testing import (
     require_tool,
 )
 
-__all__ = ["NatsCluster", "NatsServer", "ToolMissing", "monitor", "reachable"]
+__all__ = [
+    "NatsCluster",
+    "NatsServer",
+    "Relay",
+    "ToolMissing",
+    "delete_history",
+    "monitor",
+    "reachable",
+]
 
 _INSTALL_HINT = "apt-get install nats-server, or see https://docs.nats.io"
 
@@ -76,6 +93,7 @@ class NatsServer(ThrowawayServer):
         cluster_port: int | None = None,
         routes: tuple[int, ...] = (),
         name: str | None = None,
+        jetstream: bool = False,
     ) -> None:
         super().__init__(port)
         self.binary = require_tool("nats-server", _INSTALL_HINT)
@@ -85,6 +103,10 @@ class NatsServer(ThrowawayServer):
         self.name = name or f"test-{self.port}"
         self._directory = Path(tempfile.mkdtemp(prefix="nats-server-"))
         self._config = self._directory / "server.conf"
+        #: The JetStream store (with ``jetstream=True``).
+        self.store = self._directory / "jetstream"
+        if jetstream:
+            config += f'\njetstream {{ store_dir: "{self.store}" }}\n'
         self._config.write_text(config)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -150,10 +172,126 @@ class NatsServer(ThrowawayServer):
         """How many subscriptions the server holds (every client)."""
         return int(self.monitor("subsz")["num_subscriptions"])
 
+    def wipe_store(self) -> None:
+        """Delete the JetStream store (the server must be stopped): it starts with no streams."""
+        assert self._process is None, "stop the server first"
+        shutil.rmtree(self.store, ignore_errors=True)
+
     def cleanup(self) -> None:
-        for path in sorted(self._directory.glob("*"), reverse=True):
-            path.unlink(missing_ok=True)
-        self._directory.rmdir()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+class Relay:
+    """A TCP relay on a free loopback port to `port`; `cut` drops every connection through it.
+
+    Clients that connect to `url` reach the server; `cut` closes both ends
+    of each relayed connection at once, as a network failure would, and
+    the relay keeps accepting new connections (a client reconnects).
+    """
+
+    def __init__(self, port: int, host: str = LOOPBACK) -> None:
+        self.target = (host, port)
+        self._listener = socket.create_server((LOOPBACK, 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.port}"
+
+    def cut(self) -> int:
+        """Close every relayed connection; how many there were."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        return len(sockets) // 2
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, server))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._listener.close()
+        self.cut()
+        self._thread.join(timeout=5)
+
+
+def delete_history(url: str, namespace: str) -> bool:
+    """Delete `namespace`'s history stream on the server at `url`; False if it had none.
+
+    Synchronous (a private event loop in a thread), for test teardown.
+    """
+    import nats
+    import nats.errors
+    import nats.js.errors
+
+    from ._history import stream_name
+
+    async def quiet(exc: Exception) -> None:
+        return
+
+    async def delete() -> bool:
+        client = await nats.connect(url, connect_timeout=2, error_cb=quiet)
+        try:
+            return await client.jetstream().delete_stream(stream_name(namespace))
+        except (
+            nats.js.errors.NotFoundError,
+            nats.js.errors.ServiceUnavailableError,
+            nats.errors.NoRespondersError,
+        ):
+            return False  # no such stream, or a server without JetStream
+        finally:
+            await client.close()
+
+    if not reachable(url):  # no server (a test that never reached one): nothing to delete
+        return False
+
+    deleted: list[bool] = []
+    worker = threading.Thread(target=lambda: deleted.append(asyncio.run(delete())))
+    worker.start()
+    worker.join(timeout=10)
+    return bool(deleted and deleted[0])
 
 
 class NatsCluster:
