@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -280,6 +280,42 @@ class Channel:
             await self._layer.publish(group, payload)
             record_duration(time.perf_counter() - started)
         self._published += 1
+
+    async def publish_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Send each ``(group, message)`` of `items`, in order, in one round trip if the layer can.
+
+        Every message is encoded and checked before anything is sent: if one
+        cannot be carried, the error (`SerializationError`,
+        `PayloadTooLargeError`, or `TypeError`/`ValueError` for a bad group)
+        names its index and nothing is sent. Returns once the broker has
+        accepted every message. With the layer's ``publish-many`` capability
+        (memory, Redis, PostgreSQL) they travel together; other layers
+        publish them one after the other. On a broker error some of the
+        messages may have been sent, as with a failed `publish`.
+        """
+        self._check_open()
+        batch = self._encode_many(items)
+        if not batch:
+            return
+        publish_many = self._capabilities.publish_many
+        if publish_many is None:
+            await self._layer.publish_many(batch)  # the layer's own, or the default loop
+        else:
+            await publish_many(self._layer, batch)
+        self._published += len(batch)
+
+    def _encode_many(self, items: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+        """Every item encoded (`_encode`); an error names the first bad item's index."""
+        encoded = []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, tuple | list) or len(item) != 2:
+                    raise TypeError(f"expected a (group, message) tuple, got {type(item).__name__}")
+                group, message = item
+                encoded.append((group, self._encode(group, message)))
+            except (TypeError, ValueError) as exc:
+                raise _item_error(exc, index) from exc
+        return encoded
 
     def _encode(self, group: str, message: Any) -> bytes:
         """`message` as the layer carries it to `group`; the registry's `Inbox.encode`."""
@@ -603,6 +639,17 @@ class Channel:
             logger.warning(
                 "could not unsubscribe %s from the broker", [*groups, *patterns], exc_info=True
             )
+
+
+def _item_error(exc: Exception, index: int) -> Exception:
+    """`exc`, of the same type, saying that item `index` of a `publish_many` caused it."""
+    text = f"publish_many item {index}: {exc} (nothing was sent)"
+    try:
+        error = type(exc)(text)
+    except Exception:  # an exception type with another signature: annotate it instead
+        exc.add_note(text)
+        return exc
+    return error
 
 
 def _check_history_options(

@@ -329,6 +329,7 @@ class InMemoryChannelLayer(ChannelLayer):
     supports_multi_group = True
     supports_patterns = True
     supports_history = True
+    supports_publish_many = True
 
     def __init__(
         self,
@@ -434,12 +435,24 @@ class InMemoryChannelLayer(ChannelLayer):
         as long as it keeps pace.
         """
         # The channel only calls this from its own thread: the port's.
+        if self._send(group, payload, self._connected_port().thread):
+            await anyio.lowlevel.checkpoint()
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Deliver each item synchronously, yielding where `publish` would (and only there)."""
         origin = self._connected_port().thread
+        for group, payload in items:
+            if self._send(group, payload, origin):
+                await anyio.lowlevel.checkpoint()
+
+    def _send(self, group: str, payload: bytes, origin: int) -> bool:
+        """Deliver one message through the hub; True when the publisher should yield now."""
         self._unyielded += 1
         self._published += 1
         if self.hub.publish(group, payload, origin) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
-            await anyio.lowlevel.checkpoint()
+            return True
+        return False
 
     @property
     def keeps_history(self) -> bool:
