@@ -55,9 +55,8 @@ async def main(urls: list[str], groups: int, repeat: int) -> None:
     for url in urls:
         result = await measure(url, groups, repeat)
         one, many = result["publish"], result["publish_many"]
-        print(
-            f"| {url.split(':')[0]} | {one * 1e3:.2f} ms | {many * 1e3:.2f} ms | {one / many:.1f}x |"
-        )
+        name = url.split(":")[0]
+        print(f"| {name} | {one * 1e3:.2f} ms | {many * 1e3:.2f} ms | {one / many:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +19,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ._broker_state import BrokerCall
+from ._coalesce import CoalescingPublisher
 from ._connecting import connected
 from ._names import check_name, check_names
 from ._registry import SubscriptionRegistry
@@ -128,6 +129,9 @@ class Channel:
         self._recovery_round = 0  # bumped by each reconnect the layer reports
         self._recovering = False  # a recovery task is running
         self._health = HealthRecord()
+        #: How `publish` sends one encoded message: the layer's `publish`, or,
+        #: with ``publish-many``, coalesced with concurrent ones (`_coalesce`).
+        self._send: Callable[[str, bytes], Awaitable[None]] = layer.publish
         #: Set by `channels_core.telemetry.instrument`: called with each
         #: successful publish's duration in seconds; None (no cost) when off.
         self._record_publish_duration: Callable[[float], None] | None = None
@@ -201,11 +205,25 @@ class Channel:
         self._registry = SubscriptionRegistry(self._codec.loads, self._encode)
         self._published = 0
         self._recovering = False
+        self._send = self._layer.publish
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(connected(self._layer, self._registry))
-                if self._capabilities.history is not None and self._layer.keeps_history:
+                layer = self._layer
+                history = self._capabilities.history is not None and layer.keeps_history
+                publish_many = self._capabilities.publish_many
+                if not layer.coalesce_publishes:
+                    publish_many = None
+                if history or publish_many is not None:
                     tasks = await stack.enter_async_context(background_tasks())
+                if publish_many is not None:
+                    batch = publish_many  # bound for the closure: narrowed, unchanging
+                    coalescer = CoalescingPublisher(
+                        layer.publish, lambda items: batch(layer, items)
+                    )
+                    tasks.start_soon(coalescer.run)
+                    self._send = coalescer.publish
+                if history:
                     self._registry.start_recovery = lambda: self._start_recovery(tasks)
                 self._exit_stack = stack.pop_all()
         except BaseException:
@@ -267,17 +285,20 @@ class Channel:
     async def publish(self, group: str, message: Any) -> None:
         """Send `message` to every current subscriber of `group`, in every process.
 
-        Raises `SerializationError` or `PayloadTooLargeError` (nothing sent)
-        if the message cannot be carried.
+        Returns once the broker has accepted it. Concurrent calls share round
+        trips where the layer can (see `channels_core._coalesce`); errors,
+        timeouts and cancellation stay per call. Raises `SerializationError`
+        or `PayloadTooLargeError` (nothing sent) if the message cannot be
+        carried.
         """
         self._check_open()
         payload = self._encode(group, message)
         record_duration = self._record_publish_duration
         if record_duration is None:
-            await self._layer.publish(group, payload)
+            await self._send(group, payload)
         else:  # metrics on (channels_core.telemetry)
             started = time.perf_counter()
-            await self._layer.publish(group, payload)
+            await self._send(group, payload)
             record_duration(time.perf_counter() - started)
         self._published += 1
 

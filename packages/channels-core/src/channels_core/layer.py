@@ -159,6 +159,12 @@ class ChannelLayer(abc.ABC):
     #: `publish_many` publishes one message after the other.
     supports_publish_many: ClassVar[bool] = False
 
+    #: With `supports_publish_many`: True (the default) if concurrent
+    #: `Channel.publish` calls should share round trips through
+    #: `publish_many`. An in-process layer, whose `publish` waits for
+    #: nothing, sets it False: batching would only add work.
+    coalesce_publishes: ClassVar[bool] = True
+
     @property
     def keeps_history(self) -> bool:
         """True if this layer logs every publish (history is on); False by default."""

@@ -50,7 +50,7 @@ from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
 from ._pools import close_pool, open_pool, pubsub_connection, run_until_lost
 from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
 from ._url import DEFAULT_URL, SCHEMES, RedisConfig, parse_config
-from ._wire import WireNames
+from ._wire import WireNames, pack_publish
 
 __all__ = ["REDIS_ERRORS", "RedisLayerStats", "RedisPubSubChannelLayer"]
 
@@ -422,7 +422,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._published += 1
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """PUBLISH every item in one pipeline (one round trip), retried as one like `publish`.
+        """PUBLISH every item in one write and one round trip, retried as one like `publish`.
 
         Every payload is checked before anything is sent. A retry sends the
         same envelopes, so receivers drop the messages Redis had already run.
@@ -431,21 +431,22 @@ class RedisPubSubChannelLayer(ChannelLayer):
             # History logs each publish: the per-message path, until the batch logs too.
             await super().publish_many(items)
             return
-        client = self._client
-        if client is None:
+        pool = self._pool
+        if pool is None or self._client is None:
             raise ChannelClosedError("the Redis layer is not connected")
         for _, payload in items:
             self._check_payload(payload)
-        sealed = [
-            (self._wire.channel(group), *self._outbox.seal(payload)) for group, payload in items
-        ]
+        sequences = []
+        frames = []
+        for group, payload in items:
+            sequence, message = self._outbox.seal(payload)
+            sequences.append(sequence)
+            frames.append(pack_publish(self._wire.channel(group), message))
+        commands = b"".join(frames)
 
         async def attempt() -> None:
-            with self._translated(f"publish {len(sealed)} message(s) on {self.url}"):
-                async with client.pipeline(transaction=False) as pipe:
-                    for channel, _, message in sealed:
-                        pipe.publish(channel, message)
-                    await pipe.execute()
+            with self._translated(f"publish {len(frames)} message(s) on {self.url}"):
+                await self._pipelined(pool, commands, len(frames))
 
         try:
             await call_with_deadline(
@@ -456,9 +457,36 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 backoff=self.options.reconnect_backoff,
             )
         finally:
-            for _, sequence, _ in sealed:
+            for sequence in sequences:
                 self._outbox.settle(sequence)
-        self._published += len(sealed)
+        self._published += len(frames)
+
+    async def _pipelined(self, pool: BlockingConnectionPool, commands: bytes, count: int) -> None:
+        """Write `count` packed `commands` at once on a pooled connection, then read the replies.
+
+        Not through a redis-py pipeline: building one costs more CPU than the
+        round trip itself (~100 us against ~10 us per 5-message batch). A
+        connection that failed or was cancelled mid-way is cut before it goes
+        back to the pool, which replaces it. An error reply (ACL) fails the
+        batch once every reply has been read, so the connection stays usable.
+        """
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        refused: ResponseError | None = None
+        try:
+            await connection.send_packed_command(commands, check_health=False)
+            for _ in range(count):
+                try:
+                    await connection.read_response()
+                except ResponseError as exc:
+                    refused = refused or exc
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.disconnect(nowait=True)
+                await pool.release(connection)
+            raise
+        await pool.release(connection)
+        if refused is not None:
+            raise refused
 
     def _check_payload(self, payload: bytes) -> None:
         """`PayloadTooLargeError` if `payload` exceeds what the server's pub/sub buffers carry."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["WireNames"]
+__all__ = ["WireNames", "pack_publish"]
 
 _GLOB_SPECIAL = frozenset("\\*?[]^")
 
@@ -35,3 +35,13 @@ class WireNames:
             return channel[len(self._prefix) :].decode()
         except UnicodeDecodeError:
             return None
+
+
+def pack_publish(channel: bytes, message: bytes) -> bytes:
+    """``PUBLISH channel message`` as a RESP command, ready to write (or to join with others)."""
+    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(channel),
+        channel,
+        len(message),
+        message,
+    )

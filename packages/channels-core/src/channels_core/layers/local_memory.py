@@ -330,6 +330,7 @@ class InMemoryChannelLayer(ChannelLayer):
     supports_patterns = True
     supports_history = True
     supports_publish_many = True
+    coalesce_publishes = False  # a publish waits for nothing: nothing to share
 
     def __init__(
         self,
