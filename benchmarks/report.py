@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .scenarios import SCENARIOS, SIZES, size_label
+from .scenarios import HISTORY_SCENARIOS, HISTORY_SUFFIX, SCENARIOS, SIZES, size_label
 
 __all__ = ["Results", "render_markdown", "targets"]
 
@@ -192,6 +192,52 @@ def cpu_table(results: Results) -> list[str]:
         *_table(["scenario", "size", *COLUMNS], rows),
         "",
     ]
+
+
+def history_table(results: Results) -> list[str]:
+    """Each of our layers with history on beside itself with history off (same repetitions)."""
+    logged = sorted({name for _, _, name in results.cells if name.endswith(HISTORY_SUFFIX)})
+    rows = []
+    for name in logged:
+        base = name.removesuffix(HISTORY_SUFFIX)
+        for scenario in SCENARIOS:
+            if scenario.id not in HISTORY_SCENARIOS:
+                continue
+            for size in SIZES:
+                on = results.values(scenario.id, size, name, "events_per_second")
+                if not on:
+                    continue
+                off = results.values(scenario.id, size, base, "events_per_second")
+                cpu = [
+                    _spread(results.values(scenario.id, size, who, "cpu_us_per_message"), _us)
+                    for who in (base, name)
+                ]
+                ratios = results.ratios(scenario.id, size, name, base, "events_per_second")
+                rows.append(
+                    [
+                        base,
+                        scenario.id,
+                        size_label(size),
+                        _spread(off, _k),
+                        _spread(on, _k),
+                        _spread(ratios, _x),
+                        *cpu,
+                    ]
+                )
+    if not rows:
+        return []
+    header = ["layer", "scenario", "size", "events/s off", "events/s on", "on / off"]
+    return [
+        "### History on (`" + HISTORY_SUFFIX.strip() + "` rows) beside history off: "
+        "median (min-max) of the repetitions",
+        "",
+        *_table([*header, "CPU us/msg off", "CPU us/msg on"], rows),
+        "",
+    ]
+
+
+def _us(value: float) -> str:
+    return f"{value:,.0f}"
 
 
 def latency_table(results: Results) -> list[str]:
@@ -612,6 +658,7 @@ def render_markdown(
         body += (
             delivery_tables(results)
             + cpu_table(results)
+            + history_table(results)
             + latency_table(results)
             + chat_table(results)
             + memory_table(results)

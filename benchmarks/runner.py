@@ -81,7 +81,8 @@ async def _measure_once(
     async with contender.open() as session:
         if scenario.kind == "delivery":
             probe = None
-            if contender.broker == "redis" and scenario.subscribers > 1 and scenario.groups == 1:
+            fan_out = scenario.subscribers > 1 and scenario.groups == 1
+            if contender.broker == "redis" and fan_out and not contender.history:
                 probe = RedisProbe(settings.redis_url, contender.broker_channel)
             try:
                 delivery = await measure_delivery(
@@ -166,6 +167,8 @@ def plan_cells(
     """A cell per contender for one scenario and size, marked skipped where it cannot run."""
     planned = []
     for contender in contenders:
+        if contender.scenarios is not None and scenario.id not in contender.scenarios:
+            continue
         cell = Cell(scenario.id, size, contender.name, contender.kind, contender.broker)
         limit = contender.max_payload
         if scenario.kind != "memory" and limit is not None and encoded_size(size) > limit:

@@ -11,10 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["SCENARIOS", "SIZES", "Scenario", "size_label"]
+__all__ = [
+    "HISTORY_QUERY",
+    "HISTORY_SCENARIOS",
+    "HISTORY_SUFFIX",
+    "SCENARIOS",
+    "SIZES",
+    "Scenario",
+    "size_label",
+]
 
 #: Small, medium and large messages (nominal encoded sizes in bytes).
 SIZES: tuple[int, ...] = (100, 1024, 64 * 1024)
+
+#: The history rows: every one of our layers declaring the "history" capability
+#: runs again as "<name> +history", with these URL parameters, in these scenarios
+#: (the TTL lets a shared server shed the runs' logs; it also trims on each publish).
+HISTORY_SUFFIX = " +history"
+HISTORY_QUERY = "history_size=1000&history_ttl=60"
+HISTORY_SCENARIOS = frozenset(("1to1", "fanout100"))
 
 Kind = Literal["delivery", "latency", "memory", "chat"]
 

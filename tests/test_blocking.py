@@ -27,8 +27,11 @@ from channels_core import (
     ChannelInUseError,
     Inbox,
     MessagesLost,
+    NotSupportedError,
     SerializationError,
+    layer_capabilities,
 )
+from channels_core.discovery import layer_for_url
 from channels_core.layers.local_memory import InMemoryChannelLayer
 
 #: Seconds any one wait may take before the test fails (never hangs).
@@ -377,3 +380,106 @@ def test_publish_many_from_a_thread_checks_everything_first(url: str) -> None:
     assert [(event.group, event.message) for event in received] == list(
         zip(groups, range(3), strict=True)
     )
+
+
+# -- history (layers declaring the "history" capability) ---------------------------------
+
+
+def history_url(url: str) -> str:
+    """`url` if its layer keeps history, else skip (the network layers add it later)."""
+    if "history" not in layer_capabilities(layer_for_url(url)):
+        pytest.skip(f"{url.split(':')[0]} does not declare the history capability")
+    return url
+
+
+def test_history_and_since_from_several_threads_while_one_publishes(url: str) -> None:
+    """Each thread's since= replay hands over to live events with no gap, no duplicate.
+
+    Four subscriber threads join at positions spread over the first 100
+    messages while a publisher thread sends 1,900 more, and a fifth thread
+    reads history() meanwhile: every window it gets is consecutive.
+    """
+    url = history_url(url)
+    group, count, first = unique("since"), 2000, 100
+    with BlockingChannel.from_url(url, history_size=count, buffer_size=count) as channel:
+        for number in range(first):
+            channel.publish(group, number)
+        stored = channel.history(group)
+        assert [event.message for event in stored] == list(range(first))
+        assert all(event.position is not None for event in stored)
+        assert channel.history(group, limit=3) == stored[-3:]
+        assert channel.history(group, limit=3, since=stored[9].position) == stored[10:13]
+        joins = [0, 33, 66, first - 1]
+        results: dict[int, list[int]] = {}
+        windows: list[list[int]] = []
+        ready = threading.Barrier(len(joins) + 2, timeout=PATIENCE)
+
+        def subscriber(at: int) -> Callable[[], None]:
+            def run() -> None:
+                position = stored[at].position
+                assert position is not None
+                with channel.subscribe(group, since=position) as events:
+                    ready.wait()
+                    results[at] = [
+                        events.receive(timeout=PATIENCE).message for _ in range(at + 1, count)
+                    ]
+                    with pytest.raises(TimeoutError):  # nothing twice
+                        events.receive(timeout=0.1)
+
+            return run
+
+        def publisher() -> None:
+            ready.wait()
+            for number in range(first, count):
+                channel.publish(group, number)
+
+        def reader() -> None:
+            ready.wait()
+            for _ in range(20):
+                windows.append([event.message for event in channel.history(group, limit=10)])
+
+        run_threads([subscriber(at) for at in joins] + [publisher, reader])
+    assert results == {at: list(range(at + 1, count)) for at in joins}
+    assert len(windows) == 20
+    for window in windows:
+        assert window == list(range(window[0], window[0] + 10))
+
+
+def test_a_position_the_history_no_longer_reaches_is_reported_in_the_thread(url: str) -> None:
+    url = history_url(url)
+    group = unique("expired")
+    with BlockingChannel.from_url(url, history_size=5) as channel:
+        channel.publish(group, 0)
+        (oldest,) = channel.history(group)
+        assert oldest.position is not None
+        for number in range(1, 10):
+            channel.publish(group, number)
+        assert [event.message for event in channel.history(group)] == [5, 6, 7, 8, 9]
+        with pytest.raises(MessagesLost) as lost:
+            channel.history(group, since=oldest.position)
+        assert lost.value.reason == "expired"
+        with channel.subscribe(group, since=oldest.position) as subscriber:
+            with pytest.raises(MessagesLost) as lost:
+                next(subscriber)
+            assert lost.value.reason == "expired"
+            assert [next(subscriber).message for _ in range(5)] == [5, 6, 7, 8, 9]
+            channel.publish(group, "live")
+            assert subscriber.receive(timeout=PATIENCE).message == "live"
+
+
+def test_history_is_refused_plainly_without_it() -> None:
+    with BlockingChannel.from_url("memory://") as channel:  # history off
+        with pytest.raises(NotSupportedError, match="history_size"):
+            channel.history("g")
+        with pytest.raises(NotSupportedError, match="history_size"):
+            channel.subscribe("g", since="e-1")
+    with BlockingChannel.from_url("memory://?history_size=10") as channel:
+        with pytest.raises(ValueError, match="since"):
+            channel.subscribe("g", since="not a position")
+        with pytest.raises(ValueError, match="limit"):
+            channel.history("g", limit=-1)
+        with pytest.raises(ValueError, match="since"):
+            channel.subscribe("a", "b", since="e-1")  # one position, two groups
+        with channel.subscribe("g") as subscriber:  # the channel is still usable
+            channel.publish("g", "still works")
+            assert subscriber.receive(timeout=PATIENCE).message == "still works"

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -38,13 +38,23 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as connect_sync
 
 from channels_core import Channel
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 from channels_layer_redis.testing import RedisServer, ToolMissing
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the demo lives in the repository, not in a distribution
     sys.path.insert(0, str(ROOT))
 
-from examples.chat.app import ChatSession, create_app, server_config  # noqa: E402
+from examples.chat.app import (  # noqa: E402
+    HISTORY_SIZE,
+    NO_HISTORY,
+    ChatSession,
+    create_app,
+    layer_options,
+    server_config,
+)
 
 IN_CI = bool(os.environ.get("CI"))
 CHROMIUM = "/usr/bin/chromium"
@@ -116,9 +126,18 @@ async def receive(client: ClientConnection) -> dict[str, Any]:
     return frame
 
 
-async def join(client: ClientConnection, room: str, nick: str) -> None:
+async def join(
+    client: ClientConnection, room: str, nick: str, *, history: bool = True
+) -> list[dict[str, Any]]:
+    """Join `room` afresh; the room's last messages (the demo keeps history on memory://)."""
     await client.send(json.dumps({"type": "join", "room": room, "nick": nick}))
-    assert await receive(client) == {"type": "joined", "room": room, "nick": nick}
+    assert await receive(client) == {"type": "joined", "room": room, "nick": nick, "resumed": False}
+    if not history:
+        return []
+    frame = await receive(client)
+    assert (frame["type"], frame["room"]) == ("history", room)
+    messages: list[dict[str, Any]] = frame["messages"]
+    return messages
 
 
 async def say(client: ClientConnection, text: str) -> None:
@@ -126,10 +145,12 @@ async def say(client: ClientConnection, text: str) -> None:
 
 
 @asynccontextmanager
-async def chatter(url: str, room: str, nick: str) -> AsyncIterator[ClientConnection]:
+async def chatter(
+    url: str, room: str, nick: str, *, history: bool = True
+) -> AsyncIterator[ClientConnection]:
     async with connect_async(url) as client:
-        assert (await receive(client))["type"] == "welcome"
-        await join(client, room, nick)
+        assert await receive(client) == {"type": "welcome", "layer": "memory", "history": history}
+        await join(client, room, nick, history=history)
         yield client
 
 
@@ -172,25 +193,41 @@ async def test_switching_rooms_leaves_the_old_one() -> None:
 
 
 @pytest.mark.anyio
-async def test_joined_comes_before_the_rooms_messages() -> None:
-    """The page shows a room's messages once it is told it joined: none may come first."""
+async def test_joined_then_the_history_then_live_messages_without_gap_or_duplicate() -> None:
+    """The page shows a room's messages once it is told it joined: none may come first.
+
+    Then come the room's last messages, then live ones: joining while a bot
+    publishes numbered messages, the numbers run on without a gap or a
+    duplicate from the history into the live messages.
+    """
     app = create_app("memory://")
     async with serving(app) as url:
         channel: Channel = app.state.channel
-        message = {"room": "busy", "nick": "bot", "text": "spam", "time": "2026-01-01T00:00:00Z"}
+        sent = 0
 
         async def chatter_away() -> None:
+            nonlocal sent
             while True:
+                text, sent = str(sent), sent + 1  # counted before: cancelled only once sent
+                message = {"room": "busy", "nick": "bot", "text": text, "time": "2026-01-01T00:00Z"}
                 await channel.publish("chat.busy", message)
                 await anyio.lowlevel.checkpoint()
 
         for _ in range(10):
-            async with connect_async(url) as client:
+            # max_queue=None: the client keeps reading what the bot sent, so closing is quick
+            async with connect_async(url, max_queue=None) as client:
                 assert (await receive(client))["type"] == "welcome"
                 async with anyio.create_task_group() as bot:
                     bot.start_soon(chatter_away)
-                    await join(client, "busy", "ann")  # the very next frame says "joined"
+                    await anyio.sleep(0.001)  # the room has some history
+                    # the very next frame says "joined", then "history"
+                    recent = await join(client, "busy", "ann")
                     bot.cancel_scope.cancel()
+                numbers = [int(frame["text"]) for frame in recent]
+                assert 0 < len(numbers) <= 50
+                for _ in range(min(20, sent - numbers[-1] - 1)):
+                    numbers.append(int((await receive(client))["text"]))
+                assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
 
 
 def get_json(url: str) -> tuple[int, dict[str, Any]]:
@@ -274,13 +311,17 @@ BAD_FRAMES = {
     json.dumps({"type": "join", "room": "x" * 41, "nick": "ann"}): '"room" is too long',
     json.dumps({"type": "join", "room": "a\nb", "nick": "ann"}): "control characters",
     json.dumps({"type": "message", "text": "x" * 9000}): "frame too long",
+    '{"type": "message", "text": "hi", "nick": 7}': '"nick" must be a string',
+    '{"type": "join", "room": "lobby", "nick": "ann", "since": 5}': '"since" must be a string',
+    '{"type": "join", "room": "lobby", "nick": "ann", "since": "nope"}': "position",
+    json.dumps({"type": "join", "room": "lobby", "nick": "ann", "since": "1" * 201}): "too long",
 }
 
 
 @pytest.mark.anyio
 async def test_bad_input_gets_an_error_frame_and_the_socket_stays_usable() -> None:
     async with serving(create_app("memory://")) as url, connect_async(url) as client:
-        assert await receive(client) == {"type": "welcome", "layer": "memory"}
+        assert await receive(client) == {"type": "welcome", "layer": "memory", "history": True}
         for frame, error in BAD_FRAMES.items():
             await client.send(frame)
             reply = await receive(client)
@@ -293,6 +334,171 @@ async def test_bad_input_gets_an_error_frame_and_the_socket_stays_usable() -> No
         assert "at most 1000" in (await receive(client))["error"]
         await say(client, "  still works  ")
         assert_message(await receive(client), "lobby", "ann", "still works")
+
+
+async def say_and_hear(client: ClientConnection, room: str, nick: str, text: str) -> str:
+    """Say `text` and wait for it to come back; its position."""
+    await say(client, text)
+    frame = await receive(client)
+    assert_message(frame, room, nick, text)
+    position: str = frame["position"]
+    return position
+
+
+@pytest.mark.anyio
+async def test_a_room_shows_its_last_50_messages_on_join() -> None:
+    room = unique_room()
+    async with serving(create_app("memory://")) as url:
+        async with chatter(url, room, "ann") as ann:
+            for number in range(60):
+                await say(ann, f"m{number}")
+            positions = []
+            for number in range(60):
+                frame = await receive(ann)
+                assert_message(frame, room, "ann", f"m{number}")
+                positions.append(frame["position"])
+            assert len(set(positions)) == 60
+            async with connect_async(url) as bob:
+                assert (await receive(bob))["type"] == "welcome"
+                recent = await join(bob, room, "bob")
+                assert [frame["text"] for frame in recent] == [f"m{n}" for n in range(10, 60)]
+                assert [frame["position"] for frame in recent] == positions[10:]
+                for frame in recent:
+                    assert_message(frame, room, "ann", frame["text"])
+                await say(ann, "live")
+                assert_message(await receive(bob), room, "ann", "live")
+
+
+@pytest.mark.anyio
+async def test_a_reconnecting_tab_resumes_after_its_last_message() -> None:
+    """What was said while a tab's socket was down comes once, in order, then live messages."""
+    room = unique_room()
+    async with serving(create_app("memory://")) as url, chatter(url, room, "ann") as ann:
+        async with chatter(url, room, "bob") as bob:
+            last = await say_and_hear(bob, room, "bob", "before the drop")
+            assert_message(await receive(ann), room, "bob", "before the drop")
+        for number in range(3):  # bob's socket is closed
+            await say_and_hear(ann, room, "ann", f"missed {number}")
+        async with connect_async(url) as bob:
+            assert (await receive(bob))["type"] == "welcome"
+            await bob.send(json.dumps({"type": "join", "room": room, "nick": "bob", "since": last}))
+            assert await receive(bob) == {
+                "type": "joined",
+                "room": room,
+                "nick": "bob",
+                "resumed": True,
+            }
+            for number in range(3):
+                assert_message(await receive(bob), room, "ann", f"missed {number}")
+            await say(ann, "live again")
+            assert_message(await receive(bob), room, "ann", "live again")
+            await say(bob, "nothing twice")
+            assert_message(await receive(bob), room, "bob", "nothing twice")
+
+
+@pytest.mark.anyio
+async def test_a_resume_past_the_kept_history_says_messages_are_missing() -> None:
+    room = unique_room()
+    async with (
+        serving(create_app("memory://?history_size=3")) as url,
+        chatter(url, room, "ann") as ann,
+    ):
+        first = await say_and_hear(ann, room, "ann", "first")
+        for number in range(5):
+            await say_and_hear(ann, room, "ann", f"m{number}")
+        async with connect_async(url) as bob:
+            assert (await receive(bob))["type"] == "welcome"
+            await bob.send(
+                json.dumps({"type": "join", "room": room, "nick": "bob", "since": first})
+            )
+            assert (await receive(bob))["resumed"] is True
+            notice = await receive(bob)
+            assert notice["type"] == "notice"
+            assert "no longer kept" in notice["text"]
+            for number in (2, 3, 4):  # what the room still keeps
+                assert_message(await receive(bob), room, "ann", f"m{number}")
+
+
+@pytest.mark.anyio
+async def test_a_nick_sent_with_a_message_renames_the_sender() -> None:
+    """The page sends the nick field with each message: no need to join again."""
+    room = unique_room()
+    async with serving(create_app("memory://")) as url, chatter(url, room, "ann") as ann:
+        await client_says(ann, {"type": "message", "text": "as annie", "nick": " annie "})
+        assert_message(await receive(ann), room, "annie", "as annie")
+        await say(ann, "still annie")  # without a nick: the last one
+        assert_message(await receive(ann), room, "annie", "still annie")
+        await join(ann, room, "ann")
+        await say(ann, "ann again")
+        assert_message(await receive(ann), room, "ann", "ann again")
+
+
+async def client_says(client: ClientConnection, frame: dict[str, Any]) -> None:
+    await client.send(json.dumps(frame))
+
+
+NO_HISTORY_LAYER = """
+from channels_core.layers.local_memory import InMemoryChannelLayer
+
+class NoHistoryLayer(InMemoryChannelLayer):
+    url_schemes = ("nohistory",)
+    supports_history = False
+"""
+
+
+@pytest.fixture
+def no_history_scheme(fake_distribution: Callable[..., None]) -> str:
+    """A scheme served by a memory layer without the "history" capability.
+
+    A module of its own per test: the plugin manager remembers module names.
+    """
+    module = f"fake_nohistory_{uuid.uuid4().hex[:8]}"
+    fake_distribution(
+        module.replace("_", "-"),
+        f"nohistory = {module}:NoHistoryLayer",
+        **{module: NO_HISTORY_LAYER},
+    )
+    return "nohistory"
+
+
+def test_the_demo_turns_history_on_where_the_layer_has_it(no_history_scheme: str) -> None:
+    assert layer_options("memory://") == {"history_size": HISTORY_SIZE}
+    assert layer_options("memory://room-hub?history_ttl=60") == {"history_size": HISTORY_SIZE}
+    assert layer_options("memory://?history_size=0") == {}  # off, as the URL says
+    assert layer_options("memory://?history_size=5") == {}  # the URL's own size
+    assert layer_options(f"{no_history_scheme}://") == {}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["history off", "no history capability"])
+async def test_without_history_the_demo_works_as_before(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    if where == "history off":
+        app_url = "memory://?history_size=0"
+    else:
+        app_url = f"{request.getfixturevalue('no_history_scheme')}://"
+    room = unique_room()
+    async with serving(create_app(app_url)) as url:
+        async with connect_async(url) as ann, connect_async(url) as bob:
+            for client, nick in ((ann, "ann"), (bob, "bob")):
+                welcome = await receive(client)
+                assert (welcome["type"], welcome["history"]) == ("welcome", False)
+                await join(client, room, nick, history=False)
+            await say(ann, "hello")
+            for client in (ann, bob):
+                frame = await receive(client)
+                assert_message(frame, room, "ann", "hello")
+                assert "position" not in frame
+            # a tab resuming on a server without history is told, and joins afresh
+            await bob.send(
+                json.dumps({"type": "join", "room": room, "nick": "bob", "since": "x-1"})
+            )
+            assert (await receive(bob))["resumed"] is False
+            notice = await receive(bob)
+            assert (notice["type"], notice["text"]) == ("notice", NO_HISTORY)
+            await say(ann, "after")
+            assert_message(await receive(bob), room, "ann", "after")
 
 
 @pytest.mark.anyio
@@ -465,9 +671,13 @@ def sync_receive(client: SyncClientConnection) -> dict[str, Any]:
 @contextmanager
 def sync_chatter(url: str, room: str, nick: str) -> Iterator[SyncClientConnection]:
     with connect_sync(url) as client:
-        assert sync_receive(client)["type"] == "welcome"
+        welcome = sync_receive(client)
+        assert welcome["type"] == "welcome"
         client.send(json.dumps({"type": "join", "room": room, "nick": nick}))
-        assert sync_receive(client) == {"type": "joined", "room": room, "nick": nick}
+        joined = {"type": "joined", "room": room, "nick": nick, "resumed": False}
+        assert sync_receive(client) == joined
+        if welcome["history"]:  # the layer keeps history: the room's (empty) history
+            assert sync_receive(client) == {"type": "history", "room": room, "messages": []}
         yield client
 
 
@@ -497,7 +707,9 @@ def test_two_instances_share_rooms_over_nats(nats_url: str, tmp_path: Path) -> N
 
 def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     with chat_process("memory://", tmp_path) as demo:
-        assert f"open {demo.http}/" in demo.stdout.read_text()
+        assert (
+            f"chat on memory:// (history_size=1000): open {demo.http}/" in demo.stdout.read_text()
+        )
         with sync_chatter(demo.ws, "lobby", "ann") as ann:
             assert demo.stop() == 0
             with pytest.raises(ConnectionClosed):
@@ -533,32 +745,103 @@ def test_an_unusable_layer_url_is_a_plain_error(url: str, error: str) -> None:
 # -- in a browser ------------------------------------------------------------------------
 
 
-def test_a_message_typed_in_one_browser_appears_in_the_other(
-    redis_pair: tuple[Instance, Instance],
-) -> None:
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Headless Chromium for the block; a missing one skips (outside CI) or fails."""
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
-    room = unique_room()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            pages = []
-            for instance, nick in zip(redis_pair, ("ann", "bob"), strict=True):
-                page = browser.new_page()
-                page.goto(f"{instance.http}/#{room}")
-                page.fill("#nick", nick)
-                page.click("#join")
-                expect(page.locator("#log")).to_contain_text(f"you are {nick} in {room}")
-                pages.append(page)
-            ann, bob = pages
-            ann.fill("#text", "hello from the first browser")
-            ann.press("#text", "Enter")
-            expect(bob.locator("#log")).to_contain_text("hello from the first browser")
-            expect(bob.locator("#log .nick")).to_have_text(["ann"])
-            bob.fill("#text", "and back")
-            bob.click("#send")
-            expect(ann.locator("#log")).to_contain_text("and back")
+            yield browser
         finally:
             browser.close()
+
+
+def chat_page(browser: Browser, instance: Instance, room: str, nick: str) -> Page:
+    """A tab of `instance` (a browser context of its own) that has joined `room` as `nick`."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(f"{instance.http}/#{room}")
+    page.fill("#nick", nick)
+    page.click("#join")
+    expect(page.locator("#log")).to_contain_text(f"you are {nick} in {room}")
+    return page
+
+
+def type_message(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def test_a_message_typed_in_one_browser_appears_in_the_other(
+    redis_pair: tuple[Instance, Instance],
+) -> None:
+    from playwright.sync_api import expect
+
+    room = unique_room()
+    with chromium() as browser:
+        first, second = redis_pair
+        ann, bob = chat_page(browser, first, room, "ann"), chat_page(browser, second, room, "bob")
+        type_message(ann, "hello from the first browser")
+        expect(bob.locator("#log")).to_contain_text("hello from the first browser")
+        expect(bob.locator("#log .nick")).to_have_text(["ann"])
+        bob.fill("#text", "and back")
+        bob.click("#send")
+        expect(ann.locator("#log")).to_contain_text("and back")
+
+
+@pytest.fixture(scope="module")
+def memory_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """The demo on its default layer, memory:// with history on."""
+    with chat_process("memory://", tmp_path_factory.mktemp("chat-memory")) as demo:
+        yield demo
+
+
+def test_a_browser_shows_history_resumes_after_a_reconnect_and_takes_the_typed_nick(
+    memory_demo: Instance,
+) -> None:
+    """The room's last messages on join; a reconnected socket misses nothing, repeats nothing.
+
+    Bob's socket is closed from his page while his browser is offline (so it
+    cannot reconnect at once); Ann speaks meanwhile; once Bob's page is back
+    online it reconnects and shows her message once. A nick typed in the
+    nick field applies to the next message, without pressing join.
+    """
+    from playwright.sync_api import expect
+
+    room = unique_room()
+    with chromium() as browser:
+        ann = chat_page(browser, memory_demo, room, "ann")
+        texts = ["one", "two"]
+        for text in texts:
+            type_message(ann, text)
+        expect(ann.locator("#log .text")).to_have_text(texts)
+        ann.fill("#nick", "annie")  # typed, join not pressed
+        type_message(ann, "renamed")
+        texts.append("renamed")
+        expect(ann.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
+
+        bob = chat_page(browser, memory_demo, room, "bob")
+        expect(bob.locator("#log .text")).to_have_text(texts)  # the room's history
+        expect(bob.locator("#log .nick")).to_have_text(["ann", "ann", "annie"])
+
+        bob.context.set_offline(True)
+        bob.evaluate("socket.close()")
+        expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
+        type_message(ann, "while bob was away")
+        texts.append("while bob was away")
+        expect(ann.locator("#log .text")).to_have_text(texts)
+        expect(bob.locator("#status")).to_have_text("disconnected, retrying…")
+        expect(bob.locator("#log .text")).to_have_text(texts[:-1])
+        bob.context.set_offline(False)
+        expect(bob.locator("#log")).to_contain_text(f"reconnected to {room}")
+        expect(bob.locator("#log .text")).to_have_text(texts)  # once, in order
+        type_message(bob, "back")
+        texts.append("back")
+        for page in (ann, bob):
+            expect(page.locator("#log .text")).to_have_text(texts)
+        expect(bob.locator("#log .notice")).to_have_count(0)

@@ -82,3 +82,8 @@ class Contender:
     no_many_subscribers: str | None = None
     #: The broker channel a group travels on, if not the group's own name.
     broker_channel: Callable[[str], str] | None = None
+    #: The scenario ids it runs in (None: every one).
+    scenarios: frozenset[str] | None = None
+    #: Whether it logs every publish (a history row): its frames carry a
+    #: position, so Redis's bytes-per-delivery count does not apply.
+    history: bool = False

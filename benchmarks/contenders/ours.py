@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from channels_core import Channel
+from channels_core import Channel, LayerNotFoundError
+from channels_core.discovery import layer_for_url
+from channels_core.plugins import layer_capabilities
 from channels_core.subscriber import Subscriber
 
+from ..scenarios import HISTORY_QUERY, HISTORY_SCENARIOS, HISTORY_SUFFIX
 from .base import Contender, OnMessage, Session, Stream
 
 __all__ = ["channels_contenders"]
@@ -62,23 +65,52 @@ def _opener(url: str, **options: Any) -> Callable[[], AbstractAsyncContextManage
     return open_session
 
 
+def _keeps_history(url: str) -> bool:
+    """Whether the layer serving `url` declares the "history" capability (and is installed)."""
+    try:
+        return "history" in layer_capabilities(layer_for_url(url))
+    except LayerNotFoundError:
+        return False
+
+
+def _contender(
+    name: str, broker: str, url: str, notes: str = "", **options: Any
+) -> list[Contender]:
+    """Our layer on `url`; and again with history on (`HISTORY_QUERY`) if it has the capability."""
+    contenders = [Contender(name, "channels", broker, _opener(url, **options), notes=notes)]
+    if _keeps_history(url):
+        separator = "&" if "?" in url else "?"
+        contenders.append(
+            Contender(
+                name + HISTORY_SUFFIX,
+                "channels",
+                broker,
+                _opener(f"{url}{separator}{HISTORY_QUERY}", **options),
+                notes=f"{name} with {HISTORY_QUERY}: every publish is also logged",
+                scenarios=HISTORY_SCENARIOS,
+                history=True,
+            )
+        )
+    return contenders
+
+
 def channels_contenders(redis_url: str, postgres_url: str, nats_url: str) -> list[Contender]:
-    """Our memory, Redis, PostgreSQL and NATS layers."""
+    """Our memory, Redis, PostgreSQL and NATS layers (each with history too, where it has it)."""
     return [
-        Contender("channels memory", "channels", "memory", _opener("memory://")),
-        Contender("channels redis", "channels", "redis", _opener(redis_url)),
-        Contender(
+        *_contender("channels memory", "memory", "memory://"),
+        *_contender("channels redis", "redis", redis_url),
+        *_contender(
             "channels postgres",
-            "channels",
             "postgres",
-            _opener(postgres_url, namespace=POSTGRES_NAMESPACE),
+            postgres_url,
             notes="payloads over NOTIFY's 8000 bytes travel through the layer's payload table",
+            namespace=POSTGRES_NAMESPACE,
         ),
-        Contender(
+        *_contender(
             "channels nats",
-            "channels",
             "nats",
-            _opener(nats_url, namespace=NATS_NAMESPACE),
+            nats_url,
             notes="one connection; messages go from the socket to the subscribers' buffers",
+            namespace=NATS_NAMESPACE,
         ),
     ]

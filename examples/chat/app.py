@@ -2,6 +2,12 @@
 
 Each room is a group (``chat.<room>``); the channel layer comes from
 ``--url`` or ``CHANNELS_URL`` (default ``memory://``, a single process).
+On a layer with the "history" capability the demo turns history on
+(``history_size=HISTORY_SIZE`` unless the URL sets ``history_size``; ``0``
+turns it off): a tab joining a room is shown its last `RECENT` messages, and
+a tab whose websocket reconnects resumes after the last message it showed,
+so nothing said meanwhile is missed. Without history the demo works as
+before: no room history, and a reconnect misses what was said meanwhile.
 
     python examples/chat/app.py                  # then open http://127.0.0.1:8000
     python -m examples.chat --port 8001          # the same, from the repository root
@@ -14,11 +20,15 @@ browser on one port appears in every browser on the other.
     # or --url postgresql://postgres@127.0.0.1:5432/test
 
 The websocket speaks JSON objects. Browser to server:
-``{"type": "join", "room": ..., "nick": ...}`` (subscribe to a room, leaving
-the previous one) and ``{"type": "message", "text": ...}``. Server to
-browser: ``welcome``, ``joined``, ``message`` ({room, nick, text, time}),
-``notice`` (messages were lost) and ``error`` (bad input; the socket stays
-open).
+``{"type": "join", "room": ..., "nick": ..., "since": ...}`` (subscribe to a
+room, leaving the previous one; the optional ``since``, a message's
+``position``, resumes after that message) and ``{"type": "message", "text":
+..., "nick": ...}`` (``nick`` optional: it renames the sender from this
+message on). Server to browser: ``welcome`` ({layer, history}), ``joined``
+({room, nick, resumed}), ``history`` ({room, messages}: the last messages,
+after ``joined`` when not resuming), ``message`` ({room, nick, text, time,
+position}; ``position`` with history on), ``notice`` (messages were lost or
+cannot be shown) and ``error`` (bad input; the socket stays open).
 
 ``GET /healthz`` answers the channel's health report (`Channel.health`) as
 JSON: 200 when healthy, 503 when not (the broker does not answer within
@@ -33,17 +43,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import uvicorn
@@ -55,7 +66,14 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from channels_core import Channel, ChannelsError, MessagesLost
+from channels_core import (
+    Channel,
+    ChannelsError,
+    MessagesLost,
+    Subscriber,
+    layer_capabilities,
+)
+from channels_core.discovery import layer_for_url
 from channels_core.telemetry import instrument
 
 __all__ = [
@@ -64,6 +82,7 @@ __all__ = [
     "Join",
     "Say",
     "create_app",
+    "layer_options",
     "main",
     "parse_frame",
     "server_config",
@@ -76,6 +95,13 @@ MAX_FRAME = 8 * 1024  # characters in one frame from the browser
 MAX_ROOM = 40
 MAX_NICK = 24
 MAX_TEXT = 1000
+MAX_POSITION = 200  # characters in the position a tab sends back to resume
+
+#: Events each room keeps when the demo turns history on (`layer_options`):
+#: what a tab that was away can catch up on when it reconnects.
+HISTORY_SIZE = 1000
+#: Messages a tab is shown when it joins a room.
+RECENT = 50
 
 
 def group_for(room: str) -> str:
@@ -93,11 +119,13 @@ class BadFrame(ValueError):
 class Join:
     room: str
     nick: str
+    since: str | None = None  # resume after this message position (history on)
 
 
 @dataclass(frozen=True)
 class Say:
     text: str
+    nick: str | None = None  # the sender's new nick, from this message on
 
 
 def parse_frame(text: str) -> Join | Say:
@@ -112,9 +140,13 @@ def parse_frame(text: str) -> Join | Say:
         raise BadFrame("frames must be JSON objects")
     kind = data.get("type")
     if kind == "join":
-        return Join(_field(data, "room", MAX_ROOM), _field(data, "nick", MAX_NICK))
+        return Join(
+            _field(data, "room", MAX_ROOM),
+            _field(data, "nick", MAX_NICK),
+            _optional(data, "since", MAX_POSITION),
+        )
     if kind == "message":
-        return Say(_field(data, "text", MAX_TEXT))
+        return Say(_field(data, "text", MAX_TEXT), _optional(data, "nick", MAX_NICK))
     raise BadFrame('"type" must be "join" or "message"')
 
 
@@ -132,10 +164,17 @@ def _field(data: dict[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def chat_message(message: object) -> dict[str, str] | None:
+def _optional(data: dict[str, Any], name: str, limit: int) -> str | None:
+    """Like `_field`, for a field that may be absent (or null)."""
+    return None if data.get(name) is None else _field(data, name, limit)
+
+
+def chat_message(message: object, position: str | None = None) -> dict[str, str] | None:
     """The message frame for a broker message, or None if it is not a chat message.
 
-    Anything can be published on a shared broker: pass on only the expected shape.
+    Anything can be published on a shared broker: pass on only the expected
+    shape. With history on the frame carries the event's `position`, which
+    the tab sends back to resume after it.
     """
     if not isinstance(message, dict):
         return None
@@ -145,6 +184,8 @@ def chat_message(message: object) -> dict[str, str] | None:
         if not isinstance(value, str):
             return None
         frame[key] = value
+    if position is not None:
+        frame["position"] = position
     return frame
 
 
@@ -163,6 +204,8 @@ class ChatSession:
     def __init__(self, websocket: WebSocket, channel: Channel) -> None:
         self.websocket = websocket
         self.channel = channel
+        #: Rooms keep history: shown on join, and a reconnecting tab resumes.
+        self.history = channel.layer.keeps_history
         self.joined: Join | None = None
         self._relay_scope: anyio.CancelScope | None = None
         self._send_lock = anyio.Lock()
@@ -171,7 +214,7 @@ class ChatSession:
     async def run(self, layer: str) -> None:
         await self.websocket.accept()
         async with anyio.create_task_group() as tasks:
-            await self.send({"type": "welcome", "layer": layer})
+            await self.send({"type": "welcome", "layer": layer, "history": self.history})
             await self._read(tasks)
             tasks.cancel_scope.cancel()
 
@@ -210,18 +253,34 @@ class ChatSession:
         if self._relay_scope is not None:
             self._relay_scope.cancel()
             self._relay_scope, self.joined = None, None
+        since = join.since if self.history else None
+        try:  # checks `since` at once, before subscribing
+            subscription = self.channel.subscribe(group_for(join.room), since=since)
+        except ValueError as error:  # a "since" that is no position
+            raise BadFrame(f"could not join {join.room!r}: {error}") from None
         async with self._send_lock:  # the new room's messages go out after "joined"
             try:
-                self._relay_scope = await tasks.start(self._relay, join.room)
+                self._relay_scope, recent = await tasks.start(
+                    self._relay, subscription, self.history and since is None
+                )
             except ChannelsError as error:  # e.g. the broker is down beyond the retry bound
                 logger.warning("could not subscribe to %s: %s", join.room, error)
                 raise BadFrame(f"could not join {join.room!r}: {error}") from None
             self.joined = join
-            await self._write({"type": "joined", "room": join.room, "nick": join.nick})
+            resumed = since is not None
+            await self._write(
+                {"type": "joined", "room": join.room, "nick": join.nick, "resumed": resumed}
+            )
+            if recent is not None:
+                await self._write({"type": "history", "room": join.room, "messages": recent})
+            if join.since is not None and not self.history:
+                await self._write({"type": "notice", "text": NO_HISTORY})
 
     async def _say(self, say: Say) -> None:
         if self.joined is None:
             raise BadFrame("join a room first")
+        if say.nick is not None:
+            self.joined = dataclasses.replace(self.joined, nick=say.nick)
         room, nick = self.joined.room, self.joined.nick
         time = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         message = {"room": room, "nick": nick, "text": say.text, "time": time}
@@ -232,15 +291,38 @@ class ChatSession:
             raise BadFrame(f"your message was not sent: {error}") from None
 
     async def _relay(
-        self, room: str, *, task_status: TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED
+        self,
+        subscription: AbstractAsyncContextManager[Subscriber],
+        recent: bool,
+        *,
+        task_status: TaskStatus[tuple[anyio.CancelScope, list[dict[str, str]] | None]] = (
+            anyio.TASK_STATUS_IGNORED
+        ),
     ) -> None:
+        """Relay the room's events; with `recent`, read the room's last messages first.
+
+        They are read once the subscription is live, so none is missed in
+        between; live events that the read also returned are skipped.
+        """
         with anyio.CancelScope() as scope:
-            async with self.channel.subscribe(group_for(room)) as subscriber:
-                task_status.started(scope)  # live on the broker: "joined" can go out
+            async with subscription as subscriber:
+                shown: set[str] = set()
+                frames = None
+                if recent:
+                    events = await self.channel.history(subscriber.groups[0], limit=RECENT)
+                    shown = {event.position for event in events if event.position is not None}
+                    frames = [
+                        frame
+                        for event in events
+                        if (frame := chat_message(event.message, event.position)) is not None
+                    ]
+                task_status.started((scope, frames))  # live on the broker: "joined" can go out
                 while True:
                     try:
                         async for event in subscriber:
-                            frame = chat_message(event.message)
+                            if event.position in shown:
+                                continue  # already in the history frame
+                            frame = chat_message(event.message, event.position)
                             if frame is not None:
                                 await self.send(frame)
                         return  # the channel is closing
@@ -248,9 +330,15 @@ class ChatSession:
                         await self.send({"type": "notice", "text": _describe(gap)})
 
 
+#: The notice for a tab that asks to resume on a server without history.
+NO_HISTORY = "this server keeps no history: what was said while you were disconnected is not shown"
+
+
 def _describe(gap: MessagesLost) -> str:
     if gap.reason == "reconnect":
         return "the server lost its broker connection for a moment: messages may be missing"
+    if gap.reason == "expired":
+        return "some messages from while you were away are no longer kept: they are missing"
     return f"you were too slow: {gap.count or 'some'} message(s) skipped"
 
 
@@ -288,7 +376,7 @@ def create_app(url: str) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with Channel.from_url(url) as channel:
+        async with Channel.from_url(url, **layer_options(url)) as channel:
             app.state.channel = channel
             app.state.metrics = exporter = prometheus_exporter()
             if exporter is None:
@@ -352,6 +440,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def layer_options(url: str) -> dict[str, Any]:
+    """The layer options the demo adds to `url`'s: history, where the layer has it.
+
+    ``history_size=HISTORY_SIZE`` if the layer declares the "history"
+    capability and the URL sets no ``history_size`` (``?history_size=0``
+    keeps it off); else none: the demo then runs without history.
+    """
+    query = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    if "history_size" in query or "history" not in layer_capabilities(layer_for_url(url)):
+        return {}
+    return {"history_size": HISTORY_SIZE}
+
+
 async def check_layer(url: str) -> str | None:
     """Connect once, so a bad URL or a broker that is down fails early and plainly.
 
@@ -359,7 +460,7 @@ async def check_layer(url: str) -> str | None:
     """
     try:
         with anyio.fail_after(20):
-            async with Channel.from_url(url):
+            async with Channel.from_url(url, **layer_options(url)):
                 return None
     except TimeoutError:
         return "no answer within 20 s"
@@ -401,7 +502,11 @@ def serve(args: argparse.Namespace) -> int:
     config = server_config(create_app(args.url), args.host, args.port, args.log_level)
     sock = config.bind_socket()  # a port in use exits here, with uvicorn's message
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"chat on {args.url}: open http://{host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    added = "".join(f" ({name}={value})" for name, value in layer_options(args.url).items())
+    print(
+        f"chat on {args.url}{added}: open http://{host}:{args.port}/  (Ctrl-C to stop)",
+        flush=True,
+    )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutting down
         uvicorn.Server(config).run(sockets=[sock])
     print("chat stopped", flush=True)

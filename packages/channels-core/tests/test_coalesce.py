@@ -26,7 +26,9 @@ PATIENCE = 5.0
 class GatedLayer(InMemoryChannelLayer):
     """Publishes wait at a gate; `fail_next_batch` makes the next batch fail at the broker."""
 
-    coalesce_publishes = True
+    @property
+    def coalesce_publishes(self) -> bool:
+        return True
 
     def __init__(self) -> None:
         super().__init__()

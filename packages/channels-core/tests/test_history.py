@@ -8,6 +8,8 @@ does after re-subscribing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -32,6 +34,32 @@ class FlakyMemoryLayer(InMemoryChannelLayer):
         self.hub.subscribe(port, list(self._groups))
         self.hub.psubscribe(port, list(self._patterns))
         port._inbox.messages_lost()
+
+
+class TrailingMemoryLayer(FlakyMemoryLayer):
+    """Its live deliveries can trail its log, as a network layer's pub/sub socket can trail
+    a read on another connection: while `trail` is on, live deliveries wait for `catch_up`."""
+
+    def trail(self) -> None:
+        port = self._port
+        assert port is not None
+        self._late: list[tuple[Any, ...]] = []
+        self._deliver = port.deliver
+
+        def deliver_later(
+            group: str, payload: bytes, pattern: str | None = None, position: str | None = None
+        ) -> bool:
+            self._late.append((group, payload, pattern, position))
+            return False
+
+        port.deliver = deliver_later
+
+    def catch_up(self) -> None:
+        port = self._port
+        assert port is not None
+        port.deliver = self._deliver
+        for delivery in self._late:
+            self._deliver(*delivery)
 
 
 class NoHistoryMemoryLayer(InMemoryChannelLayer):
@@ -145,24 +173,53 @@ async def test_recovery_under_a_running_publisher_has_no_gap_and_no_duplicate() 
         assert channel.stats().gaps == 20
 
 
-async def test_pattern_subscribers_are_told_of_a_reconnect() -> None:
+async def test_pattern_subscribers_are_told_of_every_reconnect_never_a_false_complete() -> None:
+    """The log is per group: a pattern's matches during the outage cannot be listed.
+
+    So a pattern subscriber gets ``MessagesLost("reconnect")`` after every
+    reconnect, even one where nothing was published, whether or not a named
+    subscriber of a matching group recovers (silently) beside it; it never
+    gets the outage's events as if nothing had happened.
+    """
     hub = MemoryHub()
-    flaky = FlakyMemoryLayer(hub, history_size=10)
+    flaky, flaky_too = FlakyMemoryLayer(hub, history_size=10), FlakyMemoryLayer(hub)
     async with (
         Channel(flaky) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=10)) as publisher,
+        Channel(flaky_too) as patterns_only,
         channel.subscribe_pattern("room.*") as by_pattern,
         channel.subscribe("room.1") as by_name,
+        patterns_only.subscribe_pattern("room.*") as alone,
     ):
-        await channel.publish("room.1", "first")
-        assert (await _receive(by_pattern)).message == "first"
-        assert (await _receive(by_name)).message == "first"
-        flaky.drop_link()
-        flaky.restore_link()
-        with pytest.raises(MessagesLost, match="connection was lost"):
-            await _receive(by_pattern)
-        await channel.publish("room.1", "second")
-        assert (await _receive(by_name)).message == "second"
-        assert (await _receive(by_pattern)).message == "second"
+        await publisher.publish("room.1", "first")
+        for subscriber in (by_pattern, by_name, alone):
+            assert (await _receive(subscriber)).message == "first"
+        for layer in (flaky, flaky_too):
+            layer.drop_link()
+        await publisher.publish("room.1", "missed on room.1")
+        await publisher.publish("room.2", "missed on room.2")  # only the patterns match it
+        for layer in (flaky, flaky_too):
+            layer.restore_link()
+        await publisher.publish("room.2", "after on room.2")
+        await publisher.publish("room.1", "after on room.1")
+        assert await _messages(by_name, 2) == ["missed on room.1", "after on room.1"]
+        for subscriber in (by_pattern, alone):
+            with pytest.raises(MessagesLost) as lost:
+                await _receive(subscriber)
+            assert (lost.value.reason, lost.value.count) == ("reconnect", None)
+            assert await _messages(subscriber, 2) == ["after on room.2", "after on room.1"]
+            await _nothing_more(subscriber)
+        await _nothing_more(by_name)
+
+        for layer in (flaky, flaky_too):  # a quiet outage: still not provably complete
+            layer.drop_link()
+            layer.restore_link()
+        for subscriber in (by_pattern, alone):
+            with pytest.raises(MessagesLost) as lost:
+                await _receive(subscriber)
+            assert lost.value.reason == "reconnect"
+        await _nothing_more(by_name)
+        assert (channel.stats().gaps, patterns_only.stats().gaps) == (2, 2)
 
 
 async def test_without_history_a_reconnect_is_a_gap() -> None:
@@ -286,4 +343,49 @@ async def test_joining_with_since_during_a_recovery_gets_each_event_once() -> No
             await publisher.publish("room", 6)
             assert await _messages(late, 6) == [1, 2, 3, 4, 5, 6]
             assert await _messages(early, 6) == [1, 2, 3, 4, 5, 6]
+            await _nothing_more(late)
+
+
+async def test_live_events_trailing_a_recovery_are_not_delivered_twice() -> None:
+    hub = MemoryHub()
+    layer = TrailingMemoryLayer(hub, history_size=100)
+    async with (
+        Channel(layer) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        channel.subscribe("room") as subscriber,
+    ):
+        await publisher.publish("room", 0)
+        assert await _messages(subscriber, 1) == [0]
+        layer.drop_link()
+        await publisher.publish("room", 1)
+        layer.trail()
+        layer.restore_link()  # the recovery reads 1 and 2; 2 arrives live only later
+        await publisher.publish("room", 2)
+        assert await _messages(subscriber, 2) == [1, 2]
+        layer.catch_up()
+        await publisher.publish("room", 3)
+        assert await _messages(subscriber, 1) == [3]
+        await _nothing_more(subscriber)
+
+
+async def test_live_events_trailing_a_since_replay_are_not_delivered_twice() -> None:
+    hub = MemoryHub()
+    layer = TrailingMemoryLayer(hub, history_size=100)
+    async with (
+        Channel(layer) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        channel.subscribe("room") as early,
+    ):
+        await publisher.publish("room", 0)
+        start = await _receive(early)
+        assert start.position is not None
+        layer.trail()
+        for number in (1, 2):
+            await publisher.publish("room", number)
+        async with channel.subscribe("room", since=start.position) as late:
+            assert await _messages(late, 2) == [1, 2]  # from the log
+            layer.catch_up()  # 1 and 2 arrive live: for `early` only
+            await publisher.publish("room", 3)
+            assert await _messages(late, 1) == [3]
+            assert await _messages(early, 3) == [1, 2, 3]
             await _nothing_more(late)

@@ -88,3 +88,39 @@ def test_the_record_shrinks_as_the_watermark_rises() -> None:
     publishers = receiver.filter._routes[None]
     (publisher,) = publishers.values()
     assert len(publisher.delivered) <= 2
+
+
+def _logged(outbox: Outbox, position: bytes, payload: bytes) -> tuple[int, bytes]:
+    """What the history script publishes: header, position length and text, payload."""
+    sequence, header = outbox.seal_logged()
+    return sequence, header + bytes([len(position)]) + position + payload
+
+
+def test_a_logged_message_carries_its_position_and_is_delivered_once() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    _, message = _logged(outbox, b"e1-1700000000000-7", b"hello")
+    assert receiver.filter.accept_logged(message, None) == (b"hello", "e1-1700000000000-7")
+    assert receiver.filter.accept_logged(message, None) is None
+    # A receiver with history off takes the payload alone (a publisher with it on).
+    assert Receiver().deliver(message) == b"hello"
+    # One with history on takes a plain envelope, without a position.
+    _, plain = outbox.seal(b"plain")
+    assert receiver.filter.accept_logged(plain, None) == (b"plain", None)
+    assert receiver.filter.accept_logged(b"foreign", None) == (b"foreign", None)
+
+
+def test_logged_and_plain_messages_of_one_publisher_share_its_sequence() -> None:
+    outbox, receiver = Outbox(), Receiver()
+    _, first = outbox.seal(b"plain")
+    _, second = _logged(outbox, b"e-1-1", b"logged")
+    assert receiver.deliver(second) == b"logged"
+    assert receiver.deliver(first) == b"plain"
+    assert receiver.deliver(second) is None
+
+
+def test_a_truncated_logged_envelope_passes_as_foreign_bytes() -> None:
+    receiver = Receiver()
+    _, message = _logged(Outbox(), b"e-1-1", b"x")
+    cut = message[: HEADER_BYTES + 3]  # the position is longer than what is left
+    assert receiver.filter.accept_logged(cut, None) == (cut, None)
+    assert (receiver.filter.duplicates, receiver.unknown) == (0, 0)

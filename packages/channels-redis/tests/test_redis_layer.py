@@ -200,6 +200,7 @@ def test_capabilities_are_declared_by_class_attributes() -> None:
     assert layer_capabilities(RedisPubSubChannelLayer) == {
         "multi-group",
         "patterns",
+        "history",
         "publish-many",
     }
 

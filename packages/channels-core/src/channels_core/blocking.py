@@ -29,7 +29,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal
 
-from .channel import Channel, ChannelStats
+from .channel import Channel, ChannelStats, Since
 from .event import Event
 from .exceptions import ChannelClosedError, ChannelInUseError, MessagesLost
 from .health import DEFAULT_HEALTH_TIMEOUT, ChannelHealth
@@ -289,11 +289,30 @@ class BlockingChannel:
         *more_groups: str,
         buffer_size: int | None = None,
         overflow: OverflowPolicy | None = None,
+        since: Since | None = None,
     ) -> AbstractContextManager[BlockingSubscriber]:
-        """Subscribe for the duration of a ``with`` block (see `Channel.subscribe`)."""
+        """Subscribe for the duration of a ``with`` block (see `Channel.subscribe`).
+
+        `since` (history on) replays the retained events after a position
+        first, then hands over to live events with no gap and no duplicate.
+        """
         return self._subscription(
-            self._channel.subscribe(group, *more_groups, buffer_size=buffer_size, overflow=overflow)
+            self._channel.subscribe(
+                group, *more_groups, buffer_size=buffer_size, overflow=overflow, since=since
+            )
         )
+
+    def history(
+        self, group: str, limit: int | None = None, since: str | None = None
+    ) -> list[Event]:
+        """Events retained in `group`'s history, oldest first (see `Channel.history`).
+
+        Raises ``MessagesLost(reason="expired")`` if the history no longer
+        reaches back to `since`, `NotSupportedError` if the layer keeps none.
+        """
+        runtime = self._open_runtime()
+        assert runtime is not None
+        return runtime.call(self._channel.history, group, limit, since)
 
     def subscribe_pattern(
         self,

@@ -159,16 +159,21 @@ class ChannelLayer(abc.ABC):
     #: `publish_many` publishes one message after the other.
     supports_publish_many: ClassVar[bool] = False
 
-    #: With `supports_publish_many`: True (the default) if concurrent
-    #: `Channel.publish` calls should share round trips through
-    #: `publish_many`. An in-process layer, whose `publish` waits for
-    #: nothing, sets it False: batching would only add work.
-    coalesce_publishes: ClassVar[bool] = True
-
     @property
     def keeps_history(self) -> bool:
         """True if this layer logs every publish (history is on); False by default."""
         return False
+
+    @property
+    def coalesce_publishes(self) -> bool:
+        """With `supports_publish_many`: whether concurrent publishes should share round trips.
+
+        True by default: the channel then batches concurrent `Channel.publish`
+        calls into `publish_many`. An in-process layer, whose `publish` waits
+        for nothing, says False (batching would only add work), and so does
+        a layer whose `publish_many` falls back to one `publish` at a time.
+        """
+        return True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -332,6 +332,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
         await self._send_with_retry(send, f"publish {len(items)} message(s) on {self._shown}")
         self._counters.published += len(items)
 
+    @property
+    def coalesce_publishes(self) -> bool:
+        """Not with history on: `publish_many` then publishes one message at a time."""
+        return not self.keeps_history
+
     async def _send_with_retry(self, send: Statement, what: str) -> None:
         """Run `send` once on the kept connection, else pooled; retry until `publish_timeout`."""
         timeout = self.options.publish_timeout

@@ -17,7 +17,12 @@ most `MAX_REMEMBERED` sequences (past that, a too-old message is dropped
 and reported as a possible loss, never delivered twice), and only the
 `MAX_PUBLISHERS` most recently heard publishers are remembered.
 
-A message without the magic prefix and a whole header (from another
+With history on, the publish script appends the message's position in
+its group's log (`channels_layer_redis._history`) behind the header::
+
+    MAGIC_LOGGED <publisher id> <sequence> <watermark> <length: u8> <position> <payload>
+
+A message without a magic prefix and a whole header (from another
 client) is passed on as it is, for the channel's codec to decode or count
 as undecodable.
 """
@@ -29,9 +34,16 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-__all__ = ["HEADER_BYTES", "MAX_PUBLISHERS", "MAX_REMEMBERED", "DuplicateFilter", "Outbox"]
+__all__ = [
+    "HEADER_BYTES",
+    "MAX_PUBLISHERS",
+    "MAX_REMEMBERED",
+    "DuplicateFilter",
+    "Outbox",
+]
 
 _MAGIC = b"\x00chr1"
+_MAGIC_LOGGED = b"\x00chr2"  # same length: the fields sit at the same offset
 _FIELDS = struct.Struct(">8sQQ")
 HEADER_BYTES = len(_MAGIC) + _FIELDS.size
 
@@ -56,6 +68,15 @@ class Outbox:
         watermark = next(iter(self._in_flight), sequence)
         self._in_flight[sequence] = None
         return sequence, _MAGIC + _FIELDS.pack(self._id, sequence, watermark) + payload
+
+    def seal_logged(self) -> tuple[int, bytes]:
+        """Like `seal`, for the history script: the header alone, position and payload to follow.
+
+        Its bytes 5-20 (publisher id and sequence) identify the publish, whichever
+        try sent it: the history script's retry check reads them there.
+        """
+        sequence, header = self.seal(b"")
+        return sequence, _MAGIC_LOGGED + header[len(_MAGIC) :]
 
     def settle(self, sequence: int) -> None:
         """`sequence` will never be sent again (answered, or given up)."""
@@ -87,9 +108,38 @@ class DuplicateFilter:
     def accept(self, data: bytes, route: bytes | None) -> bytes | None:
         """The payload to deliver, or None if it must be dropped."""
         if len(data) < HEADER_BYTES or not data.startswith(_MAGIC):
+            if data.startswith(_MAGIC_LOGGED):  # from a publisher with history on
+                accepted = self.accept_logged(data, route)
+                return None if accepted is None else accepted[0]
             # Not an envelope (another client's message): nothing to deduplicate;
             # the channel's codec decides whether it can be read.
             return data
+        if not self._first_time(data, route):
+            return None
+        return data[HEADER_BYTES:]
+
+    def accept_logged(self, data: bytes, route: bytes | None) -> tuple[bytes, str | None] | None:
+        """``(payload, position)`` to deliver (position None if it has none), or None to drop."""
+        if not data.startswith(_MAGIC_LOGGED) or len(data) <= HEADER_BYTES:
+            payload = self.accept(data, route)
+            return None if payload is None else (payload, None)
+        end = HEADER_BYTES + 1 + data[HEADER_BYTES]
+        if len(data) < end:
+            return data, None  # not a whole envelope: the codec decides
+        if not self._first_time(data, route):
+            return None
+        return data[end:], data[HEADER_BYTES + 1 : end].decode("ascii", "replace")
+
+    def clear(self) -> None:
+        """Forget every publisher (the layer disconnected)."""
+        self._routes.clear()
+
+    def forget(self, route: bytes) -> None:
+        """A pattern subscription ended: its records are no longer needed."""
+        self._routes.pop(route, None)
+
+    def _first_time(self, data: bytes, route: bytes | None) -> bool:
+        """Whether the envelope `data` is a message not delivered before on `route`."""
         publisher_id, sequence, watermark = _FIELDS.unpack_from(data, len(_MAGIC))
         publishers = self._routes.get(route)
         if publishers is None:
@@ -101,19 +151,6 @@ class DuplicateFilter:
                 publishers.popitem(last=False)
         else:
             publishers.move_to_end(publisher_id)
-        if not self._first_time(publisher, sequence, watermark):
-            return None
-        return data[HEADER_BYTES:]
-
-    def clear(self) -> None:
-        """Forget every publisher (the layer disconnected)."""
-        self._routes.clear()
-
-    def forget(self, route: bytes) -> None:
-        """A pattern subscription ended: its records are no longer needed."""
-        self._routes.pop(route, None)
-
-    def _first_time(self, publisher: _Publisher, sequence: int, watermark: int) -> bool:
         if sequence in publisher.delivered or sequence < publisher.watermark:
             # Below the watermark: the publisher had its answer for it before
             # sending a message we already have, so a copy arrived before.

@@ -36,6 +36,7 @@ from channels_core import (
     ErrorMapping,
     Inbox,
     LayerStats,
+    NotSupportedError,
     PayloadTooLargeError,
     background_tasks,
     call_with_deadline,
@@ -44,8 +45,10 @@ from channels_core import (
     translate_errors,
 )
 from channels_core.discovery import registered_as
+from channels_core.history import HistoryRead
 
 from ._envelope import MAX_REMEMBERED, DuplicateFilter, Outbox
+from ._history import StreamLog
 from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
 from ._pools import close_pool, open_pool, pubsub_connection, run_until_lost
 from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
@@ -100,7 +103,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
     Build it with ``RedisPubSubChannelLayer.from_url(url, **options)`` or
     ``Channel.from_url(url, **options)``; see the package README for the
     URL forms and options (`RedisLayerOptions`, and redis-py's connection
-    options). Runs on asyncio only (redis-py is asyncio-based).
+    options). Runs on asyncio only (redis-py is asyncio-based). With
+    `history_size` > 0 every publish is also logged (`_history`).
     """
 
     url_schemes = SCHEMES
@@ -108,6 +112,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
     supports_multi_group = True
     supports_patterns = True
     supports_publish_many = True
+    supports_history = True
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self._config: RedisConfig = parse_config(
@@ -115,6 +120,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
         )
         self.options = self._config.options
         self._wire = WireNames(self.options.namespace)
+        #: The history, with history on (else None: publishing stays a plain PUBLISH).
+        self._log = StreamLog(self.options, self._wire) if self.options.history_size else None
         #: Set at connect from the server's pub/sub output buffer limit, unless configured.
         self.max_payload_bytes: int = self.options.max_payload_bytes or DEFAULT_MAX_PAYLOAD_BYTES
         self._outbox = Outbox()
@@ -227,6 +234,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._groups.clear()
             self._patterns.clear()
             self._filter.clear()
+            if self._log is not None:
+                self._log.unlogged.clear()
 
     async def _open_pubsub(self) -> tuple[PubSubConnection, list[Message]]:
         """A new pub/sub connection, subscribed to every group and pattern we need.
@@ -368,6 +377,13 @@ class RedisPubSubChannelLayer(ChannelLayer):
         pattern = None if wire_pattern is None else self._patterns.get(wire_pattern)
         if wire_pattern is not None and pattern is None:
             return  # unsubscribed meanwhile
+        if self._log is not None:
+            accepted = self._filter.accept_logged(data, wire_pattern)
+            if accepted is not None:
+                if accepted[1] is None and pattern is None:
+                    self._log.unlogged.add(group)
+                inbox.deliver(group, accepted[0], pattern, accepted[1])
+            return
         payload = self._filter.accept(data, wire_pattern)
         if payload is not None:
             inbox.deliver(group, payload, pattern)
@@ -395,19 +411,30 @@ class RedisPubSubChannelLayer(ChannelLayer):
         One deadline, `publish_timeout`, bounds everything: the wait for a
         pooled connection, the round trips and the retries. A retry sends
         the same envelope, so receivers drop it if Redis had run the first.
+        With history on, each try runs the history script instead of
+        PUBLISH (one round trip too); a retry logs nothing the first try
+        logged.
         """
         client = self._client
         if client is None:
             raise ChannelClosedError("the Redis layer is not connected")
         self._check_payload(payload)
         channel = self._wire.channel(group)
-        sequence, message = self._outbox.seal(payload)
+        log = self._log
+        outbox = self._outbox
+        sequence, message = outbox.seal(payload) if log is None else outbox.seal_logged()
+        tries = 0
 
         async def attempt() -> None:
+            nonlocal tries
             # Translated on each try: a refusal (AuthenticationError is a kind of
             # ConnectionError to redis-py) ends the publish at once, unretried.
             with self._translated(f"publish to {group[:80]!r} on {self.url}"):
-                await client.publish(channel, message)
+                if log is None:
+                    await client.publish(channel, message)
+                else:
+                    tries += 1
+                    await log.append(client, group, channel, message, payload, retry=tries > 1)
 
         try:
             await call_with_deadline(
@@ -497,6 +524,41 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 "server's client-output-buffer-limit pubsub). Nothing was sent"
             )
 
+    # -- history ----------------------------------------------------------------
+
+    @property
+    def keeps_history(self) -> bool:
+        """True with `history_size` > 0: every publish is logged in the group's stream."""
+        return self._log is not None
+
+    @property
+    def coalesce_publishes(self) -> bool:
+        """Not with history on: `publish_many` then publishes one message at a time."""
+        return self._log is None
+
+    async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        """Read `group`'s stream (one script), retried like a publish within `publish_timeout`."""
+        log, client = self._log, self._client
+        if log is None:
+            raise NotSupportedError(
+                f"history is off on {type(self).__name__}: set history_size "
+                "(e.g. ?history_size=100 in the URL)"
+            )
+        if client is None:
+            raise ChannelClosedError("the Redis layer is not connected")
+
+        async def attempt() -> HistoryRead:
+            with self._translated(f"read the history of {group[:80]!r} on {self.url}"):
+                return await log.read(client, group, after, limit)
+
+        return await call_with_deadline(
+            attempt,
+            timeout=self.options.publish_timeout,
+            retry_on=(BrokerUnavailableError,),
+            what=f"read the history on {self.url}",
+            backoff=self.options.reconnect_backoff,
+        )
+
     # -- subscribing ------------------------------------------------------------
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
@@ -506,6 +568,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
         self._groups.difference_update(groups)
+        if self._log is not None:
+            self._log.unlogged.difference_update(groups)
         await self._forget("UNSUBSCRIBE", [self._wire.channel(group) for group in groups])
 
     async def subscribe_patterns(self, patterns: Sequence[str]) -> None:

@@ -11,14 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from channels_core import Backoff, LayerOptions, options
+from channels_core import Backoff, options
+from channels_core.history import HistoryOptions
 
 __all__ = ["RedisLayerOptions"]
 
 
 @dataclass(frozen=True, slots=True)
-class RedisLayerOptions(LayerOptions):
+class RedisLayerOptions(HistoryOptions):
     """How the layer behaves around the broker; every field is a `from_url` option.
+
+    `history_size` and `history_ttl` (from `HistoryOptions`) turn on a log
+    per group in a Redis stream (see `channels_layer_redis._history`).
 
     Old names, accepted for one release with a `DeprecationWarning`:
     ``prefix`` (now `namespace`) and ``max_connections`` (now `pool_size`).

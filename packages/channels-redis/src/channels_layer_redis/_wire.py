@@ -1,8 +1,20 @@
-"""Group and pattern names as they travel to Redis: UTF-8, behind the layer's prefix."""
+"""Group and pattern names as they travel to Redis: UTF-8, behind the layer's prefix.
+
+With history on, each group also has two keys (`WireNames.history_keys`):
+its log (a stream) and the log's meta hash (epoch, counter, last time). Both
+carry a hash tag that puts them in the live channel's cluster hash slot, so
+a script can write the log and publish on the channel in one atomic step
+under Redis Cluster too.
+"""
 
 from __future__ import annotations
 
-__all__ = ["WireNames", "pack_publish"]
+from functools import lru_cache
+from itertools import count
+
+from redis.crc import key_slot
+
+__all__ = ["WireNames", "pack_publish", "slot_tag"]
 
 _GLOB_SPECIAL = frozenset("\\*?[]^")
 
@@ -35,6 +47,46 @@ class WireNames:
             return channel[len(self._prefix) :].decode()
         except UnicodeDecodeError:
             return None
+
+    def history_keys(self, group: str) -> tuple[bytes, bytes]:
+        """``(log, meta)``: the keys of `group`'s history, in its channel's hash slot.
+
+        ``{tag}:log`` when the channel itself is a valid tag (the common
+        case: ``{room}:log`` for group ``room``), else ``{tag}<channel>:log``;
+        the tag holds no ``}``, so the channel after it keeps keys of
+        different groups apart.
+        """
+        channel = self.channel(group)
+        tag = slot_tag(channel)
+        base = b"{" + tag + b"}" + (b"" if tag == channel else channel)
+        return base + b":log", base + b":meta"
+
+
+def slot_tag(name: bytes) -> bytes:
+    """A hash tag (no ``}`` in it) whose cluster slot is `name`'s own.
+
+    `name`'s own tag if it has one (text between its first ``{`` and the
+    next ``}``), else `name` if it holds no ``}``; else (a name with a
+    ``}`` but no valid tag) the first decimal number in that slot.
+    """
+    start = name.find(b"{")
+    if start > -1:
+        end = name.find(b"}", start + 1)
+        if end > start + 1:
+            return name[start + 1 : end]
+    if b"}" not in name:
+        return name
+    return _number_in_slot(key_slot(name))
+
+
+@lru_cache(maxsize=1024)
+def _number_in_slot(slot: int) -> bytes:
+    """The smallest decimal number whose hash slot is `slot` (16,384 tries on average)."""
+    for number in count():
+        tag = b"%d" % number
+        if key_slot(tag) == slot:
+            return tag
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def pack_publish(channel: bytes, message: bytes) -> bytes:

@@ -330,7 +330,6 @@ class InMemoryChannelLayer(ChannelLayer):
     supports_patterns = True
     supports_history = True
     supports_publish_many = True
-    coalesce_publishes = False  # a publish waits for nothing: nothing to share
 
     def __init__(
         self,
@@ -340,11 +339,6 @@ class InMemoryChannelLayer(ChannelLayer):
         history_ttl: float | None = None,
     ) -> None:
         self.options = HistoryOptions(history_size=history_size, history_ttl=history_ttl)
-        if history_ttl is not None and not history_size:
-            raise ValueError(
-                "history_ttl needs history_size > 0 (the events kept per group); "
-                "set both, or neither"
-            )
         self.hub = MemoryHub() if hub is None else hub
         if history_size:
             self.hub.keep_history(history_size, self.options.history_ttl)
@@ -458,6 +452,11 @@ class InMemoryChannelLayer(ChannelLayer):
     @property
     def keeps_history(self) -> bool:
         return self.hub.history is not None
+
+    @property
+    def coalesce_publishes(self) -> bool:
+        """False: a publish waits for nothing, so there is no round trip to share."""
+        return False
 
     async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
         """Read the hub's log; yields first, as a broker round trip would.

@@ -705,6 +705,24 @@ class ChannelLayerConformance:
         assert len({event.position for event in live}) == 5
         assert stored == live
 
+    async def test_publish_many_and_concurrent_publishes_are_logged_like_publish(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        group = _unique("logged-many")
+        async with Channel(make_history_layer(history_size=100)) as channel:
+            async with channel.subscribe(group) as subscriber:
+                await channel.publish_many([(group, number) for number in range(3)])
+                async with anyio.create_task_group() as tasks:
+                    for number in range(3, 6):
+                        tasks.start_soon(channel.publish, group, number)
+                live = [await _receive(subscriber) for _ in range(6)]
+            stored = await channel.history(group)
+        assert [event.message for event in live[:3]] == [0, 1, 2]
+        assert sorted(event.message for event in live) == list(range(6))
+        assert len({event.position for event in live}) == 6
+        assert stored == live
+
     async def test_since_replays_from_the_start_middle_and_end(
         self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
     ) -> None:

@@ -1,0 +1,256 @@
+"""History on Redis: a bounded stream per group, written in the same script as the live PUBLISH.
+
+Each group with history has two keys (`WireNames.history_keys`, in the
+channel's hash slot): a stream, the log, and a hash, its meta: ``e`` the
+epoch (random, made when the meta is missing), ``n`` the events ever logged
+in this epoch and ``t`` the milliseconds of the newest one. A publish runs
+`APPEND` (EVALSHA): it adds the event under the stream ID ``<ms>-<n>``
+(server time, never going back; ``n`` counts from 1), trims the stream to
+`history_size` (MAXLEN) and `history_ttl` (MINID), and PUBLISHes the live
+message with its position ``<epoch>-<ms>-<n>`` inside the envelope, all
+atomically: subscribers see a group's events in log order, and the log has
+every event they saw.
+
+Completeness is provable because ``n`` has no holes: after a position
+``(ms, n)`` of this epoch, nothing was missed iff the next event in the
+stream is ``n + 1`` and the position itself is still there (or older than
+everything retained), or the position is the head. A Redis that lost its
+data (restart without persistence, FLUSHALL) has no meta, so a new epoch:
+positions of the old one never match. A promoted replica that missed the
+last writes has a head behind positions subscribers saw, or a different
+event where theirs was: both read as incomplete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from channels_core.history import HistoryRead, format_position, parse_position
+
+from ._options import RedisLayerOptions
+from ._wire import WireNames
+
+__all__ = ["APPEND", "META_TTL_FLOOR", "READ", "StreamLog"]
+
+#: Seconds the meta of a group with `history_ttl` outlives its last publish
+#: or read, at least: a meta that expires starts a new epoch, so subscribers
+#: of a group quiet for longer get ``MessagesLost`` after a reconnect.
+META_TTL_FLOOR = 86_400.0
+
+# The meta: epoch, newest ms, count; made (and the stale stream dropped) when missing.
+_META = """
+local state = redis.call('HMGET', KEYS[2], 'e', 't', 'n')
+local epoch, last, count = state[1], state[2], state[3]
+if not epoch then
+  redis.call('DEL', KEYS[1])
+  epoch, last, count = ARGV[1], '0', '0'
+  redis.call('HSET', KEYS[2], 'e', epoch, 't', last, 'n', count)
+end
+local ttl = tonumber(ARGV[2])
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+"""
+
+#: KEYS: log, meta. ARGV: new epoch, ttl ms (0: none), meta ttl ms, size,
+#: publish command, channel, envelope header, payload, "1" on a retry. The
+#: header's bytes 6-21 (`_envelope`: publisher id and sequence) identify the publish.
+APPEND = (
+    _META
+    + """
+local publish_id = string.sub(ARGV[7], 6, 21)
+if ARGV[9] == '1' then
+  -- A retry: the first try may have run; if it did, its event is in the log.
+  local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
+  for _, entry in ipairs(recent) do
+    if entry[2][2] == publish_id then return 0 end
+  end
+end
+local ms = now_ms()
+if ms < tonumber(last) then ms = tonumber(last) end
+count = tonumber(count) + 1
+local id = string.format('%d-%d', ms, count)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], id, 'p', publish_id, 'd', ARGV[8])
+redis.call('HSET', KEYS[2], 't', string.format('%d', ms), 'n', string.format('%d', count))
+if ttl > 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', ms - ttl))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+local position = epoch .. '-' .. id
+redis.call(ARGV[5], ARGV[6], ARGV[7] .. string.char(#position) .. position .. ARGV[8])
+return 1
+"""
+)
+
+#: KEYS: log, meta. ARGV: new epoch, ttl ms, meta ttl ms, limit ('' for all),
+#: then either 'newest', or 'after' and the position's epoch, ID and n.
+#: Returns {epoch, t, n, complete, id1, payload1, id2, payload2, ...}, oldest first.
+READ = (
+    _META
+    + """
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', now_ms() - ttl))
+end
+local result = {epoch, last, count, 1}
+local limit = ARGV[4]
+local entries
+if ARGV[5] == 'newest' then
+  if limit == '0' then return result end
+  if limit == '' then
+    entries = redis.call('XRANGE', KEYS[1], '-', '+')
+  else
+    entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', limit)
+    local oldest_first = {}
+    for index = #entries, 1, -1 do oldest_first[#oldest_first + 1] = entries[index] end
+    entries = oldest_first
+  end
+else
+  local start = '-'
+  result[4] = 0
+  if ARGV[6] == epoch then
+    local id, n = ARGV[7], tonumber(ARGV[8])
+    start = '(' .. id
+    if id == last .. '-' .. count then
+      result[4] = 1
+    elseif n < tonumber(count) then
+      local following = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1)[1]
+      if following and tonumber(string.match(following[1], '%-(%d+)$')) == n + 1 then
+        local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+        if oldest[1] == following[1] or redis.call('XRANGE', KEYS[1], id, id)[1] then
+          result[4] = 1
+        end
+      end
+    end
+  end
+  if limit == '' then
+    entries = redis.call('XRANGE', KEYS[1], start, '+')
+  else
+    entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', limit)
+  end
+end
+for _, entry in ipairs(entries) do
+  result[#result + 1] = entry[1]
+  result[#result + 1] = entry[2][4]
+end
+return result
+"""
+)
+
+
+class _Script:
+    """A Lua script run with EVALSHA, loaded once more whenever the server forgot it."""
+
+    __slots__ = ("sha", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, client: Redis, keys: tuple[bytes, bytes], *args: Any) -> Any:
+        try:
+            return await client.evalsha(self.sha, 2, *keys, *args)
+        except NoScriptError:  # a new server (restart, failover), or SCRIPT FLUSH
+            await client.script_load(self.text)
+            return await client.evalsha(self.sha, 2, *keys, *args)
+
+
+#: Stream ID parts are 64-bit; a position beyond is no stream's (and n stays exact in Lua).
+_MAX_ID_PART = 2**53
+
+_APPEND = _Script(APPEND)
+_READ = _Script(READ)
+
+
+class StreamLog:
+    """One layer's history: appends with the live publish, reads for the channel."""
+
+    #: The command that publishes live (a sharded layer would use SPUBLISH).
+    publish_command = b"PUBLISH"
+
+    def __init__(self, options: RedisLayerOptions, wire: WireNames) -> None:
+        self._wire = wire
+        self._size = options.history_size
+        ttl = options.history_ttl
+        self._ttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
+        self._meta_ttl_ms = 0 if ttl is None else math.ceil(max(ttl, META_TTL_FLOOR) * 1000)
+        #: Groups a message arrived on without a position (a publisher with
+        #: history off, another client): their log misses messages, so no
+        #: read after a position is complete while the layer listens to them.
+        self.unlogged: set[str] = set()
+
+    def _common(self) -> tuple[str, int, int]:
+        """The first ARGVs of both scripts: an epoch for a new log, the TTLs."""
+        return secrets.token_hex(6), self._ttl_ms, self._meta_ttl_ms
+
+    async def append(
+        self,
+        client: Redis,
+        group: str,
+        channel: bytes,
+        header: bytes,
+        payload: bytes,
+        *,
+        retry: bool,
+    ) -> None:
+        """Log `payload` and publish it live behind `header` (`Outbox.seal_logged`).
+
+        A `retry` of a publish whose first try may have run checks the log
+        for it first (by its publish id), so a retried publish is logged
+        and delivered once.
+        """
+        await _APPEND(
+            client,
+            self._wire.history_keys(group),
+            *self._common(),
+            self._size,
+            self.publish_command,
+            channel,
+            header,
+            payload,
+            b"1" if retry else b"0",
+        )
+
+    async def read(
+        self, client: Redis, group: str, after: str | None, limit: int | None
+    ) -> HistoryRead:
+        """`group`'s log as `ChannelLayer.read_history` describes it, in one atomic script."""
+        wanted = "" if limit is None else str(limit)
+        if after is None:
+            where: tuple[str, ...] = ("newest",)
+        else:
+            since = parse_position(after, "after")
+            if len(since.offset) == 2 and max(since.offset) < _MAX_ID_PART:
+                ms, n = since.offset
+                where = ("after", since.epoch, f"{ms}-{n}", str(n))
+            else:  # not a position of a Redis stream: another log
+                where = ("after", "", "", "0")
+        reply = await _READ(client, self._wire.history_keys(group), *self._common(), wanted, *where)
+        epoch, last, count, complete = (_text(value) for value in reply[:4])
+        prefix = epoch + "-"
+        events = [
+            (prefix + _text(reply[index]), _bytes(reply[index + 1]))
+            for index in range(4, len(reply), 2)
+        ]
+        complete_read = complete == "1" and group not in self.unlogged
+        return HistoryRead(events, complete_read, format_position(epoch, int(last), int(count)))
+
+
+def _text(value: bytes | str | int) -> str:
+    """A script's reply value as text (redis-py may decode replies, or Lua an int)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    """A payload from a script's reply (encoded again if the client decodes replies)."""
+    return value if isinstance(value, bytes) else value.encode()
