@@ -26,8 +26,13 @@ from .run import POSTGRES_URL, REDIS_URL, RESULTS
 
 __all__ = ["main"]
 
-#: (scenario, subscribers, groups, messages) profiled.
-CASES = (("1to1", 1, 1, 20_000), ("fanout100", 100, 1, 2_000), ("groups100", 100, 100, 20_000))
+#: (scenario, publishers, subscribers, groups, messages) profiled.
+CASES = (
+    ("1to1", 1, 1, 1, 20_000),
+    ("fanout100", 1, 100, 1, 2_000),
+    ("groups100", 1, 100, 100, 20_000),
+    ("publishers10", 10, 1, 1, 20_000),
+)
 
 
 def _own_time(session: Any, top: int) -> list[tuple[float, str]]:
@@ -50,6 +55,7 @@ def _own_time(session: Any, top: int) -> list[tuple[float, str]]:
 
 async def _profile(
     contender: Contender,
+    publishers: int,
     subscribers: int,
     groups: int,
     messages: int,
@@ -62,7 +68,7 @@ async def _profile(
         await measure_delivery(
             session,
             f"profile.{tag}.warmup",
-            publishers=1,
+            publishers=publishers,
             subscribers=subscribers,
             messages=max(groups, messages // 10),
             size=size,
@@ -73,7 +79,7 @@ async def _profile(
         clean = await measure_delivery(
             session,
             f"profile.{tag}.clean",
-            publishers=1,
+            publishers=publishers,
             subscribers=subscribers,
             messages=messages,
             size=size,
@@ -85,7 +91,7 @@ async def _profile(
         await measure_delivery(
             session,
             f"profile.{tag}",
-            publishers=1,
+            publishers=publishers,
             subscribers=subscribers,
             messages=messages,
             size=size,
@@ -124,7 +130,7 @@ async def run(args: argparse.Namespace) -> None:
             else c.kind == "channels"
         )
     ]
-    for scenario, subscribers, groups, messages in CASES:
+    for scenario, publishers, subscribers, groups, messages in CASES:
         if args.only and scenario not in args.only:
             continue
         for contender in contenders:
@@ -132,7 +138,9 @@ async def run(args: argparse.Namespace) -> None:
                 continue
             tag = f"{scenario}-{contender.name.replace(' ', '-')}"
             count = messages if contender.broker != "postgres" else messages // 4
-            profile = await _profile(contender, subscribers, groups, count, args.size, out, tag)
+            profile = await _profile(
+                contender, publishers, subscribers, groups, count, args.size, out, tag
+            )
             print(profile, flush=True)
     print(f"profiles: {out}", file=sys.stderr)
 

@@ -28,6 +28,7 @@ from channels_core import (
     Inbox,
     MessagesLost,
     NotSupportedError,
+    SerializationError,
     layer_capabilities,
 )
 from channels_core.discovery import layer_for_url
@@ -366,6 +367,19 @@ def test_the_event_loop_thread_can_run_trio() -> None:
     ):
         channel.publish("g", "on trio")
         assert subscriber.receive(timeout=PATIENCE).message == "on trio"
+
+
+def test_publish_many_from_a_thread_checks_everything_first(url: str) -> None:
+    groups = [unique("many") for _ in range(3)]
+    with BlockingChannel.from_url(url) as channel, channel.subscribe(*groups) as subscriber:
+        with pytest.raises(SerializationError, match="item 1"):
+            channel.publish_many([(groups[0], "never sent"), (groups[1], object())])
+        channel.publish_many((group, index) for index, group in enumerate(groups))
+        received = [subscriber.receive(timeout=PATIENCE) for _ in groups]
+        assert channel.stats().published == len(groups)
+    assert [(event.group, event.message) for event in received] == list(
+        zip(groups, range(3), strict=True)
+    )
 
 
 # -- history (layers declaring the "history" capability) ---------------------------------

@@ -28,7 +28,12 @@ def test_shipped_layers_are_listed() -> None:
 
 def test_memory_layer_comes_from_its_entry_point() -> None:
     assert get_layer("memory") is InMemoryChannelLayer
-    assert layer_capabilities(InMemoryChannelLayer) == {"multi-group", "patterns", "history"}
+    assert layer_capabilities(InMemoryChannelLayer) == {
+        "multi-group",
+        "patterns",
+        "history",
+        "publish-many",
+    }
 
 
 def test_unknown_layer_lists_installed_layers_and_how_to_install() -> None:

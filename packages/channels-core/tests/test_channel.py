@@ -402,3 +402,24 @@ async def test_a_gap_before_the_subscription_went_live_is_not_reported() -> None
         async with channel.subscribe("g") as subscriber:
             await channel.publish("g", "first")
             assert (await subscriber.receive()).message == "first"
+
+
+async def test_a_receive_cancelled_while_waiting_leaves_the_subscriber_usable() -> None:
+    """A timed-out wait must not leave a dead waiter behind (asyncio waits on a bare future)."""
+    async with Channel.from_url("memory://") as channel, channel.subscribe("g") as subscriber:
+        for round_number in range(3):
+            with anyio.move_on_after(0.01) as waited:
+                await subscriber.receive()
+            assert waited.cancelled_caught
+            await channel.publish("g", round_number)
+            with anyio.fail_after(5):
+                assert (await subscriber.receive()).message == round_number
+
+        async def late_publish() -> None:
+            await anyio.sleep(0.01)
+            await channel.publish("g", "woken")
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(late_publish)
+            with anyio.fail_after(5):
+                assert (await subscriber.receive()).message == "woken"

@@ -36,8 +36,13 @@ class NoPatternsMemoryLayer(InMemoryChannelLayer):
 
 
 def test_capabilities_come_from_class_attributes() -> None:
-    assert layer_capabilities(InMemoryChannelLayer) == {"multi-group", "patterns", "history"}
-    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "history"}
+    assert layer_capabilities(InMemoryChannelLayer) == {
+        "multi-group",
+        "patterns",
+        "history",
+        "publish-many",
+    }
+    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "history", "publish-many"}
     methods = capabilities_of(InMemoryChannelLayer).patterns
     assert methods == SubscribeMethods(
         InMemoryChannelLayer.subscribe_patterns, InMemoryChannelLayer.unsubscribe_patterns
@@ -71,6 +76,35 @@ def test_declaring_a_capability_without_its_methods_fails_at_class_definition() 
 
             async def unsubscribe(self, group: str) -> None:
                 pass
+
+
+def test_declaring_publish_many_without_defining_it_fails_at_class_definition() -> None:
+    with pytest.raises(TypeError, match=r"supports_publish_many = True .* define publish_many"):
+
+        class NoBatch(InMemoryChannelLayer):
+            supports_publish_many = True
+            publish_many = ChannelLayer.publish_many
+
+
+@pytest.mark.anyio
+async def test_publish_many_without_the_capability_publishes_one_by_one_in_order() -> None:
+    """A third-party layer without ``publish-many`` still gets `Channel.publish_many`."""
+    published: list[tuple[str, bytes]] = []
+
+    class OneByOne(InMemoryChannelLayer):
+        supports_publish_many = False
+        publish_many = ChannelLayer.publish_many
+
+        async def publish(self, group: str, payload: bytes) -> None:
+            published.append((group, payload))
+            await super().publish(group, payload)
+
+    assert "publish-many" not in layer_capabilities(OneByOne)
+    async with Channel(OneByOne()) as channel, channel.subscribe("a", "b") as subscriber:
+        await channel.publish_many([("a", 1), ("b", 2), ("a", 3)])
+        received = [(await subscriber.receive()).message for _ in range(3)]
+    assert published == [("a", b"1"), ("b", b"2"), ("a", b"3")]
+    assert received == [1, 2, 3]
 
 
 def test_a_layer_without_subscribe_fails_at_class_definition_unless_multi_group() -> None:
@@ -132,10 +166,15 @@ def test_pluggy_hookimpls_still_answer_first() -> None:
         patterns = capabilities_of(NoPatternsMemoryLayer).patterns
         assert patterns is not None
         assert patterns.subscribe == plugin.psubscribe
-        assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "patterns", "history"}
+        assert layer_capabilities(NoPatternsMemoryLayer) == {
+            "multi-group",
+            "patterns",
+            "history",
+            "publish-many",
+        }
     finally:
         plugin_manager().unregister(plugin)
-    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "history"}
+    assert layer_capabilities(NoPatternsMemoryLayer) == {"multi-group", "history", "publish-many"}
 
 
 # -- the connect checks -------------------------------------------------------------------
@@ -240,6 +279,7 @@ def test_memory_repr_never_shows_a_password() -> None:
         "from_url",
         "connect",
         "publish",
+        "publish_many",
         "subscribe",
         "unsubscribe",
         "subscribe_groups",

@@ -41,7 +41,7 @@ def test_both_schemes_resolve_to_the_layer() -> None:
 
 
 def test_capabilities_come_from_the_class_attributes() -> None:
-    assert layer_capabilities(PostgreSQLChannelLayer) == {"multi-group", "patterns"}
+    assert layer_capabilities(PostgreSQLChannelLayer) == {"multi-group", "patterns", "publish-many"}
 
 
 def test_unknown_options_are_named() -> None:

@@ -197,7 +197,12 @@ async def test_other_serializers_travel_through_redis(
 
 
 def test_capabilities_are_declared_by_class_attributes() -> None:
-    assert layer_capabilities(RedisPubSubChannelLayer) == {"multi-group", "patterns", "history"}
+    assert layer_capabilities(RedisPubSubChannelLayer) == {
+        "multi-group",
+        "patterns",
+        "history",
+        "publish-many",
+    }
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

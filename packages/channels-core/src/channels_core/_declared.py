@@ -1,9 +1,10 @@
 """The core's own hookimpls: capabilities a layer declares with class attributes.
 
-A layer sets ``supports_multi_group``, ``supports_patterns`` or
-``supports_history`` to True and defines the matching methods (see `ChannelLayer`); these hooks,
-registered with the plugin manager by the core and tried last, turn that
-into the answers a pluggy hookimpl would give. A layer's own hookimpls, if
+A layer sets ``supports_multi_group``, ``supports_patterns``,
+``supports_history`` or ``supports_publish_many`` to True and defines the
+matching methods (see `ChannelLayer`); these hooks, registered with the
+plugin manager by the core and tried last, turn that into the answers a
+pluggy hookimpl would give. A layer's own hookimpls, if
 it has any, answer first.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .hookspecs import SubscribeMethods, hookimpl
+from .hookspecs import PublishMany, SubscribeMethods, hookimpl
 
 if TYPE_CHECKING:
     from .history import ReadHistory
@@ -21,6 +22,7 @@ __all__ = [
     "channels_history_support",
     "channels_multi_group_support",
     "channels_pattern_support",
+    "channels_publish_many_support",
 ]
 
 
@@ -42,4 +44,11 @@ def channels_pattern_support(layer_class: type[ChannelLayer]) -> SubscribeMethod
 def channels_history_support(layer_class: type[ChannelLayer]) -> ReadHistory | None:
     if layer_class.supports_history:
         return layer_class.read_history
+    return None
+
+
+@hookimpl(trylast=True)
+def channels_publish_many_support(layer_class: type[ChannelLayer]) -> PublishMany | None:
+    if layer_class.supports_publish_many:
+        return layer_class.publish_many
     return None

@@ -19,7 +19,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from types import TracebackType
@@ -260,6 +260,12 @@ class BlockingChannel:
         runtime = self._open_runtime()
         assert runtime is not None
         runtime.call(self._channel.publish, group, message)
+
+    def publish_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """`Channel.publish_many`: every message checked first, then sent; returns once sent."""
+        runtime = self._open_runtime()
+        assert runtime is not None
+        runtime.call(self._channel.publish_many, list(items))
 
     def stats(self) -> ChannelStats:
         runtime = self._runtime

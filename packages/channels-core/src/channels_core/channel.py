@@ -6,7 +6,7 @@ import enum
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -18,6 +18,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ._broker_state import BrokerCall
+from ._coalesce import CoalescingPublisher
 from ._connecting import connected
 from ._names import check_name, check_names
 from ._registry import SubscriptionRegistry, Unwrap
@@ -134,6 +135,9 @@ class Channel:
         self._wrap_envelope: Callable[[str, bytes], bytes] | None = None
         #: The registry's `SubscriptionRegistry.unwrap`: reads enveloped payloads.
         self._unwrap_envelope: Unwrap | None = None
+        #: How `publish` sends one encoded message: the layer's `publish`, or,
+        #: with ``publish-many``, coalesced with concurrent ones (`_coalesce`).
+        self._send: Callable[[str, bytes], Awaitable[None]] = layer.publish
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -205,11 +209,25 @@ class Channel:
         self._registry.unwrap = self._unwrap_envelope
         self._published = 0
         self._recovering = False
+        self._send = self._layer.publish
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(connected(self._layer, self._registry))
-                if self._capabilities.history is not None and self._layer.keeps_history:
+                layer = self._layer
+                history = self._capabilities.history is not None and layer.keeps_history
+                publish_many = self._capabilities.publish_many
+                if not layer.coalesce_publishes:
+                    publish_many = None
+                if history or publish_many is not None:
                     tasks = await stack.enter_async_context(background_tasks())
+                if publish_many is not None:
+                    batch = publish_many  # bound for the closure: narrowed, unchanging
+                    coalescer = CoalescingPublisher(
+                        layer.publish, lambda items: batch(layer, items)
+                    )
+                    tasks.start_soon(coalescer.run)
+                    self._send = coalescer.publish
+                if history:
                     self._registry.start_recovery = lambda: self._start_recovery(tasks)
                 self._exit_stack = stack.pop_all()
         except BaseException:
@@ -271,16 +289,55 @@ class Channel:
     async def publish(self, group: str, message: Any) -> None:
         """Send `message` to every current subscriber of `group`, in every process.
 
-        Raises `SerializationError` or `PayloadTooLargeError` (nothing sent)
-        if the message cannot be carried.
+        Returns once the broker has accepted it. Concurrent calls share round
+        trips where the layer can (see `channels_core._coalesce`); errors,
+        timeouts and cancellation stay per call. Raises `SerializationError`
+        or `PayloadTooLargeError` (nothing sent) if the message cannot be
+        carried.
         """
         self._check_open()
         observed_publish = self._observed_publish
         if observed_publish is None:
-            await self._layer.publish(group, self._encode(group, message))
+            await self._send(group, self._encode(group, message))
         else:  # channels_core.telemetry: encodes and publishes in a span, timed
             await observed_publish(group, message)
         self._published += 1
+
+    async def publish_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Send each ``(group, message)`` of `items`, in order, in one round trip if the layer can.
+
+        Every message is encoded and checked before anything is sent: if one
+        cannot be carried, the error (`SerializationError`,
+        `PayloadTooLargeError`, or `TypeError`/`ValueError` for a bad group)
+        names its index and nothing is sent. Returns once the broker has
+        accepted every message. With the layer's ``publish-many`` capability
+        (memory, Redis, PostgreSQL) they travel together; other layers
+        publish them one after the other. On a broker error some of the
+        messages may have been sent, as with a failed `publish`.
+        """
+        self._check_open()
+        batch = self._encode_many(items)
+        if not batch:
+            return
+        publish_many = self._capabilities.publish_many
+        if publish_many is None:
+            await self._layer.publish_many(batch)  # the layer's own, or the default loop
+        else:
+            await publish_many(self._layer, batch)
+        self._published += len(batch)
+
+    def _encode_many(self, items: Iterable[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+        """Every item encoded (`_encode`); an error names the first bad item's index."""
+        encoded = []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, tuple | list) or len(item) != 2:
+                    raise TypeError(f"expected a (group, message) tuple, got {type(item).__name__}")
+                group, message = item
+                encoded.append((group, self._encode(group, message)))
+            except (TypeError, ValueError) as exc:
+                raise _item_error(exc, index) from exc
+        return encoded
 
     def _encode(self, group: str, message: Any) -> bytes:
         """`message` as the layer carries it to `group`; the registry's `Inbox.encode`."""
@@ -606,6 +663,17 @@ class Channel:
             logger.warning(
                 "could not unsubscribe %s from the broker", [*groups, *patterns], exc_info=True
             )
+
+
+def _item_error(exc: Exception, index: int) -> Exception:
+    """`exc`, of the same type, saying that item `index` of a `publish_many` caused it."""
+    text = f"publish_many item {index}: {exc} (nothing was sent)"
+    try:
+        error = type(exc)(text)
+    except Exception:  # an exception type with another signature: annotate it instead
+        exc.add_note(text)
+        return exc
+    return error
 
 
 def _check_history_options(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .history import ReadHistory
     from .layer import ChannelLayer
 
-__all__ = ["PROJECT_NAME", "SubscribeMethods", "hookimpl", "hookspec"]
+__all__ = ["PROJECT_NAME", "PublishMany", "SubscribeMethods", "hookimpl", "hookspec"]
 
 PROJECT_NAME = "channels"
 
@@ -32,6 +32,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: ``async def method(layer, names) -> None``; an unbound method of the layer works.
 NamesMethod = Callable[[Any, Sequence[str]], Awaitable[None]]
+
+#: ``async def publish_many(layer, items) -> None`` with ``(group, payload)`` items.
+PublishMany = Callable[[Any, Sequence[tuple[str, bytes]]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,4 +84,16 @@ def channels_history_support(
     See `channels_core.history` for what such a layer does. Without an
     implementation ``since=``, `Channel.history` and the ``history_size``
     option raise `NotSupportedError`.
+    """
+
+
+@hookspec(firstresult=True)
+def channels_publish_many_support(
+    layer_class: type[ChannelLayer],
+) -> PublishMany | None:
+    """Send many messages, to any groups, in one broker round trip: return the method.
+
+    Without an implementation `Channel.publish_many` calls
+    `ChannelLayer.publish_many`'s default (one `publish` per message), and
+    concurrent `Channel.publish` calls are not coalesced.
     """

@@ -13,9 +13,10 @@ processes and knows nothing of serializers, subscribers or buffering. The
   its `Inbox`, then fans events out to the subscribers' bounded buffers.
 
 Optional capabilities (several groups in one broker round trip, glob
-pattern subscriptions, a replayable history per group) are declared with
-class attributes (`supports_multi_group`, `supports_patterns`,
-`supports_history`) naming methods of the layer;
+pattern subscriptions, a replayable history per group, many messages in one
+round trip) are declared with class attributes (`supports_multi_group`,
+`supports_patterns`, `supports_history`, `supports_publish_many`) naming
+methods of the layer;
 pluggy hooks (`channels_core.hookspecs`) remain for plugins that want them.
 
 The error contract: everything a layer raises for broker trouble is a
@@ -106,6 +107,7 @@ _CAPABILITY_METHODS = {
     "supports_multi_group": ("subscribe_groups", "unsubscribe_groups"),
     "supports_patterns": ("subscribe_patterns", "unsubscribe_patterns"),
     "supports_history": ("read_history",),
+    "supports_publish_many": ("publish_many",),
 }
 
 
@@ -160,10 +162,27 @@ class ChannelLayer(abc.ABC):
     #: defines `read_history`; `keeps_history` says whether this instance does.
     supports_history: ClassVar[bool] = False
 
+    #: True if the layer sends many messages in one broker round trip with
+    #: `publish_many` (which it must define). The channel then also coalesces
+    #: concurrent `Channel.publish` calls into such batches; without it,
+    #: `publish_many` publishes one message after the other.
+    supports_publish_many: ClassVar[bool] = False
+
     @property
     def keeps_history(self) -> bool:
         """True if this layer logs every publish (history is on); False by default."""
         return False
+
+    @property
+    def coalesce_publishes(self) -> bool:
+        """With `supports_publish_many`: whether concurrent publishes should share round trips.
+
+        True by default: the channel then batches concurrent `Channel.publish`
+        calls into `publish_many`. An in-process layer, whose `publish` waits
+        for nothing, says False (batching would only add work), and so does
+        a layer whose `publish_many` falls back to one `publish` at a time.
+        """
+        return True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -236,6 +255,22 @@ class ChannelLayer(abc.ABC):
             BrokerRefusedError: the broker refused the message (permissions).
             ChannelClosedError: the layer is not connected.
         """
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Send each ``(group, payload)`` of `items`, in order (with `supports_publish_many`).
+
+        The channel has encoded and size-checked every payload before the
+        call, and `items` is never empty. A layer with the capability sends
+        them all in one broker round trip and returns once the broker has
+        accepted every one; this default, for every other layer, calls
+        `publish` for each item in turn.
+
+        Raises:
+            The same as `publish`. On an error, items before the failing
+            one may have been sent (this default: they were); none after it.
+        """
+        for group, payload in items:
+            await self.publish(group, payload)
 
     async def subscribe(self, group: str) -> None:
         """Start receiving `group`; return once the broker has confirmed it.

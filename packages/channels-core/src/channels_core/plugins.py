@@ -2,7 +2,7 @@
 
 A layer declares its capabilities with class attributes
 (`ChannelLayer.supports_multi_group`, `ChannelLayer.supports_patterns`,
-`ChannelLayer.supports_history`),
+`ChannelLayer.supports_history`, `ChannelLayer.supports_publish_many`),
 which the core's own hookimpls read; a layer or plugin that wants pluggy
 hooks uses `hookimpl` and `SubscribeMethods` from here. Applications rarely
 need anything but `layer_capabilities`.
@@ -18,7 +18,7 @@ import pluggy
 
 from . import _declared, hookspecs
 from .history import ReadHistory
-from .hookspecs import PROJECT_NAME, SubscribeMethods, hookimpl
+from .hookspecs import PROJECT_NAME, PublishMany, SubscribeMethods, hookimpl
 from .layer import ChannelLayer
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
 MULTI_GROUP = "multi-group"
 PATTERNS = "patterns"
 HISTORY = "history"
+PUBLISH_MANY = "publish-many"
 
 
 @cache
@@ -66,11 +67,17 @@ class Capabilities:
     multi_group: SubscribeMethods | None
     patterns: SubscribeMethods | None
     history: ReadHistory | None = None
+    publish_many: PublishMany | None = None
 
     @property
     def names(self) -> frozenset[str]:
-        """Capability names, e.g. ``{"multi-group", "patterns", "history"}``."""
-        found = {MULTI_GROUP: self.multi_group, PATTERNS: self.patterns, HISTORY: self.history}
+        """Capability names, e.g. ``{"multi-group", "patterns", "history", "publish-many"}``."""
+        found = {
+            MULTI_GROUP: self.multi_group,
+            PATTERNS: self.patterns,
+            HISTORY: self.history,
+            PUBLISH_MANY: self.publish_many,
+        }
         return frozenset(name for name, methods in found.items() if methods is not None)
 
 
@@ -82,10 +89,11 @@ def capabilities_of(layer_class: type[ChannelLayer]) -> Capabilities:
         multi_group=hook.channels_multi_group_support(layer_class=layer_class),
         patterns=hook.channels_pattern_support(layer_class=layer_class),
         history=hook.channels_history_support(layer_class=layer_class),
+        publish_many=hook.channels_publish_many_support(layer_class=layer_class),
     )
 
 
 def layer_capabilities(layer_class: type[ChannelLayer]) -> frozenset[str]:
     """Names of the optional capabilities of `layer_class` (``multi-group``, ``patterns``,
-    ``history``)."""
+    ``history``, ``publish-many``)."""
     return capabilities_of(layer_class).names

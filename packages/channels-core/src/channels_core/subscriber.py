@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Literal, Protocol
 
 import anyio
 
@@ -39,6 +42,42 @@ class _Gap:
 _ONE_DROPPED = _Gap("overflow", 1)
 
 
+class _Waiter(Protocol):
+    """What a subscriber waits on: an `anyio.Event`, or `_AsyncioWakeup` on asyncio."""
+
+    def set(self) -> None: ...
+
+    def wait(self) -> Awaitable[object]: ...
+
+
+class _AsyncioWakeup(asyncio.Future[None]):
+    """A subscriber's wait on asyncio: one bare future.
+
+    An `anyio.Event` is three objects (anyio's, asyncio's, its future) made
+    per wait, and its `set` walks asyncio's waiters; in a fan-out each
+    message costs one wait per subscriber, so that is most of the wake-up
+    cost (issue #15). On trio the subscriber keeps `anyio.Event`.
+    """
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        if not self.done():
+            self.set_result(None)
+
+    def wait(self) -> Awaitable[object]:
+        return self
+
+
+def _waiter_factory() -> Callable[[], _Waiter]:
+    """How this event loop's subscribers make their waiters (called once per subscriber)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio)
+        return type(anyio.Event())
+    return partial(_AsyncioWakeup, loop=loop)
+
+
 class Subscriber:
     """The async iterator of `Event` that `Channel.subscribe` yields.
 
@@ -60,8 +99,8 @@ class Subscriber:
         "_closed",
         "_drop_oldest",
         "_end_reported",
-        "_event_type",
         "_live",
+        "_new_waiter",
         "_size",
         "_waiter",
         "_woken",
@@ -85,8 +124,8 @@ class Subscriber:
         self._size = 0  # events in the buffer, not counting gap markers
         self._capacity = buffer_size
         self._drop_oldest = overflow == "drop_oldest"
-        self._waiter: anyio.Event | None = None
-        self._event_type: type[anyio.Event] | None = None
+        self._waiter: _Waiter | None = None
+        self._new_waiter: Callable[[], _Waiter] | None = None
         self._woken = False  # woken by a push and not resumed since
         self._closed = False
         self._end_reported = False  # the end was raised once; later calls are errors
@@ -108,15 +147,17 @@ class Subscriber:
                     raise _ended()
                 self._end_reported = True
                 raise StopAsyncIteration
-            if self._waiter is None:
-                # ``anyio.Event()`` looks up the running backend each time; the
-                # backend's own class, remembered at the first wait, does not.
-                if self._event_type is None:
-                    self._waiter = anyio.Event()
-                    self._event_type = type(self._waiter)
-                else:
-                    self._waiter = self._event_type()
-            await self._waiter.wait()
+            waiter = self._waiter
+            if waiter is None:
+                # The backend is looked up once, at the first wait.
+                if self._new_waiter is None:
+                    self._new_waiter = _waiter_factory()
+                waiter = self._waiter = self._new_waiter()
+            try:
+                await waiter.wait()
+            except BaseException:
+                self._waiter = None  # a cancelled future cannot be waited on again
+                raise
             self._woken = False
         item = buffer.popleft()
         if type(item) is Event:

@@ -154,7 +154,7 @@ class _Observer:
         delivery_latency: bool,
     ) -> None:
         self._encode = channel._encode
-        self._layer_publish = channel.layer.publish
+        self._channel = channel
         self._attributes = attributes
         self._tracer = tracer
         self._record_duration = instruments.publish_duration.record if publish_duration else None
@@ -182,10 +182,10 @@ class _Observer:
     async def _timed_publish(self, group: str, payload: bytes, attributes: dict[str, str]) -> None:
         record = self._record_duration
         if record is None:
-            await self._layer_publish(group, payload)
+            await self._channel._send(group, payload)
             return
         started = time.perf_counter()
-        await self._layer_publish(group, payload)
+        await self._channel._send(group, payload)
         record(time.perf_counter() - started, attributes)
 
     def wrap(self, group: str, payload: bytes) -> bytes:

@@ -75,6 +75,12 @@ class Statements:
         )
         #: $1 channel, $2 envelope, $3 firehose channel.
         self.publish = f"SELECT pg_notify($1, $2), {firehose_if_needed.format('$2')}"
+        #: $1 channels, $2 envelopes (arrays, notified in this order), $3 firehose channel.
+        self.publish_many = (
+            "SELECT pg_notify(m.channel, m.envelope), "
+            f"{firehose_if_needed.format('m.envelope')}"
+            " FROM unnest($1::text[], $2::text[]) AS m(channel, envelope)"
+        )
         #: $1 channel, $2 envelope head, $3 firehose channel, $4 payload, $5 group or NULL,
         #: $6 token.
         self.publish_large = (

@@ -53,7 +53,7 @@ from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
 from ._pools import close_pool, open_pool, pubsub_connection, run_until_lost
 from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
 from ._url import DEFAULT_URL, SCHEMES, RedisConfig, parse_config
-from ._wire import WireNames
+from ._wire import WireNames, pack_publish
 
 __all__ = ["REDIS_ERRORS", "RedisLayerStats", "RedisPubSubChannelLayer"]
 
@@ -111,6 +111,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
     asyncio_only = True
     supports_multi_group = True
     supports_patterns = True
+    supports_publish_many = True
     supports_history = True
 
     #: The command `publish` sends (cluster mode: SPUBLISH).
@@ -452,12 +453,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         client = self._client
         if client is None:
             raise ChannelClosedError("the Redis layer is not connected")
-        if len(payload) > self.max_payload_bytes:
-            raise PayloadTooLargeError(
-                f"the encoded message is {len(payload):,} bytes; {type(self).__name__} on "
-                f"{self.url} carries at most {self.max_payload_bytes:,} (derived from the "
-                "server's client-output-buffer-limit pubsub). Nothing was sent"
-            )
+        self._check_payload(payload)
         channel = self._wire.channel(group)
         log = self._log
         outbox = self._outbox
@@ -487,12 +483,93 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._outbox.settle(sequence)
         self._published += 1
 
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """PUBLISH every item in one write and one round trip, retried as one like `publish`.
+
+        Every payload is checked before anything is sent. A retry sends the
+        same envelopes, so receivers drop the messages Redis had already run.
+        """
+        if self.keeps_history:
+            # History logs each publish: the per-message path, until the batch logs too.
+            await super().publish_many(items)
+            return
+        pool = self._pool
+        if pool is None or self._client is None:
+            raise ChannelClosedError("the Redis layer is not connected")
+        for _, payload in items:
+            self._check_payload(payload)
+        sequences = []
+        frames = []
+        for group, payload in items:
+            sequence, message = self._outbox.seal(payload)
+            sequences.append(sequence)
+            frames.append(pack_publish(self._wire.channel(group), message))
+        commands = b"".join(frames)
+
+        async def attempt() -> None:
+            with self._translated(f"publish {len(frames)} message(s) on {self.url}"):
+                await self._pipelined(pool, commands, len(frames))
+
+        try:
+            await call_with_deadline(
+                attempt,
+                timeout=self.options.publish_timeout,
+                retry_on=(BrokerUnavailableError,),
+                what=f"publish to {self.url}",
+                backoff=self.options.reconnect_backoff,
+            )
+        finally:
+            for sequence in sequences:
+                self._outbox.settle(sequence)
+        self._published += len(frames)
+
+    async def _pipelined(self, pool: BlockingConnectionPool, commands: bytes, count: int) -> None:
+        """Write `count` packed `commands` at once on a pooled connection, then read the replies.
+
+        Not through a redis-py pipeline: building one costs more CPU than the
+        round trip itself (~100 us against ~10 us per 5-message batch). A
+        connection that failed or was cancelled mid-way is cut before it goes
+        back to the pool, which replaces it. An error reply (ACL) fails the
+        batch once every reply has been read, so the connection stays usable.
+        """
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        refused: ResponseError | None = None
+        try:
+            await connection.send_packed_command(commands, check_health=False)
+            for _ in range(count):
+                try:
+                    await connection.read_response()
+                except ResponseError as exc:
+                    refused = refused or exc
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await connection.disconnect(nowait=True)
+                await pool.release(connection)
+            raise
+        await pool.release(connection)
+        if refused is not None:
+            raise refused
+
+    def _check_payload(self, payload: bytes) -> None:
+        """`PayloadTooLargeError` if `payload` exceeds what the server's pub/sub buffers carry."""
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"the encoded message is {len(payload):,} bytes; {type(self).__name__} on "
+                f"{self.url} carries at most {self.max_payload_bytes:,} (derived from the "
+                "server's client-output-buffer-limit pubsub). Nothing was sent"
+            )
+
     # -- history ----------------------------------------------------------------
 
     @property
     def keeps_history(self) -> bool:
         """True with `history_size` > 0: every publish is logged in the group's stream."""
         return self._log is not None
+
+    @property
+    def coalesce_publishes(self) -> bool:
+        """Not with history on: `publish_many` then publishes one message at a time."""
+        return self._log is None
 
     async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
         """Read `group`'s stream (one script), retried like a publish within `publish_timeout`."""

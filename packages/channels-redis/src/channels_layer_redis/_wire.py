@@ -17,7 +17,7 @@ from itertools import count
 
 from redis.crc import key_slot
 
-__all__ = ["WireNames", "slot_tag"]
+__all__ = ["WireNames", "pack_publish", "slot_tag"]
 
 _GLOB_SPECIAL = frozenset("\\*?[]^")
 
@@ -111,3 +111,13 @@ def _number_in_slot(slot: int) -> bytes:
         if key_slot(tag) == slot:
             return tag
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def pack_publish(channel: bytes, message: bytes) -> bytes:
+    """``PUBLISH channel message`` as a RESP command, ready to write (or to join with others)."""
+    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(channel),
+        channel,
+        len(message),
+        message,
+    )

@@ -334,6 +334,7 @@ class InMemoryChannelLayer(ChannelLayer):
     supports_multi_group = True
     supports_patterns = True
     supports_history = True
+    supports_publish_many = True
 
     def __init__(
         self,
@@ -434,16 +435,33 @@ class InMemoryChannelLayer(ChannelLayer):
         as long as it keeps pace.
         """
         # The channel only calls this from its own thread: the port's.
+        if self._send(group, payload, self._connected_port().thread):
+            await anyio.lowlevel.checkpoint()
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Deliver each item synchronously, yielding where `publish` would (and only there)."""
         origin = self._connected_port().thread
+        for group, payload in items:
+            if self._send(group, payload, origin):
+                await anyio.lowlevel.checkpoint()
+
+    def _send(self, group: str, payload: bytes, origin: int) -> bool:
+        """Deliver one message through the hub; True when the publisher should yield now."""
         self._unyielded += 1
         self._published += 1
         if self.hub.publish(group, payload, origin) or self._unyielded >= YIELD_EVERY:
             self._unyielded = 0
-            await anyio.lowlevel.checkpoint()
+            return True
+        return False
 
     @property
     def keeps_history(self) -> bool:
         return self.hub.history is not None
+
+    @property
+    def coalesce_publishes(self) -> bool:
+        """False: a publish waits for nothing, so there is no round trip to share."""
+        return False
 
     async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
         """Read the hub's log; yields first, as a broker round trip would.

@@ -26,6 +26,7 @@ from .. import (
     LayerStats,
     MessagesLost,
     NotSupportedError,
+    PayloadTooLargeError,
     SerializationError,
     Subscriber,
     layer_capabilities,
@@ -504,6 +505,61 @@ class ChannelLayerConformance:
                 assert (await _receive(subscriber)).message == "ok"
             assert channel.stats().published == 1
 
+    # -- publishing many ---------------------------------------------------------------
+
+    async def test_publish_many_delivers_every_item_in_order(
+        self, make_layer: LayerFactory
+    ) -> None:
+        groups = [f"room-{number}" for number in range(100)] + _UNUSUAL_GROUPS[:3]
+        items: list[tuple[str, Any]] = [
+            (group, {"to": group, "n": n}) for n, group in enumerate(groups)
+        ]
+        items += [(groups[0], "again"), (groups[1], "and again")]
+        async with self._channel(make_layer) as listener, self._channel(make_layer) as sender:
+            async with (
+                listener.subscribe(*groups) as everything,
+                listener.subscribe(groups[0]) as first,
+            ):
+                await sender.publish_many(items)
+                received = [await _receive(everything) for _ in items]
+                first_received = [(await _receive(first)).message for _ in range(2)]
+                await sender.publish_many([])  # nothing to send: returns at once
+                assert sender.stats().published == len(items)
+        assert [(event.group, event.message) for event in received] == items
+        assert first_received == [items[0][1], "again"]
+
+    async def test_publish_many_carries_large_messages_in_order(
+        self, make_layer: LayerFactory
+    ) -> None:
+        layer = make_layer()
+        size = int(min(64 * 1024, (layer.max_payload_bytes or math.inf) - 16))
+        items = [("big", "small 1"), ("big", "x" * size), ("big", "small 2")]
+        async with Channel(layer) as channel, channel.subscribe("big") as subscriber:
+            await channel.publish_many(items)
+            assert await _messages(subscriber, 3) == [message for _, message in items]
+
+    async def test_publish_many_checks_every_item_before_sending(
+        self, make_layer: LayerFactory
+    ) -> None:
+        layer = make_layer()
+        good = ("checked", "fine")
+        bad_batches: list[tuple[list[Any], type[Exception], str]] = [
+            ([good, good, ("checked", object())], SerializationError, "item 2"),
+            ([good, (123, "x")], TypeError, "item 1"),
+            ([("", "x"), good], ValueError, "item 0"),
+            ([good, "not a pair"], TypeError, "item 1"),
+        ]
+        if layer.max_payload_bytes is not None:
+            huge = "x" * (layer.max_payload_bytes + 1)
+            bad_batches.append(([good, ("checked", huge)], PayloadTooLargeError, "item 1"))
+        async with Channel(layer) as channel, channel.subscribe("checked") as subscriber:
+            for batch, error, where in bad_batches:
+                with pytest.raises(error, match=where):
+                    await channel.publish_many(batch)
+            assert channel.stats().published == 0
+            await channel.publish_many([("checked", "first sent")])
+            assert (await _receive(subscriber)).message == "first sent"
+
     # -- slow subscribers ---------------------------------------------------------------
 
     async def test_slow_subscriber_loses_messages_and_is_told(
@@ -647,6 +703,24 @@ class ChannelLayerConformance:
         assert [event.message for event in live] == list(range(5))
         assert all(isinstance(event.position, str) for event in live)
         assert len({event.position for event in live}) == 5
+        assert stored == live
+
+    async def test_publish_many_and_concurrent_publishes_are_logged_like_publish(
+        self, make_layer: LayerFactory, make_history_layer: HistoryLayerFactory
+    ) -> None:
+        self._history_or_skip(make_layer)
+        group = _unique("logged-many")
+        async with Channel(make_history_layer(history_size=100)) as channel:
+            async with channel.subscribe(group) as subscriber:
+                await channel.publish_many([(group, number) for number in range(3)])
+                async with anyio.create_task_group() as tasks:
+                    for number in range(3, 6):
+                        tasks.start_soon(channel.publish, group, number)
+                live = [await _receive(subscriber) for _ in range(6)]
+            stored = await channel.history(group)
+        assert [event.message for event in live[:3]] == [0, 1, 2]
+        assert sorted(event.message for event in live) == list(range(6))
+        assert len({event.position for event in live}) == 6
         assert stored == live
 
     async def test_since_replays_from_the_start_middle_and_end(

@@ -1,0 +1,110 @@
+"""CPU per delivered event of our channel: this checkout against another, interleaved.
+
+    hatch run bench:python -m benchmarks.ab --base DIR [--url URL] [--groups G]
+        [--subscribers S] [--messages N] [--publishers P] [--repeat R]
+
+For a change that should cost less CPU (issue #15's wake-ups, say), where a
+loaded machine makes events/s useless: `DIR` holds another version's
+``packages/`` (e.g. ``git archive <commit> packages | tar -x -C DIR``).
+Each repetition runs one process on each tree, alternately (the base first
+on odd repetitions, this checkout first on even ones), importing the
+packages from that tree's ``src`` directories. A process opens one
+channel on `url`, subscribes `subscribers` subscribers (subscriber k to
+group k mod `groups`), then `publishers` tasks publish `messages` 100 B
+JSON messages round-robin over the groups; the second of two such rounds
+is measured: process CPU time per delivered event. Prints the median of
+each tree and the per-repetition ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+PACKAGES = ("channels-core", "channels-redis", "channels-postgres", "channels-nats")
+
+#: The measuring process (run on either tree); prints CPU us per delivered event.
+PROBE = """
+import sys, time
+from contextlib import AsyncExitStack
+import anyio
+from channels_core import Channel
+
+url, messages, groups, subscribers, publishers = sys.argv[1], *map(int, sys.argv[2:6])
+
+async def main() -> None:
+    message = {"i": 0, "t": 0.0, "pad": "x" * 60}
+    async with Channel.from_url(url, buffer_size=10**6) as channel, AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(channel.subscribe(f"ab.{k % groups}"))
+                for k in range(subscribers)]
+        per_subscriber = messages // groups
+
+        async def publish(first: int) -> None:
+            for number in range(first, messages, publishers):
+                await channel.publish(f"ab.{number % groups}", message)
+
+        async def receive(subscriber) -> None:
+            for _ in range(per_subscriber):
+                await subscriber.receive()
+
+        for _ in range(2):  # the first round warms up
+            started = time.process_time()
+            async with anyio.create_task_group() as tasks:
+                for subscriber in subs:
+                    tasks.start_soon(receive, subscriber)
+                for first in range(publishers):
+                    tasks.start_soon(publish, first)
+            cpu = time.process_time() - started
+    print(cpu / (per_subscriber * subscribers) * 1e6)
+
+anyio.run(main)
+"""
+
+
+def run(tree: Path, args: argparse.Namespace) -> float:
+    path = os.pathsep.join(str(tree / "packages" / name / "src") for name in PACKAGES)
+    env = {**os.environ, "PYTHONPATH": path}
+    numbers = [str(n) for n in (args.messages, args.groups, args.subscribers, args.publishers)]
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, args.url, *numbers],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, required=True, help="a tree holding packages/")
+    parser.add_argument("--url", default="memory://")
+    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--subscribers", type=int, default=1)
+    parser.add_argument("--publishers", type=int, default=1)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    base: list[float] = []
+    this: list[float] = []
+    for repetition in range(args.repeat):
+        order = [(args.base, base), (HERE, this)]
+        for tree, samples in order if repetition % 2 == 0 else order[::-1]:
+            samples.append(run(tree, args))
+    ratios = [b / t for b, t in zip(base, this, strict=True)]
+    print(
+        f"{args.url} messages={args.messages} groups={args.groups} "
+        f"subscribers={args.subscribers} publishers={args.publishers}, {args.repeat} repetitions"
+    )
+    print(f"CPU us per delivered event: base {statistics.median(base):.2f}, ", end="")
+    print(f"this checkout {statistics.median(this):.2f}")
+    print(f"base / this: {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()
