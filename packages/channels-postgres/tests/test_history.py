@@ -296,6 +296,25 @@ async def test_large_payloads_and_hostile_group_names_with_history(
             assert [event.position for event in patterned] == [e.position for e in live]
 
 
+async def test_a_large_payload_gone_before_its_fetch_is_recovered_from_the_log(
+    make_layer: LayerMaker, pg: asyncpg.Connection, namespace: str
+) -> None:
+    """Its payloads-table row is deleted before subscribers fetch it (as an expiry
+    would): the log still has it, so subscribers get it, in order, and no loss."""
+    group, large = _unique("gone"), "y" * 20_000
+    layer = make_layer(history_size=10)
+    payloads = ChannelNames(namespace).payloads_table
+    async with Channel(layer) as channel, channel.subscribe(group) as subscriber:
+        await channel.publish(group, "before")
+        async with pg.transaction():
+            await layer.publish_in(pg, group, large)
+            await pg.execute(f'DELETE FROM "{payloads}"')  # noqa: S608 - the test's own namespace
+        await channel.publish(group, "after")
+        received = [(await _receive(subscriber)).message for _ in range(3)]
+    assert received == ["before", large, "after"]
+    assert layer.stats().large_missing == 1
+
+
 async def test_pattern_subscribers_get_positions_too(make_layer: LayerMaker) -> None:
     group = _unique("pattern")
     async with (

@@ -626,6 +626,9 @@ class PostgreSQLChannelLayer(ChannelLayer):
         if fetched is None:
             self._counters.large_missing += 1
             logger.warning("skipped large message #%d: %s", row_id, reason)
+            if self.keeps_history and self._inbox is not None:
+                # A gap the log can fill: the channel recovers it from there.
+                self._inbox.messages_lost("expired", 1)
             return None
         self._counters.large_fetched += 1
         self._last_fetched = (reference, fetched)
