@@ -8,6 +8,8 @@ does after re-subscribing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -32,6 +34,32 @@ class FlakyMemoryLayer(InMemoryChannelLayer):
         self.hub.subscribe(port, list(self._groups))
         self.hub.psubscribe(port, list(self._patterns))
         port._inbox.messages_lost()
+
+
+class TrailingMemoryLayer(FlakyMemoryLayer):
+    """Its live deliveries can trail its log, as a network layer's pub/sub socket can trail
+    a read on another connection: while `trail` is on, live deliveries wait for `catch_up`."""
+
+    def trail(self) -> None:
+        port = self._port
+        assert port is not None
+        self._late: list[tuple[Any, ...]] = []
+        self._deliver = port.deliver
+
+        def deliver_later(
+            group: str, payload: bytes, pattern: str | None = None, position: str | None = None
+        ) -> bool:
+            self._late.append((group, payload, pattern, position))
+            return False
+
+        port.deliver = deliver_later
+
+    def catch_up(self) -> None:
+        port = self._port
+        assert port is not None
+        port.deliver = self._deliver
+        for delivery in self._late:
+            self._deliver(*delivery)
 
 
 class NoHistoryMemoryLayer(InMemoryChannelLayer):
@@ -286,4 +314,49 @@ async def test_joining_with_since_during_a_recovery_gets_each_event_once() -> No
             await publisher.publish("room", 6)
             assert await _messages(late, 6) == [1, 2, 3, 4, 5, 6]
             assert await _messages(early, 6) == [1, 2, 3, 4, 5, 6]
+            await _nothing_more(late)
+
+
+async def test_live_events_trailing_a_recovery_are_not_delivered_twice() -> None:
+    hub = MemoryHub()
+    layer = TrailingMemoryLayer(hub, history_size=100)
+    async with (
+        Channel(layer) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        channel.subscribe("room") as subscriber,
+    ):
+        await publisher.publish("room", 0)
+        assert await _messages(subscriber, 1) == [0]
+        layer.drop_link()
+        await publisher.publish("room", 1)
+        layer.trail()
+        layer.restore_link()  # the recovery reads 1 and 2; 2 arrives live only later
+        await publisher.publish("room", 2)
+        assert await _messages(subscriber, 2) == [1, 2]
+        layer.catch_up()
+        await publisher.publish("room", 3)
+        assert await _messages(subscriber, 1) == [3]
+        await _nothing_more(subscriber)
+
+
+async def test_live_events_trailing_a_since_replay_are_not_delivered_twice() -> None:
+    hub = MemoryHub()
+    layer = TrailingMemoryLayer(hub, history_size=100)
+    async with (
+        Channel(layer) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        channel.subscribe("room") as early,
+    ):
+        await publisher.publish("room", 0)
+        start = await _receive(early)
+        assert start.position is not None
+        layer.trail()
+        for number in (1, 2):
+            await publisher.publish("room", number)
+        async with channel.subscribe("room", since=start.position) as late:
+            assert await _messages(late, 2) == [1, 2]  # from the log
+            layer.catch_up()  # 1 and 2 arrive live: for `early` only
+            await publisher.publish("room", 3)
+            assert await _messages(late, 1) == [3]
+            assert await _messages(early, 3) == [1, 2, 3]
             await _nothing_more(late)

@@ -4,7 +4,10 @@ With history on it also keeps the last position delivered per group, and
 holds live deliveries while a replay from the log is under way (for one
 subscriber's ``since=``, or for a whole group recovering after a
 reconnect); releasing a hold drops what the replay already delivered, so
-the handover has no gap and no duplicate.
+the handover has no gap and no duplicate. A network layer's live stream
+can trail its log (the read's reply overtakes live messages on another
+connection), so live events arriving after the release that the replay
+already had are dropped too, until one past the replay's head arrives.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class SubscriptionRegistry:
         #: Group -> subscriber -> the head its ``since=`` replay reached while the
         #: group was recovering: the recovery skips what it already has.
         self._caught_up: dict[str, dict[Subscriber, Position]] = {}
+        #: Group -> the head of its last recovery read, and subscriber -> group
+        #: -> the head of its ``since=`` replay: live events not after it came
+        #: late (the replay had them) and are dropped, until one after it.
+        self._recovered_to: dict[str, Position] = {}
+        self._replayed_to: dict[Subscriber, dict[str, Position]] = {}
         #: Called (synchronously) to start recovering the groups in `recovering`;
         #: None when the layer keeps no history: a reconnect is then a gap.
         self.start_recovery: Callable[[], object] | None = None
@@ -83,6 +91,7 @@ class SubscriptionRegistry:
     def remove(self, subscriber: Subscriber) -> tuple[list[str], list[str]]:
         """Unregister `subscriber`; return the groups and patterns nobody needs any more."""
         self._holds.pop(subscriber, None)
+        self._replayed_to.pop(subscriber, None)
         if subscriber.dropped and self._is_member(subscriber):
             policy = "drop_oldest" if subscriber._drop_oldest else "drop_newest"
             self.dropped_by_left[policy] += subscriber.dropped
@@ -91,6 +100,7 @@ class SubscriptionRegistry:
             self.positions.pop(group, None)
             self.recovering.pop(group, None)
             self._caught_up.pop(group, None)
+            self._recovered_to.pop(group, None)
         return gone_groups, _remove(self._patterns, subscriber.patterns, subscriber)
 
     def _is_member(self, subscriber: Subscriber) -> bool:
@@ -127,6 +137,8 @@ class SubscriptionRegistry:
         self._holds.clear()
         self.recovering.clear()
         self._caught_up.clear()
+        self._recovered_to.clear()
+        self._replayed_to.clear()
 
     # -- the Inbox protocol ---------------------------------------------------
 
@@ -184,6 +196,7 @@ class SubscriptionRegistry:
             del self._holds[subscriber]
         items = self._replayed(group, read, "expired", held)
         subscriber._replay(items)
+        self._replayed_to.setdefault(subscriber, {})[group] = parse_position(read.head)
         if group in self.recovering:
             self._caught_up.setdefault(group, {})[subscriber] = parse_position(read.head)
         if group in self._groups:
@@ -226,6 +239,8 @@ class SubscriptionRegistry:
                     or _is_after(event.position, caught_up[subscriber])
                 }
             self._fan_out_held(event, receivers)
+        if read is not None:
+            self._recovered_to[group] = parse_position(read.head)
 
     def decode_history(self, group: str, read: HistoryRead) -> list[Event]:
         """The events of `read`, decoded (undecodable ones skipped and counted)."""
@@ -254,6 +269,10 @@ class SubscriptionRegistry:
                 self.recovering[group].append(event)
                 return False
             assert event.position is not None
+            if self._recovered_to and group in self._recovered_to:
+                if not _is_after(event.position, self._recovered_to[group]):
+                    return False  # the recovery delivered it already
+                del self._recovered_to[group]
             self.positions[group] = event.position
         return self._fan_out_held(event, members)
 
@@ -263,9 +282,23 @@ class SubscriptionRegistry:
             held = self._holds.get(subscriber)
             if held is not None and event.pattern is None and event.group in held:
                 held[event.group].append(event)
+            elif self._replayed_to and self._replayed_already(subscriber, event):
+                continue
             elif subscriber._push(event):
                 filling = True
         return filling
+
+    def _replayed_already(self, subscriber: Subscriber, event: Event) -> bool:
+        """True if `subscriber`'s ``since=`` replay had `event` (checked until one after it)."""
+        heads = self._replayed_to.get(subscriber)
+        if heads is None or event.pattern is not None or event.group not in heads:
+            return False
+        if not _is_after(event.position, heads[event.group]):
+            return True
+        del heads[event.group]
+        if not heads:
+            del self._replayed_to[subscriber]
+        return False
 
     def _patterns_and_groups_except(self, groups: set[str]) -> set[Subscriber]:
         """Every pattern subscriber, and every subscriber of a group not in `groups`."""

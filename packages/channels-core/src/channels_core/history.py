@@ -56,6 +56,14 @@ class HistoryOptions(LayerOptions):
     #: Seconds an event is kept (None: until `history_size` pushes it out).
     history_ttl: float | None = options.seconds(None, allow_none=True)
 
+    def __post_init__(self) -> None:
+        LayerOptions.__post_init__(self)  # (no bare super() in a slotted dataclass)
+        if self.history_ttl is not None and not self.history_size:
+            raise ValueError(
+                "history_ttl needs history_size > 0 (the events kept per group); "
+                "set both, or neither"
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryRead:

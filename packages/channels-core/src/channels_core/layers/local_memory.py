@@ -338,11 +338,6 @@ class InMemoryChannelLayer(ChannelLayer):
         history_ttl: float | None = None,
     ) -> None:
         self.options = HistoryOptions(history_size=history_size, history_ttl=history_ttl)
-        if history_ttl is not None and not history_size:
-            raise ValueError(
-                "history_ttl needs history_size > 0 (the events kept per group); "
-                "set both, or neither"
-            )
         self.hub = MemoryHub() if hub is None else hub
         if history_size:
             self.hub.keep_history(history_size, self.options.history_ttl)
