@@ -90,11 +90,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._shown = redact_url(url)
         self._secrets = url_secrets(url)
         self.options = PostgreSQLLayerOptions.from_options(options, query=query)
-        if self.options.history_ttl is not None and not self.options.history_size:
-            raise ValueError(
-                "history_ttl needs history_size > 0 (the events kept per group); "
-                "set both, or neither"
-            )
         self.max_payload_bytes: int = self.options.max_payload_bytes
         self._counters = Counters()
         self._names = ChannelNames(self.options.namespace)
