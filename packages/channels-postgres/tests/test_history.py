@@ -315,6 +315,32 @@ async def test_a_large_payload_gone_before_its_fetch_is_recovered_from_the_log(
     assert layer.stats().large_missing == 1
 
 
+async def test_a_publisher_with_history_off_makes_recovery_report_a_loss(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    """Its messages are not in the log: once one arrived, a recovery of that group
+    cannot be proven complete, so it says MessagesLost rather than claim one."""
+    group = _unique("unlogged")
+    layer = make_layer(history_size=10, reconnect_backoff=QUICK)
+    async with (
+        Channel(layer) as channel,
+        Channel(make_layer()) as history_off,
+        channel.subscribe(group) as subscriber,
+    ):
+        await history_off.publish(group, "unlogged")
+        assert (await _receive(subscriber)).position is None
+        await channel.publish(group, "logged")
+        logged = await _receive(subscriber)
+        await _terminate(pg, layer)
+        with anyio.fail_after(10), pytest.raises(MessagesLost) as lost:
+            await subscriber.receive()
+        assert lost.value.reason == "reconnect"
+        with pytest.raises(MessagesLost):
+            await channel.history(group, since=logged.position)
+    async with Channel(make_layer(history_size=10)) as fresh:  # not listening: provable
+        assert await fresh.history(group, since=logged.position) == []
+
+
 async def test_pattern_subscribers_get_positions_too(make_layer: LayerMaker) -> None:
     group = _unique("pattern")
     async with (

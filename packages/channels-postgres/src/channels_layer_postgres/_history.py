@@ -24,9 +24,11 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from channels_core.exceptions import LossReason
 from channels_core.history import HistoryRead, Position, format_position
+from channels_core.layer import Inbox
 
-__all__ = ["EPOCH_CHARS", "group_key", "new_epoch", "read_result"]
+__all__ = ["EPOCH_CHARS", "UnloggedWatch", "group_key", "new_epoch", "read_result"]
 
 #: Hex digits of an epoch (48 random bits).
 EPOCH_CHARS = 12
@@ -74,3 +76,32 @@ def read_result(
     else:
         reaches_head = len(found) == fetched_limit or found[-1][0] == head
     return HistoryRead(events, mine and dense and reaches_head, format_position(epoch, head))
+
+
+class UnloggedWatch:
+    """The channel's inbox, noting the groups a message reached without a position.
+
+    Such a message comes from a publisher with history off (or another
+    client): the log misses it, so no read of that group's log after a
+    position can prove itself complete while the layer listens to the group.
+    """
+
+    __slots__ = ("_inbox", "unlogged")
+
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
+        #: Groups that received a message without a position since subscribed.
+        self.unlogged: set[str] = set()
+
+    def deliver(
+        self, group: str, payload: bytes, pattern: str | None = None, position: str | None = None
+    ) -> bool:
+        if position is None and pattern is None:
+            self.unlogged.add(group)
+        return self._inbox.deliver(group, payload, pattern, position)
+
+    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
+        self._inbox.messages_lost(reason, count)
+
+    def encode(self, group: str, message: Any) -> bytes:
+        return self._inbox.encode(group, message)

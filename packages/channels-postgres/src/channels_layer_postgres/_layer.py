@@ -42,7 +42,7 @@ from ._envelope import (
     split_for_position,
     stored_group,
 )
-from ._history import group_key, new_epoch, read_result
+from ._history import UnloggedWatch, group_key, new_epoch, read_result
 from ._listener import Listener
 from ._names import ChannelNames
 from ._options import PostgreSQLLayerOptions
@@ -103,6 +103,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._listener: Listener | None = None
         #: The connected channel's inbox (`publish_in` encodes with it), None when not connected.
         self._inbox: Inbox | None = None
+        #: With history on, the inbox while connected: which groups heard unlogged messages.
+        self._watch: UnloggedWatch | None = None
         self._next_expiry = 0.0
         self._next_history_expiry = 0.0
         self._last_fetched: tuple[Reference, tuple[str | None, bytes]] | None = None
@@ -196,6 +198,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
         the body's own exceptions come out as they are, never wrapped in an
         exception group.
         """
+        if self.keeps_history:
+            inbox = self._watch = UnloggedWatch(inbox)
         listener = Listener(
             connect_kwargs=self._connect_kwargs,
             settings=self.options,
@@ -223,7 +227,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
                     await listener.close()
         finally:
             self._router.clear()
-            self._listener = self._inbox = None
+            self._listener = self._inbox = self._watch = None
 
     async def _prepare_schema(self) -> None:
         """Create or update the layer's tables if, and only if, they are not as expected.
@@ -496,6 +500,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
         A group without a counter row gets one first (one more statement,
         once per group): its epoch is then fixed, so the head read before its
         first event is a position of its log, and a reset log is told apart.
+        A group that received a message without a position (a publisher with
+        history off) reads as incomplete while subscribed: the log misses it.
 
         Raises:
             BrokerUnavailableError: no answer within `publish_timeout` (retried).
@@ -546,7 +552,12 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 what=f"read history from {self._shown}",
                 backoff=self.options.reconnect_backoff,
             )
-        return read_result(rows, since, limit, fetched)
+        result = read_result(rows, since, limit, fetched)
+        watch = self._watch
+        if since is not None and result.complete and watch and group in watch.unlogged:
+            # A message reached the group without a position: the log misses it.
+            return HistoryRead(result.events, False, result.head)
+        return result
 
     # -- subscribing ------------------------------------------------------------------
 
@@ -566,6 +577,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
         """Returns at once; the UNLISTEN follows (or the next connection leaves it out)."""
         touched = self._router.remove_groups(groups)
+        if self._watch is not None:
+            self._watch.unlogged.difference_update(groups)
         if self._listener is not None:
             await self._listener.follow(touched, wait=False)
 

@@ -144,8 +144,8 @@ class Statements:
             " ON CONFLICT (grp) DO UPDATE SET n = h.n + 1 RETURNING h.epoch, h.n), "
             f"logged AS (INSERT INTO {log} (grp, epoch, n, body)"
             " SELECT {key}, epoch, n, {body} FROM head RETURNING epoch || '-' || n AS position), "
-            f"trimmed AS (DELETE FROM {log} WHERE grp = {{key}} AND epoch = (SELECT epoch FROM head)"
-            f" AND n = (SELECT n FROM head) - {int(size)}) "
+            f"trimmed AS (DELETE FROM {log} WHERE grp = {{key}}"
+            f" AND epoch = (SELECT epoch FROM head) AND n = (SELECT n FROM head) - {int(size)}) "
         )
         inline = "$2 || '@' || logged.position || $4"
         #: $1 channel, $2 envelope head up to the position, $3 firehose channel,
