@@ -410,82 +410,41 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
         Prepared once per message (the envelope's sequence number with it),
         then run on whichever connection, as many times as retries need.
-        """
-        channel, firehose = self._names.channel(group), self._names.firehose
-        if self.keeps_history:
-            return self._prepare_logged(group, payload)
-        envelope = self._writer.inline(group, payload)
-        if envelope is not None:
-
-            async def send_inline(conn: Any, timeout: float | None) -> None:
-                await conn.execute(self._sql.publish, channel, envelope, firehose, timeout=timeout)
-
-            return send_inline, False
-        head, names_group, token = self._writer.reference_head(group)
-        group_in_row = None if names_group else stored_group(group)
-
-        async def send_large(conn: Any, timeout: float | None) -> None:
-            await conn.execute(
-                self._sql.publish_large,
-                channel,
-                head,
-                firehose,
-                payload,
-                group_in_row,
-                token,
-                timeout=timeout,
-            )
-            self._counters.large_published += 1
-
-        return send_large, True
-
-    def _prepare_logged(self, group: str, payload: bytes) -> tuple[Statement, bool]:
-        """As `_prepare`, history on: the statement also logs the message (one round trip).
-
-        The position is only known in the statement: it goes into the
+        With history on the statement also logs the message (still one
+        round trip); the position is only known there, so it goes into the
         envelope there, between the two halves made here.
         """
         channel, firehose = self._names.channel(group), self._names.firehose
-        key = group_key(group)
-        envelope = self._writer.inline(group, payload, POSITION_ROOM)
+        logged = self.keeps_history
+        reserve = POSITION_ROOM if logged else 0
+        envelope = self._writer.inline(group, payload, reserve)
+        query: str
+        arguments: tuple[Any, ...]
         if envelope is not None:
-            head, rest = split_for_position(envelope)
+            large = False
+            if logged:
+                head, rest = split_for_position(envelope)
+                query = self._sql.publish_logged
+                arguments = (channel, head, firehose, rest, group_key(group), new_epoch(), payload)
+            else:
+                query, arguments = self._sql.publish, (channel, envelope, firehose)
+        else:
+            large = True
+            reference, names_group, token = self._writer.reference_head(group, reserve)
+            stored = (payload, None if names_group else stored_group(group), token)
+            if logged:
+                head, rest = split_for_position(reference)
+                query = self._sql.publish_large_logged
+                arguments = (channel, head, firehose, *stored, rest, group_key(group), new_epoch())
+            else:
+                query, arguments = self._sql.publish_large, (channel, reference, firehose, *stored)
 
-            async def send_inline(conn: Any, timeout: float | None) -> None:
-                await conn.execute(
-                    self._sql.publish_logged,
-                    channel,
-                    head,
-                    firehose,
-                    rest,
-                    key,
-                    new_epoch(),
-                    payload,
-                    timeout=timeout,
-                )
+        async def send(conn: Any, timeout: float | None) -> None:
+            await conn.execute(query, *arguments, timeout=timeout)
+            if large:
+                self._counters.large_published += 1
 
-            return send_inline, False
-        reference, names_group, token = self._writer.reference_head(group, POSITION_ROOM)
-        head, rest = split_for_position(reference)
-        group_in_row = None if names_group else stored_group(group)
-
-        async def send_large(conn: Any, timeout: float | None) -> None:
-            await conn.execute(
-                self._sql.publish_large_logged,
-                channel,
-                head,
-                firehose,
-                payload,
-                group_in_row,
-                token,
-                rest,
-                key,
-                new_epoch(),
-                timeout=timeout,
-            )
-            self._counters.large_published += 1
-
-        return send_large, True
+        return send, large
 
     # -- history ------------------------------------------------------------------------
 
