@@ -327,8 +327,10 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._counters.published += 1
         if large and anyio.current_time() >= self._next_expiry:
             await self._expire_large_payloads()
-        now = anyio.current_time()
-        if self.options.history_ttl is not None and now >= self._next_history_expiry:
+        if (
+            self.options.history_ttl is not None
+            and anyio.current_time() >= self._next_history_expiry
+        ):
             await self._expire_history()
 
     async def _expire_large_payloads(self) -> None:
