@@ -22,6 +22,7 @@ from channels_core import Channel, ChannelsError, Event, MessagesLost, Subscribe
 from channels_core.history import parse_position
 from channels_core.reconnect import Backoff
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
+from channels_layer_postgres._listener import Listener
 from channels_layer_postgres.testing import LayerMaker, PostgresServer, find_postgres_bin
 
 pytestmark = pytest.mark.anyio
@@ -91,6 +92,45 @@ async def test_a_killed_listening_connection_loses_nothing(
     assert received == list(range(count))
     assert positions == list(range(positions[0], positions[0] + count))
     assert layer.stats().reconnects == 3
+
+
+async def test_what_a_new_listening_connection_hears_while_it_listens_waits_for_the_gap(
+    make_layer: LayerMaker, pg: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL sends notifications with its answer to LISTEN. One that arrived
+    then, delivered before the layer reports the reconnect, would move the channel's
+    last position past the messages published during the outage, and its recovery
+    would skip them. Here messages 1-3 are published while the listening connection
+    is down, and 4 on the new connection itself, inside its LISTEN round."""
+    group = _unique("listen-round")
+    layer = make_layer(history_size=10, reconnect_backoff=QUICK)
+    armed = [False]  # True: the next LISTEN round is the new connection's
+    apply = Listener._apply
+
+    async def apply_and_publish(listener: Listener, conn: Any) -> None:
+        if not armed[0]:
+            await apply(listener, conn)
+            return
+        armed[0] = False
+        for number in (1, 2, 3):
+            await publisher.publish(group, number)
+        await apply(listener, conn)
+        send, _ = layer._prepare(group, layer._inbox.encode(group, 4))  # type: ignore[union-attr]
+        await send(conn, None)  # its notification arrives on `conn` before this returns
+
+    monkeypatch.setattr(Listener, "_apply", apply_and_publish)
+    async with (
+        Channel(layer) as channel,
+        Channel(make_layer(history_size=10)) as publisher,
+        channel.subscribe(group) as subscriber,
+    ):
+        await publisher.publish(group, 0)
+        assert (await _receive(subscriber)).message == 0
+        armed[0] = True
+        await _terminate(pg, layer)
+        received = [(await _receive(subscriber)).message for _ in range(4)]
+    assert received == [1, 2, 3, 4]
+    assert layer.stats().reconnects == 1
 
 
 async def test_a_truncated_log_is_reported_as_a_loss_never_as_recovered(
