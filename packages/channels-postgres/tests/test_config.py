@@ -41,7 +41,21 @@ def test_both_schemes_resolve_to_the_layer() -> None:
 
 
 def test_capabilities_come_from_the_class_attributes() -> None:
-    assert layer_capabilities(PostgreSQLChannelLayer) == {"multi-group", "patterns", "publish-many"}
+    assert layer_capabilities(PostgreSQLChannelLayer) == {"multi-group", "patterns", "publish-many", "history"}
+
+
+def test_history_options_as_keywords_and_url_parameters() -> None:
+    """Off by default; on with history_size, from a keyword or the URL (keywords win)."""
+    assert not PostgreSQLChannelLayer("postgresql://127.0.0.1/db").keeps_history
+    layer = PostgreSQLChannelLayer(
+        "postgresql://127.0.0.1/db?history_size=50&history_ttl=2.5&sslmode=disable"
+    )
+    assert (layer.options.history_size, layer.options.history_ttl) == (50, 2.5)
+    assert layer.keeps_history
+    layer = PostgreSQLChannelLayer("postgresql://127.0.0.1/db?history_size=50", history_size=7)
+    assert layer.options.history_size == 7
+    with pytest.raises(ValueError, match="history_ttl needs history_size"):
+        PostgreSQLChannelLayer("postgresql://127.0.0.1/db", history_ttl=5)
 
 
 def test_unknown_options_are_named() -> None:
@@ -63,6 +77,9 @@ def test_unknown_options_are_named() -> None:
         ({"namespace": "Bad Name"}, ValueError),
         ({"namespace": "x" * 21}, ValueError),
         ({"reconnect_backoff": 1.0}, TypeError),
+        ({"history_size": -1}, ValueError),
+        ({"history_size": 1.5}, TypeError),
+        ({"history_ttl": -1}, ValueError),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, object], error: type[Exception]) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from channels_core.testing import BadOptions, ChannelLayerConformance, LayerFactory, free_port
+from channels_core.testing import (
+    BadOptions,
+    ChannelLayerConformance,
+    HistoryLayerFactory,
+    LayerFactory,
+    free_port,
+)
 from channels_layer_postgres.testing import LayerMaker
 
 
@@ -15,6 +21,11 @@ class TestPostgreSQLConformance(ChannelLayerConformance):
 
     @pytest.fixture
     def make_layer(self, make_layer: LayerMaker) -> LayerFactory:
+        return make_layer
+
+    @pytest.fixture
+    def make_history_layer(self, make_layer: LayerMaker) -> HistoryLayerFactory:
+        """Layers of the session's namespace (its tables are dropped at the end)."""
         return make_layer
 
     @pytest.fixture
@@ -36,6 +47,9 @@ class TestPostgreSQLConformance(ChannelLayerConformance):
             ({"max_backlog": 1.5}, TypeError),
             ({"reconnect_backoff": 1.0}, TypeError),
             ({"ssl": 1}, TypeError),
+            ({"history_size": -1}, ValueError),
+            ({"history_size": "10"}, TypeError),
+            ({"history_ttl": 0}, ValueError),
         ]
 
     @pytest.fixture

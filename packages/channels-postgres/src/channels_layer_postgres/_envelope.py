@@ -3,7 +3,7 @@
 NOTIFY payloads are text shorter than 8,000 bytes. The layer carries bytes,
 so an envelope is::
 
-    chl1 <kind> <sequence, hex> ":" <group as a JSON string> <body>
+    chl1 <kind> <sequence, hex> ["@" <position>] ":" <group as a JSON string> <body>
 
 with kind ``t`` (body: the payload itself, when it is UTF-8 text without
 NUL), ``b`` (body: the payload in base64) or ``r`` (body: ``<token>.<row
@@ -15,7 +15,9 @@ id alone could name another message. The
 sequence number keeps two identical messages published in one transaction
 distinct (PostgreSQL folds identical notifications of a transaction). A
 group name too long to fit is sent as ``null`` in a reference envelope and
-stored in the payloads table row instead.
+stored in the payloads table row instead. With history on, the publishing
+statement inserts ``@<position>`` (the message's place in its group's log,
+known only there) before the colon; readers that predate it skip it.
 """
 
 from __future__ import annotations
@@ -29,18 +31,24 @@ from dataclasses import dataclass
 from itertools import count
 from json.decoder import scanstring  # type: ignore[attr-defined]  # untyped, public since 2.6
 
+from channels_core.history import parse_position
+
 __all__ = [
     "NOTIFY_LIMIT",
+    "POSITION_ROOM",
     "Envelope",
     "EnvelopeWriter",
     "Reference",
     "decode",
     "load_stored_group",
+    "split_for_position",
     "stored_group",
 ]
 
 #: NOTIFY refuses payloads of 8,000 bytes and more.
 NOTIFY_LIMIT = 7999
+#: Bytes an envelope keeps free for ``@<position>`` (a 12-character epoch, a bigint).
+POSITION_ROOM = 1 + 12 + 1 + 19
 
 _MAGIC = "chl1"
 _MAX_ID_DIGITS = 20  # a bigint in decimal
@@ -61,12 +69,14 @@ class Reference:
 class Envelope:
     """A decoded notification: `payload` is set, or `reference` (a payloads-table row).
 
-    `group` is None only for a reference whose row holds the group name.
+    `group` is None only for a reference whose row holds the group name;
+    `position` is the message's place in its group's log (history on).
     """
 
     group: str | None
     payload: bytes | None
     reference: Reference | None
+    position: str | None = None
 
 
 class EnvelopeWriter:
@@ -80,8 +90,9 @@ class EnvelopeWriter:
         quoted = json.dumps(group, ensure_ascii=self.ascii_only)
         return f"{_MAGIC}{kind}{next(self._sequence):x}:{quoted}"
 
-    def inline(self, group: str, payload: bytes) -> str | None:
-        """The envelope carrying `payload` itself, or None if it would not fit in a NOTIFY."""
+    def inline(self, group: str, payload: bytes, reserve: int = 0) -> str | None:
+        """The envelope carrying `payload` itself, or None if it would not fit in a NOTIFY
+        with `reserve` bytes to spare."""
         text: str | None = None
         if not self.ascii_only or payload.isascii():
             try:
@@ -92,9 +103,9 @@ class EnvelopeWriter:
             envelope = self._head(_TEXT, group) + text
         else:
             envelope = self._head(_BASE64, group) + base64.b64encode(payload).decode("ascii")
-        return envelope if len(envelope.encode("utf-8")) <= NOTIFY_LIMIT else None
+        return envelope if len(envelope.encode("utf-8")) + reserve <= NOTIFY_LIMIT else None
 
-    def reference_head(self, group: str) -> tuple[str, bool, int]:
+    def reference_head(self, group: str, reserve: int = 0) -> tuple[str, bool, int]:
         """The envelope minus the row id (the SQL appends it), whether it names the group,
         and the token to store with the row.
 
@@ -104,9 +115,15 @@ class EnvelopeWriter:
         token = secrets.randbits(63)  # a positive bigint
         tail = f"{token:0{_TOKEN_DIGITS}x}."
         head = self._head(_REFERENCE, group) + tail
-        if len(head.encode("utf-8")) + _MAX_ID_DIGITS <= NOTIFY_LIMIT:
+        if len(head.encode("utf-8")) + _MAX_ID_DIGITS + reserve <= NOTIFY_LIMIT:
             return head, True, token
         return self._head(_REFERENCE, None) + tail, False, token
+
+
+def split_for_position(envelope: str) -> tuple[str, str]:
+    """`envelope` cut where ``@<position>`` goes: before the colon ending its header."""
+    colon = envelope.index(":", len(_MAGIC) + 1)
+    return envelope[:colon], envelope[colon:]
 
 
 def stored_group(group: str) -> str:
@@ -134,19 +151,24 @@ def decode(text: str) -> Envelope:
     group, end = _decode_group(text, colon + 1)
     if group is None and kind != _REFERENCE:
         raise ValueError("the envelope has no group")
+    position: str | None = None
+    at = text.find("@", len(_MAGIC) + 1, colon)
+    if at >= 0:
+        position = text[at + 1 : colon]
+        parse_position(position)  # ValueError if it is not one
     body = text[end:]
     if kind == _TEXT:
-        return Envelope(group, body.encode("utf-8"), None)
+        return Envelope(group, body.encode("utf-8"), None, position)
     if kind == _BASE64:
         try:
-            return Envelope(group, base64.b64decode(body, validate=True), None)
+            return Envelope(group, base64.b64decode(body, validate=True), None, position)
         except binascii.Error as exc:
             raise ValueError(f"bad base64 body: {exc}") from None
     reference = _REFERENCE_BODY.fullmatch(body)
     if reference is None:
         raise ValueError("bad payload reference")
     token, row = reference.groups()
-    return Envelope(group, None, Reference(int(row), int(token, 16)))
+    return Envelope(group, None, Reference(int(row), int(token, 16)), position)
 
 
 def _decode_group(text: str, start: int) -> tuple[str | None, int]:

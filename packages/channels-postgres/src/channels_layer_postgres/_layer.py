@@ -1,7 +1,8 @@
 """`PostgreSQLChannelLayer`: channels-core's layer protocol over LISTEN/NOTIFY (asyncpg).
 
 Pieces: `_names` maps groups to channels, `_envelope` frames payloads for
-NOTIFY, `_sql` holds every statement, `_listener` keeps the one LISTEN
+NOTIFY, `_sql` holds every statement, `_history` the log's keys and what a
+read of it proves, `_listener` keeps the one LISTEN
 connection alive, `_publisher` runs statements on a pool or the
 application's connection, `_options` and `_url` read the configuration.
 This module ties them to the core's protocol.
@@ -22,16 +23,26 @@ from channels_core import (
     ChannelClosedError,
     ChannelLayer,
     Inbox,
+    NotSupportedError,
     background_tasks,
     call_with_deadline,
     redact_url,
     retry_until,
     url_secrets,
 )
+from channels_core.history import HistoryRead, parse_position
 from channels_core.serializers import Serializer
 
 from ._connection import CONNECTION_ERRORS, connect_kwargs, errors_translated, is_refusal
-from ._envelope import EnvelopeWriter, Reference, load_stored_group, stored_group
+from ._envelope import (
+    POSITION_ROOM,
+    EnvelopeWriter,
+    Reference,
+    load_stored_group,
+    split_for_position,
+    stored_group,
+)
+from ._history import UnloggedWatch, group_key, new_epoch, read_result
 from ._listener import Listener
 from ._names import ChannelNames
 from ._options import PostgreSQLLayerOptions
@@ -55,6 +66,10 @@ class PostgreSQLChannelLayer(ChannelLayer):
     payload limits, namespace, ...). Publishing uses a pool the layer opens,
     or the application's own asyncpg `pool` or `connection` (never closed by
     the layer); listening always uses one dedicated connection built from `url`.
+
+    With ``history_size`` > 0 every publish is also logged, in the same
+    statement as its NOTIFY (see `_history`), for ``since=``,
+    `Channel.history` and the recovery after a reconnect.
     """
 
     url_schemes = SCHEMES
@@ -62,6 +77,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
     supports_multi_group = True
     supports_patterns = True
     supports_publish_many = True
+    supports_history = True
 
     def __init__(
         self,
@@ -78,7 +94,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self.max_payload_bytes: int = self.options.max_payload_bytes
         self._counters = Counters()
         self._names = ChannelNames(self.options.namespace)
-        self._sql = Statements(self._names)
+        self._sql = Statements(self._names, self.options.history_size, self.options.history_ttl)
         self._connect_kwargs = connect_kwargs(dsn, self.options)
         self._publisher = Publisher(
             self._connect_kwargs, self.options.pool_size, pool=pool, connection=connection
@@ -88,7 +104,10 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._listener: Listener | None = None
         #: The connected channel's inbox (`publish_in` encodes with it), None when not connected.
         self._inbox: Inbox | None = None
+        #: With history on, the inbox while connected: which groups heard unlogged messages.
+        self._watch: UnloggedWatch | None = None
         self._next_expiry = 0.0
+        self._next_history_expiry = 0.0
         self._last_fetched: tuple[Reference, tuple[str | None, bytes]] | None = None
 
     @classmethod
@@ -180,6 +199,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
         the body's own exceptions come out as they are, never wrapped in an
         exception group.
         """
+        if self.keeps_history:
+            inbox = self._watch = UnloggedWatch(inbox)
         listener = Listener(
             connect_kwargs=self._connect_kwargs,
             settings=self.options,
@@ -207,7 +228,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
                     await listener.close()
         finally:
             self._router.clear()
-            self._listener = self._inbox = None
+            self._listener = self._inbox = self._watch = None
 
     async def _prepare_schema(self) -> None:
         """Create or update the layer's tables if, and only if, they are not as expected.
@@ -307,6 +328,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._counters.published += 1
         if large and anyio.current_time() >= self._next_expiry:
             await self._expire_large_payloads()
+        if (
+            self.options.history_ttl is not None
+            and anyio.current_time() >= self._next_history_expiry
+        ):
+            await self._expire_history()
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """NOTIFY every item in one statement (one round trip), retried as one like `publish`.
@@ -378,6 +404,22 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 "could not delete expired large payloads (%s: %s)", type(exc).__name__, exc
             )
 
+    async def _expire_history(self) -> None:
+        """Delete events older than `history_ttl` (reads skip them anyway); best effort.
+
+        At most twice per TTL and once a second, from `publish` only, as
+        `_expire_large_payloads`.
+        """
+        ttl = self.options.history_ttl
+        assert ttl is not None
+        self._next_history_expiry = anyio.current_time() + max(ttl / 2, 1.0)
+        try:
+            with anyio.fail_after(self.options.command_timeout):
+                async with self._publisher.acquire() as conn:
+                    await conn.execute(self._sql.expire_history)
+        except Exception as exc:
+            logger.warning("could not delete expired history (%s: %s)", type(exc).__name__, exc)
+
     async def publish_in(
         self,
         connection: Any,
@@ -424,32 +466,113 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
         Prepared once per message (the envelope's sequence number with it),
         then run on whichever connection, as many times as retries need.
+        With history on the statement also logs the message (still one
+        round trip); the position is only known there, so it goes into the
+        envelope there, between the two halves made here.
         """
         channel, firehose = self._names.channel(group), self._names.firehose
-        envelope = self._writer.inline(group, payload)
+        logged = self.keeps_history
+        reserve = POSITION_ROOM if logged else 0
+        envelope = self._writer.inline(group, payload, reserve)
+        query: str
+        arguments: tuple[Any, ...]
         if envelope is not None:
+            large = False
+            if logged:
+                head, rest = split_for_position(envelope)
+                query = self._sql.publish_logged
+                arguments = (channel, head, firehose, rest, group_key(group), new_epoch(), payload)
+            else:
+                query, arguments = self._sql.publish, (channel, envelope, firehose)
+        else:
+            large = True
+            reference, names_group, token = self._writer.reference_head(group, reserve)
+            stored = (payload, None if names_group else stored_group(group), token)
+            if logged:
+                head, rest = split_for_position(reference)
+                query = self._sql.publish_large_logged
+                arguments = (channel, head, firehose, *stored, rest, group_key(group), new_epoch())
+            else:
+                query, arguments = self._sql.publish_large, (channel, reference, firehose, *stored)
 
-            async def send_inline(conn: Any, timeout: float | None) -> None:
-                await conn.execute(self._sql.publish, channel, envelope, firehose, timeout=timeout)
+        async def send(conn: Any, timeout: float | None) -> None:
+            await conn.execute(query, *arguments, timeout=timeout)
+            if large:
+                self._counters.large_published += 1
 
-            return send_inline, False
-        head, names_group, token = self._writer.reference_head(group)
-        group_in_row = None if names_group else stored_group(group)
+        return send, large
 
-        async def send_large(conn: Any, timeout: float | None) -> None:
-            await conn.execute(
-                self._sql.publish_large,
-                channel,
-                head,
-                firehose,
-                payload,
-                group_in_row,
-                token,
-                timeout=timeout,
+    # -- history ------------------------------------------------------------------------
+
+    @property
+    def keeps_history(self) -> bool:
+        """True with ``history_size`` > 0: every publish is logged."""
+        return self.options.history_size > 0
+
+    async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
+        """Read `group`'s log in one statement (one snapshot); see `ChannelLayer.read_history`.
+
+        A group without a counter row gets one first (one more statement,
+        once per group): its epoch is then fixed, so the head read before its
+        first event is a position of its log, and a reset log is told apart.
+        A group that received a message without a position (a publisher with
+        history off) reads as incomplete while subscribed: the log misses it.
+
+        Raises:
+            BrokerUnavailableError: no answer within `publish_timeout` (retried).
+            BrokerRefusedError: the server refused the read (permissions).
+            ChannelClosedError: the layer is not connected.
+            NotSupportedError: history is off.
+        """
+        self._connected_listener()
+        if not self.keeps_history:
+            raise NotSupportedError(
+                f"{type(self).__name__} keeps no history here: set history_size"
             )
-            self._counters.large_published += 1
+        key = group_key(group)
+        since = None if after is None else parse_position(after, "after")
+        # One more than asked when only the head is wanted: whether the event
+        # right after `since` is still there tells whether the log reaches it.
+        fetched = None if limit is None else max(limit, 1 if since is not None else 0)
 
-        return send_large, True
+        async def read(conn: Any) -> list[Any]:
+            timeout = self.options.command_timeout
+            if since is None:
+                rows: list[Any] = await conn.fetch(
+                    self._sql.read_newest, key, fetched, timeout=timeout
+                )
+            else:
+                offset = since.offset[0] if len(since.offset) == 1 else 0
+                rows = await conn.fetch(
+                    self._sql.read_after, key, since.epoch, offset, fetched, timeout=timeout
+                )
+            return rows
+
+        async def attempt() -> list[Any]:
+            with anyio.fail_after(self.options.command_timeout):
+                async with self._publisher.acquire() as conn:
+                    rows = await read(conn)
+                    if not rows:
+                        await conn.execute(self._sql.start_log, key, new_epoch())
+                        rows = await read(conn)
+                    return rows
+
+        with errors_translated(
+            f"read the history of group {group[:80]!r} on {self._shown}", self._secrets
+        ):
+            rows = await retry_until(
+                attempt,
+                timeout=self.options.publish_timeout,
+                retry_on=CONNECTION_ERRORS,
+                what=f"read history from {self._shown}",
+                backoff=self.options.reconnect_backoff,
+            )
+        result = read_result(rows, since, limit, fetched)
+        watch = self._watch
+        if since is not None and result.complete and watch and group in watch.unlogged:
+            # A message reached the group without a position: the log misses it.
+            return HistoryRead(result.events, False, result.head)
+        return result
 
     # -- subscribing ------------------------------------------------------------------
 
@@ -469,6 +592,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
     async def unsubscribe_groups(self, groups: Sequence[str]) -> None:
         """Returns at once; the UNLISTEN follows (or the next connection leaves it out)."""
         touched = self._router.remove_groups(groups)
+        if self._watch is not None:
+            self._watch.unlogged.difference_update(groups)
         if self._listener is not None:
             await self._listener.follow(touched, wait=False)
 
@@ -524,6 +649,9 @@ class PostgreSQLChannelLayer(ChannelLayer):
         if fetched is None:
             self._counters.large_missing += 1
             logger.warning("skipped large message #%d: %s", row_id, reason)
+            if self.keeps_history and self._inbox is not None:
+                # A gap the log can fill: the channel recovers it from there.
+                self._inbox.messages_lost("expired", 1)
             return None
         self._counters.large_fetched += 1
         self._last_fetched = (reference, fetched)

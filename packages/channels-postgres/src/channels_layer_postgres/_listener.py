@@ -15,6 +15,7 @@ not wait at all.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -114,25 +115,39 @@ class Listener:
             cause = await self._serve(conn)
             self._forget(conn)
             self._counters.connection_losses += 1
+            held: list[tuple[str, str]] = []
             conn = await reconnect_forever(
-                self._open,
+                functools.partial(self._open, held),
                 what=f"the listening connection to {self._describe}",
                 logger=logger,
                 backoff=self._settings.reconnect_backoff,
                 cause=cause,
             )
             self._counters.reconnects += 1
+            # The gap first, then what the new connection received meanwhile: a
+            # layer with history recovers from the last position delivered.
             self._on_restored()
+            conn.on_notification = self._on_notification
+            for channel, text in held:
+                self._on_notification(channel, text)
 
-    async def _open(self) -> ListenConnection:
-        """A new connection LISTENing every wanted channel."""
+    async def _open(self, held: list[tuple[str, str]] | None = None) -> ListenConnection:
+        """A new connection LISTENing every wanted channel.
+
+        With `held`, notifications that arrive meanwhile (the server sends
+        them with its answer to the LISTEN) are kept there, not delivered.
+        """
         conn: ListenConnection = await asyncpg.connect(
             **self._connect_kwargs, connection_class=ListenConnection
         )
         try:
             dead = anyio.Event()
             conn.add_termination_listener(lambda _connection: self._terminated(dead))
-            conn.on_notification = self._on_notification
+            conn.on_notification = (
+                self._on_notification
+                if held is None
+                else lambda channel, text: held.append((channel, text))
+            )
             self._listening = set()
             self._pending = self._desired()
             await self._apply(conn)

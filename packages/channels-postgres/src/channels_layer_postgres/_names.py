@@ -45,6 +45,8 @@ class ChannelNames:
         self.firehose = f"{namespace}!patterns"
         self.payloads_table = f"{namespace}_payloads"
         self.patterns_table = f"{namespace}_pattern_listeners"
+        self.history_table = f"{namespace}_history"  # with history on (see `_history`)
+        self.heads_table = f"{namespace}_history_heads"
         self._direct_prefix = f"{namespace}:"
         self._hashed_prefix = f"{namespace}#"
 

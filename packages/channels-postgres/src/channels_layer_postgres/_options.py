@@ -7,14 +7,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from channels_core import Backoff, LayerOptions, options
+from channels_core import Backoff, options
+from channels_core.history import HistoryOptions
 
 __all__ = ["PostgreSQLLayerOptions"]
 
 
 @dataclass(frozen=True, slots=True)
-class PostgreSQLLayerOptions(LayerOptions):
-    """Every option of the PostgreSQL layer, with its default (see the package README)."""
+class PostgreSQLLayerOptions(HistoryOptions):
+    """Every option of the PostgreSQL layer, with its default (see the package README).
+
+    `history_size` and `history_ttl` come from `HistoryOptions` (0: history off).
+    """
 
     #: Old option names, accepted for one release with a DeprecationWarning.
     renamed: ClassVar[Mapping[str, str]] = {

@@ -131,7 +131,7 @@ class Router:
         if envelope is None:
             return
         if not self._backlog and envelope.payload is not None:
-            self._deliver(inbox, channel, envelope.group, envelope.payload)
+            self._deliver(inbox, channel, envelope.group, envelope.payload, envelope.position)
             return
         if self._backlog >= self._max_backlog:
             self._drop(channel)
@@ -212,14 +212,21 @@ class Router:
                 return
             stored_group, payload = fetched
             group = group or stored_group
-        self._deliver(inbox, channel, group, payload)
+        self._deliver(inbox, channel, group, payload, envelope.position)
 
-    def _deliver(self, inbox: Inbox, channel: str, group: str | None, payload: bytes) -> None:
+    def _deliver(
+        self,
+        inbox: Inbox,
+        channel: str,
+        group: str | None,
+        payload: bytes,
+        position: str | None = None,
+    ) -> None:
         if group is None:  # a reference whose row holds no group: not from this layer
             self._counters.skipped += 1
             return
         for pattern in self._recipients(channel, group):
-            inbox.deliver(group, payload, pattern)
+            inbox.deliver(group, payload, pattern, position)
 
     def _recipients(self, channel: str, group: str) -> list[str | None]:
         """How `group` is delivered if it arrives on `channel`: by name (None), by patterns."""

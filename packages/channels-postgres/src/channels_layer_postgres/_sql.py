@@ -20,10 +20,14 @@ class Statements:
 
     Publishing notifies the group's channel and, only while some listener
     has a pattern subscription (a row in the pattern-listeners table), the
-    firehose channel too: one statement, one round trip either way.
+    firehose channel too: one statement, one round trip either way. With
+    history on (`history_size` > 0) the same statement also counts and logs
+    the message (see `_history`), and the NOTIFY carries its position.
     """
 
-    def __init__(self, names: ChannelNames) -> None:
+    def __init__(
+        self, names: ChannelNames, history_size: int = 0, history_ttl: float | None = None
+    ) -> None:
         payloads = quote_ident(names.payloads_table)
         patterns = quote_ident(names.patterns_table)
         created_index = names.payloads_table + "_created"
@@ -102,6 +106,100 @@ class Statements:
             f"INSERT INTO {patterns} (pid) VALUES (pg_backend_pid()) ON CONFLICT DO NOTHING"
         )
         self.unregister_patterns = f"DELETE FROM {patterns} WHERE pid = pg_backend_pid()"
+        if history_size:
+            self._add_history(names, history_size, history_ttl, firehose_if_needed)
+
+    def _add_history(
+        self, names: ChannelNames, size: int, ttl: float | None, firehose_if_needed: str
+    ) -> None:
+        """The tables and statements of history (`_history` explains the design)."""
+        heads, log = quote_ident(names.heads_table), quote_ident(names.history_table)
+        payloads = quote_ident(names.payloads_table)
+        self.expected_shape[names.heads_table] = {"grp": "bytea", "epoch": "text", "n": "bigint"}
+        self.expected_shape[names.history_table] = {
+            "grp": "bytea",
+            "epoch": "text",
+            "n": "bigint",
+            "created": "timestamp with time zone",
+            "body": "bytea",
+        }
+        # Unlogged too: a crash empties them, which the epoch tells apart.
+        self.create_schema += [
+            f"CREATE UNLOGGED TABLE IF NOT EXISTS {heads} ("
+            " grp bytea PRIMARY KEY,"  # SHA-256 of the group name
+            " epoch text NOT NULL,"
+            " n bigint NOT NULL)",  # the number of the group's newest event
+            f"CREATE UNLOGGED TABLE IF NOT EXISTS {log} ("
+            " grp bytea NOT NULL,"
+            " epoch text NOT NULL,"
+            " n bigint NOT NULL,"
+            " created timestamptz NOT NULL DEFAULT clock_timestamp(),"
+            " body bytea NOT NULL,"
+            " PRIMARY KEY (grp, epoch, n))",
+        ]
+        # The counter row is locked until commit: numbers are dense and in commit
+        # order. `created` is taken after the lock, so it grows with `n` too. The
+        # size trim deletes the one event that falls out, in the same statement:
+        # a point lookup, whatever dead rows vacuum has yet to remove (a range
+        # would step over all of them). Its key comes from scalar subqueries, so
+        # that even the generic plan of a table planned while small looks it up
+        # by the whole primary key (a join on `head` was planned as a scan of
+        # the group's every row: a publish slower with each event logged).
+        count_and_log = (
+            f"WITH head AS (INSERT INTO {heads} AS h (grp, epoch, n) VALUES ({{key}}, {{epoch}}, 1)"
+            " ON CONFLICT (grp) DO UPDATE SET n = h.n + 1 RETURNING h.epoch, h.n), "
+            f"logged AS (INSERT INTO {log} (grp, epoch, n, body)"
+            " SELECT {key}, epoch, n, {body} FROM head RETURNING epoch || '-' || n AS position), "
+            f"trimmed AS (DELETE FROM {log} WHERE grp = {{key}}"
+            f" AND epoch = (SELECT epoch FROM head) AND n = (SELECT n FROM head) - {int(size)}) "
+        )
+        inline = "$2 || '@' || logged.position || $4"
+        #: $1 channel, $2 envelope head up to the position, $3 firehose channel,
+        #: $4 the rest of the envelope, $5 group key, $6 a new epoch, $7 payload.
+        self.publish_logged = count_and_log.format(
+            key="$5::bytea", epoch="$6::text", body="$7::bytea"
+        ) + (f"SELECT pg_notify($1, {inline}), {firehose_if_needed.format(inline)} FROM logged")
+        large = "$2 || '@' || logged.position || $7 || stored.id::text"
+        #: As `publish_large`, and $7 the rest of the envelope head, $8 group key, $9 a new epoch.
+        self.publish_large_logged = (
+            count_and_log.format(key="$8::bytea", epoch="$9::text", body="$4::bytea")
+            + f", stored AS (INSERT INTO {payloads} (body, grp, token) VALUES ($4, $5, $6)"
+            " RETURNING id) "
+            f"SELECT pg_notify($1, {large}), {firehose_if_needed.format(large)}"
+            " FROM logged, stored"
+        )
+        retained = f"grp = h.grp AND epoch = h.epoch AND n > h.n - {int(size)}"
+        if ttl is not None:
+            retained += f" AND created >= now() - make_interval(secs => {float(ttl)!r})"
+        #: $1 group key, $2 epoch and $3 number of the position read after, $4 limit
+        #: (NULL: all). Rows: the counter row's epoch and head, and each event's n
+        #: and body after the position (from the oldest retained if it is of another
+        #: epoch); n NULL if none. No row at all: the group has no counter row yet.
+        self.read_after = (
+            "SELECT h.epoch, h.n AS head, l.n, l.body"
+            f" FROM {heads} h LEFT JOIN LATERAL (SELECT n, body FROM {log}"
+            f" WHERE {retained} AND n > CASE WHEN h.epoch = $2 THEN $3 ELSE 0 END"
+            " ORDER BY n LIMIT $4) l ON true WHERE h.grp = $1 ORDER BY l.n"
+        )
+        #: $1 group key, $2 limit (NULL: all): the newest events, as `read_after` does.
+        self.read_newest = (
+            "SELECT h.epoch, h.n AS head, l.n, l.body"
+            f" FROM {heads} h LEFT JOIN LATERAL (SELECT n, body FROM {log}"
+            f" WHERE {retained} ORDER BY n DESC LIMIT $2) l ON true WHERE h.grp = $1"
+            " ORDER BY l.n"
+        )
+        #: $1 group key, $2 a new epoch: give a group without one a counter row, so
+        #: that the head read before its first event is a position of its log.
+        self.start_log = (
+            f"INSERT INTO {heads} (grp, epoch, n) VALUES ($1, $2, 0) ON CONFLICT (grp) DO NOTHING"
+        )
+        #: Delete events older than the TTL (reads skip them already). Rows a
+        #: publisher is trimming are skipped, not waited for.
+        self.expire_history = (
+            f"DELETE FROM {log} WHERE (grp, epoch, n) IN (SELECT grp, epoch, n FROM {log}"
+            f" WHERE created < now() - make_interval(secs => {float(ttl or 0)!r})"
+            " FOR UPDATE SKIP LOCKED)"
+        )
 
 
 def listen_batch(listen: Iterable[str], unlisten: Iterable[str]) -> str:

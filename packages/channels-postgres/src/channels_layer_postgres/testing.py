@@ -181,7 +181,13 @@ async def drop_tables(url: str, names: ChannelNames) -> None:
     """Drop the tables a layer of namespace `names` created (the end of a test session)."""
     conn = await asyncpg.connect(url, timeout=5)
     try:
-        for table in (names.payloads_table, names.patterns_table):
+        tables = (
+            names.payloads_table,
+            names.patterns_table,
+            names.history_table,
+            names.heads_table,
+        )
+        for table in tables:
             await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
     finally:
         await conn.close()
