@@ -41,7 +41,12 @@ def test_both_schemes_resolve_to_the_layer() -> None:
 
 
 def test_capabilities_come_from_the_class_attributes() -> None:
-    assert layer_capabilities(PostgreSQLChannelLayer) == {"multi-group", "patterns", "publish-many", "history"}
+    assert layer_capabilities(PostgreSQLChannelLayer) == {
+        "multi-group",
+        "patterns",
+        "publish-many",
+        "history",
+    }
 
 
 def test_history_options_as_keywords_and_url_parameters() -> None:
