@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from channels_core.exceptions import LossReason
@@ -100,8 +100,13 @@ class UnloggedWatch:
             self.unlogged.add(group)
         return self._inbox.deliver(group, payload, pattern, position)
 
-    def messages_lost(self, reason: LossReason = "reconnect", count: int | None = None) -> None:
-        self._inbox.messages_lost(reason, count)
+    def messages_lost(
+        self,
+        reason: LossReason = "reconnect",
+        count: int | None = None,
+        groups: Collection[str] | None = None,
+    ) -> None:
+        self._inbox.messages_lost(reason, count, groups)
 
     def encode(self, group: str, message: Any) -> bytes:
         return self._inbox.encode(group, message)
