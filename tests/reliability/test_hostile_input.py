@@ -379,6 +379,8 @@ def reject_constant(name: str) -> Any:
 )
 @example(payload=b"\x00chr1")  # the Redis layer's envelope prefix without its header
 @example(payload=b"\x00chr1" + b"\x00" * 23)
+@example(payload=b"\x00chr2")  # the Redis layer's history envelope, cut short
+@example(payload=b"\x00chr2" + b"\x00" * 23)
 async def test_forged_payloads_are_skipped_or_delivered_intact(
     harness: Harness, payload: bytes, redis_url: str, postgres_url: str, nats_url: str
 ) -> None:

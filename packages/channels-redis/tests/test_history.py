@@ -354,3 +354,30 @@ def test_history_options_from_the_url_and_keywords() -> None:
         RedisPubSubChannelLayer.from_url("redis://h/0", history_size="5")
     with pytest.raises(ValueError, match="history_size"):
         RedisPubSubChannelLayer.from_url("redis://h/0?history_size=many")
+
+
+async def test_forged_history_envelopes_are_skipped_and_the_channel_keeps_working(
+    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis
+) -> None:
+    """Another client PUBLISHes history envelopes that are cut short or carry no position."""
+    layer = make_redis_layer(history_size=10)
+    channel_name = layer._wire.channel("forged")
+
+    def header(sequence: int) -> bytes:  # magic, publisher id, sequence, watermark
+        return b"\x00chr2" + b"forger!!" + sequence.to_bytes(8, "big") + bytes(8)
+
+    forged = [
+        b"\x00chr2",  # the magic alone (this recursed until the stack ran out)
+        b"\x00chr2" + bytes(20),  # shorter than a header
+        header(1) + bytes([200]) + b"short",  # a position longer than the message
+        header(2) + bytes([7]) + b"garbage" + b'"forged"',  # not a position
+    ]
+    async with Channel(layer) as channel, channel.subscribe("forged") as subscriber:
+        for payload in forged:
+            await admin.publish(channel_name, payload)
+        await channel.publish("forged", "real")
+        with anyio.fail_after(5):
+            event = await subscriber.receive()
+        assert event.message == "real"
+        assert event.position is not None
+        assert channel.stats().undecodable == len(forged)

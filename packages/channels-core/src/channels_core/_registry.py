@@ -20,7 +20,7 @@ from ._broker_state import BrokerState
 from .envelope import MAGIC
 from .event import Event
 from .exceptions import LossReason
-from .history import HistoryRead, Position, parse_position
+from .history import HistoryRead, Position, is_position, parse_position
 from .subscriber import Subscriber
 
 logger = logging.getLogger("channels_core")
@@ -129,17 +129,20 @@ class SubscriptionRegistry:
                 payload = self.unwrap(group, payload, live)
             return self._loads(payload)
         except Exception as exc:
-            self.undecodable += 1
-            logger.warning(
-                "skipped a message on group %r that could not be decoded (%s: %s); "
-                "%d byte(s), starting %r",
-                group,
-                type(exc).__name__,
-                exc,
-                len(payload),
-                payload[:64],
-            )
-            return _UNDECODABLE
+            return self._skipped(group, payload, f"{type(exc).__name__}: {exc}")
+
+    def _skipped(self, group: str, payload: bytes, why: str) -> Any:
+        """Count and log a message that cannot be delivered; `_UNDECODABLE`."""
+        self.undecodable += 1
+        logger.warning(
+            "skipped a message on group %r that could not be decoded (%s); "
+            "%d byte(s), starting %r",
+            group,
+            why,
+            len(payload),
+            payload[:64],
+        )
+        return _UNDECODABLE
 
     def close_all(self) -> None:
         for subscriber in self.subscribers:
@@ -160,6 +163,9 @@ class SubscriptionRegistry:
         self.received += 1
         members = self._groups.get(group) if pattern is None else self._patterns.get(pattern)
         if not members:
+            return False
+        if position is not None and not is_position(position):  # a foreign publisher's
+            self._skipped(group, payload, f"its position {position[:40]!r} is not a position")
             return False
         message = self._decode(group, payload)
         if message is _UNDECODABLE:

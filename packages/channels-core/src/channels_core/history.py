@@ -40,6 +40,7 @@ __all__ = [
     "Position",
     "ReadHistory",
     "format_position",
+    "is_position",
     "parse_position",
 ]
 
@@ -107,6 +108,11 @@ def format_position(epoch: str, *offset: int) -> str:
     if not offset or any(n < 0 for n in offset):
         raise ValueError(f"a position's offset is one or more ints >= 0, got {offset!r}")
     return "-".join((epoch, *map(str, offset)))
+
+
+def is_position(text: str) -> bool:
+    """True if `text` has the form of a position (`format_position`): a check, not a parse."""
+    return _POSITION.fullmatch(text) is not None
 
 
 def parse_position(text: object, name: str = "position") -> Position:

@@ -30,6 +30,7 @@ from redis.crc import key_slot
 from channels_core import (
     BrokerUnavailableError,
     ChannelClosedError,
+    ChannelLayer,
     Inbox,
     NotSupportedError,
     background_tasks,
@@ -109,6 +110,15 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
             shard_connections=len(shards.connections) if shards else 0,
             moved=self._moved + (shards.moves if shards else 0),
         )
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """SPUBLISH the items one after the other, in order: their groups live on several shards."""
+        await ChannelLayer.publish_many(self, items)
+
+    @property
+    def coalesce_publishes(self) -> bool:
+        """Not in cluster mode: a batch would span shards (`publish_many` is a loop here)."""
+        return False
 
     async def check(self, timeout: float) -> None:
         """PING every master through the publishing client, then every pub/sub connection.

@@ -107,10 +107,10 @@ class DuplicateFilter:
 
     def accept(self, data: bytes, route: bytes | None) -> bytes | None:
         """The payload to deliver, or None if it must be dropped."""
+        if data.startswith(_MAGIC_LOGGED):  # from a publisher with history on
+            accepted = self.accept_logged(data, route)
+            return None if accepted is None else accepted[0]
         if len(data) < HEADER_BYTES or not data.startswith(_MAGIC):
-            if data.startswith(_MAGIC_LOGGED):  # from a publisher with history on
-                accepted = self.accept_logged(data, route)
-                return None if accepted is None else accepted[0]
             # Not an envelope (another client's message): nothing to deduplicate;
             # the channel's codec decides whether it can be read.
             return data
@@ -120,9 +120,11 @@ class DuplicateFilter:
 
     def accept_logged(self, data: bytes, route: bytes | None) -> tuple[bytes, str | None] | None:
         """``(payload, position)`` to deliver (position None if it has none), or None to drop."""
-        if not data.startswith(_MAGIC_LOGGED) or len(data) <= HEADER_BYTES:
+        if not data.startswith(_MAGIC_LOGGED):  # a plain envelope, or not one at all
             payload = self.accept(data, route)
             return None if payload is None else (payload, None)
+        if len(data) <= HEADER_BYTES:
+            return data, None  # not a whole envelope: the codec decides
         end = HEADER_BYTES + 1 + data[HEADER_BYTES]
         if len(data) < end:
             return data, None  # not a whole envelope: the codec decides
