@@ -135,8 +135,7 @@ class SubscriptionRegistry:
         """Count and log a message that cannot be delivered; `_UNDECODABLE`."""
         self.undecodable += 1
         logger.warning(
-            "skipped a message on group %r that could not be decoded (%s); "
-            "%d byte(s), starting %r",
+            "skipped a message on group %r that could not be decoded (%s); %d byte(s), starting %r",
             group,
             why,
             len(payload),
