@@ -4,7 +4,8 @@ Ten tasks publish as fast as they can through one channel, so their
 publishes travel in shared batches (`Channel.publish` coalesces them into
 `publish_many` pipelines); then the server freezes or dies. Every caller
 must get an answer within the publish bound, and a caller told "sent" must
-have had its message accepted.
+have had its message accepted. With history on, a batch retried across a
+freeze is logged and delivered once.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import signal
 
 import anyio
 import pytest
+import redis.asyncio
 
 from channels_core import BrokerUnavailableError, Channel
+from channels_core.history import parse_position
 from channels_core.reconnect import Backoff
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
@@ -100,3 +103,64 @@ async def test_a_server_killed_under_batched_publishes_answers_every_caller_in_b
         server.start()
         with anyio.fail_after(10):
             await channel.publish("g", "back")
+
+
+async def test_a_batch_retried_across_a_freeze_is_logged_and_delivered_once_in_order(
+    throwaway_redis: RedisServer,
+) -> None:
+    """History on: batches go on while the server is frozen long enough for retries.
+
+    A reply missing for 0.2 s (`socket_timeout`) counts as a lost connection:
+    the batch on the wire is tried again, and again, until the server runs
+    again; then it runs the first try, and each retry must find the batch
+    logged and add nothing.
+    """
+    server = throwaway_redis
+    history = {"history_size": 10_000, "reconnect_backoff": Backoff(initial=0.02, maximum=0.1)}
+    publishing = RedisPubSubChannelLayer.from_url(
+        server.url, publish_timeout=10, socket_timeout=0.2, **history
+    )
+    listening = RedisPubSubChannelLayer.from_url(server.url, health_check_interval=60, **history)
+    admin = redis.asyncio.Redis.from_url(server.url)
+    size, batches = 50, 0
+    sent: list[int] = []
+    try:
+        async with (
+            Channel(listening, buffer_size=10**5) as listener,
+            listener.subscribe("g") as subscriber,
+            Channel(publishing) as publisher,
+        ):
+            await publisher.publish("g", -1)  # the script is loaded: every call counts below
+            await admin.config_resetstat()
+            stop = anyio.Event()
+
+            async def publish_batches() -> None:
+                nonlocal batches
+                while not stop.is_set():
+                    numbers = range(len(sent), len(sent) + size)
+                    await publisher.publish_many([("g", number) for number in numbers])
+                    sent.extend(numbers)
+                    batches += 1
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(publish_batches)
+                    await anyio.sleep(0.2)
+                    os.kill(server.pid, signal.SIGSTOP)
+                    try:
+                        await anyio.sleep(0.7)
+                    finally:
+                        os.kill(server.pid, signal.SIGCONT)
+                    await anyio.sleep(0.2)
+                    stop.set()
+                received = [await subscriber.receive() for _ in range(len(sent) + 1)]
+            logged = await publisher.history("g")
+            scripts = (await admin.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    finally:
+        await admin.aclose()
+    assert batches > 10
+    assert scripts > batches  # some batch was tried again
+    assert [event.message for event in received] == [-1, *sent]
+    assert logged == received  # every message logged once, at the position it arrived with
+    positions = [parse_position(event.position or "") for event in received]
+    assert [position.offset[1] for position in positions] == list(range(1, len(sent) + 2))

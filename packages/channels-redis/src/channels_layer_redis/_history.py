@@ -9,7 +9,8 @@ in this epoch and ``t`` the milliseconds of the newest one. A publish runs
 `history_size` (MAXLEN) and `history_ttl` (MINID), and PUBLISHes the live
 message with its position ``<epoch>-<ms>-<n>`` inside the envelope, all
 atomically: subscribers see a group's events in log order, and the log has
-every event they saw.
+every event they saw. A batch (`publish_many`, coalesced publishes) is one
+run of the script for all its messages, in order: one round trip.
 
 Completeness is provable because ``n`` has no holes: after a position
 ``(ms, n)`` of this epoch, nothing was missed iff the next event in the
@@ -26,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -36,21 +39,23 @@ from channels_core.history import HistoryRead, format_position, parse_position
 from ._options import RedisLayerOptions
 from ._wire import WireNames
 
-__all__ = ["APPEND", "META_TTL_FLOOR", "READ", "StreamLog"]
+__all__ = ["APPEND", "META_TTL_FLOOR", "READ", "LogBatch", "StreamLog"]
 
 #: Seconds the meta of a group with `history_ttl` outlives its last publish
 #: or read, at least: a meta that expires starts a new epoch, so subscribers
 #: of a group quiet for longer get ``MessagesLost`` after a reconnect.
 META_TTL_FLOOR = 86_400.0
 
-# The meta: epoch, newest ms, count; made (and the stale stream dropped) when missing.
+# The meta of a log: epoch, newest ms, count; made (and the stale stream dropped) when missing.
 _META = """
-local state = redis.call('HMGET', KEYS[2], 'e', 't', 'n')
-local epoch, last, count = state[1], state[2], state[3]
-if not epoch then
-  redis.call('DEL', KEYS[1])
-  epoch, last, count = ARGV[1], '0', '0'
-  redis.call('HSET', KEYS[2], 'e', epoch, 't', last, 'n', count)
+local function open_meta(log, meta, new_epoch)
+  local state = redis.call('HMGET', meta, 'e', 't', 'n')
+  if not state[1] then
+    redis.call('DEL', log)
+    redis.call('HSET', meta, 'e', new_epoch, 't', '0', 'n', '0')
+    return new_epoch, '0', '0'
+  end
+  return state[1], state[2], state[3]
 end
 local ttl = tonumber(ARGV[2])
 local function now_ms()
@@ -59,34 +64,54 @@ local function now_ms()
 end
 """
 
-#: KEYS: log, meta. ARGV: new epoch, ttl ms (0: none), meta ttl ms, size,
-#: publish command, channel, envelope header, payload, "1" on a retry. The
-#: header's bytes 6-21 (`_envelope`: publisher id and sequence) identify the publish.
+#: KEYS: log and meta of each message, in publish order. ARGV: new epoch, ttl
+#: ms (0: none), meta ttl ms, size, publish command, "1" on a retry, then
+#: channel, envelope header and payload of each message. A header's bytes
+#: 6-21 (`_envelope`: publisher id and sequence) identify its publish.
+#: Returns the number of messages logged (a retry skips those logged before).
 APPEND = (
     _META
     + """
-local publish_id = string.sub(ARGV[7], 6, 21)
-if ARGV[9] == '1' then
-  -- A retry: the first try may have run; if it did, its event is in the log.
-  local recent = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
-  for _, entry in ipairs(recent) do
-    if entry[2][2] == publish_id then return 0 end
+local now = now_ms()
+local retry = ARGV[6] == '1'
+local seen = {}  -- on a retry: per log, the publish ids it holds
+local logged = 0
+for item = 1, #KEYS / 2 do
+  local log, meta = KEYS[2 * item - 1], KEYS[2 * item]
+  local base = 3 * item + 4
+  local channel, header, payload = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local publish_id = string.sub(header, 6, 21)
+  local skip = false
+  if retry then
+    -- The first try may have run; if it did, its events are in the logs.
+    local ids = seen[log]
+    if not ids then
+      ids = {}
+      for _, entry in ipairs(redis.call('XREVRANGE', log, '+', '-', 'COUNT', ARGV[4])) do
+        ids[entry[2][2]] = true
+      end
+      seen[log] = ids
+    end
+    skip = ids[publish_id]
+  end
+  if not skip then
+    local epoch, last, count = open_meta(log, meta, ARGV[1])
+    local ms = math.max(now, tonumber(last))
+    count = tonumber(count) + 1
+    local id = string.format('%d-%d', ms, count)
+    redis.call('XADD', log, 'MAXLEN', ARGV[4], id, 'p', publish_id, 'd', payload)
+    redis.call('HSET', meta, 't', string.format('%d', ms), 'n', string.format('%d', count))
+    if ttl > 0 then
+      redis.call('XTRIM', log, 'MINID', string.format('%d', ms - ttl))
+      redis.call('PEXPIRE', log, ttl)
+      redis.call('PEXPIRE', meta, ARGV[3])
+    end
+    local position = epoch .. '-' .. id
+    redis.call(ARGV[5], channel, header .. string.char(#position) .. position .. payload)
+    logged = logged + 1
   end
 end
-local ms = now_ms()
-if ms < tonumber(last) then ms = tonumber(last) end
-count = tonumber(count) + 1
-local id = string.format('%d-%d', ms, count)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], id, 'p', publish_id, 'd', ARGV[8])
-redis.call('HSET', KEYS[2], 't', string.format('%d', ms), 'n', string.format('%d', count))
-if ttl > 0 then
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', ms - ttl))
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
-local position = epoch .. '-' .. id
-redis.call(ARGV[5], ARGV[6], ARGV[7] .. string.char(#position) .. position .. ARGV[8])
-return 1
+return logged
 """
 )
 
@@ -96,6 +121,7 @@ return 1
 READ = (
     _META
     + """
+local epoch, last, count = open_meta(KEYS[1], KEYS[2], ARGV[1])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d', now_ms() - ttl))
@@ -156,13 +182,13 @@ class _Script:
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
     async def __call__(
-        self, client: Redis | RedisCluster, keys: tuple[bytes, bytes], *args: Any
+        self, client: Redis | RedisCluster, keys: Sequence[bytes], *args: Any
     ) -> Any:
         try:
-            return await client.evalsha(self.sha, 2, *keys, *args)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:  # a new server (restart, failover), or SCRIPT FLUSH
             await client.script_load(self.text)
-            return await client.evalsha(self.sha, 2, *keys, *args)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 #: Stream ID parts are 64-bit; a position beyond is no stream's (and n stays exact in Lua).
@@ -170,6 +196,16 @@ _MAX_ID_PART = 2**53
 
 _APPEND = _Script(APPEND)
 _READ = _Script(READ)
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """The keys and per-message arguments of one `APPEND` call (see `StreamLog.batch`)."""
+
+    #: Log and meta of each message.
+    keys: list[bytes]
+    #: Channel, header and payload of each message.
+    arguments: list[bytes]
 
 
 class StreamLog:
@@ -192,32 +228,35 @@ class StreamLog:
         """The first ARGVs of both scripts: an epoch for a new log, the TTLs."""
         return secrets.token_hex(6), self._ttl_ms, self._meta_ttl_ms
 
-    async def append(
-        self,
-        client: Redis | RedisCluster,
-        group: str,
-        channel: bytes,
-        header: bytes,
-        payload: bytes,
-        *,
-        retry: bool,
-    ) -> None:
-        """Log `payload` and publish it live behind `header` (`Outbox.seal_logged`).
+    def batch(self, messages: Sequence[tuple[str, bytes, bytes]]) -> LogBatch:
+        """`messages` (group, envelope header from `Outbox.seal_logged`, payload) ready to append.
 
-        A `retry` of a publish whose first try may have run checks the log
-        for it first (by its publish id), so a retried publish is logged
-        and delivered once.
+        Made once per publish: every try sends the same keys and arguments.
+        """
+        keys: list[bytes] = []
+        arguments: list[bytes] = []
+        for group, header, payload in messages:
+            keys += self._wire.history_keys(group)
+            arguments += (self._wire.channel(group), header, payload)
+        return LogBatch(keys, arguments)
+
+    async def append(self, client: Redis | RedisCluster, batch: LogBatch, *, retry: bool) -> None:
+        """Log every message of `batch` and publish each live with its position, in order.
+
+        One script, so one round trip and one atomic step whatever the batch
+        holds (on one server: a cluster sends batches of one). A `retry` of a
+        batch whose first try may have run checks the logs for each message
+        first (by its publish id), so a retried message is logged and
+        delivered once.
         """
         await _APPEND(
             client,
-            self._wire.history_keys(group),
+            batch.keys,
             *self._common(),
             self._size,
             self.publish_command,
-            channel,
-            header,
-            payload,
             b"1" if retry else b"0",
+            *batch.arguments,
         )
 
     async def read(

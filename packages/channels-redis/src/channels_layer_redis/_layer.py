@@ -14,7 +14,7 @@ translated at this boundary, with one mapping (`REDIS_ERRORS`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Self
@@ -450,54 +450,33 @@ class RedisPubSubChannelLayer(ChannelLayer):
         PUBLISH (one round trip too); a retry logs nothing the first try
         logged.
         """
-        client = self._client
-        if client is None:
-            raise ChannelClosedError("the Redis layer is not connected")
+        client = self._connected_client()
         self._check_payload(payload)
+        if self._log is not None:
+            await self._publish_logged(client, [(group, payload)])
+            return
         channel = self._wire.channel(group)
-        log = self._log
-        outbox = self._outbox
-        sequence, message = outbox.seal(payload) if log is None else outbox.seal_logged()
-        tries = 0
+        sequence, message = self._outbox.seal(payload)
 
-        async def attempt() -> None:
-            nonlocal tries
-            # Translated on each try: a refusal (AuthenticationError is a kind of
-            # ConnectionError to redis-py) ends the publish at once, unretried.
-            with self._translated(f"publish to {group[:80]!r} on {self.url}"):
-                if log is None:
-                    await client.execute_command(self._PUBLISH, channel, message)
-                else:
-                    tries += 1
-                    await log.append(client, group, channel, message, payload, retry=tries > 1)
+        async def send(retry: bool) -> None:
+            await client.execute_command(self._PUBLISH, channel, message)
 
-        try:
-            await call_with_deadline(
-                attempt,
-                timeout=self.options.publish_timeout,
-                retry_on=(BrokerUnavailableError,),
-                what=f"publish to {self.url}",
-                backoff=self.options.reconnect_backoff,
-            )
-        finally:
-            self._outbox.settle(sequence)
-        self._published += 1
+        await self._send_with_retry(send, [sequence], f"publish to {group[:80]!r} on {self.url}")
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """PUBLISH every item in one write and one round trip, retried as one like `publish`.
 
         Every payload is checked before anything is sent. A retry sends the
         same envelopes, so receivers drop the messages Redis had already run.
+        With history on, the whole batch is one run of the history script.
         """
-        if self.keeps_history:
-            # History logs each publish: the per-message path, until the batch logs too.
-            await super().publish_many(items)
-            return
-        pool = self._pool
-        if pool is None or self._client is None:
-            raise ChannelClosedError("the Redis layer is not connected")
+        client, pool = self._connected_client(), self._pool
         for _, payload in items:
             self._check_payload(payload)
+        if self._log is not None:
+            await self._publish_logged(client, items)
+            return
+        assert pool is not None  # set with the client
         sequences = []
         frames = []
         for group, payload in items:
@@ -506,9 +485,53 @@ class RedisPubSubChannelLayer(ChannelLayer):
             frames.append(pack_publish(self._wire.channel(group), message))
         commands = b"".join(frames)
 
+        async def send(retry: bool) -> None:
+            await self._pipelined(pool, commands, len(frames))
+
+        await self._send_with_retry(
+            send, sequences, f"publish {len(frames)} message(s) on {self.url}"
+        )
+
+    async def _publish_logged(
+        self, client: Redis | RedisCluster, items: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Log and publish `items` in one run of the history script (history on)."""
+        log = self._log
+        assert log is not None
+        sequences = []
+        messages = []
+        for group, payload in items:
+            sequence, header = self._outbox.seal_logged()
+            sequences.append(sequence)
+            messages.append((group, header, payload))
+        batch = log.batch(messages)
+
+        async def send(retry: bool) -> None:
+            await log.append(client, batch, retry=retry)
+
+        what = f"publish {len(items)} message(s) on {self.url}"
+        if len(items) == 1:
+            what = f"publish to {items[0][0][:80]!r} on {self.url}"
+        await self._send_with_retry(send, sequences, what)
+
+    async def _send_with_retry(
+        self, send: Callable[[bool], Awaitable[None]], sequences: list[int], what: str
+    ) -> None:
+        """Run `send` once; only if that fails, retry until `publish_timeout` has passed.
+
+        `send` gets whether this is a retry (the history script then checks
+        what the first try logged). The `sequences` sealed for it are
+        settled whatever the outcome, and counted as published on success.
+        """
+        tries = 0
+
         async def attempt() -> None:
-            with self._translated(f"publish {len(frames)} message(s) on {self.url}"):
-                await self._pipelined(pool, commands, len(frames))
+            nonlocal tries
+            tries += 1
+            # Translated on each try: a refusal (AuthenticationError is a kind of
+            # ConnectionError to redis-py) ends the publish at once, unretried.
+            with self._translated(what):
+                await send(tries > 1)
 
         try:
             await call_with_deadline(
@@ -521,7 +544,13 @@ class RedisPubSubChannelLayer(ChannelLayer):
         finally:
             for sequence in sequences:
                 self._outbox.settle(sequence)
-        self._published += len(frames)
+        self._published += len(sequences)
+
+    def _connected_client(self) -> Redis | RedisCluster:
+        client = self._client
+        if client is None:
+            raise ChannelClosedError("the Redis layer is not connected")
+        return client
 
     async def _pipelined(self, pool: BlockingConnectionPool, commands: bytes, count: int) -> None:
         """Write `count` packed `commands` at once on a pooled connection, then read the replies.
@@ -565,11 +594,6 @@ class RedisPubSubChannelLayer(ChannelLayer):
     def keeps_history(self) -> bool:
         """True with `history_size` > 0: every publish is logged in the group's stream."""
         return self._log is not None
-
-    @property
-    def coalesce_publishes(self) -> bool:
-        """Not with history on: `publish_many` then publishes one message at a time."""
-        return self._log is None
 
     async def read_history(self, group: str, after: str | None, limit: int | None) -> HistoryRead:
         """Read `group`'s stream (one script), retried like a publish within `publish_timeout`."""
