@@ -59,3 +59,26 @@ class TestPostgreSQLConformance(ChannelLayerConformance):
             f"postgresql://app:hunter2@127.0.0.1:{free_port()}/db"
             "?sslpassword=t0psecret&connect_timeout=0.5"
         )
+
+
+#: Kit checks comparing a received `Event` with one built without a position.
+WHOLE_EVENT_CHECKS = frozenset(
+    {
+        "test_subscriber_receives_what_is_published",
+        "test_pattern_and_group_subscribers_both_receive",
+    }
+)
+
+
+class TestPostgreSQLConformanceWithHistory(TestPostgreSQLConformance):
+    """Every check with history on: publishing (single, batched, coalesced) logs each message."""
+
+    @pytest.fixture
+    def make_layer(self, make_layer: LayerMaker) -> LayerMaker:
+        """The package's layers, with history on unless the test sets other history options."""
+        return lambda url=None, **options: make_layer(url, **{"history_size": 1000, **options})
+
+    @pytest.fixture(autouse=True)
+    def _events_carry_positions(self, request: pytest.FixtureRequest) -> None:
+        if request.node.originalname in WHOLE_EVENT_CHECKS:
+            pytest.skip("compares whole events, whose position is None only with history off")

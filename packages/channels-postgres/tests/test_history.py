@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -518,3 +519,71 @@ async def test_a_role_without_the_history_grants_gets_a_channels_error(
         with pytest.raises(ChannelsError) as refused:
             await channel.publish(_unique("refused"), "no")
         assert isinstance(refused.value.__cause__, asyncpg.InsufficientPrivilegeError)
+
+
+async def test_concurrent_batches_on_shared_groups_log_every_item_once_in_commit_order(
+    make_layer: LayerMaker,
+) -> None:
+    """Four publishers send batches spanning two shared groups at once: each group's
+    positions are dense and in delivery order, its log holds every item once, and each
+    publisher's items keep their order (the counter rows are locked in one order: no
+    deadlock between batches naming the groups in opposite orders)."""
+    groups = [_unique("batch-a"), _unique("batch-b")]
+    publishers, batches, size = 4, 15, 8
+    layers = [make_layer(history_size=1000) for _ in range(publishers)]
+    async with Channel(make_layer(history_size=1000)) as listener:
+        async with listener.subscribe(*groups) as subscriber:
+
+            async def publish(index: int, channel: Channel) -> None:
+                for batch in range(batches):
+                    ordered = groups if (index + batch) % 2 else groups[::-1]
+                    await channel.publish_many(
+                        [(ordered[item % 2], (index, batch, item)) for item in range(size)]
+                    )
+
+            async with AsyncExitStack() as stack:
+                channels = [await stack.enter_async_context(Channel(layer)) for layer in layers]
+                async with anyio.create_task_group() as tasks:
+                    for index, channel in enumerate(channels):
+                        tasks.start_soon(publish, index, channel)
+            total = publishers * batches * size
+            live = [await _receive(subscriber) for _ in range(total)]
+            logged = {group: await listener.history(group) for group in groups}
+    for group in groups:
+        mine = [event for event in live if event.group == group]
+        assert [_number(event.position) for event in mine] == list(range(1, len(mine) + 1))
+        assert logged[group] == mine
+        for index in range(publishers):
+            theirs = [tuple(event.message) for event in mine if event.message[0] == index]
+            assert theirs == sorted(theirs)
+    assert sorted(tuple(event.message) for event in live) == sorted(
+        (index, batch, item)
+        for index in range(publishers)
+        for batch in range(batches)
+        for item in range(size)
+    )
+
+
+async def test_a_batch_longer_than_the_history_keeps_only_the_newest(
+    make_layer: LayerMaker, pg: asyncpg.Connection, namespace: str
+) -> None:
+    """A batch of 12 into a log of 5 after 3 publishes: the rows are the newest 5,
+    numbered 11 to 15, and a batch's items the log no longer holds are still delivered."""
+    names = ChannelNames(namespace)
+    group = _unique("batch-trim")
+    async with Channel(make_layer(history_size=5)) as channel:
+        async with channel.subscribe(group) as subscriber:
+            for number in range(3):
+                await channel.publish(group, number)
+            await channel.publish_many([(group, number) for number in range(3, 15)])
+            live = [await _receive(subscriber) for _ in range(15)]
+        logged = await channel.history(group)
+    rows = await pg.fetch(
+        f"SELECT n FROM \"{names.history_table}\" WHERE grp = sha256(convert_to($1, 'UTF8'))"
+        " ORDER BY n",
+        group,
+    )
+    assert [event.message for event in live] == list(range(15))
+    assert [_number(event.position) for event in live] == list(range(1, 16))
+    assert [row["n"] for row in rows] == list(range(11, 16))
+    assert logged == live[10:]

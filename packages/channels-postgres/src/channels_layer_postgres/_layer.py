@@ -303,48 +303,29 @@ class PostgreSQLChannelLayer(ChannelLayer):
     async def publish(self, group: str, payload: bytes) -> None:
         """NOTIFY once; only if that fails, retry until `publish_timeout` has passed."""
         self._connected_listener()
-        timeout = self.options.publish_timeout
         send, large = self._prepare(group, payload)
-
-        async def attempt() -> None:
-            async with self._publisher.acquire() as conn:
-                await send(conn, None)
-
-        async def first_attempt() -> None:
-            # The kept connection: bounded by the driver's statement timeout alone.
-            if not await self._publisher.run_on_idle(send, timeout):
-                with anyio.fail_after(timeout):
-                    await attempt()
-
-        with errors_translated(f"publish to group {group[:80]!r} on {self._shown}", self._secrets):
-            await call_with_deadline(
-                attempt,
-                timeout=timeout,
-                retry_on=CONNECTION_ERRORS,
-                what=f"publish to {self._shown}",
-                backoff=self.options.reconnect_backoff,
-                first_attempt=first_attempt,
-            )
+        await self._send_with_retry(send, f"publish to group {group[:80]!r} on {self._shown}")
         self._counters.published += 1
-        if large and anyio.current_time() >= self._next_expiry:
-            await self._expire_large_payloads()
-        if (
-            self.options.history_ttl is not None
-            and anyio.current_time() >= self._next_history_expiry
-        ):
-            await self._expire_history()
+        await self._expire_if_due(large)
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """NOTIFY every item in one statement (one round trip), retried as one like `publish`.
 
-        A batch holding a message too large for a NOTIFY goes message by
-        message (`publish`), so that the order stays the order given.
+        With history on, the statement logs them all too (`_prepare_logged_batch`).
+        Without, a batch holding a message too large for a NOTIFY goes
+        message by message (`publish`), so that the order stays the order given.
         """
         self._connected_listener()
+        what = f"publish {len(items)} message(s) on {self._shown}"
+        if self.keeps_history:
+            logged, large = self._prepare_logged_batch(items)
+            await self._send_with_retry(logged, what)
+            self._counters.published += len(items)
+            await self._expire_if_due(large)
+            return
         envelopes = [self._writer.inline(group, payload) for group, payload in items]
-        if self.keeps_history or None in envelopes:
-            # History logs each publish, and large messages go through the payloads
-            # table: the per-message path (until the batch statement does both).
+        if None in envelopes:
+            # Large messages go through the payloads table: the per-message path.
             await super().publish_many(items)
             return
         channels = [self._names.channel(group) for group, _ in items]
@@ -355,13 +336,8 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 self._sql.publish_many, channels, envelopes, firehose, timeout=timeout
             )
 
-        await self._send_with_retry(send, f"publish {len(items)} message(s) on {self._shown}")
+        await self._send_with_retry(send, what)
         self._counters.published += len(items)
-
-    @property
-    def coalesce_publishes(self) -> bool:
-        """Not with history on: `publish_many` then publishes one message at a time."""
-        return not self.keeps_history
 
     async def _send_with_retry(self, send: Statement, what: str) -> None:
         """Run `send` once on the kept connection, else pooled; retry until `publish_timeout`."""
@@ -386,6 +362,16 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 backoff=self.options.reconnect_backoff,
                 first_attempt=first_attempt,
             )
+
+    async def _expire_if_due(self, large: bool) -> None:
+        """After a publish: delete expired large payloads (if it stored any) and events, if due."""
+        if large and anyio.current_time() >= self._next_expiry:
+            await self._expire_large_payloads()
+        if (
+            self.options.history_ttl is not None
+            and anyio.current_time() >= self._next_history_expiry
+        ):
+            await self._expire_history()
 
     async def _expire_large_payloads(self) -> None:
         """Delete expired large payloads; at most twice per TTL, best effort, never raises.
@@ -501,6 +487,46 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 self._counters.large_published += 1
 
         return send, large
+
+    def _prepare_logged_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[Statement, bool]:
+        """The one statement logging and publishing `items` (history on), and whether
+        any goes through the payloads table; as `_prepare` does for one message."""
+        channels, heads, rests, keys, bodies = [], [], [], [], []
+        tokens: list[int | None] = []
+        stored_groups: list[str | None] = []
+        for group, payload in items:
+            envelope = self._writer.inline(group, payload, POSITION_ROOM)
+            token: int | None = None
+            stored: str | None = None
+            if envelope is None:
+                envelope, names_group, token = self._writer.reference_head(group, POSITION_ROOM)
+                stored = None if names_group else stored_group(group)
+            head, rest = split_for_position(envelope)
+            channels.append(self._names.channel(group))
+            heads.append(head)
+            rests.append(rest)
+            keys.append(group_key(group))
+            bodies.append(payload)
+            tokens.append(token)
+            stored_groups.append(stored)
+        large = sum(token is not None for token in tokens)
+        arguments = (
+            channels,
+            heads,
+            self._names.firehose,
+            rests,
+            keys,
+            bodies,
+            tokens,
+            stored_groups,
+            new_epoch(),
+        )
+
+        async def send(conn: Any, timeout: float | None) -> None:
+            await conn.execute(self._sql.publish_many_logged, *arguments, timeout=timeout)
+            self._counters.large_published += large
+
+        return send, bool(large)
 
     # -- history ------------------------------------------------------------------------
 

@@ -168,6 +168,44 @@ class Statements:
             f"SELECT pg_notify($1, {large}), {firehose_if_needed.format(large)}"
             " FROM logged, stored"
         )
+        # A batch: each group's counter row is bumped once by the batch's count
+        # (a statement may update a row only once), in key order (concurrent
+        # batches lock rows in one order: no deadlock); each message takes the
+        # next number of its group in batch order. A message that the batch's
+        # own later ones push out of the log at once is not logged at all (a
+        # statement cannot delete what it inserts); the others trim one event
+        # each, as a publish does: a join on the whole primary key, planned
+        # (measured, generic plan) as one index lookup per message once the
+        # log holds a few thousand rows, a hash over a log still small. Large
+        # messages go to the payloads table, found again by their token;
+        # NOTIFYs follow the batch order (the sorted subquery).
+        batch_notify = (
+            "m.before || '@' || m.epoch || '-' || m.n || m.after || coalesce(s.id::text, '')"
+        )
+        #: $1 channels, $2 envelope heads up to the position, $3 firehose channel, $4 the
+        #: rests (a reference's without the row id), $5 group keys, $6 payloads, $7 tokens
+        #: (NULL: inline), $8 stored groups (or NULL), $9 a new epoch.
+        self.publish_many_logged = (
+            "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $4::text[], $5::bytea[],"
+            " $6::bytea[], $7::bigint[], $8::text[]) WITH ORDINALITY"
+            " AS m(channel, before, after, key, body, token, stored_grp, i)), "
+            "counts AS (SELECT key, count(*) AS k FROM m GROUP BY key), "
+            f"bumped AS (INSERT INTO {heads} AS h (grp, epoch, n)"
+            " SELECT key, $9::text, k FROM counts ORDER BY key"
+            " ON CONFLICT (grp) DO UPDATE SET n = h.n + excluded.n RETURNING h.grp, h.epoch, h.n), "
+            "numbered AS (SELECT m.*, b.epoch, b.n AS newest,"
+            " b.n - c.k + row_number() OVER (PARTITION BY m.key ORDER BY m.i) AS n"
+            " FROM m JOIN counts c ON c.key = m.key JOIN bumped b ON b.grp = m.key), "
+            f"logged AS (INSERT INTO {log} (grp, epoch, n, body)"
+            f" SELECT key, epoch, n, body FROM numbered WHERE n > newest - {int(size)}), "
+            f"trimmed AS (DELETE FROM {log} l USING numbered d"
+            f" WHERE l.grp = d.key AND l.epoch = d.epoch AND l.n = d.n - {int(size)}), "
+            f"stored AS (INSERT INTO {payloads} (body, grp, token)"
+            " SELECT body, stored_grp, token FROM m WHERE token IS NOT NULL RETURNING id, token) "
+            f"SELECT pg_notify(o.channel, o.envelope), {firehose_if_needed.format('o.envelope')}"
+            f" FROM (SELECT m.channel, {batch_notify} AS envelope FROM numbered m"
+            " LEFT JOIN stored s ON s.token = m.token ORDER BY m.i) AS o"
+        )
         retained = f"grp = h.grp AND epoch = h.epoch AND n > h.n - {int(size)}"
         if ttl is not None:
             retained += f" AND created >= now() - make_interval(secs => {float(ttl)!r})"
