@@ -12,7 +12,6 @@ from channels_core.testing import BadOptions, ChannelLayerConformance, LayerFact
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import ClusterSetup, SentinelSetup
 
-
 #: Kit checks comparing a received `Event` with one built without a position.
 WHOLE_EVENT_CHECKS = frozenset(
     {
@@ -61,7 +60,7 @@ class TestRedisConformance(RedisConformance):
 
 
 class TestRedisConformanceWithHistory(RedisConformance):
-    """Every check with history on: publishing (single, batched, coalesced) runs the log's script."""
+    """Every check with history on: single, batched and coalesced publishes run the log script."""
 
     @pytest.fixture
     def layer_url(self, redis_url: str) -> str:
