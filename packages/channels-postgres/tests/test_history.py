@@ -524,21 +524,24 @@ async def test_a_role_without_the_history_grants_gets_a_channels_error(
 async def test_concurrent_batches_on_shared_groups_log_every_item_once_in_commit_order(
     make_layer: LayerMaker,
 ) -> None:
-    """Four publishers send batches spanning two shared groups at once: each group's
-    positions are dense and in delivery order, its log holds every item once, and each
-    publisher's items keep their order (the counter rows are locked in one order: no
-    deadlock between batches naming the groups in opposite orders)."""
-    groups = [_unique("batch-a"), _unique("batch-b")]
-    publishers, batches, size = 4, 15, 8
+    """Six publishers send batches spanning six shared groups, each batch naming them
+    in its own order, all at once: each group's positions are dense and in delivery
+    order, its log holds every item once, and each publisher's items keep their order.
+    (Counter rows locked in each batch's own order deadlock here within a few batches.)"""
+    groups = [_unique(f"batch-{number}") for number in range(6)]
+    publishers, batches, size = 6, 20, 24
     layers = [make_layer(history_size=1000) for _ in range(publishers)]
-    async with Channel(make_layer(history_size=1000)) as listener:
+    async with Channel(make_layer(history_size=1000), buffer_size=10_000) as listener:
         async with listener.subscribe(*groups) as subscriber:
 
             async def publish(index: int, channel: Channel) -> None:
                 for batch in range(batches):
-                    ordered = groups if (index + batch) % 2 else groups[::-1]
+                    ordered = random.sample(groups, len(groups))
                     await channel.publish_many(
-                        [(ordered[item % 2], (index, batch, item)) for item in range(size)]
+                        [
+                            (ordered[item % len(groups)], (index, batch, item))
+                            for item in range(size)
+                        ]
                     )
 
             async with AsyncExitStack() as stack:
