@@ -249,3 +249,28 @@ def test_the_chat_demo_requirements_are_what_the_test_environment_installs() -> 
     requirements = [line for line in listed.splitlines() if line and not line.startswith("#")]
     assert {"starlette", "uvicorn", "websockets"} <= {re.split("[<>=]", r)[0] for r in requirements}
     assert set(requirements) <= set(HATCH["envs"]["default"]["dependencies"])
+
+
+def test_the_prometheus_scrape_shown_is_what_the_example_prints() -> None:
+    """The root README's metrics example prints the scrape shown after it (scope labels aside)."""
+    readme = ROOT / "README.md"
+    (example,) = [block for block in collect(readme) if "generate_latest()" in block.code]
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    start = lines.index("```text", example.line)  # the block after the example
+    shown = lines[start + 1 : lines.index("```", start)]
+    result = subprocess.run(
+        [sys.executable, "-c", example.code],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+    scope = re.compile(r',?otel_scope_\w+="[^"]*"')
+    printed = [
+        scope.sub("", line).replace("{,", "{")
+        for line in result.stdout.splitlines()
+        if line.startswith("channels_")
+    ]
+    assert printed == shown
