@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -20,7 +20,6 @@ import pytest
 from channels_core import Backoff, Channel, ChannelLayer, MessagesLost, Subscriber
 from channels_layer_nats import NatsChannelLayer
 from channels_layer_nats.testing import NatsServer
-from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_postgres.testing import PostgresServer
 from channels_layer_redis import RedisPubSubChannelLayer
@@ -156,18 +155,6 @@ async def test_postgres_stopped_then_restarted(
 
 
 # -- NATS -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def nats_server() -> Iterator[NatsServer]:
-    try:
-        server = NatsServer()
-    except NatsToolMissing as missing:
-        if os.environ.get("CI"):
-            pytest.fail(str(missing))
-        pytest.skip(str(missing))
-    with server:
-        yield server
 
 
 def nats_layer(server: NatsServer) -> NatsChannelLayer:
