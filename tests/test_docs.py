@@ -143,10 +143,10 @@ def environment() -> dict[str, str]:
     return {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.mark.parametrize("block", blocks("python", "run", "needs"))
-def test_python_block_runs(block: Block, servers: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", as_written(block, servers)],
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter from the repository root, as a reader would."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env=environment(),
         capture_output=True,
@@ -154,6 +154,11 @@ def test_python_block_runs(block: Block, servers: dict[str, str]) -> None:
         timeout=DEADLINE,
         check=False,
     )
+
+
+@pytest.mark.parametrize("block", blocks("python", "run", "needs"))
+def test_python_block_runs(block: Block, servers: dict[str, str]) -> None:
+    result = run_python(as_written(block, servers))
     assert result.returncode == 0, f"{block.where}:\n{result.stderr}"
 
 
@@ -258,15 +263,8 @@ def test_the_prometheus_scrape_shown_is_what_the_example_prints() -> None:
     lines = readme.read_text(encoding="utf-8").splitlines()
     start = lines.index("```text", example.line)  # the block after the example
     shown = lines[start + 1 : lines.index("```", start)]
-    result = subprocess.run(
-        [sys.executable, "-c", example.code],
-        cwd=ROOT,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=True,
-    )
+    result = run_python(example.code)
+    assert result.returncode == 0, f"{example.where}:\n{result.stderr}"
     scope = re.compile(r',?otel_scope_\w+="[^"]*"')
     printed = [
         scope.sub("", line).replace("{,", "{")
