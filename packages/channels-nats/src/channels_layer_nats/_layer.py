@@ -169,6 +169,8 @@ class NatsChannelLayer(ChannelLayer):
         self._last: dict[str, int] = {}
         #: History on: live messages held while the epoch is re-read (None: not holding).
         self._held: list[_Held] | None = None
+        #: History off: an outage not yet reported to the channel (`_report_gap`).
+        self._gap_unreported = False
         self._held_bytes = 0
         self._resync_round = 0
         self._resyncing = False
@@ -393,6 +395,8 @@ class NatsChannelLayer(ChannelLayer):
         self._fail_echoes()
         if self._log is not None:
             self._hold()  # what the new connection brings waits for the epoch
+        else:
+            self._gap_unreported = True
         logger.warning("lost the connection to %s; reconnecting", self._shown)
 
     async def _on_reconnected(self) -> None:
@@ -411,8 +415,20 @@ class NatsChannelLayer(ChannelLayer):
         )
         if self._log is not None:
             self._resync(report=True)
-        elif self._inbox is not None:
-            self._inbox.messages_lost()
+        else:
+            self._report_gap()
+
+    def _report_gap(self) -> None:
+        """Tell the channel of the outage, once, before anything the new connection brings.
+
+        Called by `_on_reconnected`, or earlier by the first message that
+        arrives: nats-py delivers on the new connection (during its flush)
+        before it calls reconnected_cb.
+        """
+        if self._gap_unreported:
+            self._gap_unreported = False
+            if self._inbox is not None:
+                self._inbox.messages_lost()
 
     # -- history: positions of live messages -------------------------------------------
 
@@ -799,6 +815,8 @@ class NatsChannelLayer(ChannelLayer):
                 if sequences is not None:
                     self._on_logged(group, data, None, *sequences)
                     return
+            if self._gap_unreported:
+                self._report_gap()
             inbox.deliver(group, data)
 
         return on_message
@@ -823,6 +841,8 @@ class NatsChannelLayer(ChannelLayer):
                 if matches(group):
                     matched = True
                     if sequences is None:
+                        if self._gap_unreported:
+                            self._report_gap()
                         inbox.deliver(group, payload, pattern)
                     else:
                         self._on_logged(group, payload, pattern, *sequences)
