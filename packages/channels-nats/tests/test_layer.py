@@ -85,6 +85,48 @@ async def test_payloads_up_to_max_payload_and_not_one_byte_more(
 
 
 @pytest.mark.anyio
+async def test_the_limit_is_the_servers_own_max_payload() -> None:
+    """A server configured below the default: its INFO, not 1 MiB, sets the limit."""
+    limit = 4096
+    with NatsServer(config=f"max_payload: {limit}\n") as server:
+        layer = NatsChannelLayer.from_url(server.url)
+        async with Channel(layer, serializer=_RAW) as channel:
+            assert layer.max_payload_bytes == limit
+            async with channel.subscribe("small", "next") as subscriber:
+                with pytest.raises(PayloadTooLargeError, match="4,096"):
+                    await channel.publish("small", b"x" * (limit + 1))
+                await channel.publish("small", b"y" * limit)
+                await channel.publish("next", b"after")
+                with anyio.fail_after(10):
+                    received = [(await subscriber.receive()).message for _ in range(2)]
+                assert received == [b"y" * limit, b"after"]  # the refused one never sent
+            assert layer.stats().published == 2
+
+
+@pytest.mark.anyio
+async def test_namespaces_on_one_server_do_not_hear_each_other(
+    nats_url: str, namespace: str
+) -> None:
+    """Even a pattern with no literal prefix (`<namespace>.>`) stays in its namespace."""
+    ours = NatsChannelLayer.from_url(nats_url, namespace=namespace)
+    theirs = NatsChannelLayer.from_url(nats_url, namespace=f"{namespace}-other")
+    async with Channel(ours) as channel, Channel(theirs) as other:
+        async with (
+            channel.subscribe_pattern("*") as everything,
+            channel.subscribe("room") as room,
+            other.subscribe("room") as their_room,
+        ):
+            await other.publish("room", "theirs")
+            with anyio.fail_after(10):  # the server has routed it to every subscription
+                assert (await their_room.receive()).message == "theirs"
+            await channel.publish("room", "ours")  # so anything leaked would come first
+            with anyio.fail_after(10):
+                assert (await everything.receive()).message == "ours"
+                assert (await room.receive()).message == "ours"
+        assert ours.stats().misrouted == 0
+
+
+@pytest.mark.anyio
 async def test_foreign_messages_are_skipped_and_counted(
     make_nats_layer: LayerMaker, nats_url: str, namespace: str
 ) -> None:
