@@ -104,6 +104,31 @@ async def test_the_limit_is_the_servers_own_max_payload() -> None:
 
 
 @pytest.mark.anyio
+async def test_many_groups_are_subscribed_in_one_round_trip() -> None:
+    """50 groups in one call: 50 SUBs and one confirmation message, seen by the server."""
+    with NatsServer() as server:
+        layer = NatsChannelLayer.from_url(server.url, client_name="multi-group")
+
+        def from_client() -> tuple[int, int]:
+            """Messages the client sent, and subscriptions it holds, per the server."""
+            (connection,) = [
+                c
+                for c in server.monitor("connz?subs=1")["connections"]
+                if c.get("name") == "multi-group"
+            ]
+            return int(connection["in_msgs"]), len(connection.get("subscriptions_list", []))
+
+        async with Channel(layer) as channel, channel.subscribe("first"):
+            sent, held = from_client()  # the first confirmation proved the inbox's SUB
+            groups = [f"room {n}" for n in range(50)]
+            async with channel.subscribe(*groups) as subscriber:
+                assert from_client() == (sent + 1, held + 50)
+                await channel.publish(groups[-1], "last")
+                with anyio.fail_after(10):
+                    assert (await subscriber.receive()).message == "last"
+
+
+@pytest.mark.anyio
 async def test_namespaces_on_one_server_do_not_hear_each_other(
     nats_url: str, namespace: str
 ) -> None:
