@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 
 import anyio
 import nats
@@ -126,6 +127,37 @@ async def test_many_groups_are_subscribed_in_one_round_trip() -> None:
                 await channel.publish(groups[-1], "last")
                 with anyio.fail_after(10):
                     assert (await subscriber.receive()).message == "last"
+
+
+@pytest.mark.anyio
+async def test_fan_out_is_one_server_delivery_per_process() -> None:
+    """100 subscribers of a group in one process: one SUB, one message out per publish."""
+    with NatsServer() as server:
+        layer = NatsChannelLayer.from_url(server.url, client_name="fan-out")
+
+        def server_side() -> tuple[int, int]:
+            """Messages the server sent this client, and the client's subscriptions."""
+            (connection,) = [
+                c
+                for c in server.monitor("connz?subs=1")["connections"]
+                if c.get("name") == "fan-out"
+            ]
+            return int(connection["out_msgs"]), len(connection.get("subscriptions_list", []))
+
+        async with Channel(layer) as channel, AsyncExitStack() as stack:
+            subscribers = [
+                await stack.enter_async_context(channel.subscribe("room")) for _ in range(100)
+            ]
+            sent, held = server_side()
+            for number in range(10):
+                await channel.publish("room", number)
+            with anyio.fail_after(10):
+                for subscriber in subscribers:
+                    assert [(await subscriber.receive()).message for _ in range(10)] == list(
+                        range(10)
+                    )
+            assert server_side() == (sent + 10, held)
+            assert held == 2  # the group's subject and the layer's confirmation inbox
 
 
 @pytest.mark.anyio
