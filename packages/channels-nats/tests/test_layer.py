@@ -104,26 +104,24 @@ async def test_the_limit_is_the_servers_own_max_payload() -> None:
             assert layer.stats().published == 2
 
 
+def server_counts(server: NatsServer, client: str, messages: str) -> tuple[int, int]:
+    """The server's count `messages` (``in_msgs``: sent by the client, ``out_msgs``: sent
+    to it) for the connection named `client`, and the subscriptions it holds."""
+    connection = server.connection(client)
+    return int(connection[messages]), len(connection.get("subscriptions_list", []))
+
+
 @pytest.mark.anyio
 async def test_many_groups_are_subscribed_in_one_round_trip() -> None:
     """50 groups in one call: 50 SUBs and one confirmation message, seen by the server."""
     with NatsServer() as server:
         layer = NatsChannelLayer.from_url(server.url, client_name="multi-group")
-
-        def from_client() -> tuple[int, int]:
-            """Messages the client sent, and subscriptions it holds, per the server."""
-            (connection,) = [
-                c
-                for c in server.monitor("connz?subs=1")["connections"]
-                if c.get("name") == "multi-group"
-            ]
-            return int(connection["in_msgs"]), len(connection.get("subscriptions_list", []))
-
         async with Channel(layer) as channel, channel.subscribe("first"):
-            sent, held = from_client()  # the first confirmation proved the inbox's SUB
+            # The first subscribe's confirmation proved the inbox's SUB.
+            sent, held = server_counts(server, "multi-group", "in_msgs")
             groups = [f"room {n}" for n in range(50)]
             async with channel.subscribe(*groups) as subscriber:
-                assert from_client() == (sent + 1, held + 50)
+                assert server_counts(server, "multi-group", "in_msgs") == (sent + 1, held + 50)
                 await channel.publish(groups[-1], "last")
                 with anyio.fail_after(10):
                     assert (await subscriber.receive()).message == "last"
@@ -134,21 +132,11 @@ async def test_fan_out_is_one_server_delivery_per_process() -> None:
     """100 subscribers of a group in one process: one SUB, one message out per publish."""
     with NatsServer() as server:
         layer = NatsChannelLayer.from_url(server.url, client_name="fan-out")
-
-        def server_side() -> tuple[int, int]:
-            """Messages the server sent this client, and the client's subscriptions."""
-            (connection,) = [
-                c
-                for c in server.monitor("connz?subs=1")["connections"]
-                if c.get("name") == "fan-out"
-            ]
-            return int(connection["out_msgs"]), len(connection.get("subscriptions_list", []))
-
         async with Channel(layer) as channel, AsyncExitStack() as stack:
             subscribers = [
                 await stack.enter_async_context(channel.subscribe("room")) for _ in range(100)
             ]
-            sent, held = server_side()
+            sent, held = server_counts(server, "fan-out", "out_msgs")
             for number in range(10):
                 await channel.publish("room", number)
             with anyio.fail_after(10):
@@ -156,7 +144,7 @@ async def test_fan_out_is_one_server_delivery_per_process() -> None:
                     assert [(await subscriber.receive()).message for _ in range(10)] == list(
                         range(10)
                     )
-            assert server_side() == (sent + 10, held)
+            assert server_counts(server, "fan-out", "out_msgs") == (sent + 10, held)
             assert held == 2  # the group's subject and the layer's confirmation inbox
 
 
