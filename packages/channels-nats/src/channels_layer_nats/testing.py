@@ -10,8 +10,8 @@
         cluster.servers[0].stop()         # a dead node
 
 `monitor_port` serves the server's monitoring endpoints (``/subsz``,
-``/connz?subs=1``), read with `monitor`, `subscriptions` and `connection`. ``NatsServer(jetstream=True)``
-keeps a JetStream store of its own (`wipe_store` between `stop` and
+``/connz?subs=1``), read with `monitor`, `subscriptions`, `connection`.
+``NatsServer(jetstream=True)`` keeps a JetStream store of its own (`wipe_store` between `stop` and
 `start`: a server that lost its data). `Relay` forwards a port to a server
 and can cut every connection through it (a dropped connection, without
 touching the server). `delete_history` removes a namespace's history
