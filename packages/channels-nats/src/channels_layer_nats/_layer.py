@@ -173,6 +173,10 @@ class NatsChannelLayer(ChannelLayer):
         self._resync_round = 0
         self._resyncing = False
         self._report_loss = False
+        #: History off: a connection was lost and its gap signal not given yet. The
+        #: new connection's first message can come before nats-py reports the
+        #: reconnect (it waits for a PONG): the signal must go before that message.
+        self._gap_owed = False
         self._sequence_breaks = self._held_dropped = 0
         self._client: RoutingClient | None = None
         self._inbox: Inbox | None = None
@@ -324,7 +328,7 @@ class NatsChannelLayer(ChannelLayer):
             self._fail_echoes()
             self._js = self._tasks = self._held = None
             self._last.clear()
-            self._resyncing = self._report_loss = False
+            self._resyncing = self._report_loss = self._gap_owed = False
 
     async def _refresh_log(self, js: JetStreamContext, adjust: bool = False) -> None:
         """Make (or with `adjust`, set our limits on) the history stream; read its epoch."""
@@ -393,6 +397,8 @@ class NatsChannelLayer(ChannelLayer):
         self._fail_echoes()
         if self._log is not None:
             self._hold()  # what the new connection brings waits for the epoch
+        else:
+            self._gap_owed = True
         logger.warning("lost the connection to %s; reconnecting", self._shown)
 
     async def _on_reconnected(self) -> None:
@@ -411,7 +417,13 @@ class NatsChannelLayer(ChannelLayer):
         )
         if self._log is not None:
             self._resync(report=True)
-        elif self._inbox is not None:
+        else:
+            self._pay_gap()
+
+    def _pay_gap(self) -> None:
+        """The gap signal owed since a connection loss, once, before anything newer."""
+        if self._gap_owed and self._inbox is not None:
+            self._gap_owed = False
             self._inbox.messages_lost()
 
     # -- history: positions of live messages -------------------------------------------
@@ -799,6 +811,8 @@ class NatsChannelLayer(ChannelLayer):
                 if sequences is not None:
                     self._on_logged(group, data, None, *sequences)
                     return
+            if self._gap_owed:
+                self._pay_gap()
             inbox.deliver(group, data)
 
         return on_message
@@ -818,6 +832,8 @@ class NatsChannelLayer(ChannelLayer):
                 return
             group, payload = message
             sequences = live_sequences(headers) if logged else None
+            if self._gap_owed:
+                self._pay_gap()
             matched = False
             for pattern, matches in shared.matchers.items():
                 if matches(group):
