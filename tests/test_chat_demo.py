@@ -280,6 +280,27 @@ async def test_metrics_are_served_in_prometheus_text_format() -> None:
 
 
 @pytest.mark.anyio
+async def test_metrics_without_the_exporter_installed_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.prometheus", None)  # not installed
+    async with serving(create_app("memory://")) as url:
+        metrics_url = url.replace("ws://", "http://").replace("/ws", "/metrics")
+
+        def scrape() -> tuple[int, str]:
+            try:
+                urllib.request.urlopen(metrics_url, timeout=TIMEOUT).close()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+            return 200, ""
+
+        status, text = await anyio.to_thread.run_sync(scrape)
+        assert (await anyio.to_thread.run_sync(get_json, healthz_url(url)))[0] == 200
+    assert status == 404
+    assert "opentelemetry-exporter-prometheus" in text
+
+
+@pytest.mark.anyio
 async def test_healthz_is_503_with_the_reason_while_the_broker_is_down() -> None:
     try:
         server = RedisServer()

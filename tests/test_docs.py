@@ -143,10 +143,10 @@ def environment() -> dict[str, str]:
     return {**os.environ, "PATH": path, "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.mark.parametrize("block", blocks("python", "run", "needs"))
-def test_python_block_runs(block: Block, servers: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", as_written(block, servers)],
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter from the repository root, as a reader would."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env=environment(),
         capture_output=True,
@@ -154,6 +154,11 @@ def test_python_block_runs(block: Block, servers: dict[str, str]) -> None:
         timeout=DEADLINE,
         check=False,
     )
+
+
+@pytest.mark.parametrize("block", blocks("python", "run", "needs"))
+def test_python_block_runs(block: Block, servers: dict[str, str]) -> None:
+    result = run_python(as_written(block, servers))
     assert result.returncode == 0, f"{block.where}:\n{result.stderr}"
 
 
@@ -249,3 +254,21 @@ def test_the_chat_demo_requirements_are_what_the_test_environment_installs() -> 
     requirements = [line for line in listed.splitlines() if line and not line.startswith("#")]
     assert {"starlette", "uvicorn", "websockets"} <= {re.split("[<>=]", r)[0] for r in requirements}
     assert set(requirements) <= set(HATCH["envs"]["default"]["dependencies"])
+
+
+def test_the_prometheus_scrape_shown_is_what_the_example_prints() -> None:
+    """The root README's metrics example prints the scrape shown after it (scope labels aside)."""
+    readme = ROOT / "README.md"
+    (example,) = [block for block in collect(readme) if "generate_latest()" in block.code]
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    start = lines.index("```text", example.line)  # the block after the example
+    shown = lines[start + 1 : lines.index("```", start)]
+    result = run_python(example.code)
+    assert result.returncode == 0, f"{example.where}:\n{result.stderr}"
+    scope = re.compile(r',?otel_scope_\w+="[^"]*"')
+    printed = [
+        scope.sub("", line).replace("{,", "{")
+        for line in result.stdout.splitlines()
+        if line.startswith("channels_")
+    ]
+    assert printed == shown

@@ -20,6 +20,8 @@ import pytest
 import redis
 import redis.asyncio
 
+from channels_layer_nats.testing import NatsServer
+from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres.testing import PostgresServer, drop_tables, find_postgres_bin
 from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
@@ -93,3 +95,14 @@ def private_postgres_url(private_postgres: PostgresServer) -> Iterator[str]:
     """The private server's URL; the server is running again after each test."""
     yield private_postgres.url
     private_postgres.ensure_running()
+
+
+@pytest.fixture
+def nats_server() -> Iterator[NatsServer]:
+    """A private nats-server that a test may freeze, stop and restart (on the same port)."""
+    try:
+        server = NatsServer()
+    except NatsToolMissing as missing:
+        _unavailable(str(missing))
+    with server:
+        yield server

@@ -1,6 +1,6 @@
 """`Channel.health` on a broker that freezes (SIGSTOP) or restarts, on every network layer.
 
-Each test freezes (or stops) a private throwaway server under a channel
+Each test freezes (or stops, then restarts) a private throwaway server under a channel
 with one live subscription, and measures when `health()` says unhealthy:
 within 2 x the layer's health check interval. Once the server runs again
 the report turns healthy, and the subscription receives again: a healthy
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -20,8 +20,8 @@ import pytest
 from channels_core import Backoff, Channel, ChannelLayer, MessagesLost, Subscriber
 from channels_layer_nats import NatsChannelLayer
 from channels_layer_nats.testing import NatsServer
-from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_postgres import PostgreSQLChannelLayer
+from channels_layer_postgres.testing import PostgresServer
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
 from tests.reliability.support import postgres_processes, signal_all
@@ -78,6 +78,19 @@ async def freeze_and_thaw(
     return seconds
 
 
+async def stop_and_restart(
+    layer: ChannelLayer, stop: Callable[[], None], start: Callable[[], None]
+) -> None:
+    """Stop the server (its connections cut); unhealthy in time, healthy once it is back."""
+    async with Channel(layer) as channel, channel.subscribe("health") as subscriber:
+        seconds = await unhealthy_after(channel, stop)
+        print(f"{type(layer).__name__}: unhealthy {seconds:.2f} s after the stop")
+        assert seconds <= 2 * INTERVAL
+        await anyio.to_thread.run_sync(start)
+        await healthy_and_delivering(channel, subscriber)
+    assert layer.stats().reconnects == 1
+
+
 # -- Redis ----------------------------------------------------------------------------
 
 
@@ -102,21 +115,15 @@ async def test_redis_frozen_then_thawed(start_redis: Callable[..., RedisServer])
 
 async def test_redis_stopped_then_restarted(start_redis: Callable[..., RedisServer]) -> None:
     server = start_redis()
-    layer = redis_layer(server)
-    async with Channel(layer) as channel, channel.subscribe("health") as subscriber:
-        seconds = await unhealthy_after(channel, server.stop)
-        assert seconds <= 2 * INTERVAL
-        await anyio.to_thread.run_sync(server.start)
-        await healthy_and_delivering(channel, subscriber)
-    assert layer.stats().reconnects == 1
+    await stop_and_restart(redis_layer(server), server.stop, server.start)
 
 
 # -- PostgreSQL -----------------------------------------------------------------------
 
 
-async def test_postgres_frozen_then_thawed(private_postgres_url: str) -> None:
-    layer = PostgreSQLChannelLayer.from_url(
-        private_postgres_url,
+def postgres_layer(url: str) -> PostgreSQLChannelLayer:
+    return PostgreSQLChannelLayer.from_url(
+        url,
         namespace="health",
         health_check_interval=INTERVAL,
         health_check_timeout=INTERVAL,
@@ -124,6 +131,10 @@ async def test_postgres_frozen_then_thawed(private_postgres_url: str) -> None:
         connect_timeout=1.0,
         publish_timeout=2.0,
     )
+
+
+async def test_postgres_frozen_then_thawed(private_postgres_url: str) -> None:
+    layer = postgres_layer(private_postgres_url)
     processes: list[int] = []
 
     def freeze() -> None:
@@ -135,27 +146,30 @@ async def test_postgres_frozen_then_thawed(private_postgres_url: str) -> None:
     await freeze_and_thaw(layer, freeze, lambda: signal_all(processes[::-1], signal.SIGCONT))
 
 
+async def test_postgres_stopped_then_restarted(
+    private_postgres: PostgresServer, private_postgres_url: str
+) -> None:
+    await stop_and_restart(
+        postgres_layer(private_postgres_url), private_postgres.stop, private_postgres.start
+    )
+
+
 # -- NATS -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def nats_server() -> Iterator[NatsServer]:
-    try:
-        server = NatsServer()
-    except NatsToolMissing as missing:
-        if os.environ.get("CI"):
-            pytest.fail(str(missing))
-        pytest.skip(str(missing))
-    with server:
-        yield server
-
-
-async def test_nats_frozen_then_thawed(nats_server: NatsServer) -> None:
-    layer = NatsChannelLayer.from_url(
-        nats_server.url,
+def nats_layer(server: NatsServer) -> NatsChannelLayer:
+    return NatsChannelLayer.from_url(
+        server.url,
         ping_interval=INTERVAL,
         reconnect_backoff=QUICK,
         connect_timeout=1.0,
         publish_timeout=2.0,
     )
-    await freeze_and_thaw(layer, nats_server.freeze, nats_server.thaw)
+
+
+async def test_nats_frozen_then_thawed(nats_server: NatsServer) -> None:
+    await freeze_and_thaw(nats_layer(nats_server), nats_server.freeze, nats_server.thaw)
+
+
+async def test_nats_stopped_then_restarted(nats_server: NatsServer) -> None:
+    await stop_and_restart(nats_layer(nats_server), nats_server.stop, nats_server.start)

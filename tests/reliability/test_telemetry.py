@@ -1,4 +1,8 @@
-"""Metrics of a network layer's outage: one lost connection, one reconnect, one gap."""
+"""Metrics of a network layer's outage: one lost connection, one reconnect, one gap.
+
+Redis: its subscribing connection killed; PostgreSQL and NATS: a private
+server stopped and restarted under the channel.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,18 @@ import redis.asyncio
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from channels_core import Backoff, Channel, MessagesLost
+from channels_core import Backoff, Channel, ChannelLayer, MessagesLost
 from channels_core.telemetry import instrument
+from channels_layer_nats import NatsChannelLayer
+from channels_layer_nats.testing import NatsServer
+from channels_layer_postgres import PostgreSQLChannelLayer
+from channels_layer_postgres.testing import PostgresServer
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
 
 pytestmark = pytest.mark.anyio
+
+QUICK = Backoff(initial=0.05, maximum=0.25)
 
 
 def metric_values(reader: InMemoryMetricReader) -> dict[str, float]:
@@ -38,9 +48,7 @@ async def test_redis_connection_killed(start_redis: Callable[..., RedisServer]) 
     server = start_redis()
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    layer = RedisPubSubChannelLayer.from_url(
-        server.url, reconnect_backoff=Backoff(initial=0.05, maximum=0.25)
-    )
+    layer = RedisPubSubChannelLayer.from_url(server.url, reconnect_backoff=QUICK)
     admin = redis.asyncio.Redis.from_url(server.url)
     try:
         async with Channel(layer) as channel, channel.subscribe("metrics") as subscriber:
@@ -55,10 +63,53 @@ async def test_redis_connection_killed(start_redis: Callable[..., RedisServer]) 
     finally:
         await admin.aclose()
         provider.shutdown()
+    assert_one_outage(found)
+
+
+async def counted_across_an_outage(
+    layer: ChannelLayer, stop: Callable[[], None], start: Callable[[], None]
+) -> dict[str, float]:
+    """The counters after one publish and delivery, then the server stopped and restarted."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        async with Channel(layer) as channel, channel.subscribe("metrics") as subscriber:
+            instrument(channel, meter_provider=provider)
+            await channel.publish("metrics", "before")
+            assert (await subscriber.receive()).message == "before"
+            await anyio.to_thread.run_sync(stop)
+            await anyio.to_thread.run_sync(start)
+            with anyio.fail_after(15), pytest.raises(MessagesLost) as lost:
+                await subscriber.receive()
+            assert lost.value.reason == "reconnect"
+            return metric_values(reader)
+    finally:
+        provider.shutdown()
+
+
+def assert_one_outage(found: dict[str, float]) -> None:
     assert found["channels.layer.connection_losses"] == 1
     assert found["channels.layer.reconnects"] == 1
     assert found["channels.gaps/reconnect"] == 1
     assert found["channels.gaps/overflow"] == found["channels.gaps/expired"] == 0
     assert found["channels.messages.published"] == 1
     assert found["channels.messages.delivered"] == 1
+    assert found["channels.messages.undecodable"] == 0
     assert found["channels.subscribers"] == 1
+    assert found["channels.groups"] == 1
+
+
+async def test_postgres_server_restarted(
+    private_postgres: PostgresServer, private_postgres_url: str
+) -> None:
+    layer = PostgreSQLChannelLayer.from_url(
+        private_postgres_url, namespace="metrics", reconnect_backoff=QUICK
+    )
+    assert_one_outage(
+        await counted_across_an_outage(layer, private_postgres.stop, private_postgres.start)
+    )
+
+
+async def test_nats_server_restarted(nats_server: NatsServer) -> None:
+    layer = NatsChannelLayer.from_url(nats_server.url, reconnect_backoff=QUICK)
+    assert_one_outage(await counted_across_an_outage(layer, nats_server.stop, nats_server.start))

@@ -111,6 +111,22 @@ async def test_reconnect_forever_succeeds_at_once_without_sleeping() -> None:
     assert anyio.current_time() - started < 2
 
 
+@pytest.mark.parametrize(
+    ("recovers", "says"),
+    [(False, "were missed"), (True, "are read back from the history")],
+)
+async def test_the_reconnect_log_says_whether_history_reads_back_the_outage(
+    caplog: pytest.LogCaptureFixture, recovers: bool, says: str
+) -> None:
+    async def connect() -> str:
+        return "connected"
+
+    caplog.set_level(logging.WARNING, logger=logger.name)
+    await reconnect_forever(connect, what="x", logger=logger, recovers=recovers)
+    [record] = [r for r in caplog.records if r.name == logger.name]
+    assert record.getMessage().endswith(f"messages published meanwhile {says}")
+
+
 async def test_reconnect_forever_lets_unexpected_errors_through() -> None:
     async def broken() -> None:
         raise KeyError("a bug, not an outage")

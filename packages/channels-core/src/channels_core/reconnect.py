@@ -116,13 +116,16 @@ async def reconnect_forever(
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     cause: object = None,
     on_attempt: Callable[[], object] | None = None,
+    recovers: bool = False,
 ) -> T:
     """Call `connect` until it succeeds: at once, then after each backoff delay, forever.
 
     `what` names the connection and server without secrets (``"the
     pub/sub connection to redis://127.0.0.1:6379/0"``); `cause`, if given,
     is why the connection was lost, logged first. `on_attempt` is called
-    before every attempt (to count them). Errors outside `retry_on` end the
+    before every attempt (to count them); `recovers` says that the layer
+    keeps history, so the channel reads back what was published meanwhile
+    (the log says so instead of "missed"). Errors outside `retry_on` end the
     loop; by default every `Exception` is retried, since a refused password
     or a missing permission may be fixed while the layer waits. Log levels:
     see the module docstring.
@@ -151,11 +154,11 @@ async def reconnect_forever(
             await anyio.sleep(next(delays))
             continue
         logger.warning(
-            "reconnected %s after %d attempt(s) in %.1f s; messages published meanwhile "
-            "were missed",
+            "reconnected %s after %d attempt(s) in %.1f s; messages published meanwhile %s",
             what,
             attempts,
             anyio.current_time() - started,
+            "are read back from the history" if recovers else "were missed",
         )
         return result
 

@@ -169,14 +169,12 @@ class NatsChannelLayer(ChannelLayer):
         self._last: dict[str, int] = {}
         #: History on: live messages held while the epoch is re-read (None: not holding).
         self._held: list[_Held] | None = None
+        #: History off: an outage not yet reported to the channel (`_report_gap`).
+        self._gap_unreported = False
         self._held_bytes = 0
         self._resync_round = 0
         self._resyncing = False
         self._report_loss = False
-        #: History off: a connection was lost and its gap signal not given yet. The
-        #: new connection's first message can come before nats-py reports the
-        #: reconnect (it waits for a PONG): the signal must go before that message.
-        self._gap_owed = False
         self._sequence_breaks = self._held_dropped = 0
         self._client: RoutingClient | None = None
         self._inbox: Inbox | None = None
@@ -328,7 +326,7 @@ class NatsChannelLayer(ChannelLayer):
             self._fail_echoes()
             self._js = self._tasks = self._held = None
             self._last.clear()
-            self._resyncing = self._report_loss = self._gap_owed = False
+            self._resyncing = self._report_loss = False
 
     async def _refresh_log(self, js: JetStreamContext, adjust: bool = False) -> None:
         """Make (or with `adjust`, set our limits on) the history stream; read its epoch."""
@@ -398,7 +396,7 @@ class NatsChannelLayer(ChannelLayer):
         if self._log is not None:
             self._hold()  # what the new connection brings waits for the epoch
         else:
-            self._gap_owed = True
+            self._gap_unreported = True
         logger.warning("lost the connection to %s; reconnecting", self._shown)
 
     async def _on_reconnected(self) -> None:
@@ -418,13 +416,19 @@ class NatsChannelLayer(ChannelLayer):
         if self._log is not None:
             self._resync(report=True)
         else:
-            self._pay_gap()
+            self._report_gap()
 
-    def _pay_gap(self) -> None:
-        """The gap signal owed since a connection loss, once, before anything newer."""
-        if self._gap_owed and self._inbox is not None:
-            self._gap_owed = False
-            self._inbox.messages_lost()
+    def _report_gap(self) -> None:
+        """Tell the channel of the outage, once, before anything the new connection brings.
+
+        Called by `_on_reconnected`, or earlier by the first message that
+        arrives: nats-py delivers on the new connection (during its flush)
+        before it calls reconnected_cb.
+        """
+        if self._gap_unreported:
+            self._gap_unreported = False
+            if self._inbox is not None:
+                self._inbox.messages_lost()
 
     # -- history: positions of live messages -------------------------------------------
 
@@ -811,8 +815,8 @@ class NatsChannelLayer(ChannelLayer):
                 if sequences is not None:
                     self._on_logged(group, data, None, *sequences)
                     return
-            if self._gap_owed:
-                self._pay_gap()
+            if self._gap_unreported:
+                self._report_gap()
             inbox.deliver(group, data)
 
         return on_message
@@ -832,13 +836,13 @@ class NatsChannelLayer(ChannelLayer):
                 return
             group, payload = message
             sequences = live_sequences(headers) if logged else None
-            if self._gap_owed:
-                self._pay_gap()
             matched = False
             for pattern, matches in shared.matchers.items():
                 if matches(group):
                     matched = True
                     if sequences is None:
+                        if self._gap_unreported:
+                            self._report_gap()
                         inbox.deliver(group, payload, pattern)
                     else:
                         self._on_logged(group, payload, pattern, *sequences)

@@ -122,6 +122,7 @@ class Listener:
                 logger=logger,
                 backoff=self._settings.reconnect_backoff,
                 cause=cause,
+                recovers=self._settings.history_size > 0,
             )
             self._counters.reconnects += 1
             # The gap first, then what the new connection received meanwhile: a

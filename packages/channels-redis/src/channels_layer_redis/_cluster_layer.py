@@ -177,6 +177,7 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
                 connect_timeout=self.options.connect_timeout,
                 health_check_interval=self.options.health_check_interval,
                 backoff=self.options.reconnect_backoff,
+                recovers=self.keeps_history,
             )
             async with background_tasks() as tasks:
                 shards.start(tasks)

@@ -358,6 +358,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             backoff=self.options.reconnect_backoff,
             cause=cause,
             on_attempt=count_attempt,
+            recovers=self.keeps_history,
         )
 
     async def _reconcile(self, pubsub: PubSubConnection) -> None:

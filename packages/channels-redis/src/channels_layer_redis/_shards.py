@@ -85,8 +85,10 @@ class ShardedSubscriptions:
         connect_timeout: float,
         health_check_interval: float,
         backoff: Backoff,
+        recovers: bool = False,
     ) -> None:
         self._cluster = cluster
+        self._recovers = recovers  # history on: what was missed is read back
         self._connect = connect
         self._handler = handler
         self._on_gap = on_gap
@@ -321,6 +323,7 @@ class ShardedSubscriptions:
                 backoff=self._backoff,
                 cause=self._why,
                 on_attempt=attempt,
+                recovers=self._recovers,
             )
             # No await from the check to the hand-over: nothing arrives in between.
             self.lost = {c for c in self.lost if c in self.wanted and not self._subscribed(c)}
