@@ -15,14 +15,20 @@ COUNT = 3000
 FAST = Backoff(initial=0.05, maximum=0.2)
 
 
-async def collect(subscriber: Subscriber, into: list[object], done: anyio.Event) -> None:
-    """Messages and gap signals (as the string "gap") until the last message."""
+async def collect(
+    subscriber: Subscriber, into: list[object], done: anyio.Event, sent: list[int]
+) -> None:
+    """Messages and gap signals (as "gap"), until the last message.
+
+    At a gap signal, `sent` (the number of messages published so far) is
+    appended to `into` after "gap".
+    """
     with anyio.fail_after(30):
         while True:
             try:
                 message = (await subscriber.receive()).message
             except MessagesLost:
-                into.append("gap")
+                into.extend(("gap", sent[0]))
                 continue
             if message == "probe":
                 continue
@@ -55,12 +61,16 @@ async def test_a_killed_node_under_load(nats_cluster: NatsCluster) -> None:
                         if (await subscriber.receive()).message == "probe":
                             break
         received: dict[str, list[object]] = {"dead": [], "survivor": []}
+        sent = [0]
         finished = {"dead": anyio.Event(), "survivor": anyio.Event()}
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(collect, on_dead_node, received["dead"], finished["dead"])
-            tasks.start_soon(collect, on_surviving_node, received["survivor"], finished["survivor"])
+            tasks.start_soon(collect, on_dead_node, received["dead"], finished["dead"], sent)
+            tasks.start_soon(
+                collect, on_surviving_node, received["survivor"], finished["survivor"], sent
+            )
             for number in range(COUNT):
                 await publisher.publish("load", number)
+                sent[0] = number + 1
                 if number == COUNT // 3:
                     await anyio.to_thread.run_sync(first.stop)
                 if number % 20 == 0:
@@ -73,10 +83,12 @@ async def test_a_killed_node_under_load(nats_cluster: NatsCluster) -> None:
     dead = received["dead"]
     assert dead.count("gap") == 1
     gap = dead.index("gap")
-    before, after = dead[:gap], dead[gap + 1 :]
+    before, sent_at_gap, after = dead[:gap], dead[gap + 1], dead[gap + 2 :]
     assert before == list(range(len(before)))
     resumed = after[0]
     assert isinstance(resumed, int)
     assert after == list(range(resumed, COUNT)), "everything after the gap, in order"
+    assert isinstance(sent_at_gap, int)
+    assert resumed <= sent_at_gap, "everything published after the gap signal arrives"
     assert on_dead.stats().reconnects == 1
     assert on_survivor.stats().connection_losses == 0

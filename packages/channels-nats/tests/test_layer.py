@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 
 import anyio
 import nats
@@ -82,6 +83,92 @@ async def test_payloads_up_to_max_payload_and_not_one_byte_more(
             event = await subscriber.receive()
             assert (event.group, event.message) == (long_group, b"z" * (limit - frame_overhead))
         assert layer.stats().published == 2
+
+
+@pytest.mark.anyio
+async def test_the_limit_is_the_servers_own_max_payload() -> None:
+    """A server configured below the default: its INFO, not 1 MiB, sets the limit."""
+    limit = 4096
+    with NatsServer(config=f"max_payload: {limit}\n") as server:
+        layer = NatsChannelLayer.from_url(server.url)
+        async with Channel(layer, serializer=_RAW) as channel:
+            assert layer.max_payload_bytes == limit
+            async with channel.subscribe("small", "next") as subscriber:
+                with pytest.raises(PayloadTooLargeError, match="4,096"):
+                    await channel.publish("small", b"x" * (limit + 1))
+                await channel.publish("small", b"y" * limit)
+                await channel.publish("next", b"after")
+                with anyio.fail_after(10):
+                    received = [(await subscriber.receive()).message for _ in range(2)]
+                assert received == [b"y" * limit, b"after"]  # the refused one never sent
+            assert layer.stats().published == 2
+
+
+def server_counts(server: NatsServer, client: str, messages: str) -> tuple[int, int]:
+    """The server's count `messages` (``in_msgs``: sent by the client, ``out_msgs``: sent
+    to it) for the connection named `client`, and the subscriptions it holds."""
+    connection = server.connection(client)
+    return int(connection[messages]), len(connection.get("subscriptions_list", []))
+
+
+@pytest.mark.anyio
+async def test_many_groups_are_subscribed_in_one_round_trip() -> None:
+    """50 groups in one call: 50 SUBs and one confirmation message, seen by the server."""
+    with NatsServer() as server:
+        layer = NatsChannelLayer.from_url(server.url, client_name="multi-group")
+        async with Channel(layer) as channel, channel.subscribe("first"):
+            # The first subscribe's confirmation proved the inbox's SUB.
+            sent, held = server_counts(server, "multi-group", "in_msgs")
+            groups = [f"room {n}" for n in range(50)]
+            async with channel.subscribe(*groups) as subscriber:
+                assert server_counts(server, "multi-group", "in_msgs") == (sent + 1, held + 50)
+                await channel.publish(groups[-1], "last")
+                with anyio.fail_after(10):
+                    assert (await subscriber.receive()).message == "last"
+
+
+@pytest.mark.anyio
+async def test_fan_out_is_one_server_delivery_per_process() -> None:
+    """100 subscribers of a group in one process: one SUB, one message out per publish."""
+    with NatsServer() as server:
+        layer = NatsChannelLayer.from_url(server.url, client_name="fan-out")
+        async with Channel(layer) as channel, AsyncExitStack() as stack:
+            subscribers = [
+                await stack.enter_async_context(channel.subscribe("room")) for _ in range(100)
+            ]
+            sent, held = server_counts(server, "fan-out", "out_msgs")
+            for number in range(10):
+                await channel.publish("room", number)
+            with anyio.fail_after(10):
+                for subscriber in subscribers:
+                    assert [(await subscriber.receive()).message for _ in range(10)] == list(
+                        range(10)
+                    )
+            assert server_counts(server, "fan-out", "out_msgs") == (sent + 10, held)
+            assert held == 2  # the group's subject and the layer's confirmation inbox
+
+
+@pytest.mark.anyio
+async def test_namespaces_on_one_server_do_not_hear_each_other(
+    nats_url: str, namespace: str
+) -> None:
+    """Even a pattern with no literal prefix (`<namespace>.>`) stays in its namespace."""
+    ours = NatsChannelLayer.from_url(nats_url, namespace=namespace)
+    theirs = NatsChannelLayer.from_url(nats_url, namespace=f"{namespace}-other")
+    async with Channel(ours) as channel, Channel(theirs) as other:
+        async with (
+            channel.subscribe_pattern("*") as everything,
+            channel.subscribe("room") as room,
+            other.subscribe("room") as their_room,
+        ):
+            await other.publish("room", "theirs")
+            with anyio.fail_after(10):  # the server has routed it to every subscription
+                assert (await their_room.receive()).message == "theirs"
+            await channel.publish("room", "ours")  # so anything leaked would come first
+            with anyio.fail_after(10):
+                assert (await everything.receive()).message == "ours"
+                assert (await room.receive()).message == "ours"
+        assert ours.stats().misrouted == 0
 
 
 @pytest.mark.anyio

@@ -166,3 +166,27 @@ async def test_a_frozen_server_is_noticed_by_pings_then_one_gap_signal(
             await subscriber.receive()
         await channel.publish("frozen", "after")
         assert await next_message(subscriber) == "after"
+
+
+async def test_the_gap_signal_comes_before_the_new_connections_first_message(
+    make_nats_layer: Callable[..., NatsChannelLayer],
+) -> None:
+    """nats-py reports a reconnect only after a PING/PONG on the new connection, and
+    messages can arrive in between (seen once in `test_cluster.py`): they must follow
+    the gap signal. The callbacks are driven as nats-py calls them, on a real connection,
+    to make that order certain."""
+    layer = make_nats_layer()
+    async with Channel(layer) as channel, channel.subscribe("news") as subscriber:
+        await layer._on_disconnected()  # the connection broke
+        client = layer._client
+        assert client is not None
+        on_message = client._routes[layer._groups["news"]._id]
+        on_message(layer.subject("news").encode(), b'"early"', None)  # the new connection's
+        with anyio.fail_after(5), pytest.raises(MessagesLost) as gap:
+            await subscriber.receive()
+        assert gap.value.reason == "reconnect"
+        assert await next_message(subscriber) == "early"
+        await layer._on_reconnected()  # nats-py's report: no second signal
+        await channel.publish("news", "after")
+        assert await next_message(subscriber) == "after"
+        assert (layer.stats().connection_losses, layer.stats().reconnects) == (1, 1)

@@ -10,8 +10,8 @@
         cluster.servers[0].stop()         # a dead node
 
 `monitor_port` serves the server's monitoring endpoints (``/subsz``,
-``/connz?subs=1``), read with `monitor`. ``NatsServer(jetstream=True)``
-keeps a JetStream store of its own (`wipe_store` between `stop` and
+``/connz?subs=1``), read with `monitor`, `subscriptions`, `connection`.
+``NatsServer(jetstream=True)`` keeps a JetStream store of its own (`wipe_store` between `stop` and
 `start`: a server that lost its data). `Relay` forwards a port to a server
 and can cut every connection through it (a dropped connection, without
 touching the server). `delete_history` removes a namespace's history
@@ -171,6 +171,16 @@ class NatsServer(ThrowawayServer):
     def subscriptions(self) -> int:
         """How many subscriptions the server holds (every client)."""
         return int(self.monitor("subsz")["num_subscriptions"])
+
+    def connection(self, name: str) -> dict[str, Any]:
+        """The one client connection named `name` (``client_name``), as ``/connz?subs=1``
+        shows it: ``in_msgs`` (it sent), ``out_msgs`` (it was sent), ``subscriptions_list``."""
+        (found,) = [
+            entry
+            for entry in self.monitor("connz?subs=1")["connections"]
+            if entry.get("name") == name
+        ]
+        return dict(found)
 
     def wipe_store(self) -> None:
         """Delete the JetStream store (the server must be stopped): it starts with no streams."""
