@@ -12,7 +12,15 @@ import anyio
 import nats
 import pytest
 
-from channels_core import Backoff, BrokerRefusedError, Channel, Event, MessagesLost, Subscriber
+from channels_core import (
+    Backoff,
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    Channel,
+    Event,
+    MessagesLost,
+    Subscriber,
+)
 from channels_layer_nats import NatsChannelLayer
 from channels_layer_nats.testing import NatsServer, Relay
 
@@ -105,6 +113,60 @@ async def test_a_server_that_lost_its_store_is_a_reported_gap(js_server: NatsSer
         with pytest.raises(MessagesLost) as expired:
             await listener.history("news", since=before)
         assert expired.value.reason == "expired"
+
+
+async def test_a_store_lost_while_publishing_is_one_reported_gap_never_a_recovery(
+    js_server: NatsServer,
+) -> None:
+    """A publisher keeps sending while the server restarts without its store."""
+    async with (
+        Channel(history_layer(js_server.url), buffer_size=10_000) as listener,
+        Channel(history_layer(js_server.url, publish_timeout=0.5)) as sender,
+        listener.subscribe("live") as subscriber,
+    ):
+        sent: list[int] = []
+        restarted, under_way = anyio.Event(), anyio.Event()
+
+        async def publish_until_after_the_restart() -> None:
+            number = sent_after_restart = 0
+            while sent_after_restart < 20:
+                try:
+                    await sender.publish("live", number)
+                except BrokerUnavailableError:
+                    pass  # during the outage: neither delivered nor logged
+                else:
+                    sent.append(number)
+                    sent_after_restart += restarted.is_set()
+                    if len(sent) == 20:
+                        under_way.set()
+                number += 1
+                await anyio.sleep(0.005)
+
+        def restart_without_store() -> None:
+            js_server.stop()
+            js_server.wipe_store()
+            js_server.start()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(publish_until_after_the_restart)
+            await under_way.wait()
+            await anyio.to_thread.run_sync(restart_without_store)
+            restarted.set()
+        received: list[object] = []
+        with anyio.fail_after(20):
+            while sent[-1] not in received:
+                try:
+                    received.append((await subscriber.receive()).message)
+                except MessagesLost as lost:
+                    received.append(f"gap: {lost.reason}")
+    gaps = [message for message in received if isinstance(message, str)]
+    assert gaps == ["gap: reconnect"], "the lost store is reported once, never recovered"
+    numbers = [message for message in received if isinstance(message, int)]
+    assert numbers == sorted(set(numbers)), "in order, no duplicate"
+    after = received[received.index(gaps[0]) + 1 :]
+    resumed = after[0]
+    assert isinstance(resumed, int)
+    assert after == [number for number in sent if number >= resumed], "everything after it"
 
 
 async def test_a_restart_with_its_store_recovers_silently(js_server: NatsServer) -> None:
