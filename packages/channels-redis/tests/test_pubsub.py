@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import pytest
@@ -12,6 +12,8 @@ import redis.asyncio
 from channels_layer_redis._pubsub import ConnectionLost, Message, PubSubConnection
 
 pytestmark = pytest.mark.anyio
+
+Eventually = Callable[..., Awaitable[None]]
 
 HUGE = bytes(range(256)) * (16 * 1024) + b"\r\n*3\r\n$7\r\nmessage\r\n"  # 4 MiB and a bit
 
@@ -22,19 +24,21 @@ async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
 
 
-async def _open(
-    redis_url: str, received: list[Message], channels: list[bytes]
-) -> PubSubConnection:
+async def _open(redis_url: str, received: list[Message], channels: list[bytes]) -> PubSubConnection:
     pool = redis.asyncio.ConnectionPool.from_url(redis_url, protocol=2)
     pubsub, early = await PubSubConnection.open(
-        pool.make_connection(), lambda *message: received.append(message), channels, [], 5.0
+        pool.make_connection(),  # type: ignore[no-untyped-call]
+        lambda *message: received.append(message),
+        channels,
+        [],
+        5.0,
     )
     assert early == []
     return pubsub
 
 
 async def test_a_burst_with_huge_and_binary_messages_arrives_whole_and_in_order(
-    redis_url: str, client: redis.asyncio.Redis
+    redis_url: str, client: redis.asyncio.Redis, eventually: Eventually
 ) -> None:
     channel = b"test:\xff\x00\r\n" + uuid.uuid4().hex.encode()
     received: list[Message] = []
@@ -48,9 +52,7 @@ async def test_a_burst_with_huge_and_binary_messages_arrives_whole_and_in_order(
             for payload in sent:
                 pipe.publish(channel, payload)
             await pipe.execute()
-        with anyio.fail_after(10):
-            while len(received) < len(sent):
-                await anyio.sleep(0.01)
+        await eventually(lambda: len(received) >= len(sent), 10)
         tasks.cancel_scope.cancel()
     await pubsub.aclose()
     assert received == [(channel, payload, None) for payload in sent]
@@ -88,7 +90,7 @@ async def test_losing_the_connection_mid_frame_raises_connection_lost(
         while not pubsub._parser.wanted:
             with anyio.move_on_after(0.001):
                 await pubsub.run(30.0)
-    await client.client_kill_filter(_id=pubsub.client_id)
+    await client.client_kill_filter(_id=str(pubsub.client_id))
     with anyio.fail_after(10), pytest.raises(ConnectionLost):
         await pubsub.run(30.0)
     assert received in ([], [(channel, HUGE, None)])  # never a cut-short payload
@@ -98,7 +100,7 @@ async def test_losing_the_connection_mid_frame_raises_connection_lost(
 
 
 async def test_health_check_pings_keep_a_quiet_connection_and_calls_still_answer(
-    redis_url: str, client: redis.asyncio.Redis
+    redis_url: str, client: redis.asyncio.Redis, eventually: Eventually
 ) -> None:
     channel = b"test:" + uuid.uuid4().hex.encode()
     received: list[Message] = []
@@ -109,9 +111,7 @@ async def test_health_check_pings_keep_a_quiet_connection_and_calls_still_answer
         await pubsub.call("SUBSCRIBE", [channel])
         assert pubsub.channels == {channel}
         await client.publish(channel, b"hello")
-        with anyio.fail_after(5):
-            while not received:
-                await anyio.sleep(0.01)
+        await eventually(lambda: bool(received))
         tasks.cancel_scope.cancel()
     await pubsub.aclose()
     assert received == [(channel, b"hello", None)]
