@@ -6,9 +6,9 @@ reply now complete, so the reader dispatches a whole burst per read instead
 of paying redis-py's per-reply ``read_response``. Pub/sub deliveries
 (``*3 $7 message``, ``smessage``, ``*4 $8 pmessage``) take a fast path;
 everything else (RESP3 pushes included) goes through a small general
-parser of both protocol versions. Replies are what redis-py returns with ``disable_decoding``:
-bytes, ints, lists, None, and error replies as redis-py's `ResponseError`
-subclasses (returned, not raised). A frame whose size is known but not yet
+parser of both protocol versions. Replies are what redis-py returns with
+``disable_decoding``: bytes, ints, lists, None, and error replies as
+redis-py's `ResponseError` subclasses (returned, not raised). A frame whose size is known but not yet
 all there is collected chunk by chunk and joined once, so a huge payload
 costs linear time.
 """
