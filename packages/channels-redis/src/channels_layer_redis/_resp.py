@@ -8,9 +8,9 @@ of paying redis-py's per-reply ``read_response``. Pub/sub deliveries
 everything else (RESP3 pushes included) goes through a small general
 parser of both protocol versions. Replies are what redis-py returns with
 ``disable_decoding``: bytes, ints, lists, None, and error replies as
-redis-py's `ResponseError` subclasses (returned, not raised). A frame whose size is known but not yet
-all there is collected chunk by chunk and joined once, so a huge payload
-costs linear time.
+redis-py's `ResponseError` subclasses (returned, not raised). A frame
+whose size is known but not yet all there is collected chunk by chunk and
+joined once, so a huge payload costs linear time.
 """
 
 from __future__ import annotations
