@@ -14,7 +14,11 @@ Cluster) works the same: its channels are in `channels` too, and
 itself ended the subscription (its slot moved to another node).
 
 The connection speaks RESP2 (where pub/sub messages are plain replies),
-whatever protocol the publishing connections use.
+whatever protocol the publishing connections use. Once connected, it reads
+the socket itself, in large chunks parsed by `RespParser` (not through
+redis-py's per-reply ``read_response``): every reply a read completed is
+dispatched before the next read, so a burst of messages costs one read
+and, downstream, one wake-up per subscriber.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from typing import Any
 import anyio
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._resp import RespParser
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -50,6 +56,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _tokens = itertools.count()
+#: Bytes asked of the socket per read (more when a frame is known to need more).
+READ_SIZE = 1 << 16
 
 
 class ConnectionLost(RedisConnectionError):
@@ -67,6 +75,9 @@ class PubSubConnection:
         self._errors: list[ResponseError] = []
         self._health_token: bytes | None = None
         self._closed = False
+        self._parser = RespParser()
+        #: Replies read but not dispatched yet (those after the PONG `open` waited for).
+        self._ready: list[Any] = []
         self.client_id: int | None = None
         #: What the server confirmed this connection is subscribed to.
         self.channels: set[bytes] = set()
@@ -103,10 +114,10 @@ class PubSubConnection:
                 answered = pubsub._waiting[token] = anyio.Event()
                 commands.append(("PING", token))
                 await pubsub._send(commands)
-                client_id = await pubsub._read(timeout)
+                client_id = await pubsub._next(timeout)
                 pubsub.client_id = client_id if isinstance(client_id, int) else None
                 while not answered.is_set():
-                    pubsub._dispatch(await pubsub._read(timeout))
+                    pubsub._dispatch(await pubsub._next(timeout))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await connection.disconnect()
@@ -172,9 +183,11 @@ class PubSubConnection:
         """
         try:
             while True:
-                response = await self._read(health_check_interval)
-                if response is not None:
-                    self._dispatch(response)
+                replies = self._ready or await self._read(health_check_interval)
+                if replies is not None:
+                    self._ready = []
+                    for reply in replies:
+                        self._dispatch(reply)
                 elif self._health_token is None:
                     self._health_token = _new_token()
                     await self._send([("PING", self._health_token)])
@@ -193,12 +206,43 @@ class PubSubConnection:
 
     # -- internals ------------------------------------------------------------
 
-    async def _read(self, timeout: float) -> Any:
-        """One reply (an error reply is returned, not raised), or None after `timeout` s."""
+    async def _next(self, timeout: float) -> Any:
+        """The next reply (an error reply is returned, not raised), or None after `timeout` s."""
+        while not self._ready:
+            replies = await self._read(timeout)
+            if replies is None:
+                return None
+            self._ready = replies
+        return self._ready.pop(0)
+
+    async def _read(self, timeout: float) -> list[Any] | None:
+        """The replies one read of the socket completed (maybe none), or None after `timeout` s.
+
+        Raises `RedisConnectionError` if the connection ended or spoke
+        something other than RESP, and closes it then, as redis-py's own
+        reads do (so `_send` fails from then on). Cancelling loses nothing:
+        what a read brought is parsed before the next await.
+        """
+        reader = self._connection._reader
+        if self._closed or reader is None:
+            raise RedisConnectionError("the pub/sub connection is closed")
         try:
-            return await self._connection.read_response(disable_decoding=True, timeout=timeout)
-        except ResponseError as error:
-            return error
+            with anyio.move_on_after(timeout):
+                data = await reader.read(max(READ_SIZE, self._parser.wanted))
+                if not data:
+                    raise RedisConnectionError("the server closed the connection")
+                return self._parser.feed(data)
+            return None
+        except OSError as exc:
+            await self._disconnect()
+            raise RedisConnectionError(f"error while reading: {exc}") from exc
+        except (RedisConnectionError, InvalidResponse) as exc:
+            await self._disconnect()
+            raise RedisConnectionError(str(exc)) from exc
+
+    async def _disconnect(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._connection.disconnect(nowait=True)
 
     async def _send(self, commands: Iterable[tuple[Any, ...]]) -> None:
         # Checked right before sending: redis-py would silently reconnect a
