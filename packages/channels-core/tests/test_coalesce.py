@@ -16,6 +16,7 @@ import anyio.abc
 import pytest
 
 from channels_core import BrokerUnavailableError, Channel, ChannelClosedError
+from channels_core._coalesce import MAX_BATCH
 from channels_core.layers.local_memory import InMemoryChannelLayer
 
 pytestmark = pytest.mark.anyio
@@ -176,6 +177,24 @@ async def test_a_sequential_publisher_never_batches() -> None:
         for number in range(50):
             await channel.publish("g", number)
     assert (len(layer.singles), layer.batches) == (50, [])
+
+
+async def test_more_publishes_than_one_batch_holds_all_get_their_answer() -> None:
+    """A full batch is followed by another; neither is dropped (their callers would hang)."""
+    layer = GatedLayer()
+    outcomes: dict[Any, str] = {}
+    count = MAX_BATCH * 2 + 5
+    with anyio.fail_after(PATIENCE):
+        async with Channel(layer, buffer_size=count + 1) as channel:
+            async with channel.subscribe("g") as subscriber, anyio.create_task_group() as tasks:
+                await _start(tasks, channel, ["first"], outcomes)
+                await _start(tasks, channel, list(range(count)), outcomes)
+                layer.gate.set()
+            received = [(await subscriber.receive()).message for _ in range(count + 1)]
+    assert set(outcomes.values()) == {"sent"}
+    assert len(outcomes) == count + 1
+    assert sorted(message for message in received if message != "first") == list(range(count))
+    assert [len(batch) for batch in layer.batches] == [MAX_BATCH, MAX_BATCH, 5]
 
 
 async def _start(

@@ -2,10 +2,11 @@
 
 A publish that finds nothing in flight goes straight to the layer's
 `publish`, so a lone sequential publisher pays nothing extra. One that
-finds a publish already in flight joins the *open batch*; the channel's
-sender task hands each open batch to the layer's `publish_many` (one
-broker round trip: a Redis pipeline, one PostgreSQL statement) as soon as
-it is idle, so while one batch is on the wire the next one fills up.
+finds a publish already in flight joins the *open batch* (a new one once
+it holds `MAX_BATCH` messages); the channel's sender task hands each batch
+to the layer's `publish_many` (one broker round trip: a Redis pipeline,
+one PostgreSQL statement) as soon as it is idle, so while one batch is on
+the wire the next one fills up.
 
 What stays per call:
 
@@ -22,6 +23,7 @@ What stays per call:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -63,8 +65,10 @@ class CoalescingPublisher:
         self._publish = publish
         self._publish_many = publish_many
         self._in_flight = 0  # publishes and batches on the wire
-        self._open: _Batch | None = None  # the batch new publishes join
-        self._ready = anyio.Event()  # an open batch is waiting for the sender
+        #: Batches waiting for the sender, oldest first; new publishes join the
+        #: newest until it holds `MAX_BATCH` messages.
+        self._waiting: deque[_Batch] = deque()
+        self._ready = anyio.Event()  # a batch is waiting for the sender
         self._closed = False
 
     async def publish(self, group: str, payload: bytes) -> None:
@@ -78,9 +82,11 @@ class CoalescingPublisher:
             return
         if self._closed:
             raise _closed_error()
-        batch = self._open
+        waiting = self._waiting
+        batch = waiting[-1] if waiting else None
         if batch is None or len(batch.items) >= MAX_BATCH:
-            batch = self._open = _Batch()
+            batch = _Batch()
+            waiting.append(batch)
             self._ready.set()
         index = len(batch.items)
         batch.items.append((group, payload))
@@ -99,15 +105,14 @@ class CoalescingPublisher:
             while True:
                 await self._ready.wait()
                 self._ready = anyio.Event()
-                while self._open is not None:
-                    batch, self._open = self._open, None
-                    await self._send(batch)
+                while self._waiting:
+                    await self._send(self._waiting.popleft())
         finally:
             self._closed = True
-            waiting, self._open = self._open, None
-            if waiting is not None:
-                waiting.error = _closed_error()
-                waiting.done.set()
+            for batch in self._waiting:
+                batch.error = _closed_error()
+                batch.done.set()
+            self._waiting.clear()
 
     async def _send(self, batch: _Batch) -> None:
         batch.sent = True
