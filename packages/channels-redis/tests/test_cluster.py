@@ -95,7 +95,12 @@ async def test_1000_groups_spread_over_every_shard_each_node_holding_its_own(
 
 @pytest.mark.anyio
 async def test_patterns_are_refused_naming_the_alternative(redis_cluster: ClusterSetup) -> None:
-    assert "patterns" not in layer_capabilities(RedisClusterChannelLayer)
+    # Cluster mode declares its own capabilities: all of the one-server layer's but patterns.
+    assert layer_capabilities(RedisClusterChannelLayer) == {
+        "multi-group",
+        "history",
+        "publish-many",
+    }
     assert "patterns" in layer_capabilities(RedisPubSubChannelLayer)
     layer = RedisPubSubChannelLayer.from_url(redis_cluster.url)
     assert isinstance(layer, RedisClusterChannelLayer)
