@@ -427,57 +427,6 @@ async def test_a_killed_sentinel_master_under_load_is_recovered_or_reported_per_
     await _through_a_killed_master(setup.url, namespace, groups, kill_master, eventually)
 
 
-async def test_publishing_with_history_goes_on_through_a_planned_cluster_failover(
-    redis_cluster: ClusterSetup, namespace: str, eventually: Eventually
-) -> None:
-    """``CLUSTER FAILOVER`` while publishing: publishes go on, the subscriber recovers the gap.
-
-    (The promoted replica may have no script cached: replicas are sent a
-    script's effects, not the script, so its first EVALSHA may answer NOSCRIPT.)
-    """
-    layer = RedisPubSubChannelLayer.from_url(
-        redis_cluster.url,
-        namespace=namespace,
-        history_size=100,
-        reconnect_backoff=FAST,
-        publish_timeout=10,
-    )
-    slot = key_slot(layer._wire.channel("room"))
-    replica = redis_cluster.replica_of(redis_cluster.master_of(slot))
-
-    def fail_over() -> None:
-        client = redis_cluster.client(replica)
-        try:
-            client.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
-        finally:
-            client.close()
-
-    try:
-        async with Channel(layer) as channel, channel.subscribe("room") as subscriber:
-            for number in range(10):
-                await channel.publish("room", number)
-            assert await collect(subscriber, 10) == list(range(10))
-            sent = 10
-
-            async def publish_until_promoted() -> None:
-                nonlocal sent
-                while not await anyio.to_thread.run_sync(
-                    lambda: redis_cluster.master_of(slot) is replica
-                ):
-                    await channel.publish("room", sent)  # on the old master, then the new
-                    sent += 1
-                for number in range(sent, sent + 10):
-                    await channel.publish("room", number)
-                sent += 10
-
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(publish_until_promoted)
-                await anyio.to_thread.run_sync(fail_over)
-            assert await collect(subscriber, sent - 10) == list(range(10, sent))
-    finally:
-        await anyio.to_thread.run_sync(redis_cluster.wait_until_ok)
-
-
 @pytest.mark.parametrize(
     "group", ["room", "{room}", "a{b}c", "a}b", "}{", "{}x", "x{", "{{}}", "é{ü}", "\x00}\n"]
 )
