@@ -10,7 +10,7 @@ many messages published before the gap never arrived. Faults:
 survives) and ``kill`` (SIGKILL; the replica takes over once the other
 masters agree the master failed). Needs ``redis-server`` and ``redis-cli``.
 
-    python -m benchmarks.cluster_failover [failover|kill ...] [--runs N]
+    python -m benchmarks.cluster_failover [failover|kill ...] [--runs N] [--history SIZE]
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ from channels_layer_redis.testing import ClusterSetup
 from .failover import publish_through_fault
 
 
-async def measure(fault: str) -> dict[str, float]:
+async def measure(fault: str, history_size: int = 0) -> dict[str, float | None]:
     with ClusterSetup() as cluster:
         layer = RedisClusterChannelLayer.from_url(
-            cluster.url, publish_timeout=15, reconnect_backoff=Backoff(initial=0.02, maximum=0.2)
+            cluster.url,
+            publish_timeout=15,
+            history_size=history_size,
+            reconnect_backoff=Backoff(initial=0.02, maximum=0.2),
         )
         master = cluster.master_of(key_slot(layer._wire.channel("room")))
         replica = cluster.replica_of(master)
@@ -55,10 +58,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("faults", nargs="*", default=["failover", "kill"])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--history", type=int, default=0, help="history_size (0: off)")
     arguments = parser.parse_args()
     for fault in arguments.faults:
         for _ in range(arguments.runs):
-            print(fault, anyio.run(measure, fault), flush=True)
+            print(fault, anyio.run(measure, fault, arguments.history), flush=True)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,13 @@ from channels_layer_redis.testing import SentinelSetup
 from .failover import publish_through_fault
 
 
-async def measure(fault: str) -> dict[str, float]:
+async def measure(fault: str, history_size: int = 0) -> dict[str, float | None]:
     with SentinelSetup() as setup:
         layer = RedisPubSubChannelLayer.from_url(
-            setup.url, publish_timeout=15, reconnect_backoff=Backoff(initial=0.02, maximum=0.2)
+            setup.url,
+            publish_timeout=15,
+            history_size=history_size,
+            reconnect_backoff=Backoff(initial=0.02, maximum=0.2),
         )
 
         async def fail() -> None:
@@ -40,8 +43,11 @@ async def measure(fault: str) -> dict[str, float]:
 
 
 def main() -> None:
-    for fault in sys.argv[1:] or ["failover", "kill"]:
-        print(fault, anyio.run(measure, fault))
+    """Arguments: the faults (default ``failover kill``), ``--history=SIZE`` for history on."""
+    history = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--history=")]
+    faults = [a for a in sys.argv[1:] if not a.startswith("--")]
+    for fault in faults or ["failover", "kill"]:
+        print(fault, anyio.run(measure, fault, history[-1] if history else 0), flush=True)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,12 @@ async def test_1000_groups_spread_over_every_shard_each_node_holding_its_own(
 
 @pytest.mark.anyio
 async def test_patterns_are_refused_naming_the_alternative(redis_cluster: ClusterSetup) -> None:
-    assert "patterns" not in layer_capabilities(RedisClusterChannelLayer)
+    # Cluster mode declares its own capabilities: all of the one-server layer's but patterns.
+    assert layer_capabilities(RedisClusterChannelLayer) == {
+        "multi-group",
+        "history",
+        "publish-many",
+    }
     assert "patterns" in layer_capabilities(RedisPubSubChannelLayer)
     layer = RedisPubSubChannelLayer.from_url(redis_cluster.url)
     assert isinstance(layer, RedisClusterChannelLayer)
@@ -249,6 +254,46 @@ async def test_a_subscribed_groups_slot_migrates_and_the_subscription_follows(
             assert client.get(key) == "1"
         finally:
             client.close()
+
+
+@pytest.mark.anyio
+async def test_a_moved_answer_to_ssubscribe_is_followed(
+    redis_cluster: ClusterSetup, namespace: str
+) -> None:
+    """A slot moved after the layer learnt the slot map: SSUBSCRIBE answers MOVED, not an error."""
+    layer = RedisClusterChannelLayer.from_url(
+        redis_cluster.url, namespace=namespace, reconnect_backoff=FAST
+    )
+    slot = key_slot(layer._wire.channel("late"))
+    source = redis_cluster.master_of(slot)
+    target = next(
+        redis_cluster.server_at(port) for port in redis_cluster.shards() if port != source.port
+    )
+    async with Channel(layer) as channel:
+        await anyio.to_thread.run_sync(_migrate, redis_cluster, slot, source, target)
+        moved_before = await anyio.to_thread.run_sync(_moved_answers, redis_cluster, source)
+        async with channel.subscribe("late") as subscriber:
+            # The SSUBSCRIBE went to the old owner first, which answered MOVED.
+            moved_after = await anyio.to_thread.run_sync(_moved_answers, redis_cluster, source)
+            assert moved_after > moved_before
+            await channel.publish("late", "found")
+            with anyio.fail_after(5):
+                assert (await subscriber.receive()).message == "found"
+            assert layer.stats().moved == 0  # nothing was subscribed when the slot moved
+    client = redis_cluster.client(target)
+    try:
+        assert client.execute_command("PUBSUB", "SHARDNUMSUB", layer._wire.channel("late"))[1] == 0  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+
+
+def _moved_answers(cluster: ClusterSetup, server: RedisServer) -> int:
+    """How many MOVED error replies `server` has sent (``INFO errorstats``)."""
+    client = cluster.client(server)
+    try:
+        return int(client.info("errorstats").get("errorstat_MOVED", {}).get("count", 0))
+    finally:
+        client.close()
 
 
 def _set(cluster: ClusterSetup, server: RedisServer, key: bytes) -> None:

@@ -173,7 +173,7 @@ return result
 
 
 class _Script:
-    """A Lua script run with EVALSHA, loaded once more whenever the server forgot it."""
+    """A Lua script run with EVALSHA, sent whole (EVAL) whenever the server forgot it."""
 
     __slots__ = ("sha", "text")
 
@@ -187,8 +187,10 @@ class _Script:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:  # a new server (restart, failover), or SCRIPT FLUSH
-            await client.script_load(self.text)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            # EVAL goes where EVALSHA went (the keys' node) and caches the
+            # script there. Not SCRIPT LOAD: on a cluster, redis-py sends it to
+            # the masters it knows, which may not yet include a promoted replica.
+            return await client.eval(self.text, len(keys), *keys, *args)
 
 
 #: Stream ID parts are 64-bit; a position beyond is no stream's (and n stays exact in Lua).

@@ -198,7 +198,13 @@ class ShardedSubscriptions:
                 node = self._cluster.nodes_manager.get_node_from_slot(key_slot(channel))
                 owners[node.host, int(node.port)].add(channel)
         for address, names in owners.items():
-            link = await self._link(address)
+            try:
+                link = await self._link(address)
+            except BrokerUnavailableError:
+                # The owner died: only a fresh slot map names its replacement
+                # (a layer that only subscribes has no publish to refresh it).
+                self._stale_map = True
+                raise
             where = f"{address[0]}:{address[1]}"
             link.busy += 1  # not idle: nobody closes it under this subscribe
             try:
