@@ -83,6 +83,12 @@ def test_free_port_is_free_and_wait_for_port_gives_up() -> None:
         wait_for_port(port, timeout=0.2)
 
 
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """Taken before anything binds them (a cluster's nodes): all different."""
+    ports = [free_port() for _ in range(2_000)]
+    assert len(set(ports)) == len(ports)
+
+
 def test_require_tool_names_the_missing_program() -> None:
     assert require_tool("sh", "it is everywhere")
     with pytest.raises(ToolMissing, match="apt-get install nothing"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import shutil
 import socket
+import threading
 import time
 from types import TracebackType
 from typing import Self
@@ -48,10 +49,26 @@ def require_tool(name: str, install_hint: str) -> str:
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port on `host` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on `host` that nothing listens on right now, never one handed out before.
+
+    Fixtures often take several ports before starting anything (a cluster's
+    nodes and bus ports): the kernel may offer a port twice meanwhile, and
+    a second server on it would fail, or its readiness check would reach
+    the first one.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        with _handed_out_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+
+
+#: Ports `free_port` gave this process (its callers may not have bound them yet).
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
 
 
 def wait_for_port(port: int, *, host: str = LOOPBACK, timeout: float = 10.0) -> None:
