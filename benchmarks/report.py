@@ -498,11 +498,12 @@ def server_table(results: Results) -> list[str]:
     ]
 
 
-def targets(results: Results) -> list[dict[str, Any]]:
+def targets(results: Results, limits: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Each target with what this run measured and whether it is met.
 
     The verdict uses the median of the repetitions; ``"met by the median
-    only"`` says that at least one repetition missed it.
+    only"`` says that at least one repetition missed it. `limits` (the
+    brokers' ceilings of the same run) feed the share-of-ceiling targets.
     """
     verdicts: list[dict[str, Any]] = []
 
@@ -584,7 +585,83 @@ def targets(results: Results) -> list[dict[str, Any]]:
         ratios("latency", "channels redis", "raw redis-py", "p99_ms"),
         lambda v: v <= 2.0,
     )
+    _performance_targets(results, limits, add)
     return verdicts
+
+
+#: (layer label, ours, raw client, broadcaster) for issue #15's per-call targets.
+_PER_CALL = (
+    ("Redis", "channels redis", "raw redis-py", "broadcaster redis"),
+    ("PostgreSQL", "channels postgres", "raw asyncpg", "broadcaster postgres"),
+    ("NATS", "channels nats", "raw nats-py", None),
+    ("memory", "channels memory", None, "broadcaster memory"),
+)
+
+
+def _performance_targets(
+    results: Results,
+    limits: Sequence[dict[str, Any]],
+    add: Callable[[str, dict[str, list[float]], Callable[[float], bool]], None],
+) -> None:
+    """The targets of issue #15 (coalescing, cost per call, fan-out), at 100 B and 1 KiB,
+    each handed to `add` like the others."""
+    sizes = {size_label(s): s for s in SIZES if s <= 1024}
+    eps = "events_per_second"
+
+    def ratios(scenario: str, ours: str, base: str) -> dict[str, list[float]]:
+        return {lbl: results.ratios(scenario, s, ours, base, eps) for lbl, s in sizes.items()}
+
+    for scenario in ("1to1", "groups100"):
+        for layer, ours, raw, broadcaster in _PER_CALL:
+            if raw is not None:
+                add(
+                    f"{layer} {scenario} >= 1.0x {raw}",
+                    ratios(scenario, ours, raw),
+                    _at_least(1.0),
+                )
+            if broadcaster is not None:
+                floor = 1.2 if layer == "memory" else 1.1
+                add(
+                    f"{layer} {scenario} >= {floor}x {broadcaster}",
+                    ratios(scenario, ours, broadcaster),
+                    _at_least(floor),
+                )
+    add(
+        "Redis publishers10 >= 3x raw redis-py",
+        ratios("publishers10", "channels redis", "raw redis-py"),
+        _at_least(3.0),
+    )
+    add(
+        "PostgreSQL publishers10 >= 3x raw asyncpg",
+        ratios("publishers10", "channels postgres", "raw asyncpg"),
+        _at_least(3.0),
+    )
+    ceiling = {
+        c["size"]: c["rate"]
+        for c in limits
+        if c["broker"] == "redis" and c["setup"] == "-c 10" and c["rate"]
+    }
+    add(
+        "Redis publishers10 >= 40% of redis-benchmark -c 10",
+        {
+            lbl: [
+                v / ceiling[s]
+                for v in results.values("publishers10", s, "channels redis", "messages_per_second")
+            ]
+            for lbl, s in sizes.items()
+            if s in ceiling
+        },
+        _at_least(0.4),
+    )
+    add(
+        "Redis fanout100 >= 2x broadcaster redis",
+        ratios("fanout100", "channels redis", "broadcaster redis"),
+        _at_least(2.0),
+    )
+
+
+def _at_least(floor: float) -> Callable[[float], bool]:
+    return lambda value: value >= floor
 
 
 def _deliveries(results: Results, scenario: str, size: int, contender: str) -> list[float]:
@@ -664,7 +741,7 @@ def render_markdown(
             + memory_table(results)
             + server_table(results)
             + shares_table(results, limits)
-            + targets_table(targets(results))
+            + targets_table(targets(results, limits))
         )
     body += setup_effect_table(cells)
     return "\n".join(head + body + (["Notes:", "", *notes, ""] if notes else []))

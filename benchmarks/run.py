@@ -171,7 +171,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     verdicts = [
         {"setup": setup.label, **verdict}
         for setup in setups
-        for verdict in targets(Results(cells, setup.label))
+        for verdict in targets(Results(cells, setup.label), ceilings)
     ]
     return {"meta": meta, "limits": ceilings, "cells": cells, "targets": verdicts}
 
