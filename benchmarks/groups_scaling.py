@@ -9,12 +9,13 @@ subscribes N groups one by one, one subscriber each (a fresh namespace of
 group names per run). Reported:
 
 * **subscribe**: wall time per group of ``channel.subscribe(group)``
-  (entering the block: the broker has confirmed it), over all N;
+  (entering the block: the broker has confirmed it), over all N, with the
+  process CPU and the listening backend's CPU (below) per group;
 * **publish + deliver**: M messages (default 2,000) to groups drawn at
   random (fixed seed), each awaited by its subscriber before the next is
-  published: wall time and process CPU per message, and for PostgreSQL on
-  this machine the CPU of the listening connection's backend per message
-  (``/proc/<listener_pid>/stat``; "-" elsewhere);
+  published: wall time and process CPU per message, and the server CPU: for
+  PostgreSQL on this machine, the CPU of the listening connection's backend
+  (``/proc/<listener_pid>/stat``, in 10 ms ticks; "-" elsewhere);
 * **memory per group**: growth of the Python heap (tracemalloc) while the
   N subscriptions were entered, divided by N, measured in a second pass
   (tracing slows everything, so it is never in the timed pass).
@@ -67,6 +68,11 @@ def backend_cpu(channel: Channel) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def per_message(before: float | None, after: float | None, count: int) -> float | None:
+    """Backend CPU microseconds per operation between two readings, if both were taken."""
+    return None if before is None or after is None else (after - before) / count * 1e6
+
+
 async def subscribed(channel: Channel, stack: AsyncExitStack, names: list[str]) -> list[Any]:
     return [await stack.enter_async_context(channel.subscribe(name)) for name in names]
 
@@ -76,9 +82,11 @@ async def measure(url: str, groups: int, messages: int) -> dict[str, float | Non
     names = [f"{prefix}.{number}" for number in range(groups)]
     result: dict[str, float | None] = {}
     async with Channel.from_url(url) as channel, AsyncExitStack() as stack:
-        started = time.perf_counter()
+        started, cpu, server = time.perf_counter(), time.process_time(), backend_cpu(channel)
         subscribers = await subscribed(channel, stack, names)
         result["subscribe_us"] = (time.perf_counter() - started) / groups * 1e6
+        result["subscribe_cpu_us"] = (time.process_time() - cpu) / groups * 1e6
+        result["subscribe_server_us"] = per_message(server, backend_cpu(channel), groups)
         chosen = random.Random(groups).choices(range(groups), k=messages)
         server = backend_cpu(channel)
         started, cpu = time.perf_counter(), time.process_time()
@@ -87,12 +95,7 @@ async def measure(url: str, groups: int, messages: int) -> dict[str, float | Non
             await subscribers[index].receive()
         result["deliver_us"] = (time.perf_counter() - started) / messages * 1e6
         result["deliver_cpu_us"] = (time.process_time() - cpu) / messages * 1e6
-        server_after = backend_cpu(channel)
-        result["server_cpu_us"] = (
-            None
-            if server is None or server_after is None
-            else (server_after - server) / messages * 1e6
-        )
+        result["server_cpu_us"] = per_message(server, backend_cpu(channel), messages)
     names = [f"{prefix}-mem.{number}" for number in range(groups)]
     async with Channel.from_url(url) as channel, AsyncExitStack() as stack:
         tracemalloc.start()
@@ -157,20 +160,24 @@ async def crowd_cost(url: str, crowd_size: int, messages: int) -> list[dict[str,
     return rows
 
 
+def server_cpu(microseconds: float | None) -> str:
+    return "-" if microseconds is None else f"{microseconds:,.0f}"
+
+
 async def main(urls: list[str], sizes: list[int], messages: int, crowd: int) -> None:
     print(
-        "| layer | groups | subscribe, us per group | publish + deliver, us per message "
-        "(CPU) | server CPU per message | Python heap per group |"
+        "| layer | groups | subscribe, us per group (CPU; server CPU) | publish + deliver, "
+        "us per message (CPU; server CPU) | Python heap per group |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for url in urls:
         for groups in sizes:
             r = await measure(url, groups, messages)
-            server = "-" if r["server_cpu_us"] is None else f"{r['server_cpu_us']:,.0f} us"
             print(
-                f"| {url.split(':')[0]} | {groups:,} | {r['subscribe_us']:,.0f} | "
-                f"{r['deliver_us']:,.0f} ({r['deliver_cpu_us']:,.0f}) | {server} | "
-                f"{r['bytes_per_group']:,.0f} B |",
+                f"| {url.split(':')[0]} | {groups:,} | {r['subscribe_us']:,.0f} "
+                f"({r['subscribe_cpu_us']:,.0f}; {server_cpu(r['subscribe_server_us'])}) | "
+                f"{r['deliver_us']:,.0f} ({r['deliver_cpu_us']:,.0f}; "
+                f"{server_cpu(r['server_cpu_us'])}) | {r['bytes_per_group']:,.0f} B |",
                 flush=True,
             )
     if not crowd:
