@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
 
@@ -61,3 +63,48 @@ async def pg(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+#: ``async with stalled_fetches(layer, group) as until_received:`` see the fixture.
+StalledFetches = Callable[
+    [PostgreSQLChannelLayer, str],
+    AbstractAsyncContextManager[Callable[[int], Awaitable[None]]],
+]
+
+
+@pytest.fixture
+def stalled_fetches(pg: asyncpg.Connection, postgres_url: str, namespace: str) -> StalledFetches:
+    """Within the block, `layer`'s notifications wait behind a fetch that cannot finish.
+
+    A reference to a row that does not exist is notified on `group`'s
+    channel while the payloads table is locked; the fetch (counted as
+    missing) completes once the block is left. ``await until_received(n)``
+    waits until the layer has received `n` notifications in all.
+    """
+    table = ChannelNames(namespace).payloads_table
+
+    @asynccontextmanager
+    async def stalled(
+        layer: PostgreSQLChannelLayer, group: str
+    ) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+        async def until_received(count: int) -> None:
+            with anyio.fail_after(5):
+                while True:  # counters have no event to wait on
+                    if layer.stats().received == count:
+                        return
+                    await anyio.sleep(0.01)
+
+        notifier = await asyncpg.connect(postgres_url)
+        try:
+            async with pg.transaction():  # the fetch of the reference waits for this lock
+                await pg.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+                await notifier.execute(
+                    "SELECT pg_notify($1, $2)",
+                    layer.channel_name(group),
+                    f'chl1r0:"{group}"0123456789abcdef.999999999',
+                )
+                yield until_received
+        finally:
+            await notifier.close()
+
+    return stalled

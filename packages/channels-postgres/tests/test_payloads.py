@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import asyncpg
 import pytest
 
 from channels_core import Channel, Event, MessagesLost, PayloadTooLargeError, Subscriber
-from channels_layer_postgres import ChannelNames
+from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
 from channels_layer_postgres.testing import LayerMaker
+
+#: The `stalled_fetches` fixture (conftest.py).
+StalledFetches = Callable[
+    [PostgreSQLChannelLayer, str],
+    AbstractAsyncContextManager[Callable[[int], Awaitable[None]]],
+]
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +118,7 @@ async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
         for text in forged:
             await pg.execute("SELECT pg_notify($1, $2)", channel_name, text)
         # Well-formed, but naming another group than the channel carries.
+        assert layer.channel_name("other") != channel_name
         await pg.execute("SELECT pg_notify($1, $2)", channel_name, 'chl1t0:"other""x"')
         # Well-formed, for this group, but a row that does not exist.
         await pg.execute(
@@ -126,39 +135,24 @@ async def test_garbage_notifications_are_skipped_and_the_subscription_survives(
 
 
 async def test_a_backlog_beyond_its_bound_is_dropped_counted_and_reported(
-    make_layer: LayerMaker, pg: asyncpg.Connection, postgres_url: str, namespace: str
+    make_layer: LayerMaker, stalled_fetches: StalledFetches
 ) -> None:
     """Notifications wait behind a large payload being fetched; never more than
     `max_backlog` of them: the rest are dropped, counted, and the subscribers
     are told of the gap after the ones that were kept."""
-    table = ChannelNames(namespace).payloads_table
     layer = make_layer(max_backlog=3)
-    notifier = await asyncpg.connect(postgres_url)
-    try:
-        async with Channel(layer) as channel, channel.subscribe("slow") as subscriber:
-            async with pg.transaction():  # the fetch of the reference waits for this lock
-                await pg.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
-                await notifier.execute(
-                    "SELECT pg_notify($1, $2)",
-                    layer.channel_name("slow"),
-                    'chl1r0:"slow"0123456789abcdef.999999999',  # a row that does not exist
-                )
-                for number in range(6):
-                    await channel.publish("slow", number)
-                with anyio.fail_after(5):
-                    while True:  # counters have no event to wait on
-                        if layer.stats().received == 7:
-                            break
-                        await anyio.sleep(0.01)
-                assert layer.stats().dropped == 4  # the reference and two messages were kept
-            received = [(await _receive(subscriber)).message for _ in range(2)]
-            with anyio.fail_after(5), pytest.raises(MessagesLost) as lost:
-                await subscriber.receive()
-            assert lost.value.reason == "overflow"  # the layer's own bound, not a reconnect
-            await channel.publish("slow", "after")
-            assert (await _receive(subscriber)).message == "after"
-    finally:
-        await notifier.close()
+    async with Channel(layer) as channel, channel.subscribe("slow") as subscriber:
+        async with stalled_fetches(layer, "slow") as until_received:
+            for number in range(6):
+                await channel.publish("slow", number)
+            await until_received(7)
+            assert layer.stats().dropped == 4  # the reference and two messages were kept
+        received = [(await _receive(subscriber)).message for _ in range(2)]
+        with anyio.fail_after(5), pytest.raises(MessagesLost) as lost:
+            await subscriber.receive()
+        assert lost.value.reason == "overflow"  # the layer's own bound, not a reconnect
+        await channel.publish("slow", "after")
+        assert (await _receive(subscriber)).message == "after"
     assert received == [0, 1]
     stats = layer.stats()
     assert (stats.dropped, stats.large_missing, stats.connection_losses) == (4, 1, 0)

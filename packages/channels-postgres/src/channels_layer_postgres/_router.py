@@ -7,6 +7,12 @@ fetching falls behind (a slow or locked payloads table), newer ones are
 dropped, counted and reported to the subscribers as a gap
 (`Inbox.messages_lost`, after everything queued before the drop), never
 held in unbounded memory.
+
+Several groups share a channel (`_names`: groups are hashed onto a bounded
+set of buckets), so a notification for a group this layer does not
+subscribe is normal: it is dropped on arrival, before it could queue behind
+a large payload, uncounted. A group that does not belong on the channel it
+came by is a forgery: counted as skipped.
 """
 
 from __future__ import annotations
@@ -42,8 +48,9 @@ class Router:
         self._counters = counters
         self._max_backlog = max_backlog
         self._gap_pending = False  # notifications were dropped; the gap is not queued yet
-        self._groups: dict[str, str] = {}  # group -> channel
-        self._channels: Counter[str] = Counter()  # channel -> groups on it
+        self._groups: dict[str, str] = {}  # group -> channel (its bucket)
+        #: channel -> subscribed groups on it: LISTENed while above zero.
+        self._channels: Counter[str] = Counter()
         self._patterns: dict[str, Callable[[str], object]] = {}
         self._queue: MemoryObjectSendStream[tuple[str, Envelope] | None] | None = None
         self._inbox: Inbox | None = None
@@ -52,7 +59,8 @@ class Router:
     # -- the desired state --------------------------------------------------------
     # Each change returns the channels it touched, so that the listener
     # re-checks those alone: subscribing costs the same with 10 or 10,000
-    # groups subscribed.
+    # groups subscribed. A bucket is LISTENed when its first group comes and
+    # UNLISTENed when its last one leaves.
 
     def add_groups(self, groups: Iterable[str]) -> set[str]:
         touched = set()
@@ -95,7 +103,8 @@ class Router:
         return channel in self._channels
 
     def desired_channels(self) -> set[str]:
-        """Every channel to LISTEN: one per group, plus the firehose while patterns are live."""
+        """Every channel to LISTEN: the buckets of the groups, plus the firehose while
+        patterns are live."""
         channels = set(self._channels)
         if self._patterns:
             channels.add(self._names.firehose)
@@ -129,6 +138,10 @@ class Router:
             return
         envelope = self._decode(channel, text)
         if envelope is None:
+            return
+        group = envelope.group
+        if group is not None and group not in self._groups and channel != self._names.firehose:
+            self._recipients(channel, group)  # a bucket-mate's (dropped), or a forgery (counted)
             return
         if not self._backlog and envelope.payload is not None:
             self._deliver(inbox, channel, envelope.group, envelope.payload, envelope.position)
@@ -229,7 +242,11 @@ class Router:
             inbox.deliver(group, payload, pattern, position)
 
     def _recipients(self, channel: str, group: str) -> list[str | None]:
-        """How `group` is delivered if it arrives on `channel`: by name (None), by patterns."""
+        """How `group` is delivered if it arrives on `channel`: by name (None), by patterns.
+
+        None of them for a group not subscribed here, sharing the bucket of
+        one that is; a group that does not belong on `channel` is counted and logged.
+        """
         if channel == self._names.firehose:
             return [pattern for pattern, matches in self._patterns.items() if matches(group)]
         expected = self._groups.get(group)  # the channel name, computed once per group
