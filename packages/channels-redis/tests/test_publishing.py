@@ -234,3 +234,55 @@ async def test_readonly_is_a_lost_connection_in_sentinel_mode_only(
 
 async def clients_are(admin: redis.asyncio.Redis, count: int) -> bool:
     return len(await admin.client_list()) == count
+
+
+async def test_calls_beyond_the_size_wait_their_turn_and_cancelled_waiters_leak_no_slot(
+    redis_url: str,
+) -> None:
+    connections = PublishingConnections(factory(redis_url), 2)
+    answered = 0
+
+    async def ping(rounds: int) -> None:
+        nonlocal answered
+        for _ in range(rounds):
+            assert await connections.execute(soon(), "PING") == b"PONG"
+            answered += 1
+
+    try:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tasks:
+                for _ in range(20):
+                    tasks.start_soon(ping, 50)
+                for _ in range(20):  # these are cancelled, waiting or on the wire
+                    with anyio.move_on_after(0.001):
+                        await ping(10**6)
+        assert answered >= 20 * 50
+        # Every slot is back: two connections at most, both idle now.
+        assert connections._free + len(connections._idle) == 2
+        assert not connections._busy
+        assert not connections._waiters
+    finally:
+        connections.close()
+
+
+async def test_a_call_finding_every_connection_busy_waits_no_longer_than_the_pool_timeout(
+    throwaway_redis: RedisServer,
+) -> None:
+    connections = PublishingConnections(factory(throwaway_redis.url), 1, wait_timeout=0.2)
+    try:
+        await connections.execute(soon(), "PING")
+        os.kill(throwaway_redis.pid, signal.SIGSTOP)
+        try:
+            async with anyio.create_task_group() as tasks:
+                # The one connection hangs on the frozen server (until its deadline)...
+                tasks.start_soon(connections.execute, soon(2), "PING")
+                await anyio.sleep(0.05)
+                # ...so the next call waits for it, and gives up after `wait_timeout`.
+                with anyio.fail_after(1), pytest.raises(RedisConnectionError, match="free"):
+                    await connections.execute(soon(), "PING")
+                tasks.cancel_scope.cancel()
+        finally:
+            os.kill(throwaway_redis.pid, signal.SIGCONT)
+        assert await connections.execute(soon(), "PING") == b"PONG"
+    finally:
+        connections.close()

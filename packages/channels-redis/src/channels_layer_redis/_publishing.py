@@ -67,6 +67,16 @@ class _Lane:
         self.connection._close()  # type: ignore[no-untyped-call]
 
 
+class _Waiter:
+    """A call waiting for a connection: woken with one handed over, or with a free slot."""
+
+    __slots__ = ("event", "lane")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.lane: _Lane | None = None
+
+
 class PublishingConnections:
     """Up to `size` connections made by `make_connection`, each used by one call at a time.
 
@@ -91,7 +101,7 @@ class PublishingConnections:
         self._free = size  # connections that may still be opened
         self._idle: list[_Lane] = []  # most recently used last
         self._busy: set[_Lane] = set()
-        self._waiters: deque[anyio.Event] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._demoted_is_lost = demoted_is_lost
         self._closed = False
 
@@ -105,7 +115,7 @@ class PublishingConnections:
         if the connection fails (then it is closed, and so after a timeout
         or a cancellation).
         """
-        lane = self._idle.pop() if self._idle and not self._waiters else None
+        lane = self._idle.pop() if self._idle else None
         if lane is None or not lane.usable():
             if lane is not None:
                 self._lost(lane)
@@ -119,12 +129,7 @@ class PublishingConnections:
             self._lost(lane)
             raise
         self._busy.discard(lane)
-        if self._closed:
-            lane.close()
-        else:
-            self._idle.append(lane)
-            if self._waiters:
-                self._waiters.popleft().set()
+        self._release(lane)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
@@ -136,19 +141,27 @@ class PublishingConnections:
 
     def close_all(self) -> None:
         """Close every connection, those in use too (their calls fail and are retried)."""
-        for lane in [*self._idle, *self._busy]:
-            lane.close()
-        self._idle.clear()
+        idle, self._idle = self._idle, []
+        for lane in idle:
+            self._lost(lane)
+        for lane in list(self._busy):
+            lane.close()  # its call fails, and frees the slot
 
     def close(self) -> None:
-        """Close every connection for good (the layer disconnects)."""
+        """Close every connection for good (the layer disconnects); waiting calls fail."""
         self._closed = True
         self.close_all()
+        while self._waiters:
+            self._waiters.popleft().event.set()
 
     # -- internals ------------------------------------------------------------
 
     async def _acquire(self) -> _Lane:
-        """An idle usable connection, else a new one, else the next one released."""
+        """An idle usable connection, else a new one, else the next one released.
+
+        Waiting calls are served in order: a released connection is handed
+        to the first of them, never left idle for a newcomer to take.
+        """
         while True:
             while self._idle:
                 lane = self._idle.pop()
@@ -168,22 +181,37 @@ class PublishingConnections:
                     self._wake()
                     raise
                 return _Lane(connection)
-            released = anyio.Event()
-            self._waiters.append(released)
+            waiter = _Waiter()
+            self._waiters.append(waiter)
             try:
-                with anyio.move_on_after(self._wait_timeout) as waited:
-                    await released.wait()
-                if waited.cancelled_caught:
-                    raise RedisConnectionError(
-                        f"no publishing connection free within {self._wait_timeout:g} s "
-                        f"(all {self._size} in use)"
-                    )
+                with anyio.move_on_after(self._wait_timeout):
+                    await waiter.event.wait()
             except BaseException:
-                if released.is_set():
-                    self._wake()  # pass the turn on
-                else:
-                    self._waiters.remove(released)
+                self._withdraw(waiter)
                 raise
+            if not waiter.event.is_set():
+                self._waiters.remove(waiter)
+                raise RedisConnectionError(
+                    f"no publishing connection free within {self._wait_timeout:g} s "
+                    f"(all {self._size} in use)"
+                )
+            handed = waiter.lane
+            if handed is not None:
+                if handed.usable():
+                    return handed
+                self._lost(handed)
+            # Else a slot was freed (a connection was lost): open one in it.
+
+    def _release(self, lane: _Lane) -> None:
+        """`lane` is free again: to the first waiting call, else idle."""
+        if self._closed:
+            lane.close()
+        elif self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.lane = lane
+            waiter.event.set()
+        else:
+            self._idle.append(lane)
 
     def _lost(self, lane: _Lane) -> None:
         """`lane` is closed and forgotten: its slot is free for a new connection."""
@@ -192,8 +220,18 @@ class PublishingConnections:
         self._wake()
 
     def _wake(self) -> None:
+        """Tell the first waiting call that a slot is free (no connection handed over)."""
         if self._waiters:
-            self._waiters.popleft().set()
+            self._waiters.popleft().event.set()
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """A waiting call gave up: pass on what it was handed, if anything."""
+        if not waiter.event.is_set():
+            self._waiters.remove(waiter)
+        elif waiter.lane is not None:
+            self._release(waiter.lane)
+        else:
+            self._wake()
 
     async def _exchange(
         self, lane: _Lane, commands: bytes, count: int, deadline: float
