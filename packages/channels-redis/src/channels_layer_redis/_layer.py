@@ -214,7 +214,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         )
 
     async def check(self, timeout: float) -> None:
-        """PING through the publishing pool, then on the pub/sub connection, within `timeout`.
+        """PING on a publishing connection, then on the pub/sub connection, within `timeout`.
 
         Raises:
             BrokerUnavailableError: no answer within `timeout`, or the pub/sub
@@ -229,8 +229,10 @@ class RedisPubSubChannelLayer(ChannelLayer):
             raise BrokerUnavailableError(
                 f"the pub/sub connection to {self.url} is down; the layer is reconnecting"
             )
+        publishing = self._publish_connections
+        assert publishing is not None  # set with the client (the cluster layer has its own check)
         with self._translated(f"check {self.url}"), anyio.fail_after(timeout):
-            await client.ping()
+            await publishing.execute(anyio.current_time() + timeout, "PING")  # as publishes go
             # A PING on the subscribing connection, answered in order after
             # anything queued on it: this connection, not only the server, is alive.
             await pubsub.call("PING", [])
