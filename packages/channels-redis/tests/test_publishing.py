@@ -286,3 +286,22 @@ async def test_a_call_finding_every_connection_busy_waits_no_longer_than_the_poo
         assert await connections.execute(soon(), "PING") == b"PONG"
     finally:
         connections.close()
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced_unseen(
+    make_redis_layer: LayerMaker, admin: redis.asyncio.Redis
+) -> None:
+    name = f"pub-{uuid.uuid4().hex[:12]}"
+    layer = make_redis_layer(client_name=name, publish_timeout=2)
+    async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
+        await channel.publish("g", "first")
+        publishing = [c for c in await admin.client_list() if c["name"] == name]
+        publishing = [c for c in publishing if c["cmd"] == "publish"]
+        assert len(publishing) == 1
+        await admin.client_kill_filter(_id=publishing[0]["id"])
+        await anyio.sleep(0.05)  # the close reaches us while the connection is idle
+        await channel.publish("g", "second")  # on a new connection, no error
+        with anyio.fail_after(5):
+            assert (await subscriber.receive()).message == "first"
+            assert (await subscriber.receive()).message == "second"
+        assert layer.stats().published == 2
