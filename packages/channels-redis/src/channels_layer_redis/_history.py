@@ -27,11 +27,10 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
 from channels_core.history import HistoryRead, format_position, parse_position
@@ -39,7 +38,12 @@ from channels_core.history import HistoryRead, format_position, parse_position
 from ._options import RedisLayerOptions
 from ._wire import WireNames
 
-__all__ = ["APPEND", "META_TTL_FLOOR", "READ", "LogBatch", "StreamLog"]
+__all__ = ["APPEND", "META_TTL_FLOOR", "READ", "Execute", "LogBatch", "StreamLog"]
+
+#: Runs one command and returns its reply: a redis-py client's ``execute_command``
+#: (the cluster client routes a script by its keys), or the layer's own
+#: publishing connections (`PublishingConnections.execute`, with its deadline).
+Execute = Callable[..., Awaitable[Any]]
 
 #: Seconds the meta of a group with `history_ttl` outlives its last publish
 #: or read, at least: a meta that expires starts a new epoch, so subscribers
@@ -181,16 +185,14 @@ class _Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(
-        self, client: Redis | RedisCluster, keys: Sequence[bytes], *args: Any
-    ) -> Any:
+    async def __call__(self, execute: Execute, keys: Sequence[bytes], *args: Any) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await execute("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:  # a new server (restart, failover), or SCRIPT FLUSH
             # EVAL goes where EVALSHA went (the keys' node) and caches the
             # script there. Not SCRIPT LOAD: on a cluster, redis-py sends it to
             # the masters it knows, which may not yet include a promoted replica.
-            return await client.eval(self.text, len(keys), *keys, *args)
+            return await execute("EVAL", self.text, len(keys), *keys, *args)
 
 
 #: Stream ID parts are 64-bit; a position beyond is no stream's (and n stays exact in Lua).
@@ -242,7 +244,7 @@ class StreamLog:
             arguments += (self._wire.channel(group), header, payload)
         return LogBatch(keys, arguments)
 
-    async def append(self, client: Redis | RedisCluster, batch: LogBatch, *, retry: bool) -> None:
+    async def append(self, execute: Execute, batch: LogBatch, *, retry: bool) -> None:
         """Log every message of `batch` and publish each live with its position, in order.
 
         One script, so one round trip and one atomic step whatever the batch
@@ -252,7 +254,7 @@ class StreamLog:
         delivered once.
         """
         await _APPEND(
-            client,
+            execute,
             batch.keys,
             *self._common(),
             self._size,
@@ -262,7 +264,7 @@ class StreamLog:
         )
 
     async def read(
-        self, client: Redis | RedisCluster, group: str, after: str | None, limit: int | None
+        self, execute: Execute, group: str, after: str | None, limit: int | None
     ) -> HistoryRead:
         """`group`'s log as `ChannelLayer.read_history` describes it, in one atomic script."""
         wanted = "" if limit is None else str(limit)
@@ -275,7 +277,8 @@ class StreamLog:
                 where = ("after", since.epoch, f"{ms}-{n}", str(n))
             else:  # not a position of a Redis stream: another log
                 where = ("after", "", "", "0")
-        reply = await _READ(client, self._wire.history_keys(group), *self._common(), wanted, *where)
+        keys = self._wire.history_keys(group)
+        reply = await _READ(execute, keys, *self._common(), wanted, *where)
         epoch, last, count, complete = (_text(value) for value in reply[:4])
         prefix = epoch + "-"
         events = [

@@ -1,11 +1,13 @@
 """`RedisPubSubChannelLayer`: channels-core's layer protocol over Redis pub/sub (redis-py).
 
 One pub/sub connection (see `_pubsub`) carries every subscription of the
-layer; publishing goes through a separate connection pool, so it never
-waits behind the reader. The layer keeps the set of groups and patterns it
-should be subscribed to; after a lost connection it reconnects with
-backoff, subscribes all of them again, unsubscribes what was left in the
-meantime, and tells the channel that messages may have been missed.
+layer; publishing goes through connections of its own (`_publishing`: the
+layer writes the commands and reads the replies), so it never waits
+behind the reader; other commands use a redis-py pool. The layer keeps
+the set of groups and patterns it should be subscribed to; after a lost
+connection it reconnects with backoff, subscribes all of them again,
+unsubscribes what was left in the meantime, and tells the channel that
+messages may have been missed.
 Messages travel in an envelope (`_envelope`) that lets receivers drop a
 retried PUBLISH that Redis had already run. redis-py's exceptions are
 translated at this boundary, with one mapping (`REDIS_ERRORS`).
@@ -17,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Self
 
 import anyio
@@ -50,7 +53,14 @@ from channels_core.history import HistoryRead
 from ._envelope import MAX_REMEMBERED, DuplicateFilter, Outbox
 from ._history import StreamLog
 from ._limits import DEFAULT_PUBSUB_HARD_LIMIT, payload_limit, pubsub_hard_limit
-from ._pools import close_pool, open_pool, pubsub_connection, run_until_lost
+from ._pools import (
+    close_pool,
+    open_pool,
+    publishing_connections,
+    pubsub_connection,
+    run_until_lost,
+)
+from ._publishing import PublishingConnections
 from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
 from ._url import DEFAULT_URL, SCHEMES, RedisConfig, parse_config
 from ._wire import WireNames, pack_publish
@@ -157,6 +167,8 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._inbox: Inbox | None = None
         self._client: Redis | RedisCluster | None = None
         self._pool: BlockingConnectionPool | None = None
+        #: Where PUBLISH and the history script go (one server; None in cluster mode).
+        self._publish_connections: PublishingConnections | None = None
         self._pubsub: PubSubConnection | None = None
         self._reconnected: anyio.Event | None = None  # set on each reconnect, then replaced
         self._published = 0
@@ -202,7 +214,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         )
 
     async def check(self, timeout: float) -> None:
-        """PING through the publishing pool, then on the pub/sub connection, within `timeout`.
+        """PING on a publishing connection, then on the pub/sub connection, within `timeout`.
 
         Raises:
             BrokerUnavailableError: no answer within `timeout`, or the pub/sub
@@ -217,8 +229,10 @@ class RedisPubSubChannelLayer(ChannelLayer):
             raise BrokerUnavailableError(
                 f"the pub/sub connection to {self.url} is down; the layer is reconnecting"
             )
+        publishing = self._publish_connections
+        assert publishing is not None  # set with the client (the cluster layer has its own check)
         with self._translated(f"check {self.url}"), anyio.fail_after(timeout):
-            await client.ping()
+            await publishing.execute(anyio.current_time() + timeout, "PING")  # as publishes go
             # A PING on the subscribing connection, answered in order after
             # anything queued on it: this connection, not only the server, is alive.
             await pubsub.call("PING", [])
@@ -246,6 +260,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 backoff=self.options.reconnect_backoff,
             )
             self._client = Redis(connection_pool=pool)
+            self._publish_connections = publishing_connections(pool, self.options.pool_size)
             self.max_payload_bytes = await self._payload_limit(self._client)
             self._deliver_all(early)
             async with background_tasks() as tasks:
@@ -255,8 +270,11 @@ class RedisPubSubChannelLayer(ChannelLayer):
             with anyio.CancelScope(shield=True):
                 if self._pubsub is not None:
                     await self._pubsub.aclose()
+                if self._publish_connections is not None:
+                    self._publish_connections.close()
                 await close_pool(pool)
             self._inbox = self._client = self._pubsub = self._reconnected = self._pool = None
+            self._publish_connections = None
             self._groups.clear()
             self._patterns.clear()
             self._filter.clear()
@@ -322,7 +340,9 @@ class RedisPubSubChannelLayer(ChannelLayer):
             assert pool is not None
             cause: ConnectionLost | None = None
             try:
-                await run_until_lost(pool, pubsub, self.options.health_check_interval)
+                await run_until_lost(
+                    pool, pubsub, self.options.health_check_interval, self._publish_connections
+                )
             except ConnectionLost as exc:
                 cause = exc
             self._pubsub = None
@@ -445,22 +465,29 @@ class RedisPubSubChannelLayer(ChannelLayer):
         """PUBLISH once; only if that fails, retry until `publish_timeout` has passed.
 
         One deadline, `publish_timeout`, bounds everything: the wait for a
-        pooled connection, the round trips and the retries. A retry sends
-        the same envelope, so receivers drop it if Redis had run the first.
-        With history on, each try runs the history script instead of
-        PUBLISH (one round trip too); a retry logs nothing the first try
-        logged.
+        connection, the round trips and the retries. A retry sends the same
+        envelope, so receivers drop it if Redis had run the first. With
+        history on, each try runs the history script instead of PUBLISH
+        (one round trip too); a retry logs nothing the first try logged.
         """
         client = self._connected_client()
         self._check_payload(payload)
         if self._log is not None:
-            await self._publish_logged(client, [(group, payload)])
+            await self._publish_logged([(group, payload)])
             return
         channel = self._wire.channel(group)
         sequence, message = self._outbox.seal(payload)
+        publishing = self._publish_connections
+        if publishing is None:  # cluster mode: redis-py's client finds the node
 
-        async def send(retry: bool) -> None:
-            await client.execute_command(self._PUBLISH, channel, message)
+            async def send(retry: bool, deadline: float) -> None:
+                await client.execute_command(self._PUBLISH, channel, message)
+
+        else:
+            command = pack_publish(channel, message)
+
+            async def send(retry: bool, deadline: float) -> None:
+                await publishing.call(command, 1, deadline)
 
         await self._send_with_retry(send, [sequence], f"publish to {group[:80]!r} on {self.url}")
 
@@ -471,13 +498,14 @@ class RedisPubSubChannelLayer(ChannelLayer):
         same envelopes, so receivers drop the messages Redis had already run.
         With history on, the whole batch is one run of the history script.
         """
-        client, pool = self._connected_client(), self._pool
+        self._connected_client()
+        publishing = self._publish_connections
+        assert publishing is not None  # set with the client (the cluster layer has its own)
         for _, payload in items:
             self._check_payload(payload)
         if self._log is not None:
-            await self._publish_logged(client, items)
+            await self._publish_logged(items)
             return
-        assert pool is not None  # set with the client
         sequences = []
         frames = []
         for group, payload in items:
@@ -486,18 +514,16 @@ class RedisPubSubChannelLayer(ChannelLayer):
             frames.append(pack_publish(self._wire.channel(group), message))
         commands = b"".join(frames)
 
-        async def send(retry: bool) -> None:
-            await self._pipelined(pool, commands, len(frames))
+        async def send(retry: bool, deadline: float) -> None:
+            await publishing.call(commands, len(frames), deadline)
 
         await self._send_with_retry(
             send, sequences, f"publish {len(frames)} message(s) on {self.url}"
         )
 
-    async def _publish_logged(
-        self, client: Redis | RedisCluster, items: Sequence[tuple[str, bytes]]
-    ) -> None:
+    async def _publish_logged(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Log and publish `items` in one run of the history script (history on)."""
-        log = self._log
+        log, client, publishing = self._log, self._connected_client(), self._publish_connections
         assert log is not None
         sequences = []
         messages = []
@@ -507,8 +533,11 @@ class RedisPubSubChannelLayer(ChannelLayer):
             messages.append((group, header, payload))
         batch = log.batch(messages)
 
-        async def send(retry: bool) -> None:
-            await log.append(client, batch, retry=retry)
+        async def send(retry: bool, deadline: float) -> None:
+            if publishing is None:  # cluster mode: redis-py's client finds the node
+                await log.append(client.execute_command, batch, retry=retry)
+            else:
+                await log.append(partial(publishing.execute, deadline), batch, retry=retry)
 
         what = f"publish {len(items)} message(s) on {self.url}"
         if len(items) == 1:
@@ -516,15 +545,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
         await self._send_with_retry(send, sequences, what)
 
     async def _send_with_retry(
-        self, send: Callable[[bool], Awaitable[None]], sequences: list[int], what: str
+        self, send: Callable[[bool, float], Awaitable[None]], sequences: list[int], what: str
     ) -> None:
         """Run `send` once; only if that fails, retry until `publish_timeout` has passed.
 
         `send` gets whether this is a retry (the history script then checks
-        what the first try logged). The `sequences` sealed for it are
-        settled whatever the outcome, and counted as published on success.
+        what the first try logged) and the deadline (event loop time): on
+        the layer's own connections the first try bounds itself by it, with
+        no cancel scope. The `sequences` sealed for it are settled whatever
+        the outcome, and counted as published on success.
         """
         tries = 0
+        timeout = self.options.publish_timeout
+        deadline = anyio.current_time() + timeout
 
         async def attempt() -> None:
             nonlocal tries
@@ -532,15 +565,16 @@ class RedisPubSubChannelLayer(ChannelLayer):
             # Translated on each try: a refusal (AuthenticationError is a kind of
             # ConnectionError to redis-py) ends the publish at once, unretried.
             with self._translated(what):
-                await send(tries > 1)
+                await send(tries > 1, deadline)
 
         try:
             await call_with_deadline(
                 attempt,
-                timeout=self.options.publish_timeout,
+                timeout=timeout,
                 retry_on=(BrokerUnavailableError,),
                 what=f"publish to {self.url}",
                 backoff=self.options.reconnect_backoff,
+                first_attempt=None if self._publish_connections is None else attempt,
             )
         finally:
             for sequence in sequences:
@@ -552,33 +586,6 @@ class RedisPubSubChannelLayer(ChannelLayer):
         if client is None:
             raise ChannelClosedError("the Redis layer is not connected")
         return client
-
-    async def _pipelined(self, pool: BlockingConnectionPool, commands: bytes, count: int) -> None:
-        """Write `count` packed `commands` at once on a pooled connection, then read the replies.
-
-        Not through a redis-py pipeline: building one costs more CPU than the
-        round trip itself (~100 us against ~10 us per 5-message batch). A
-        connection that failed or was cancelled mid-way is cut before it goes
-        back to the pool, which replaces it. An error reply (ACL) fails the
-        batch once every reply has been read, so the connection stays usable.
-        """
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        refused: ResponseError | None = None
-        try:
-            await connection.send_packed_command(commands, check_health=False)
-            for _ in range(count):
-                try:
-                    await connection.read_response()
-                except ResponseError as exc:
-                    refused = refused or exc
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await connection.disconnect(nowait=True)
-                await pool.release(connection)
-            raise
-        await pool.release(connection)
-        if refused is not None:
-            raise refused
 
     def _check_payload(self, payload: bytes) -> None:
         """`PayloadTooLargeError` if `payload` exceeds what the server's pub/sub buffers carry."""
@@ -609,7 +616,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
 
         async def attempt() -> HistoryRead:
             with self._translated(f"read the history of {group[:80]!r} on {self.url}"):
-                return await log.read(client, group, after, limit)
+                return await log.read(client.execute_command, group, after, limit)
 
         return await call_with_deadline(
             attempt,

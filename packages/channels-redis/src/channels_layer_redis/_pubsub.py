@@ -23,6 +23,7 @@ and, downstream, one wake-up per subscriber.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._resp import RespParser
+from ._wire import pack_command
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -74,6 +76,11 @@ class PubSubConnection:
         self._answers: dict[bytes, list[ResponseError]] = {}
         self._errors: list[ResponseError] = []
         self._health_token: bytes | None = None
+        #: `run`'s silence timer, the loop time data last arrived, and why the
+        #: timer gave up on the connection (None while it has not).
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._heard = 0.0
+        self._silent: str | None = None
         self._closed = False
         self._parser = RespParser()
         #: Replies read but not dispatched yet (those after the PONG `open` waited for).
@@ -179,22 +186,53 @@ class PubSubConnection:
 
         After `health_check_interval` seconds of silence a PING goes out; if
         nothing at all comes back within as long again, the connection is
-        declared dead.
+        declared dead. A timer watches the silence (`_watch`), so a read
+        costs no cancel scope of its own: one read per message is common.
         """
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        interval = health_check_interval
+        self._watchdog = loop.call_at(self._heard + interval, self._watch, interval)
         try:
             while True:
-                replies = self._ready or await self._read(health_check_interval)
-                if replies is not None:
+                replies = self._ready or await self._read(None)
+                self._heard = loop.time()
+                if replies:
                     self._ready = []
                     for reply in replies:
                         self._dispatch(reply)
-                elif self._health_token is None:
-                    self._health_token = _new_token()
-                    await self._send([("PING", self._health_token)])
-                else:
-                    raise RedisTimeoutError(f"no reply to PING within {health_check_interval:g} s")
         except TRANSIENT_ERRORS as exc:
+            if self._silent is not None:
+                raise ConnectionLost(self._silent) from exc
             raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+
+    def _watch(self, interval: float) -> None:
+        """The silence timer of `run`: PING after `interval` s of it, give up after twice that.
+
+        Runs as an event loop callback: it writes the PING itself (a few
+        bytes, whole in one write) and, for a dead line, aborts the
+        connection, which ends the read in `run` with the reason.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        writer = self._connection._writer
+        if self._closed or writer is None:
+            return
+        if now - self._heard < interval:
+            self._watchdog = loop.call_at(self._heard + interval, self._watch, interval)
+            return
+        if self._health_token is None:
+            self._health_token = _new_token()
+            writer.write(pack_command("PING", self._health_token))
+            self._heard = now  # the PING's answer is due within `interval` from now
+            self._watchdog = loop.call_at(now + interval, self._watch, interval)
+            return
+        self._silent = f"RedisTimeoutError: no reply to PING within {interval:g} s"
+        writer.transport.abort()
 
     async def aclose(self) -> None:
         """Close the connection and wake every `call` still waiting (idempotent)."""
@@ -215,9 +253,10 @@ class PubSubConnection:
             self._ready = replies
         return self._ready.pop(0)
 
-    async def _read(self, timeout: float) -> list[Any] | None:
+    async def _read(self, timeout: float | None) -> list[Any] | None:
         """The replies one read of the socket completed (maybe none), or None after `timeout` s.
 
+        With `timeout` None, no cancel scope: the caller watches the time.
         Raises `RedisConnectionError` if the connection ended or spoke
         something other than RESP, and closes it then, as redis-py's own
         reads do (so `_send` fails from then on). Cancelling loses nothing:
@@ -227,11 +266,10 @@ class PubSubConnection:
         if self._closed or reader is None:
             raise RedisConnectionError("the pub/sub connection is closed")
         try:
+            if timeout is None:
+                return await self._receive(reader)
             with anyio.move_on_after(timeout):
-                data = await reader.read(max(READ_SIZE, self._parser.wanted))
-                if not data:
-                    raise RedisConnectionError("the server closed the connection")
-                return self._parser.feed(data)
+                return await self._receive(reader)
             return None
         except OSError as exc:
             await self._disconnect()
@@ -239,6 +277,12 @@ class PubSubConnection:
         except (RedisConnectionError, InvalidResponse) as exc:
             await self._disconnect()
             raise RedisConnectionError(str(exc)) from exc
+
+    async def _receive(self, reader: asyncio.StreamReader) -> list[Any]:
+        data = await reader.read(max(READ_SIZE, self._parser.wanted))
+        if not data:
+            raise RedisConnectionError("the server closed the connection")
+        return self._parser.feed(data)
 
     async def _disconnect(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -20,7 +20,7 @@ from typing import Any
 from redis._parsers.base import BaseParser
 from redis.exceptions import InvalidResponse, ResponseError
 
-__all__ = ["RespParser"]
+__all__ = ["Push", "RespParser"]
 
 _CRLF = b"\r\n"
 _MESSAGE = b"*3\r\n$7\r\nmessage\r\n"
@@ -33,6 +33,10 @@ class _Incomplete(Exception):
 
     def __init__(self, need: int) -> None:
         self.need = need
+
+
+class Push(list[Any]):
+    """A RESP3 push (out-of-band data such as an invalidation), not the reply to a command."""
 
 
 class RespParser:
@@ -50,6 +54,11 @@ class RespParser:
     def wanted(self) -> int:
         """How many more bytes the frame being received needs at least (0: unknown or none)."""
         return max(0, self._need - len(self._buffer) - self._pending)
+
+    @property
+    def buffered(self) -> bool:
+        """Whether part of a reply was received and not yet parsed."""
+        return bool(self._buffer or self._chunks)
 
     def feed(self, data: bytes) -> list[Any]:
         """Add `data`; return the replies it completed, in order (often none, often many)."""
@@ -158,6 +167,8 @@ def _parse(buffer: bytes, pos: int, start: int) -> tuple[Any, int]:
                 return dict(zip(items[::2], items[1::2], strict=True)), after
             if kind == b"|":  # an attribute annotates the reply that follows it
                 return _parse(buffer, after, start)
+            if kind == b">":
+                return Push(items), after
             return items, after
         if kind == b"+":
             return line, after

@@ -33,6 +33,7 @@ from redis.asyncio.sentinel import (
 )
 
 from ._addresses import parse_addresses
+from ._publishing import PublishingConnections
 from ._pubsub import TRANSIENT_ERRORS
 
 __all__ = [
@@ -114,11 +115,13 @@ class SentinelPool(SentinelConnectionPool, BlockingConnectionPool):
         await self.sentinel_manager.aclose()
 
 
-async def watch_master(pool: SentinelPool, address: tuple[str, int]) -> str:
+async def watch_master(
+    pool: SentinelPool, address: tuple[str, int], publishing: PublishingConnections | None = None
+) -> str:
     """Return, with the reason, once the Sentinels name a master other than `address`.
 
-    Before returning, every connection of `pool` is closed, so that no
-    publish started afterwards goes to the old master.
+    Before returning, every connection of `pool` (and of `publishing`) is
+    closed, so that no publish started afterwards goes to the old master.
 
     Sentinels that do not answer are not a reason (the pub/sub connection's
     own health check notices a dead master); the question is asked again.
@@ -134,5 +137,7 @@ async def watch_master(pool: SentinelPool, address: tuple[str, int]) -> str:
             # master (redis-py only drops idle ones): closed too, so a publish
             # under way fails there and is retried on the new master.
             await pool.disconnect(inuse_connections=True)
+            if publishing is not None:
+                publishing.close_all()
             old, new = f"{address[0]}:{address[1]}", f"{master[0]}:{master[1]}"
             return f"the Sentinels moved the master from {old} to {new}"

@@ -17,7 +17,7 @@ from itertools import count
 
 from redis.crc import key_slot
 
-__all__ = ["WireNames", "pack_publish", "slot_tag"]
+__all__ = ["WireNames", "pack_command", "pack_publish", "slot_tag"]
 
 _GLOB_SPECIAL = frozenset("\\*?[]^")
 
@@ -113,8 +113,20 @@ def _number_in_slot(slot: int) -> bytes:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def pack_command(*args: bytes | str | int) -> bytes:
+    """A command as RESP, ready to write: str as UTF-8, int in decimal, bytes as they are."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
 def pack_publish(channel: bytes, message: bytes) -> bytes:
-    """``PUBLISH channel message`` as a RESP command, ready to write (or to join with others)."""
+    """``PUBLISH channel message`` as `pack_command` packs it, in one formatting (the hot path)."""
     return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
         len(channel),
         channel,
