@@ -9,7 +9,10 @@ one, and the process's memory (RSS) grows by far less than the stuck buffer
 would hold if it were unbounded.
 
 ``CHANNELS_RELIABILITY_LONG=1`` runs the in-memory flow with 1,000,000
-messages (the default run uses 200,000 to stay fast).
+messages and the Redis flow with 50,000 (the default run uses 200,000 and
+12,000 to stay fast: the overflow policies are the core's, proven at length
+on the in-memory layer; the Redis run proves its delivery path keeps to
+them, at a broker round trip per message).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ pytestmark = pytest.mark.anyio
 
 LONG = os.environ.get("CHANNELS_RELIABILITY_LONG") == "1"
 MEMORY_FLOW = 1_000_000 if LONG else 200_000
-REDIS_FLOW = 50_000
+REDIS_FLOW = 50_000 if LONG else 12_000
 BUFFER = 1000
 #: Each message carries 256 characters, so that an unbounded buffer would show.
 FILLER = "x" * 256
@@ -113,8 +116,9 @@ async def check_flow(
     for overflow in ("drop_oldest", "drop_newest"):
         seconds, growth = await run_flow(make_layer, count, overflow)
         report(f"{what}, {overflow}", count, seconds, growth)
-        # Bounded: an unbounded stuck buffer would hold count * 256 bytes of filler alone.
-        assert growth < count * len(FILLER) / 8
+        # Bounded: an unbounded stuck buffer would hold count * 256 bytes of filler alone
+        # (a decoded string per message, besides its event), twice this bound.
+        assert growth < count * len(FILLER) / 2
         assert growth < 32 * MiB
         # The stuck subscriber never blocks the readers. (It does cost them: with it,
         # readers are woken once per message instead of once per batch; measured
@@ -132,6 +136,6 @@ async def test_redis_flow_with_a_stuck_subscriber(redis_url: str, prefix: str) -
     await check_flow(
         lambda: RedisPubSubChannelLayer.from_url(redis_url, namespace=prefix),
         REDIS_FLOW,
-        5_000,
+        REDIS_FLOW // 6,
         "redis",
     )
