@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -442,44 +441,17 @@ async def test_a_crash_empties_the_log_and_recovery_says_so(
 
 
 @pytest.fixture
-async def history_role(postgres_url: str, pg: asyncpg.Connection) -> AsyncIterator[dict[str, Any]]:
-    """A schema whose tables (history on) an owner made, and a role with exactly the
-    privileges the README lists; all dropped after."""
-    token = secrets.token_hex(4)
-    role, schema, namespace = f"channels_hist_{token}", f"history_{token}", f"h{token}"
-    names = ChannelNames(namespace)
-    await pg.execute(f"CREATE SCHEMA {schema}")
-    try:
-        owner = PostgreSQLChannelLayer(
-            f"{postgres_url}?search_path={schema}", namespace=namespace, history_size=10
-        )
-        async with Channel(owner):
-            pass  # creates the tables
-        await pg.execute(f"CREATE ROLE {role} LOGIN")
-        try:
-            for grant in (
-                f"USAGE ON SCHEMA {schema}",
-                f"SELECT, INSERT, UPDATE, DELETE ON {schema}.{names.payloads_table}",
-                f"SELECT, INSERT, DELETE ON {schema}.{names.patterns_table}",
-                f"USAGE ON SEQUENCE {schema}.{names.payloads_table}_id_seq",
-                f"SELECT, INSERT, UPDATE ON {schema}.{names.heads_table}",
-                f"SELECT, INSERT, UPDATE, DELETE ON {schema}.{names.history_table}",
-            ):
-                await pg.execute(f"GRANT {grant} TO {role}")
-            await pg.execute(f"ALTER ROLE {role} SET search_path = {schema}")
-            parts = urlsplit(postgres_url)
-            netloc = f"{role}@{parts.hostname}:{parts.port or 5432}"
-            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-            yield {"url": url, "namespace": namespace, "schema": schema, "role": role}
-        finally:
-            await pg.execute(f"DROP OWNED BY {role}")
-            await pg.execute(f"DROP ROLE {role}")
-    finally:
-        await pg.execute(f"DROP SCHEMA {schema} CASCADE")
+async def history_role(
+    least_privilege_role: Callable[..., AbstractAsyncContextManager[dict[str, str]]],
+    pg: asyncpg.Connection,
+) -> AsyncIterator[dict[str, str]]:
+    """A role with exactly the privileges the README lists, history's included (conftest.py)."""
+    async with least_privilege_role(pg, "hist", history_size=10) as role:
+        yield role
 
 
 async def test_the_documented_grants_are_enough_for_history(
-    history_role: dict[str, Any], caplog: pytest.LogCaptureFixture
+    history_role: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Publish (small, large, in a transaction, with the TTL sweep), subscribe to a
     group without a counter row yet, replay, read history: nothing refused."""
@@ -508,7 +480,7 @@ async def test_the_documented_grants_are_enough_for_history(
 
 
 async def test_a_role_without_the_history_grants_gets_a_channels_error(
-    history_role: dict[str, Any], pg: asyncpg.Connection
+    history_role: dict[str, str], pg: asyncpg.Connection
 ) -> None:
     names, schema = ChannelNames(history_role["namespace"]), history_role["schema"]
     await pg.execute(f"REVOKE INSERT ON {schema}.{names.history_table} FROM {history_role['role']}")
