@@ -25,7 +25,12 @@ from channels_layer_nats.testing import NatsServer
 from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_nats.testing import reachable as nats_reachable
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
-from channels_layer_postgres.testing import TemporaryPostgres, probe
+from channels_layer_postgres.testing import (
+    PostgresServer,
+    TemporaryPostgres,
+    find_postgres_bin,
+    probe,
+)
 from channels_layer_redis.testing import RedisServer, ToolMissing, reachable
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -72,6 +77,23 @@ def postgres_url() -> Iterator[str]:
     _unreachable("CHANNELS_TEST_POSTGRES_URL", url, problem)
     with TemporaryPostgres() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session, never the shared one: tests may
+    stop, crash, restart and pause it, and leave it running (initdb and a start take
+    some 2 s, once instead of once per test directory).
+
+    A skip without the server binaries, a failure in CI.
+    """
+    if find_postgres_bin() is None:
+        message = "restart, crash and fault tests need initdb/pg_ctl (PostgreSQL server binaries)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

