@@ -10,16 +10,27 @@ layers' own test helpers); in CI an unreachable server fails the run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from collections.abc import Iterator
-from urllib.parse import urlsplit
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
+from channels_core import Channel
 from channels_layer_nats.testing import NatsServer
 from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_nats.testing import reachable as nats_reachable
-from channels_layer_postgres.testing import TemporaryPostgres, probe
+from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
+from channels_layer_postgres.testing import (
+    PostgresServer,
+    TemporaryPostgres,
+    find_postgres_bin,
+    probe,
+)
 from channels_layer_redis.testing import RedisServer, ToolMissing, reachable
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -69,6 +80,23 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session, never the shared one: tests may
+    stop, crash, restart and pause it, and leave it running (initdb and a start take
+    some 2 s, once instead of once per test directory).
+
+    A skip without the server binaries, a failure in CI.
+    """
+    if find_postgres_bin() is None:
+        message = "restart, crash and fault tests need initdb/pg_ctl (PostgreSQL server binaries)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     url = os.environ.get("CHANNELS_TEST_NATS_URL", DEFAULT_NATS_URL)
     if nats_reachable(url):
@@ -81,3 +109,64 @@ def nats_url() -> Iterator[str]:
         pytest.skip(f"no NATS server and no way to start one: {missing}")
     with server:
         yield server.url
+
+
+# -- PostgreSQL: a role with the least privileges the layer needs -----------------------
+
+#: What the PostgreSQL layer's README grants a role on tables an owner made, and
+#: what history adds ({schema} and the tables of `ChannelNames` filled in).
+POSTGRES_GRANTS = (
+    "USAGE ON SCHEMA {schema}",
+    "SELECT, INSERT, UPDATE, DELETE ON {schema}.{names.payloads_table}",
+    "SELECT, INSERT, DELETE ON {schema}.{names.patterns_table}",
+    "USAGE ON SEQUENCE {schema}.{names.payloads_table}_id_seq",
+)
+POSTGRES_HISTORY_GRANTS = (
+    "SELECT, INSERT, UPDATE ON {schema}.{names.heads_table}",
+    "SELECT, INSERT, UPDATE, DELETE ON {schema}.{names.history_table}",
+)
+
+#: least_privilege_role(admin, prefix, history_size=0) -> async context of the role's
+#: ``url``, ``namespace``, ``schema`` and ``role``.
+LeastPrivilegeRole = Callable[..., AbstractAsyncContextManager[dict[str, str]]]
+
+
+@asynccontextmanager
+async def _least_privilege_role(
+    postgres_url: str, admin: asyncpg.Connection, prefix: str, history_size: int = 0
+) -> AsyncIterator[dict[str, str]]:
+    token = secrets.token_hex(4)
+    role, schema, namespace = f"channels_{prefix}_{token}", f"{prefix}_{token}", f"{prefix}{token}"
+    names = ChannelNames(namespace)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        owner = PostgreSQLChannelLayer(
+            f"{postgres_url}?search_path={schema}", namespace=namespace, history_size=history_size
+        )
+        async with Channel(owner):
+            pass  # creates the tables
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            await admin.execute(f"ALTER ROLE {role} SET search_path = {schema}")
+            grants = POSTGRES_GRANTS + (POSTGRES_HISTORY_GRANTS if history_size else ())
+            for grant in grants:
+                await admin.execute(f"GRANT {grant.format(schema=schema, names=names)} TO {role}")
+            parts = urlsplit(postgres_url)
+            netloc = f"{role}@{parts.hostname}:{parts.port or 5432}"
+            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+            yield {"url": url, "namespace": namespace, "schema": schema, "role": role}
+        finally:
+            await admin.execute(f"DROP OWNED BY {role}")
+            await admin.execute(f"DROP ROLE {role}")
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def least_privilege_role(postgres_url: str) -> LeastPrivilegeRole:
+    """A schema whose layer tables an owner made (history on with ``history_size``), and a
+    role with exactly the privileges the README lists on them; all dropped after.
+
+    Used as ``async with least_privilege_role(admin_connection, "prefix") as role:``.
+    """
+    return functools.partial(_least_privilege_role, postgres_url)

@@ -36,6 +36,8 @@ from channels_core.layers.local_memory import InMemoryChannelLayer
 
 #: Seconds any one wait may take before the test fails (never hangs).
 PATIENCE = 20.0
+#: Messages per publisher thread, and channels a thread pool opens one after another.
+PER_THREAD = 1000
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])
@@ -77,11 +79,13 @@ def run_threads(targets: list[Callable[[], None]]) -> None:
 def test_sixteen_publisher_threads_to_four_subscriber_threads(url: str) -> None:
     """Every message reaches every subscriber once, in each publisher's order.
 
-    1,000 messages per publisher on every layer (on the network layers each is a
-    broker round trip: 5-6 s on a loaded 2-core host).
+    `PER_THREAD` messages per publisher on every layer (on the network layers
+    each is a broker round trip: 5-6 s on a loaded 2-core host):
+    16 publishers interleave as long as one another run; a duplicate, a loss or
+    a reordering of any publisher's sequence fails the comparison.
     """
     publishers, subscribers = 16, 4
-    per_publisher = 1000
+    per_publisher = PER_THREAD
     total = publishers * per_publisher
     group = unique("fan")
     ready = threading.Barrier(subscribers + publishers, timeout=PATIENCE)
@@ -314,10 +318,7 @@ def test_a_thread_pool_opening_a_channel_per_task_leaks_nothing(
 ) -> None:
     """Celery-like: each task opens, publishes through, and closes its own channel."""
     name = unique("celery")
-    if layer == "memory":
-        url, tasks = f"memory://{name}", 1000
-    else:
-        url, tasks = str(request.getfixturevalue("redis_url")), 1000
+    url = str(request.getfixturevalue("redis_url")) if layer == "redis" else f"memory://{name}"
     threads_before, fds_before = threading.active_count(), open_file_descriptors()
 
     def task(number: int) -> None:
@@ -326,7 +327,7 @@ def test_a_thread_pool_opening_a_channel_per_task_leaks_nothing(
             channel.publish(name, number)
 
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(task, range(tasks)))
+        list(pool.map(task, range(PER_THREAD)))
     assert blocking_threads() == 0
     assert threading.active_count() == threads_before
     assert open_file_descriptors() <= fds_before + 2  # slack for the runner's own files
@@ -396,11 +397,11 @@ def test_history_and_since_from_several_threads_while_one_publishes(url: str) ->
     """Each thread's since= replay hands over to live events with no gap, no duplicate.
 
     Four subscriber threads join at positions spread over the first 100
-    messages while a publisher thread sends 1,900 more, and a fifth thread
+    messages while a publisher thread sends 500 more, and a fifth thread
     reads history() meanwhile: every window it gets is consecutive.
     """
     url = history_url(url)
-    group, count, first = unique("since"), 2000, 100
+    group, count, first = unique("since"), 600, 100
     with BlockingChannel.from_url(url, history_size=count, buffer_size=count) as channel:
         for number in range(first):
             channel.publish(group, number)

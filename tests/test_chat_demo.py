@@ -745,7 +745,8 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     ("url", "error"),
     [
         ("nosuchlayer://x", "pip install 'channels-core[redis]'"),  # lists the installed layers
-        ("redis://127.0.0.1:1/0", "127.0.0.1:1"),  # nothing listens on port 1
+        # Nothing listens on port 1 (refused, retried until connect_timeout: kept short).
+        ("redis://127.0.0.1:1/0?connect_timeout=0.5", "127.0.0.1:1"),
     ],
 )
 def test_an_unusable_layer_url_is_a_plain_error(url: str, error: str) -> None:

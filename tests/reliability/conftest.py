@@ -23,7 +23,7 @@ import redis.asyncio
 from channels_layer_nats.testing import NatsServer
 from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_postgres import ChannelNames
-from channels_layer_postgres.testing import PostgresServer, drop_tables, find_postgres_bin
+from channels_layer_postgres.testing import PostgresServer, drop_tables
 from channels_layer_redis.testing import RedisServer, ToolMissing, redis_servers
 
 
@@ -81,18 +81,10 @@ async def pg_admin(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def private_postgres() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL server that tests may stop, restart and pause."""
-    if find_postgres_bin() is None:
-        _unavailable("fault tests need initdb/pg_ctl (PostgreSQL server binaries)")
-    with PostgresServer() as server:
-        yield server
-
-
 @pytest.fixture
 def private_postgres_url(private_postgres: PostgresServer) -> Iterator[str]:
-    """The private server's URL; the server is running again after each test."""
+    """The private server's URL (the session's, conftest.py at the root); the server is
+    running again after each test."""
     yield private_postgres.url
     private_postgres.ensure_running()
 

@@ -11,10 +11,9 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
@@ -322,43 +321,12 @@ async def test_leaving_a_channel_subscription_while_another_subscribe_waits_retu
 
 @pytest.fixture
 async def dml_role(
-    postgres_url: str, pg_admin: asyncpg.Connection
+    least_privilege_role: Callable[..., AbstractAsyncContextManager[dict[str, str]]],
+    pg_admin: asyncpg.Connection,
 ) -> AsyncIterator[dict[str, str]]:
-    """A schema whose layer tables the admin made, and a role with DML rights on them only.
-
-    Yields the role's URL, the namespace and the schema; drops all of it after.
-    """
-    token = secrets.token_hex(4)
-    role, schema, namespace = f"channels_dml_{token}", f"hardening_{token}", f"dml{token}"
-    names = ChannelNames(namespace)
-    await pg_admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        owner = PostgreSQLChannelLayer(f"{postgres_url}?search_path={schema}", namespace=namespace)
-        async with Channel(owner):
-            pass  # creates the tables
-        await pg_admin.execute(f"CREATE ROLE {role} LOGIN")
-        try:
-            await pg_admin.execute(f"ALTER ROLE {role} SET search_path = {schema}")
-            await pg_admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-            # What the package README lists, and nothing more.
-            await pg_admin.execute(
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.{names.payloads_table} TO {role}"
-            )
-            await pg_admin.execute(
-                f"GRANT SELECT, INSERT, DELETE ON {schema}.{names.patterns_table} TO {role}"
-            )
-            await pg_admin.execute(
-                f"GRANT USAGE ON SEQUENCE {schema}.{names.payloads_table}_id_seq TO {role}"
-            )
-            parts = urlsplit(postgres_url)
-            netloc = f"{role}@{parts.hostname}:{parts.port or 5432}"
-            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-            yield {"url": url, "namespace": namespace, "schema": schema, "role": role}
-        finally:
-            await pg_admin.execute(f"DROP OWNED BY {role}")
-            await pg_admin.execute(f"DROP ROLE {role}")
-    finally:
-        await pg_admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    """A role with DML rights only, those the package README lists (conftest.py)."""
+    async with least_privilege_role(pg_admin, "dml") as role:
+        yield role
 
 
 async def test_a_role_with_dml_rights_only_can_use_existing_tables(

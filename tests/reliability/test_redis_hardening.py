@@ -91,7 +91,7 @@ async def test_publishing_connections_killed_every_10_ms_deliver_nothing_twice(
     publisher = RedisPubSubChannelLayer.from_url(
         server.url, reconnect_backoff=QUICK, publish_timeout=10
     )
-    per_task, tasks_count = 4000, 4
+    per_task, tasks_count = 1500, 4
     async with (
         admin_of(server) as admin,
         Channel(listener, buffer_size=per_task * tasks_count + 10) as listening,

@@ -8,7 +8,9 @@ does after re-subscribing.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -66,6 +68,24 @@ class NoHistoryMemoryLayer(InMemoryChannelLayer):
     supports_history = False
 
 
+Flaky = TypeVar("Flaky", bound=FlakyMemoryLayer)
+
+
+@asynccontextmanager
+async def _flaky_channel(
+    history_size: int, kind: type[Flaky]
+) -> AsyncIterator[tuple[Flaky, Channel, Channel]]:
+    """A `kind` layer of a new hub, a channel on it, and a publishing channel on the hub
+    (both layers keeping `history_size` events): ``(layer, channel, publisher)``."""
+    hub = MemoryHub()
+    layer = kind(hub, history_size=history_size)
+    async with (
+        Channel(layer) as channel,
+        Channel(InMemoryChannelLayer(hub, history_size=history_size)) as publisher,
+    ):
+        yield layer, channel, publisher
+
+
 async def _receive(subscriber: Subscriber) -> Event:
     with anyio.fail_after(5):
         return await subscriber.receive()
@@ -86,11 +106,8 @@ async def _nothing_more(subscriber: Subscriber) -> None:
 
 
 async def test_a_reconnect_recovers_the_missed_events_silently() -> None:
-    hub = MemoryHub()
-    flaky = FlakyMemoryLayer(hub, history_size=100)
     async with (
-        Channel(flaky) as channel,
-        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        _flaky_channel(100, FlakyMemoryLayer) as (flaky, channel, publisher),
         channel.subscribe("room") as subscriber,
     ):
         for number in range(3):
@@ -107,11 +124,8 @@ async def test_a_reconnect_recovers_the_missed_events_silently() -> None:
 
 
 async def test_a_quiet_group_is_recovered_from_the_head_noted_at_subscribe() -> None:
-    hub = MemoryHub()
-    flaky = FlakyMemoryLayer(hub, history_size=100)
     async with (
-        Channel(flaky) as channel,
-        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        _flaky_channel(100, FlakyMemoryLayer) as (flaky, channel, publisher),
     ):
         await publisher.publish("quiet", "before subscribing")
         async with channel.subscribe("quiet") as subscriber:
@@ -123,11 +137,8 @@ async def test_a_quiet_group_is_recovered_from_the_head_noted_at_subscribe() -> 
 
 
 async def test_a_reconnect_past_the_history_is_reported() -> None:
-    hub = MemoryHub()
-    flaky = FlakyMemoryLayer(hub, history_size=3)
     async with (
-        Channel(flaky) as channel,
-        Channel(InMemoryChannelLayer(hub, history_size=3)) as publisher,
+        _flaky_channel(3, FlakyMemoryLayer) as (flaky, channel, publisher),
         channel.subscribe("room") as subscriber,
     ):
         await publisher.publish("room", 0)
@@ -143,12 +154,9 @@ async def test_a_reconnect_past_the_history_is_reported() -> None:
 
 
 async def test_recovery_under_a_running_publisher_has_no_gap_and_no_duplicate() -> None:
-    hub = MemoryHub()
     count = 2000
-    flaky = FlakyMemoryLayer(hub, history_size=count)
     async with (
-        Channel(flaky) as channel,
-        Channel(InMemoryChannelLayer(hub, history_size=count)) as publisher,
+        _flaky_channel(count, FlakyMemoryLayer) as (flaky, channel, publisher),
         channel.subscribe("room", buffer_size=count) as subscriber,
     ):
 
@@ -325,11 +333,8 @@ def test_event_keeps_its_old_constructor() -> None:
 
 
 async def test_joining_with_since_during_a_recovery_gets_each_event_once() -> None:
-    hub = MemoryHub()
-    flaky = FlakyMemoryLayer(hub, history_size=100)
     async with (
-        Channel(flaky) as channel,
-        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        _flaky_channel(100, FlakyMemoryLayer) as (flaky, channel, publisher),
         channel.subscribe("room") as early,
     ):
         await publisher.publish("room", 0)
@@ -347,11 +352,8 @@ async def test_joining_with_since_during_a_recovery_gets_each_event_once() -> No
 
 
 async def test_live_events_trailing_a_recovery_are_not_delivered_twice() -> None:
-    hub = MemoryHub()
-    layer = TrailingMemoryLayer(hub, history_size=100)
     async with (
-        Channel(layer) as channel,
-        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        _flaky_channel(100, TrailingMemoryLayer) as (layer, channel, publisher),
         channel.subscribe("room") as subscriber,
     ):
         await publisher.publish("room", 0)
@@ -369,11 +371,8 @@ async def test_live_events_trailing_a_recovery_are_not_delivered_twice() -> None
 
 
 async def test_live_events_trailing_a_since_replay_are_not_delivered_twice() -> None:
-    hub = MemoryHub()
-    layer = TrailingMemoryLayer(hub, history_size=100)
     async with (
-        Channel(layer) as channel,
-        Channel(InMemoryChannelLayer(hub, history_size=100)) as publisher,
+        _flaky_channel(100, TrailingMemoryLayer) as (layer, channel, publisher),
         channel.subscribe("room") as early,
     ):
         await publisher.publish("room", 0)

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
-from channels_layer_postgres.testing import LayerMaker, drop_tables
+from channels_layer_postgres.testing import LayerMaker, PostgresServer, drop_tables
 
 
 @pytest.fixture(scope="session")
@@ -108,3 +108,11 @@ def stalled_fetches(pg: asyncpg.Connection, postgres_url: str, namespace: str) -
             await notifier.close()
 
     return stalled
+
+
+@pytest.fixture
+def private_server(private_postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """The session's throwaway server (conftest.py at the root), which these tests may
+    stop, crash and restart; running again after each test."""
+    yield private_postgres
+    private_postgres.ensure_running()

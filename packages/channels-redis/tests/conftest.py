@@ -53,9 +53,13 @@ def tools_required() -> Iterator[None]:
         pytest.skip(str(missing))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sentinels() -> Iterator[SentinelSetup]:
-    """A Sentinel setup for tests that do not fail it over: master and Sentinels have passwords."""
+    """A Sentinel setup for tests that do not fail it over: master and Sentinels have passwords.
+
+    One for the session (test_sentinel.py and the conformance suite): starting one
+    takes some 5 s, most of it the Sentinels finding the master and replica.
+    """
     with (
         tools_required(),
         SentinelSetup(password="master-pw", sentinel_password="sentinel-pw") as setup,
