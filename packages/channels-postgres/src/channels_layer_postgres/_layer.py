@@ -345,28 +345,36 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._counters.published += len(items)
 
     async def _send_with_retry(self, query: str, arguments: Sequence[Any], what: str) -> None:
-        """Run `query` once on the kept connection, else pooled; retry until `publish_timeout`."""
+        """Run `query` once on the kept connection, else pooled; retry until `publish_timeout`.
+
+        The kept connection's try costs no retry machinery (bounded by the
+        publisher's deadline timer): only when there is none, or it failed
+        with a connection error, do pooled tries follow, within what is left
+        of `publish_timeout` (to the millisecond: a connection found dead at
+        once leaves all of it). A try that used up the time, cut by the
+        timer, fails at once: `BrokerUnavailableError` from its TimeoutError.
+        """
         timeout = self.options.publish_timeout
         publisher = self._publisher
-
-        async def attempt() -> None:
-            async with publisher.acquire() as conn:
-                await conn.execute(query, *arguments)
-
-        async def first_attempt() -> None:
-            # The kept connection: bounded by the publisher's deadline timer alone.
-            if not await publisher.run_on_idle(query, arguments, timeout):
-                with anyio.fail_after(timeout):
-                    await attempt()
-
         with errors_translated(what, self._secrets):
+            try:
+                if await publisher.run_on_idle(query, arguments, timeout):
+                    return
+            except CONNECTION_ERRORS:
+                timeout = round(publisher.time_left(), 3)
+                if timeout <= 0:
+                    raise
+
+            async def attempt() -> None:
+                async with publisher.acquire() as conn:
+                    await conn.execute(query, *arguments)
+
             await call_with_deadline(
                 attempt,
                 timeout=timeout,
                 retry_on=CONNECTION_ERRORS,
                 what=f"publish to {self._shown}",
                 backoff=self.options.reconnect_backoff,
-                first_attempt=first_attempt,
             )
 
     async def _expire_if_due(self, large: bool) -> None:

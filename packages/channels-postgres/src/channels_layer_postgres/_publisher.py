@@ -151,6 +151,11 @@ class Publisher:
         await self._give_back(conn)
         return True
 
+    def time_left(self) -> float:
+        """Seconds left until the deadline of the kept connection's last statement."""
+        assert self._loop is not None
+        return self._deadline - self._loop.time()
+
     def _on_deadline(self) -> None:
         """The deadline timer: cut a statement running past its deadline, or wait for it."""
         self._timer = None
