@@ -148,7 +148,10 @@ class Publisher:
                 raise TimeoutError(f"no answer within {timeout:g} s") from exc
             raise
         self._running = self._timed_out = None  # cut just after it answered: that is fine
-        await self._give_back(conn)
+        if self._idle is None and self._pool is not None:
+            self._idle = conn  # kept for the next publish (what `_give_back` does)
+        else:
+            await self._give_back(conn)
         return True
 
     def time_left(self) -> float:
@@ -183,8 +186,10 @@ class Publisher:
 
     async def _give_back(self, conn: Any) -> None:
         """Keep `conn` for the next publish, or return it to the pool if one is kept already."""
-        if self._pool is None:
-            conn.terminate()  # the pool closed meanwhile
+        if self._pool is None:  # the pool closed meanwhile
+            raw = _unwrapped(conn)
+            if raw is not None:
+                raw.terminate()
         elif self._idle is None:
             self._idle = conn
         else:
@@ -212,9 +217,12 @@ def _unwrapped(conn: Any) -> Any:
     (the deadline timer does) hands it back to the pool at once, leaving the
     proxy empty; the proxy is still what `Pool.release` takes.
     """
-    if isinstance(conn, asyncpg.pool.PoolConnectionProxy):
+    if isinstance(conn, _PROXY):
         return conn._con
     return conn
+
+
+_PROXY = asyncpg.pool.PoolConnectionProxy
 
 
 async def _release(pool: Any, conn: Any) -> None:
