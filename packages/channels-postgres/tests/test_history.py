@@ -115,8 +115,8 @@ async def test_what_a_new_listening_connection_hears_while_it_listens_waits_for_
         for number in (1, 2, 3):
             await publisher.publish(group, number)
         await apply(listener, conn)
-        send, _ = layer._prepare(group, layer._inbox.encode(group, 4))  # type: ignore[union-attr]
-        await send(conn, None)  # its notification arrives on `conn` before this returns
+        query, arguments, _ = layer._prepare(group, layer._inbox.encode(group, 4))  # type: ignore[union-attr]
+        await conn.execute(query, *arguments)  # its notification arrives on `conn` first
 
     monkeypatch.setattr(Listener, "_apply", apply_and_publish)
     async with (

@@ -112,15 +112,39 @@ _HINTS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-@contextmanager
-def errors_translated(what: str, secrets: Iterable[str] = ()) -> Iterator[None]:
+class errors_translated:
     """The layer's one error boundary: asyncpg's errors become `ChannelsError`s.
 
     `what` says what was being done, without secrets (``"publish to
     postgresql://app:***@db/app"``); the refusals users meet most get a hint
     saying what to fix. A connection parameter of the URL that the server
     does not know is a bad URL value: `ValueError`.
+
+    A class rather than a generator: it wraps every publish, and entering
+    and leaving it costs nothing until an exception passes through.
     """
+
+    __slots__ = ("_secrets", "_what")
+
+    def __init__(self, what: str, secrets: Iterable[str] = ()) -> None:
+        self._what = what
+        self._secrets = secrets
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return  # nothing happened, or a cancellation: passes through
+        with _translated(self._what, self._secrets):
+            raise exc
+
+
+@contextmanager
+def _translated(what: str, secrets: Iterable[str]) -> Iterator[None]:
+    """The translation `errors_translated` applies to an exception raised in its body."""
     try:
         with translate_errors(POSTGRES_ERRORS, what=what, secrets=secrets):
             try:

@@ -30,6 +30,7 @@ import secrets
 from dataclasses import dataclass
 from itertools import count
 from json.decoder import scanstring  # type: ignore[attr-defined]  # untyped, public since 2.6
+from typing import NamedTuple
 
 from channels_core.history import parse_position
 
@@ -52,6 +53,7 @@ POSITION_ROOM = 1 + 12 + 1 + 19
 
 _MAGIC = "chl1"
 _MAX_ID_DIGITS = 20  # a bigint in decimal
+_QUOTED_CACHE = 1024  # groups whose JSON string a writer keeps
 _TOKEN_DIGITS = 16  # hex digits of a 63-bit token
 _TEXT, _BASE64, _REFERENCE = "t", "b", "r"
 _REFERENCE_BODY = re.compile(rf"([0-9a-f]{{{_TOKEN_DIGITS}}})\.([0-9]{{1,{_MAX_ID_DIGITS}}})")
@@ -65,12 +67,13 @@ class Reference:
     token: int
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
     """A decoded notification: `payload` is set, or `reference` (a payloads-table row).
 
     `group` is None only for a reference whose row holds the group name;
-    `position` is the message's place in its group's log (history on).
+    `position` is the message's place in its group's log (history on). A
+    named tuple: one is made per notification received, and a tuple costs
+    a fraction of a frozen dataclass's ``__init__``.
     """
 
     group: str | None
@@ -83,27 +86,43 @@ class EnvelopeWriter:
     """Builds envelopes; `ascii_only` for servers whose encoding is not UTF-8."""
 
     def __init__(self, *, ascii_only: bool = False) -> None:
-        self.ascii_only = ascii_only
+        self._ascii_only = ascii_only
         self._sequence = count()
+        #: Group -> its JSON string: a publisher sends to the same few groups again and again.
+        self._quoted: dict[str | None, str] = {}
+
+    @property
+    def ascii_only(self) -> bool:
+        return self._ascii_only
+
+    @ascii_only.setter
+    def ascii_only(self, value: bool) -> None:
+        self._ascii_only = value
+        self._quoted.clear()
 
     def _head(self, kind: str, group: str | None) -> str:
-        quoted = json.dumps(group, ensure_ascii=self.ascii_only)
+        quoted = self._quoted.get(group)
+        if quoted is None:
+            if len(self._quoted) >= _QUOTED_CACHE:
+                self._quoted.clear()
+            quoted = self._quoted[group] = json.dumps(group, ensure_ascii=self._ascii_only)
         return f"{_MAGIC}{kind}{next(self._sequence):x}:{quoted}"
 
     def inline(self, group: str, payload: bytes, reserve: int = 0) -> str | None:
         """The envelope carrying `payload` itself, or None if it would not fit in a NOTIFY
         with `reserve` bytes to spare."""
         text: str | None = None
-        if not self.ascii_only or payload.isascii():
+        if b"\x00" not in payload and (not self._ascii_only or payload.isascii()):
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
                 text = None
-        if text is not None and "\x00" not in text:
+        if text is not None:
             envelope = self._head(_TEXT, group) + text
         else:
             envelope = self._head(_BASE64, group) + base64.b64encode(payload).decode("ascii")
-        return envelope if len(envelope.encode("utf-8")) + reserve <= NOTIFY_LIMIT else None
+        size = len(envelope) if envelope.isascii() else len(envelope.encode("utf-8"))
+        return envelope if size + reserve <= NOTIFY_LIMIT else None
 
     def reference_head(self, group: str, reserve: int = 0) -> tuple[str, bool, int]:
         """The envelope minus the row id (the SQL appends it), whether it names the group,

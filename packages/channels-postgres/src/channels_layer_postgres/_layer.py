@@ -46,7 +46,7 @@ from ._history import UnloggedWatch, group_key, new_epoch, read_result
 from ._listener import Listener
 from ._names import ChannelNames
 from ._options import PostgreSQLLayerOptions
-from ._publisher import Publisher, Statement
+from ._publisher import Publisher
 from ._router import Router
 from ._sql import Statements
 from ._stats import Counters, PostgreSQLLayerStats
@@ -55,6 +55,8 @@ from ._url import DEFAULT_URL, SCHEMES, check_url, split_options
 __all__ = ["PostgreSQLChannelLayer"]
 
 logger = logging.getLogger("channels_layer_postgres")
+
+_CHANNEL_CACHE = 1024  # groups whose channel name a layer keeps
 
 
 class PostgreSQLChannelLayer(ChannelLayer):
@@ -109,6 +111,9 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._next_expiry = 0.0
         self._next_history_expiry = 0.0
         self._last_fetched: tuple[Reference, tuple[str | None, bytes]] | None = None
+        self._channels: dict[str, str] = {}  # group -> channel, see `_channel`
+        #: Whether publishes delete expired history (`_expire_if_due`).
+        self._expiring_history = self.options.history_ttl is not None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -303,10 +308,15 @@ class PostgreSQLChannelLayer(ChannelLayer):
     async def publish(self, group: str, payload: bytes) -> None:
         """NOTIFY once; only if that fails, retry until `publish_timeout` has passed."""
         self._connected_listener()
-        send, large = self._prepare(group, payload)
-        await self._send_with_retry(send, f"publish to group {group[:80]!r} on {self._shown}")
+        query, arguments, large = self._prepare(group, payload)
+        await self._send_with_retry(
+            query, arguments, f"publish to group {group[:80]!r} on {self._shown}"
+        )
         self._counters.published += 1
-        await self._expire_if_due(large)
+        if large:
+            self._counters.large_published += 1
+        if large or self._expiring_history:
+            await self._expire_if_due(large)
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """NOTIFY every item in one statement (one round trip), retried as one like `publish`.
@@ -318,49 +328,53 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._connected_listener()
         what = f"publish {len(items)} message(s) on {self._shown}"
         if self.keeps_history:
-            logged, large = self._prepare_logged_batch(items)
-            await self._send_with_retry(logged, what)
+            query, arguments, large = self._prepare_logged_batch(items)
+            await self._send_with_retry(query, arguments, what)
             self._counters.published += len(items)
-            await self._expire_if_due(large)
+            self._counters.large_published += large
+            await self._expire_if_due(bool(large))
             return
         envelopes = [self._writer.inline(group, payload) for group, payload in items]
         if None in envelopes:
             # Large messages go through the payloads table: the per-message path.
             await super().publish_many(items)
             return
-        channels = [self._names.channel(group) for group, _ in items]
-        firehose = self._names.firehose
-
-        async def send(conn: Any, timeout: float | None) -> None:
-            await conn.execute(
-                self._sql.publish_many, channels, envelopes, firehose, timeout=timeout
-            )
-
-        await self._send_with_retry(send, what)
+        channels = [self._channel(group) for group, _ in items]
+        arguments = (channels, envelopes, self._names.firehose)
+        await self._send_with_retry(self._sql.publish_many, arguments, what)
         self._counters.published += len(items)
 
-    async def _send_with_retry(self, send: Statement, what: str) -> None:
-        """Run `send` once on the kept connection, else pooled; retry until `publish_timeout`."""
+    async def _send_with_retry(self, query: str, arguments: Sequence[Any], what: str) -> None:
+        """Run `query` once on the kept connection, else pooled; retry until `publish_timeout`.
+
+        The kept connection's try costs no retry machinery (bounded by the
+        publisher's deadline timer): only when there is none, or it failed
+        with a connection error, do pooled tries follow, within what is left
+        of `publish_timeout` (to the millisecond: a connection found dead at
+        once leaves all of it). A try that used up the time, cut by the
+        timer, fails at once: `BrokerUnavailableError` from its TimeoutError.
+        """
         timeout = self.options.publish_timeout
-
-        async def attempt() -> None:
-            async with self._publisher.acquire() as conn:
-                await send(conn, None)
-
-        async def first_attempt() -> None:
-            # The kept connection: bounded by the driver's statement timeout alone.
-            if not await self._publisher.run_on_idle(send, timeout):
-                with anyio.fail_after(timeout):
-                    await attempt()
-
+        publisher = self._publisher
         with errors_translated(what, self._secrets):
+            try:
+                if await publisher.run_on_idle(query, arguments, timeout):
+                    return
+            except CONNECTION_ERRORS:
+                timeout = round(publisher.time_left(), 3)
+                if timeout <= 0:
+                    raise
+
+            async def attempt() -> None:
+                async with publisher.acquire() as conn:
+                    await conn.execute(query, *arguments)
+
             await call_with_deadline(
                 attempt,
                 timeout=timeout,
                 retry_on=CONNECTION_ERRORS,
                 what=f"publish to {self._shown}",
                 backoff=self.options.reconnect_backoff,
-                first_attempt=first_attempt,
             )
 
     async def _expire_if_due(self, large: bool) -> None:
@@ -443,12 +457,15 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 DeprecationWarning,
                 stacklevel=2,
             )
-        send, _ = self._prepare(group, inbox.encode(group, message))
+        query, arguments, large = self._prepare(group, inbox.encode(group, message))
         with errors_translated(f"publish to group {group[:80]!r} in the application's transaction"):
-            await send(connection, None)
+            await connection.execute(query, *arguments)
+        if large:
+            self._counters.large_published += 1
 
-    def _prepare(self, group: str, payload: bytes) -> tuple[Statement, bool]:
-        """The statement publishing `payload`, and whether it goes through the payloads table.
+    def _prepare(self, group: str, payload: bytes) -> tuple[str, tuple[Any, ...], bool]:
+        """The statement publishing `payload`, its arguments, and whether it goes through
+        the payloads table.
 
         Prepared once per message (the envelope's sequence number with it),
         then run on whichever connection, as many times as retries need.
@@ -456,7 +473,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
         round trip); the position is only known there, so it goes into the
         envelope there, between the two halves made here.
         """
-        channel, firehose = self._names.channel(group), self._names.firehose
+        channel, firehose = self._channel(group), self._names.firehose
         logged = self.keeps_history
         reserve = POSITION_ROOM if logged else 0
         envelope = self._writer.inline(group, payload, reserve)
@@ -480,17 +497,22 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 arguments = (channel, head, firehose, *stored, rest, group_key(group), new_epoch())
             else:
                 query, arguments = self._sql.publish_large, (channel, reference, firehose, *stored)
+        return query, arguments, large
 
-        async def send(conn: Any, timeout: float | None) -> None:
-            await conn.execute(query, *arguments, timeout=timeout)
-            if large:
-                self._counters.large_published += 1
+    def _channel(self, group: str) -> str:
+        """`ChannelNames.channel`, remembered: a publisher sends to the same few groups."""
+        channel = self._channels.get(group)
+        if channel is None:
+            if len(self._channels) >= _CHANNEL_CACHE:
+                self._channels.clear()
+            channel = self._channels[group] = self._names.channel(group)
+        return channel
 
-        return send, large
-
-    def _prepare_logged_batch(self, items: Sequence[tuple[str, bytes]]) -> tuple[Statement, bool]:
-        """The one statement logging and publishing `items` (history on), and whether
-        any goes through the payloads table; as `_prepare` does for one message."""
+    def _prepare_logged_batch(
+        self, items: Sequence[tuple[str, bytes]]
+    ) -> tuple[str, tuple[Any, ...], int]:
+        """The one statement logging and publishing `items` (history on), its arguments,
+        and how many go through the payloads table; as `_prepare` does for one message."""
         channels, heads, rests, keys, bodies = [], [], [], [], []
         tokens: list[int | None] = []
         stored_groups: list[str | None] = []
@@ -502,7 +524,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 envelope, names_group, token = self._writer.reference_head(group, POSITION_ROOM)
                 stored = None if names_group else stored_group(group)
             head, rest = split_for_position(envelope)
-            channels.append(self._names.channel(group))
+            channels.append(self._channel(group))
             heads.append(head)
             rests.append(rest)
             keys.append(group_key(group))
@@ -521,12 +543,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
             stored_groups,
             new_epoch(),
         )
-
-        async def send(conn: Any, timeout: float | None) -> None:
-            await conn.execute(self._sql.publish_many_logged, *arguments, timeout=timeout)
-            self._counters.large_published += large
-
-        return send, bool(large)
+        return self._sql.publish_many_logged, arguments, large
 
     # -- history ------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ without ever closing it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -16,10 +17,7 @@ import asyncpg
 
 from ._connection import CLOSE_TIMEOUT
 
-__all__ = ["Publisher", "Statement"]
-
-#: ``await statement(connection, timeout)``: one statement, bounded by the driver.
-Statement = Callable[[Any, float | None], Awaitable[None]]
+__all__ = ["Publisher"]
 
 
 class Publisher:
@@ -45,6 +43,16 @@ class Publisher:
         # acquire/release costs more than a NOTIFY round trip. Others come and
         # go through the pool when publishers run concurrently.
         self._idle: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The kept connection's statement timeout, without a timer per statement
+        # (asyncpg's ``timeout=`` arms and cancels one each time: a fifth of a
+        # publish's CPU). One lazy timer: when it fires it cuts the connection
+        # if the statement running then is past its deadline, else it re-arms
+        # for that statement's deadline, or stops if none is running.
+        self._running: Any = None  # the kept connection while a statement runs on it
+        self._deadline = 0.0  # loop time by which that statement must end
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out: Any = None  # the connection the timer cut
 
     @property
     def owned(self) -> bool:
@@ -59,6 +67,7 @@ class Publisher:
         what reaches the server, inside the caller's retry bound.
         """
         self._connection_lock = anyio.Lock()
+        self._loop = asyncio.get_running_loop()
         if not self.owned:
             yield
             return
@@ -71,6 +80,9 @@ class Publisher:
         try:
             yield
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             pool, self._pool = self._pool, None
             idle, self._idle = self._idle, None
             with anyio.CancelScope(shield=True):
@@ -104,35 +116,80 @@ class Publisher:
             raise
         await self._give_back(conn)
 
-    async def run_on_idle(self, statement: Statement, timeout: float) -> bool:
-        """Run `statement` on the kept connection, bounded by `timeout`; False if none is kept.
+    async def run_on_idle(self, query: str, arguments: Sequence[Any], timeout: float) -> bool:
+        """Run `query` on the kept connection, bounded by `timeout`; False if none is kept.
 
-        The cheap path of a publish: no pool, no cancel scope, only the
-        driver's own statement timeout. A failure cuts the connection (the
-        caller then retries through `acquire`).
+        The cheap path of a publish: no pool, no cancel scope, no timer of
+        its own (the shared deadline timer bounds it). A failure cuts the
+        connection (the caller then retries through `acquire`); one past
+        its deadline raises TimeoutError.
         """
-        conn = await self._take_idle()
+        conn = self._idle
         if conn is None:
             return False
-        try:
-            await statement(conn, timeout)
-        except BaseException:
+        self._idle = None
+        raw = _unwrapped(conn)
+        if raw is None or raw.is_closed():
             await self._discard(conn)
+            return False
+        loop = self._loop
+        assert loop is not None
+        self._deadline = loop.time() + timeout
+        self._running = conn
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_deadline)
+        try:
+            await raw.execute(query, *arguments)
+        except BaseException as exc:
+            self._running = None
+            timed_out, self._timed_out = self._timed_out is conn, None
+            await self._discard(conn)
+            if timed_out and isinstance(exc, Exception):
+                raise TimeoutError(f"no answer within {timeout:g} s") from exc
             raise
-        await self._give_back(conn)
+        self._running = self._timed_out = None  # cut just after it answered: that is fine
+        if self._idle is None and self._pool is not None:
+            self._idle = conn  # kept for the next publish (what `_give_back` does)
+        else:
+            await self._give_back(conn)
         return True
+
+    def time_left(self) -> float:
+        """Seconds left until the deadline of the kept connection's last statement."""
+        assert self._loop is not None
+        return self._deadline - self._loop.time()
+
+    def _on_deadline(self) -> None:
+        """The deadline timer: cut a statement running past its deadline, or wait for it."""
+        self._timer = None
+        conn = self._running
+        if conn is None:
+            return  # the next statement re-arms
+        loop = self._loop
+        assert loop is not None
+        if loop.time() >= self._deadline:
+            self._timed_out = conn
+            # The statement fails at once (run_on_idle raises TimeoutError); the
+            # pool takes the connection back and replaces it.
+            conn.terminate()
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_deadline)
 
     async def _take_idle(self) -> Any:
         conn, self._idle = self._idle, None
-        if conn is not None and conn.is_closed():
-            await self._discard(conn)
-            return None
+        if conn is not None:
+            raw = _unwrapped(conn)
+            if raw is None or raw.is_closed():
+                await self._discard(conn)
+                return None
         return conn
 
     async def _give_back(self, conn: Any) -> None:
         """Keep `conn` for the next publish, or return it to the pool if one is kept already."""
-        if self._pool is None:
-            conn.terminate()  # the pool closed meanwhile
+        if self._pool is None:  # the pool closed meanwhile
+            raw = _unwrapped(conn)
+            if raw is not None:
+                raw.terminate()
         elif self._idle is None:
             self._idle = conn
         else:
@@ -145,9 +202,27 @@ class Publisher:
         pool would wait for the server to confirm its cancellation, which a
         frozen server never does.
         """
-        conn.terminate()
+        raw = _unwrapped(conn)
+        if raw is not None:  # None: terminated already, and so back in the pool
+            raw.terminate()
         if self._pool is not None:
             await _release(self._pool, conn)
+
+
+def _unwrapped(conn: Any) -> Any:
+    """The asyncpg connection behind a pool's proxy, None once it went back to the pool.
+
+    Statements run on it directly: the proxy's per-call indirection costs
+    as much again as a statement's own Python work. Terminating a connection
+    (the deadline timer does) hands it back to the pool at once, leaving the
+    proxy empty; the proxy is still what `Pool.release` takes.
+    """
+    if isinstance(conn, _PROXY):
+        return conn._con
+    return conn
+
+
+_PROXY = asyncpg.pool.PoolConnectionProxy
 
 
 async def _release(pool: Any, conn: Any) -> None:
