@@ -480,3 +480,23 @@ async def test_a_receive_cancelled_while_waiting_leaves_the_subscriber_usable() 
             tasks.start_soon(late_publish)
             with anyio.fail_after(5):
                 assert (await subscriber.receive()).message == "woken"
+
+
+async def test_cancelling_one_of_two_tasks_receiving_leaves_the_other_waiting() -> None:
+    """On asyncio both wait on one future, which the cancelled task's cancellation cancels."""
+    async with Channel.from_url("memory://") as channel, channel.subscribe("g") as subscriber:
+        got: list[Any] = []
+        cancelled = anyio.CancelScope()
+
+        async def receive_one(scope: anyio.CancelScope) -> None:
+            with scope:
+                got.append((await subscriber.receive()).message)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(receive_one, cancelled)
+            tasks.start_soon(receive_one, anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()
+            cancelled.cancel()
+            await anyio.wait_all_tasks_blocked()
+            await channel.publish("g", "for the other")
+        assert got == ["for the other"]

@@ -84,6 +84,22 @@ def _waiter_factory() -> Callable[[], _Waiter]:
     return loop.create_future
 
 
+def _cancelled_for_another_task(exc: BaseException) -> bool:
+    """True if the asyncio future this task waited on was cancelled, but this task was not.
+
+    Tasks receiving from one subscriber share its future; asyncio cancels
+    the future a cancelled task waits on, which would wake the others with
+    a `CancelledError` of nobody's asking. They wait again instead.
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not asyncio
+        return False
+    return task is not None and not task.cancelling()
+
+
 class Subscriber:
     """The async iterator of `Event` that `Channel.subscribe` yields.
 
@@ -161,8 +177,11 @@ class Subscriber:
                 waiter = self._waiter = self._new_waiter()
             try:
                 await waiter
-            except BaseException:
-                self._waiter = None  # a cancelled future cannot be waited on again
+            except BaseException as exc:
+                if waiter.done():  # a cancelled future cannot be waited on again
+                    self._waiter = None  # (an unset one stays: other tasks may wait on it)
+                if _cancelled_for_another_task(exc):
+                    continue
                 raise
             self._woken = False
         item = buffer.popleft()
