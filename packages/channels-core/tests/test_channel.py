@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +22,12 @@ from channels_core import (
     MessagesLost,
     PayloadTooLargeError,
 )
-from channels_core.layers.local_memory import YIELD_EVERY, InMemoryChannelLayer
+from channels_core.layers.local_memory import (
+    YIELD_AFTER,
+    YIELD_CHECK,
+    YIELD_EVERY,
+    InMemoryChannelLayer,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -371,7 +378,11 @@ async def test_a_subscriber_that_keeps_pace_loses_nothing_even_with_a_tiny_buffe
         assert subscriber.dropped == 0
 
 
-async def test_a_publishing_loop_does_not_starve_other_tasks() -> None:
+async def _publish_beside_a_ticker(channel: Channel, messages: int) -> int:
+    """Publish `messages` with another task ticking at each checkpoint; its ticks.
+
+    The ticker only runs when the publishing loop yields, once per yield.
+    """
     ticks = 0
 
     async def ticker() -> None:
@@ -380,12 +391,58 @@ async def test_a_publishing_loop_does_not_starve_other_tasks() -> None:
             ticks += 1
             await anyio.lowlevel.checkpoint()
 
-    async with Channel(InMemoryChannelLayer()) as channel, anyio.create_task_group() as tasks:
+    async with anyio.create_task_group() as tasks:
         tasks.start_soon(ticker)
-        for number in range(1_000):
+        for number in range(messages):
             await channel.publish("nobody-listens", number)
         tasks.cancel_scope.cancel()
-    assert ticks >= 1_000 // YIELD_EVERY - 1
+    return ticks
+
+
+async def test_a_publishing_loop_does_not_starve_other_tasks() -> None:
+    async with Channel(InMemoryChannelLayer()) as channel:
+        assert await _publish_beside_a_ticker(channel, 4 * YIELD_EVERY) >= 3
+
+
+class _SlowJSON:
+    """JSON that burns a millisecond of CPU per message, as a costly publish would."""
+
+    def dumps(self, message: Any) -> bytes:
+        until = time.thread_time() + 0.001
+        while time.thread_time() < until:
+            pass
+        return json.dumps(message).encode()
+
+    def loads(self, payload: bytes) -> Any:
+        return json.loads(payload)
+
+
+async def test_a_loop_of_costly_publishes_yields_long_before_yield_every() -> None:
+    """`YIELD_AFTER` bounds the time between yields, not only `YIELD_EVERY` their count."""
+    assert YIELD_CHECK * 0.001 > YIELD_AFTER  # each check finds >= 32 ms of CPU gone
+    async with Channel(InMemoryChannelLayer(), serializer=_SlowJSON()) as channel:
+        assert await _publish_beside_a_ticker(channel, 4 * YIELD_CHECK) >= 3
+
+
+async def test_a_receive_cancelled_once_woken_loses_no_event() -> None:
+    """Cancelled after the publish woke it but before it ran: the event waits for the next call."""
+    async with Channel.from_url("memory://") as channel, channel.subscribe("g") as subscriber:
+        got: list[Any] = []
+        scope = anyio.CancelScope()
+
+        async def receive_one() -> None:
+            with scope:
+                got.append((await subscriber.receive()).message)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(receive_one)
+            await anyio.wait_all_tasks_blocked()
+            await channel.publish("g", "only")  # wakes the receiver, does not yield
+            scope.cancel()
+        await channel.publish("g", "next")
+        with anyio.fail_after(5):
+            rest = [(await subscriber.receive()).message for _ in range(2 - len(got))]
+        assert got + rest == ["only", "next"]
 
 
 async def test_a_gap_before_the_subscription_went_live_is_not_reported() -> None:
@@ -423,3 +480,23 @@ async def test_a_receive_cancelled_while_waiting_leaves_the_subscriber_usable() 
             tasks.start_soon(late_publish)
             with anyio.fail_after(5):
                 assert (await subscriber.receive()).message == "woken"
+
+
+async def test_cancelling_one_of_two_tasks_receiving_leaves_the_other_waiting() -> None:
+    """On asyncio both wait on one future, which the cancelled task's cancellation cancels."""
+    async with Channel.from_url("memory://") as channel, channel.subscribe("g") as subscriber:
+        got: list[Any] = []
+        cancelled = anyio.CancelScope()
+
+        async def receive_one(scope: anyio.CancelScope) -> None:
+            with scope:
+                got.append((await subscriber.receive()).message)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(receive_one, cancelled)
+            tasks.start_soon(receive_one, anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()
+            cancelled.cancel()
+            await anyio.wait_all_tasks_blocked()
+            await channel.publish("g", "for the other")
+        assert got == ["for the other"]

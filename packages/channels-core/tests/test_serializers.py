@@ -146,3 +146,73 @@ def test_json_nesting_limit_is_checked_before_encoding() -> None:
     assert codec.loads(codec.dumps(nested(MAX_JSON_DEPTH))) == nested(MAX_JSON_DEPTH)
     with pytest.raises(SerializationError, match=f"deeper than {MAX_JSON_DEPTH}"):
         codec.dumps({"k": nested(MAX_JSON_DEPTH)})
+
+
+class _Key(str):
+    """A str subclass: a dict key JSON writes as the string it is."""
+
+
+_JSON_SAMPLES: list[Any] = [
+    {"i": 1, "t": 12345.678901234, "pad": "x" * 60},
+    {"s": 'é\n"\\', "n": None, "b": True, "f": -0.0, "big": 10**30},
+    {_Key("sub"): 1},
+    {"nested": {"a": [1, (2, 3)], "b": {}}},
+    [1, "two", {"three": 3.0}],
+    "just text",
+    42,
+    None,
+    {},
+]
+
+
+@pytest.mark.parametrize("message", _JSON_SAMPLES)
+def test_json_encodes_exactly_as_the_json_module_does(message: Any) -> None:
+    """The serializer's own use of the C encoder (issue #15) writes what `json.dumps` writes."""
+    expected = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    assert resolve_serializer("json").dumps(message) == expected
+
+
+@pytest.mark.parametrize("message", _JSON_SAMPLES)
+def test_json_without_the_c_encoder_writes_the_same(
+    message: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = resolve_serializer("json").dumps(message)
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    assert resolve_serializer("json").dumps(message) == fast
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{"x": float("nan")}, {"x": float("-inf")}, {"x": {1: "a"}}, {"x": ["ok", {2: "b"}]}],
+    ids=["nan", "infinity", "nested-int-key", "deeper-int-key"],
+)
+def test_json_refuses_a_bad_value_inside_a_flat_looking_dict(message: Any) -> None:
+    with pytest.raises(SerializationError):
+        resolve_serializer("json").dumps(message)
+
+
+def test_json_refuses_a_container_that_holds_itself() -> None:
+    """Encoded without circular-reference tracking: the depth check stops it first."""
+    looped: dict[str, Any] = {"a": 1}
+    looped["self"] = looped
+    as_list: list[Any] = [1]
+    as_list.append(as_list)
+    for message in (looped, as_list):
+        with pytest.raises(SerializationError, match=f"deeper than {MAX_JSON_DEPTH}"):
+            resolve_serializer("json").dumps(message)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [(b'{"a":1}', {"a": 1}), (b' {"a": 1}\n', {"a": 1}), (b"\t[1, 2] ", [1, 2]), (b'"x"', "x")],
+)
+def test_json_decodes_documents_with_or_without_surrounding_whitespace(
+    payload: bytes, message: Any
+) -> None:
+    assert resolve_serializer("json").loads(payload) == message
+
+
+@pytest.mark.parametrize("payload", [b'{"a":1}x', b"1 2", b"", b"   ", b"[1,", b"{'a': 1}"])
+def test_json_decoding_refuses_what_is_not_one_json_document(payload: bytes) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        resolve_serializer("json").loads(payload)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._broker_state import BrokerState
 from .envelope import MAGIC
-from .event import Event
+from .event import Event, new_event
 from .exceptions import LossReason
 from .history import HistoryRead, Position, is_position, parse_position
 from .subscriber import Subscriber
@@ -169,7 +169,7 @@ class SubscriptionRegistry:
         message = self._decode(group, payload)
         if message is _UNDECODABLE:
             return False
-        event = Event(group, message, pattern, position)
+        event = new_event(group, message, pattern, position)
         if position is not None:  # history on: the only check its absence costs
             return self._deliver_logged(event, members)
         filling = False

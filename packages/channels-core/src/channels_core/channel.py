@@ -63,6 +63,8 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+_OPEN = _State.OPEN  # (a global: `publish` checks it on every call)
+
 #: States in which entering the channel again is refused.
 _BUSY = frozenset({_State.OPENING, _State.OPEN, _State.CLOSING})
 
@@ -295,7 +297,8 @@ class Channel:
         or `PayloadTooLargeError` (nothing sent) if the message cannot be
         carried.
         """
-        self._check_open()
+        if self._state is not _OPEN or self._owner != threading.get_ident():
+            self._check_open()  # raises
         observed_publish = self._observed_publish
         if observed_publish is None:
             await self._send(group, self._encode(group, message))
@@ -341,7 +344,8 @@ class Channel:
 
     def _encode(self, group: str, message: Any) -> bytes:
         """`message` as the layer carries it to `group`; the registry's `Inbox.encode`."""
-        check_name(group, "group")
+        if type(group) is not str or not group.isascii() or not group:
+            check_name(group, "group")  # the full check, for what the quick one cannot pass
         payload = self._codec.dumps(message)
         if self._wrap_envelope is not None:  # channels_core.telemetry
             payload = self._wrap_envelope(group, payload)

@@ -9,8 +9,10 @@ name, since unpickling data from a broker runs arbitrary code.
 from __future__ import annotations
 
 import json
+import json.encoder
 import pickle
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from .exceptions import SerializationError
 
@@ -39,6 +41,10 @@ MAX_JSON_DEPTH = 256
 
 _CONTAINERS = (dict, list, tuple)
 
+#: Types of dict values that need no structure check (nothing nested in them).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
 
 class JSONSerializer:
     """Compact UTF-8 JSON; what it accepts comes back equal (tuples come back as lists).
@@ -48,23 +54,81 @@ class JSONSerializer:
     dict keys that are not strings (JSON would turn ``{1: "a"}`` into
     ``{"1": "a"}``), and nesting deeper than `MAX_JSON_DEPTH`. Decoding is as
     strict: a foreign payload with ``NaN`` or ``Infinity`` is not JSON either.
+
+    It runs on every message, so both directions skip what `json` does for
+    generality (issue #15): a flat dict of str keys and scalar values (the
+    usual message) is checked in two C-level passes, encoding calls the C
+    encoder made once (`json.JSONEncoder.encode` builds one per call), and
+    decoding scans the document directly, going through
+    `json.JSONDecoder.decode` only for what the scan does not take whole
+    (surrounding whitespace, or an error to report).
     """
 
     name = "json"
 
     def __init__(self) -> None:
-        self._encode = json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode
-        self._decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+        encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        self._chunks = _chunk_encoder(encoder)
+        decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+        self._decode = decoder.decode
+        self._scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
 
     def dumps(self, message: Any) -> bytes:
-        if isinstance(message, _CONTAINERS):
+        if type(message) is dict:
+            if not (
+                _STR.issuperset(map(type, message))
+                and _SCALARS.issuperset(map(type, message.values()))
+            ):
+                _check_structure(message)
+        elif isinstance(message, _CONTAINERS):
             _check_structure(message)
-        return self._encode(message).encode()
+        return "".join(self._chunks(message, 0)).encode()
 
     def loads(self, payload: bytes) -> Any:
-        return self._decode(payload.decode())
+        text = payload.decode()
+        try:
+            message, end = self._scan(text, 0)
+        except StopIteration:  # nothing at 0: leading whitespace, or not JSON
+            return self._decode(text)
+        if end != len(text):  # trailing whitespace, or extra data
+            return self._decode(text)
+        return message
+
+
+def _chunk_encoder(encoder: json.JSONEncoder) -> Callable[[Any, int], Iterable[str]]:
+    """``chunks(message, 0)``: `encoder`'s output in pieces, from its C encoder made once.
+
+    The C encoder is built without circular-reference tracking: `dumps`
+    refuses nesting beyond `MAX_JSON_DEPTH` first, which also catches a
+    container that holds itself. It is checked against `encoder` on a
+    sample, so a Python without it, or whose private signature differs,
+    gets `encoder`'s own (slower) way.
+    """
+
+    def chunks_of(message: Any, _level: int) -> Iterable[str]:
+        return encoder.iterencode(message, _one_shot=True)
+
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return chunks_of
+    try:
+        chunks = make(
+            None,
+            encoder.default,
+            json.encoder.encode_basestring,
+            None,
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
+        sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {"c": -0.0}}
+        if "".join(chunks(sample, 0)) != encoder.encode(sample):
+            return chunks_of
+    except Exception:
+        return chunks_of
+    return cast(Callable[[Any, int], Iterable[str]], chunks)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -160,6 +224,8 @@ class Codec:
     def dumps(self, message: Any) -> bytes:
         try:
             payload = self._dumps(message)
+            if type(payload) is bytes:  # the usual case, first
+                return payload
         except SerializationError:
             raise  # from a wrapped codec (an encrypted serializer): already says it all
         except Exception as exc:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from functools import partial
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 
@@ -43,39 +42,62 @@ _ONE_DROPPED = _Gap("overflow", 1)
 
 
 class _Waiter(Protocol):
-    """What a subscriber waits on: an `anyio.Event`, or `_AsyncioWakeup` on asyncio."""
+    """What a subscriber waits on: an `asyncio.Future` on asyncio, else `_EventWaiter`."""
 
-    def set(self) -> None: ...
+    def done(self) -> bool: ...
 
-    def wait(self) -> Awaitable[object]: ...
+    def set_result(self, result: None, /) -> None: ...
+
+    def __await__(self) -> Generator[Any, None, object]: ...
 
 
-class _AsyncioWakeup(asyncio.Future[None]):
-    """A subscriber's wait on asyncio: one bare future.
+class _EventWaiter:
+    """A subscriber's wait off asyncio (trio): an `anyio.Event` with a future's interface."""
 
-    An `anyio.Event` is three objects (anyio's, asyncio's, its future) made
-    per wait, and its `set` walks asyncio's waiters; in a fan-out each
-    message costs one wait per subscriber, so that is most of the wake-up
-    cost (issue #15). On trio the subscriber keeps `anyio.Event`.
-    """
+    __slots__ = ("_event",)
 
-    __slots__ = ()
+    def __init__(self) -> None:
+        self._event = anyio.Event()
 
-    def set(self) -> None:
-        if not self.done():
-            self.set_result(None)
+    def done(self) -> bool:
+        return self._event.is_set()
 
-    def wait(self) -> Awaitable[object]:
-        return self
+    def set_result(self, result: None, /) -> None:
+        self._event.set()
+
+    def __await__(self) -> Generator[Any, None, object]:
+        return self._event.wait().__await__()
 
 
 def _waiter_factory() -> Callable[[], _Waiter]:
-    """How this event loop's subscribers make their waiters (called once per subscriber)."""
+    """How this event loop's subscribers make their waiters (looked up once per subscriber).
+
+    On asyncio, a bare future of the loop: an `anyio.Event` would be three
+    objects made per wait, and asyncio's task steps take their fast path
+    only for a future of the exact type. In a fan-out each message costs
+    one wait per subscriber, so that is most of the wake-up (issue #15).
+    """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio)
-        return type(anyio.Event())
-    return partial(_AsyncioWakeup, loop=loop)
+        return _EventWaiter
+    return loop.create_future
+
+
+def _cancelled_for_another_task(exc: BaseException) -> bool:
+    """True if the asyncio future this task waited on was cancelled, but this task was not.
+
+    Tasks receiving from one subscriber share its future; asyncio cancels
+    the future a cancelled task waits on, which would wake the others with
+    a `CancelledError` of nobody's asking. They wait again instead.
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not asyncio
+        return False
+    return task is not None and not task.cancelling()
 
 
 class Subscriber:
@@ -154,9 +176,12 @@ class Subscriber:
                     self._new_waiter = _waiter_factory()
                 waiter = self._waiter = self._new_waiter()
             try:
-                await waiter.wait()
-            except BaseException:
-                self._waiter = None  # a cancelled future cannot be waited on again
+                await waiter
+            except BaseException as exc:
+                if waiter.done():  # a cancelled future cannot be waited on again
+                    self._waiter = None  # (an unset one stays: other tasks may wait on it)
+                if _cancelled_for_another_task(exc):
+                    continue
                 raise
             self._woken = False
         item = buffer.popleft()
@@ -168,6 +193,10 @@ class Subscriber:
 
     async def receive(self) -> Event:
         """The next event; `ChannelClosedError` once the subscription has ended."""
+        buffer = self._buffer
+        if buffer and type(buffer[0]) is Event:  # at hand: no second coroutine
+            self._size -= 1
+            return buffer.popleft()  # type: ignore[return-value]
         try:
             return await self.__anext__()
         except StopAsyncIteration:
@@ -203,7 +232,8 @@ class Subscriber:
         if waiter is not None:
             self._waiter = None
             self._woken = True
-            waiter.set()
+            if not waiter.done():  # else cancelled: that receive raises, and the next one reads
+                waiter.set_result(None)
         return self._woken and 2 * self._size >= self._capacity
 
     def _replay(self, items: list[Event | LossReason]) -> None:
@@ -257,7 +287,8 @@ class Subscriber:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            waiter.set()
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 def _ended() -> ChannelClosedError:

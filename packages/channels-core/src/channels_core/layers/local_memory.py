@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -30,7 +30,7 @@ import anyio.lowlevel
 
 from ..background import background_tasks
 from ..discovery import registered_as
-from ..exceptions import ChannelClosedError, LossReason, NotSupportedError
+from ..exceptions import ChannelClosedError, NotSupportedError
 from ..history import HistoryOptions, HistoryRead, format_position, parse_position
 from ..layer import ChannelLayer, Inbox
 from ..patterns import compile_pattern
@@ -41,7 +41,19 @@ from ._loop_call import loop_caller
 __all__ = ["InMemoryChannelLayer", "MemoryHub"]
 
 #: Publishes after which the memory layer yields even if no buffer is filling.
-YIELD_EVERY = 32
+#: Each yield wakes every subscriber that got something meanwhile, and a
+#: wake-up costs more than a delivery: with messages spread over many
+#: groups, yielding every few dozen publishes meant a wake-up per message
+#: (issue #15). `YIELD_AFTER` bounds the time between yields instead.
+YIELD_EVERY = 1024
+
+#: CPU seconds a publishing loop runs at most without yielding, checked
+#: every `YIELD_CHECK` publishes: a costly publish (to thousands of local
+#: subscribers, or of a large message) cannot hold the event loop for
+#: `YIELD_EVERY` of them. The thread's CPU time, not the clock's: on a
+#: loaded machine, time spent descheduled is nobody's turn.
+YIELD_AFTER = 0.005
+YIELD_CHECK = 32
 
 #: Deliveries from other threads a port holds for an event loop that does not
 #: run (blocked, or far slower than its publishers). Beyond it they are
@@ -72,12 +84,16 @@ class _Port:
         "_ready",
         "_signalled",
         "deliver",
+        "received",
         "thread",
     )
 
     def __init__(self, inbox: Inbox) -> None:
         self._inbox = inbox  # only ever called in the owner loop's thread
         self.deliver = inbox.deliver
+        #: Deliveries handed to the inbox (counted by the hub and `drain`: no
+        #: wrapper around `deliver`, whose call is on every message's path).
+        self.received = 0
         self.thread = threading.get_ident()
         self._call_soon = loop_caller()
         self._lock = threading.Lock()
@@ -116,12 +132,36 @@ class _Port:
                 # Before the deliveries that came after the gap; the cap is the
                 # hub's own bound, so the gap is an overflow, not a broker loss.
                 self._inbox.messages_lost("overflow")
-            unyielded = 0
+            pacer = _Pacer()
             for group, payload, pattern, position in batch:
-                unyielded += 1
-                if deliver(group, payload, pattern, position) or unyielded >= YIELD_EVERY:
-                    unyielded = 0
+                self.received += 1
+                pacer.count += 1
+                if deliver(group, payload, pattern, position) or (
+                    not pacer.count % YIELD_CHECK and pacer.due()
+                ):
+                    pacer.yielded()
                     await anyio.lowlevel.checkpoint()
+
+
+class _Pacer:
+    """When a loop that hands out messages without waiting yields (`YIELD_EVERY`).
+
+    The loop counts in `count` and, every `YIELD_CHECK` messages, asks `due`;
+    it calls `yielded` when it yields (for whatever reason).
+    """
+
+    __slots__ = ("count", "since")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since = time.thread_time()
+
+    def due(self) -> bool:
+        return self.count >= YIELD_EVERY or time.thread_time() - self.since >= YIELD_AFTER
+
+    def yielded(self) -> None:
+        self.count = 0
+        self.since = time.thread_time()
 
 
 class _GroupLog:
@@ -192,15 +232,19 @@ class MemoryHub:
         for port in self._groups.get(group, ()):
             if port.thread != here:
                 port.post((group, payload, None, position))
-            elif port.deliver(group, payload, None, position):
-                filling = True
+            else:
+                port.received += 1
+                if port.deliver(group, payload, None, position):
+                    filling = True
         for pattern, (matches, ports) in self._patterns.items():
             if matches(group):
                 for port in ports:
                     if port.thread != here:
                         port.post((group, payload, pattern, position))
-                    elif port.deliver(group, payload, pattern, position):
-                        filling = True
+                    else:
+                        port.received += 1
+                        if port.deliver(group, payload, pattern, position):
+                            filling = True
         return filling
 
     def _append(self, group: str, payload: bytes) -> str:
@@ -294,33 +338,6 @@ def named_hub(name: str) -> MemoryHub:
         return hub
 
 
-class _CountingInbox:
-    """The channel's inbox, counting for `InMemoryChannelLayer.stats` what the layer receives."""
-
-    __slots__ = ("_inbox", "_layer")
-
-    def __init__(self, inbox: Inbox, layer: InMemoryChannelLayer) -> None:
-        self._inbox = inbox
-        self._layer = layer
-
-    def deliver(
-        self, group: str, payload: bytes, pattern: str | None = None, position: str | None = None
-    ) -> bool:
-        self._layer._received += 1
-        return self._inbox.deliver(group, payload, pattern, position)
-
-    def messages_lost(
-        self,
-        reason: LossReason = "reconnect",
-        count: int | None = None,
-        groups: Collection[str] | None = None,
-    ) -> None:
-        self._inbox.messages_lost(reason, count, groups)
-
-    def encode(self, group: str, message: Any) -> bytes:
-        return self._inbox.encode(group, message)
-
-
 class InMemoryChannelLayer(ChannelLayer):
     """Delivers within one process; `hub` is private unless you share one.
 
@@ -351,9 +368,9 @@ class InMemoryChannelLayer(ChannelLayer):
         self._groups: set[str] = set()
         self._patterns: set[str] = set()
         self._name = ""
-        self._unyielded = 0  # publishes since this layer last yielded
+        self._pacer = _Pacer()  # publishes since this layer last yielded
         self._published = 0
-        self._received = 0
+        self._received = 0  # by the ports of earlier connections
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -401,14 +418,14 @@ class InMemoryChannelLayer(ChannelLayer):
         return LayerStats(
             connected=self._port is not None,
             published=self._published,
-            received=self._received,
+            received=self._received + (self._port.received if self._port else 0),
             connection_losses=0,
             reconnects=0,
         )
 
     @asynccontextmanager
     async def connect(self, inbox: Inbox) -> AsyncIterator[None]:
-        port = self._port = _Port(_CountingInbox(inbox, self))
+        port = self._port = _Port(inbox)
         try:
             async with background_tasks() as tasks:
                 tasks.start_soon(port.drain)
@@ -418,6 +435,7 @@ class InMemoryChannelLayer(ChannelLayer):
             self.hub.punsubscribe(port, list(self._patterns))
             self._groups.clear()
             self._patterns.clear()
+            self._received += port.received
             self._port = None
 
     def _connected_port(self) -> _Port:
@@ -430,12 +448,13 @@ class InMemoryChannelLayer(ChannelLayer):
 
         Yielding on every publish would wake every subscriber task once per
         message; yielding when a buffer is half full (or every
-        `YIELD_EVERY` publishes, so a publishing loop never starves the
-        others) lets each subscriber take a batch per wake-up, losslessly
-        as long as it keeps pace.
+        `YIELD_EVERY` publishes or `YIELD_AFTER` seconds, so a publishing
+        loop never starves the others) lets each subscriber take a batch per
+        wake-up, losslessly as long as it keeps pace.
         """
+        port = self._port or self._connected_port()  # (which raises)
         # The channel only calls this from its own thread: the port's.
-        if self._send(group, payload, self._connected_port().thread):
+        if self._send(group, payload, port.thread):
             await anyio.lowlevel.checkpoint()
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
@@ -447,10 +466,13 @@ class InMemoryChannelLayer(ChannelLayer):
 
     def _send(self, group: str, payload: bytes, origin: int) -> bool:
         """Deliver one message through the hub; True when the publisher should yield now."""
-        self._unyielded += 1
         self._published += 1
-        if self.hub.publish(group, payload, origin) or self._unyielded >= YIELD_EVERY:
-            self._unyielded = 0
+        pacer = self._pacer
+        pacer.count += 1
+        if self.hub.publish(group, payload, origin) or (
+            not pacer.count % YIELD_CHECK and pacer.due()
+        ):
+            pacer.yielded()
             return True
         return False
 
