@@ -180,8 +180,8 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
 
     @property
     def coalesce_publishes(self) -> bool:
-        """Not in cluster mode: a batch would span shards (`publish_many` is a loop here)."""
-        return False
+        """With history off: a batch is then one write per master (with history, a loop)."""
+        return self._log is None
 
     async def check(self, timeout: float) -> None:
         """PING every master through the publishing client, then every pub/sub connection.
@@ -314,8 +314,10 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
     async def _send(self, sealed: list[_Sealed], retry: bool, deadline: float) -> None:
         """One try: each master's messages in one write on its connection, masters concurrently.
 
-        A retry, and a master whose try hits a stale slot map or a lost
-        connection, goes through `RedisCluster` instead (`_send_through_client`).
+        (`PublishingConnections.call_each`: every write, then every read, in
+        this task: no task per master.) A retry, and a master whose try hits
+        a stale slot map or a lost connection, goes through `RedisCluster`
+        instead (`_send_through_client`).
         """
         if retry:
             await self._send_through_client(sealed, deadline)
@@ -331,27 +333,26 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
             for publishing, mine in by_node.items():
                 await self._send_on(publishing, mine, deadline)
             return
-        errors: list[Exception] = []
-
-        async def send_on(publishing: PublishingConnections, mine: list[_Sealed]) -> None:
-            try:
-                await self._send_on(publishing, mine, deadline)
-            except Exception as exc:  # raised below as itself, not in an ExceptionGroup
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tasks:
-            for publishing, mine in by_node.items():
-                tasks.start_soon(send_on, publishing, mine)
-        if errors:
-            raise errors[0]
+        batches = list(by_node.values())
+        results = await PublishingConnections.call_each(
+            [(publishing, _joined(items), len(items)) for publishing, items in by_node.items()],
+            deadline,
+        )
+        refusals = []
+        for items, result in zip(batches, results, strict=True):
+            if isinstance(result, _FALL_BACK_ON):
+                await self._send_through_client(items, deadline)
+            elif isinstance(result, Exception):
+                refusals.append(result)
+        if refusals:
+            raise refusals[0]
 
     async def _send_on(
         self, publishing: PublishingConnections, sealed: list[_Sealed], deadline: float
     ) -> None:
         """`sealed` on one master's connection; through `RedisCluster` if the map was stale."""
-        commands = sealed[0][3] if len(sealed) == 1 else b"".join(item[3] for item in sealed)
         try:
-            await publishing.call(commands, len(sealed), deadline)
+            await publishing.call(_joined(sealed), len(sealed), deadline)
         except _FALL_BACK_ON:
             await self._send_through_client(sealed, deadline)
 
@@ -418,3 +419,8 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
 
     async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
         """Nothing to do: no pattern is ever subscribed in cluster mode."""
+
+
+def _joined(sealed: list[_Sealed]) -> bytes:
+    """The packed SPUBLISH commands of `sealed`, for one write."""
+    return sealed[0][3] if len(sealed) == 1 else b"".join(item[3] for item in sealed)
