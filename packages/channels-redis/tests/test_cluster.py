@@ -261,14 +261,7 @@ async def test_a_moved_answer_to_ssubscribe_is_followed(
     redis_cluster: ClusterSetup, namespace: str
 ) -> None:
     """A slot moved after the layer learnt the slot map: SSUBSCRIBE answers MOVED, not an error."""
-    layer = RedisClusterChannelLayer.from_url(
-        redis_cluster.url, namespace=namespace, reconnect_backoff=FAST
-    )
-    slot = key_slot(layer._wire.channel("late"))
-    source = redis_cluster.master_of(slot)
-    target = next(
-        redis_cluster.server_at(port) for port in redis_cluster.shards() if port != source.port
-    )
+    layer, slot, source, target = _layer_and_a_move(redis_cluster, namespace, "late")
     async with Channel(layer) as channel:
         await anyio.to_thread.run_sync(_migrate, redis_cluster, slot, source, target)
         moved_before = await anyio.to_thread.run_sync(_moved_answers, redis_cluster, source)
@@ -285,6 +278,83 @@ async def test_a_moved_answer_to_ssubscribe_is_followed(
         assert client.execute_command("PUBSUB", "SHARDNUMSUB", layer._wire.channel("late"))[1] == 0  # type: ignore[no-untyped-call]
     finally:
         client.close()
+
+
+@pytest.mark.anyio
+async def test_publish_many_across_every_shard_delivers_each_item_once_in_order_per_group(
+    redis_cluster: ClusterSetup, namespace: str
+) -> None:
+    """One pipelined batch per master, the masters concurrently: per group, publish order."""
+    groups = [f"many-{n}" for n in range(30)]
+    layer = RedisClusterChannelLayer.from_url(redis_cluster.url, namespace=namespace)
+    owners = {redis_cluster.master_of(key_slot(layer._wire.channel(g))).port for g in groups}
+    assert len(owners) == 3  # the batches span every shard
+    items = [(group, b"%d" % n) for n in range(20) for group in groups]  # interleaved
+    async with Channel(layer) as channel, channel.subscribe(*groups) as subscriber:
+        for start in range(0, len(items), 150):
+            await layer.publish_many(items[start : start + 150])
+        got: dict[str, list[int]] = {group: [] for group in groups}
+        with anyio.fail_after(10):
+            for _ in items:
+                event = await subscriber.receive()
+                got[event.group].append(int(event.message))
+        assert got == {group: list(range(20)) for group in groups}
+        with anyio.move_on_after(0.2):
+            extra = await subscriber.receive()
+            pytest.fail(f"delivered twice: {extra}")
+        # Through the layer's own connections, one set per master.
+        assert sorted(layer._node_publishing) == sorted(f"127.0.0.1:{port}" for port in owners)
+        assert layer.stats().published == len(items)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("many", [False, True], ids=["publish", "publish_many"])
+async def test_a_moved_answer_to_spublish_is_followed_through_the_cluster_client(
+    redis_cluster: ClusterSetup, namespace: str, many: bool
+) -> None:
+    """A slot moved after the layer's connection to its old master was made: still delivered."""
+    layer, slot, source, target = _layer_and_a_move(redis_cluster, namespace, "roaming")
+    try:
+        async with Channel(layer) as channel:
+            await channel.publish("roaming", "warm-up")  # the connection to `source` is open
+            assert f"127.0.0.1:{source.port}" in layer._node_publishing
+            await anyio.to_thread.run_sync(_migrate, redis_cluster, slot, source, target)
+            # Subscribed through another layer: this one's slot map stays stale.
+            async with (
+                Channel.from_url(redis_cluster.url, namespace=namespace) as receiving,
+                receiving.subscribe("roaming") as subscriber,
+            ):
+                moved_before = await anyio.to_thread.run_sync(_moved_answers, redis_cluster, source)
+                if many:
+                    await layer.publish_many([("roaming", b"1"), ("roaming", b"2")])
+                else:
+                    await channel.publish("roaming", 1)
+                    await channel.publish("roaming", 2)
+                moved_after = await anyio.to_thread.run_sync(_moved_answers, redis_cluster, source)
+                assert moved_after > moved_before  # the fast path asked the old owner first
+                with anyio.fail_after(5):
+                    got = [(await subscriber.receive()).message for _ in range(2)]
+                assert [int(m) for m in got] == [1, 2]
+                # Later publishes go straight to the new owner.
+                await channel.publish("roaming", 3)
+                with anyio.fail_after(5):
+                    assert int((await subscriber.receive()).message) == 3
+                assert f"127.0.0.1:{target.port}" in layer._node_publishing
+    finally:
+        await anyio.to_thread.run_sync(_migrate, redis_cluster, slot, target, source)
+
+
+def _layer_and_a_move(
+    cluster: ClusterSetup, namespace: str, group: str
+) -> tuple[RedisClusterChannelLayer, int, RedisServer, RedisServer]:
+    """A layer, `group`'s slot, its master and another master to move it to."""
+    layer = RedisClusterChannelLayer.from_url(
+        cluster.url, namespace=namespace, reconnect_backoff=FAST
+    )
+    slot = key_slot(layer._wire.channel(group))
+    source = cluster.master_of(slot)
+    target = next(cluster.server_at(port) for port in cluster.shards() if port != source.port)
+    return layer, slot, source, target
 
 
 def _moved_answers(cluster: ClusterSetup, server: RedisServer) -> int:

@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
 from channels_core import BrokerUnavailableError, Channel
+from channels_core.testing import free_port
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis._publishing import PublishingConnections
 from channels_layer_redis._wire import pack_command, pack_publish
@@ -305,3 +306,34 @@ async def test_an_idle_connection_the_server_closed_is_replaced_unseen(
             assert (await subscriber.receive()).message == "first"
             assert (await subscriber.receive()).message == "second"
         assert layer.stats().published == 2
+
+
+async def test_call_each_answers_every_server_and_a_cancelled_one_leaks_no_connection(
+    redis_url: str, throwaway_redis: RedisServer
+) -> None:
+    """Several servers from one task (a cluster's masters): each call its own answer."""
+    live = PublishingConnections(factory(redis_url), 1)
+    stopped = PublishingConnections(factory(throwaway_redis.url), 1)
+    dead = PublishingConnections(factory(f"redis://127.0.0.1:{free_port()}"), 1)
+    echo = pack_command("ECHO", "a") + pack_command("ECHO", "b")
+    try:
+        results = await PublishingConnections.call_each(
+            [(live, echo, 2), (dead, echo, 2), (stopped, echo, 2)], soon()
+        )
+        assert results[0] == results[2] == [b"a", b"b"]
+        assert isinstance(results[1], RedisConnectionError)
+        os.kill(throwaway_redis.pid, signal.SIGSTOP)
+        try:
+            with anyio.move_on_after(0.2) as scope:
+                await PublishingConnections.call_each([(live, echo, 2), (stopped, echo, 2)], soon())
+            assert scope.cancelled_caught
+        finally:
+            os.kill(throwaway_redis.pid, signal.SIGCONT)
+        # The unanswered connection was closed and its slot freed: a new one serves.
+        assert not stopped._busy
+        assert not stopped._idle
+        assert await stopped.call(echo, 2, soon()) == [b"a", b"b"]
+        assert await live.call(echo, 2, soon()) == [b"a", b"b"]
+    finally:
+        for connections in (live, stopped, dead):
+            connections.close()

@@ -1,11 +1,17 @@
 """`RedisClusterChannelLayer`: the Redis layer on a Redis Cluster, with sharded pub/sub.
 
 What ``redis+cluster://`` and ``rediss+cluster://`` build (also through
-`RedisPubSubChannelLayer`). Publishing is ``SPUBLISH`` through redis-py's
-`RedisCluster` (`_cluster`), to the master owning the group's slot;
-subscriptions are ``SSUBSCRIBE`` on that master, one connection per master
-(`_shards`). A message crosses only its own shard (master and replicas),
-unlike classic PUBLISH, which a cluster copies to every node.
+`RedisPubSubChannelLayer`). Publishing is ``SPUBLISH`` to the master
+owning the group's slot, found in redis-py's `RedisCluster` slot map
+(`_cluster`), through the layer's own connections to that master (a
+`PublishingConnections` per master, as the one-server layer has for its
+server). A ``MOVED``/``ASK`` reply, a lost connection or a timeout sends
+that publish again through `RedisCluster` itself, which refreshes its slot
+map, follows redirections and failovers, and retries. With history on,
+publishes go through `RedisCluster` (the history script). Subscriptions
+are ``SSUBSCRIBE`` on that master, one connection per master (`_shards`).
+A message crosses only its own shard (master and replicas), unlike
+classic PUBLISH, which a cluster copies to every node.
 
 Patterns are refused: sharded pub/sub has no PSUBSCRIBE, and serving them
 with classic PSUBSCRIBE would need every publish sent a second time as a
@@ -19,13 +25,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 from redis.asyncio import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.cluster import PRIMARY
 from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from channels_core import (
     BrokerUnavailableError,
@@ -40,12 +57,29 @@ from channels_core import (
 
 from ._cluster import CLUSTER_ERRORS, CLUSTER_SCHEMES, open_cluster_client
 from ._layer import REDIS_ERRORS, RedisLayerStats, RedisPubSubChannelLayer
+from ._publishing import PublishingConnections
 from ._shards import ShardedSubscriptions
 from ._url import DEFAULT_URL
+from ._wire import pack_publish
 
 __all__ = ["RedisClusterChannelLayer", "RedisClusterLayerStats", "is_cluster_url"]
 
 _ERRORS = {**REDIS_ERRORS, **CLUSTER_ERRORS}
+
+#: What sends a publish from the layer's own connection to `RedisCluster`:
+#: the slot map is stale (a migration, a failover) or the node is unreachable.
+_FALL_BACK_ON = (
+    MovedError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+#: One sealed message: its channel's slot, channel, envelope and packed SPUBLISH.
+_Sealed = tuple[int, bytes, bytes, bytes]
 
 
 def is_cluster_url(url: str) -> bool:
@@ -88,9 +122,11 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
                 "redis+cluster://host:port[,host:port...] or rediss+cluster://"
             )
         self._shards: ShardedSubscriptions | None = None
-        #: At most `pool_size` publishes at once (redis-py's cluster client
+        #: At most `pool_size` publishes at once through `RedisCluster` (it
         #: fails, rather than waits, when a node's connections run out).
         self._publishing = anyio.Semaphore(self.options.pool_size)
+        #: The layer's own publishing connections, per master (node name).
+        self._node_publishing: dict[str, PublishingConnections] = {}
         self._moved = 0
 
     def stats(self) -> RedisClusterLayerStats:
@@ -112,13 +148,40 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
         )
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """SPUBLISH the items one after the other, in order: their groups live on several shards."""
-        await ChannelLayer.publish_many(self, items)
+        """SPUBLISH the items: one pipelined write per master, the masters concurrently.
+
+        A group's items go to one master (its slot's), in order. Every
+        payload is checked before anything is sent; a retry sends the same
+        envelopes, so receivers drop those Redis had already run. With
+        history on, one publish after the other (the history script).
+        """
+        if self._log is not None:
+            await ChannelLayer.publish_many(self, items)
+            return
+        self._connected_client()
+        for _, payload in items:
+            self._check_payload(payload)
+        sequences = []
+        sealed = []
+        for group, payload in items:
+            sequence, message = self._outbox.seal(payload)
+            sequences.append(sequence)
+            sealed.append(self._packed(self._wire.channel(group), message))
+
+        async def send(retry: bool, deadline: float) -> None:
+            await self._send(sealed, retry, deadline)
+
+        await self._send_with_retry(
+            send,
+            sequences,
+            f"publish {len(sealed)} message(s) on {self.url}",
+            self_bounded=True,
+        )
 
     @property
     def coalesce_publishes(self) -> bool:
-        """Not in cluster mode: a batch would span shards (`publish_many` is a loop here)."""
-        return False
+        """With history off: a batch is then one write per master (with history, a loop)."""
+        return self._log is None
 
     async def check(self, timeout: float) -> None:
         """PING every master through the publishing client, then every pub/sub connection.
@@ -191,6 +254,9 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
                     self._reconnects += shards.mends
                     self._attempts += shards.attempts
                     self._moved += shards.moves
+                for publishing in self._node_publishing.values():
+                    publishing.close()
+                self._node_publishing.clear()
                 await client.aclose()
             self._inbox = self._client = self._shards = None
             self._groups.clear()
@@ -221,9 +287,108 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
     # -- publishing and subscribing ---------------------------------------------
 
     async def publish(self, group: str, payload: bytes) -> None:
-        """SPUBLISH to the master owning the group's slot (else as the one-server layer)."""
+        """SPUBLISH to the master owning the group's slot, on the layer's connection to it.
+
+        With history on, through `RedisCluster` (the history script).
+        """
+        if self._log is not None:
+            async with self._publishing:
+                await super().publish(group, payload)
+            return
+        self._connected_client()
+        self._check_payload(payload)
+        sequence, message = self._outbox.seal(payload)
+        sealed = [self._packed(self._wire.channel(group), message)]
+
+        async def send(retry: bool, deadline: float) -> None:
+            await self._send(sealed, retry, deadline)
+
+        await self._send_with_retry(
+            send, [sequence], f"publish to {group[:80]!r} on {self.url}", self_bounded=True
+        )
+
+    @staticmethod
+    def _packed(channel: bytes, message: bytes) -> _Sealed:
+        return key_slot(channel), channel, message, pack_publish(channel, message, b"SPUBLISH")
+
+    async def _send(self, sealed: list[_Sealed], retry: bool, deadline: float) -> None:
+        """One try: each master's messages in one write on its connection, masters concurrently.
+
+        (`PublishingConnections.call_each`: every write, then every read, in
+        this task: no task per master.) A retry, and a master whose try hits
+        a stale slot map or a lost connection, goes through `RedisCluster`
+        instead (`_send_through_client`).
+        """
+        if retry:
+            await self._send_through_client(sealed, deadline)
+            return
+        by_node: dict[PublishingConnections, list[_Sealed]] = {}
+        try:
+            for item in sealed:
+                by_node.setdefault(self._node_publisher(item[0]), []).append(item)
+        except SlotNotCoveredError:
+            await self._send_through_client(sealed, deadline)
+            return
+        if len(by_node) == 1:
+            for publishing, mine in by_node.items():
+                await self._send_on(publishing, mine, deadline)
+            return
+        batches = list(by_node.values())
+        results = await PublishingConnections.call_each(
+            [(publishing, _joined(items), len(items)) for publishing, items in by_node.items()],
+            deadline,
+        )
+        refusals = []
+        for items, result in zip(batches, results, strict=True):
+            if isinstance(result, _FALL_BACK_ON):
+                await self._send_through_client(items, deadline)
+            elif isinstance(result, Exception):
+                refusals.append(result)
+        if refusals:
+            raise refusals[0]
+
+    async def _send_on(
+        self, publishing: PublishingConnections, sealed: list[_Sealed], deadline: float
+    ) -> None:
+        """`sealed` on one master's connection; through `RedisCluster` if the map was stale."""
+        try:
+            await publishing.call(_joined(sealed), len(sealed), deadline)
+        except _FALL_BACK_ON:
+            await self._send_through_client(sealed, deadline)
+
+    async def _send_through_client(self, sealed: list[_Sealed], deadline: float) -> None:
+        """SPUBLISH each of `sealed` in order through `RedisCluster` (it follows the cluster)."""
+        client = self._connected_client()
         async with self._publishing:
-            await super().publish(group, payload)
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+                for _, channel, message, _ in sealed:
+                    await client.execute_command(self._PUBLISH, channel, message)
+        self._forget_departed()
+
+    def _node_publisher(self, slot: int) -> PublishingConnections:
+        """The publishing connections to the master owning `slot` (made on first use)."""
+        client = self._client
+        assert isinstance(client, RedisCluster)
+        node = client.nodes_manager.get_node_from_slot(slot)
+        publishing = self._node_publishing.get(node.name)
+        if publishing is None:
+            publishing = self._node_publishing[node.name] = PublishingConnections(
+                partial(node.connection_class, **node.connection_kwargs),
+                self.options.pool_size,
+                wait_timeout=self._config.pool_timeout,
+            )
+        return publishing
+
+    def _forget_departed(self) -> None:
+        """Close the connections to nodes no longer masters in the slot map."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return
+        nodes = client.nodes_manager.nodes_cache
+        for name in list(self._node_publishing):
+            node = nodes.get(name)
+            if node is None or node.server_type != PRIMARY:
+                self._node_publishing.pop(name).close()
 
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """SSUBSCRIBE on each group's master (one write per master); return once confirmed."""
@@ -254,3 +419,8 @@ class RedisClusterChannelLayer(RedisPubSubChannelLayer):
 
     async def unsubscribe_patterns(self, patterns: Sequence[str]) -> None:
         """Nothing to do: no pattern is ever subscribed in cluster mode."""
+
+
+def _joined(sealed: list[_Sealed]) -> bytes:
+    """The packed SPUBLISH commands of `sealed`, for one write."""
+    return sealed[0][3] if len(sealed) == 1 else b"".join(item[3] for item in sealed)

@@ -545,16 +545,24 @@ class RedisPubSubChannelLayer(ChannelLayer):
         await self._send_with_retry(send, sequences, what)
 
     async def _send_with_retry(
-        self, send: Callable[[bool, float], Awaitable[None]], sequences: list[int], what: str
+        self,
+        send: Callable[[bool, float], Awaitable[None]],
+        sequences: list[int],
+        what: str,
+        *,
+        self_bounded: bool | None = None,
     ) -> None:
         """Run `send` once; only if that fails, retry until `publish_timeout` has passed.
 
         `send` gets whether this is a retry (the history script then checks
         what the first try logged) and the deadline (event loop time): on
         the layer's own connections the first try bounds itself by it, with
-        no cancel scope. The `sequences` sealed for it are settled whatever
+        no cancel scope (`self_bounded`; by default whenever the layer has
+        its own publishing connections). The `sequences` sealed for it are settled whatever
         the outcome, and counted as published on success.
         """
+        if self_bounded is None:
+            self_bounded = self._publish_connections is not None
         tries = 0
         timeout = self.options.publish_timeout
         deadline = anyio.current_time() + timeout
@@ -574,7 +582,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
                 retry_on=(BrokerUnavailableError,),
                 what=f"publish to {self.url}",
                 backoff=self.options.reconnect_backoff,
-                first_attempt=None if self._publish_connections is None else attempt,
+                first_attempt=attempt if self_bounded else None,
             )
         finally:
             for sequence in sequences:

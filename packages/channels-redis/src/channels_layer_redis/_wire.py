@@ -125,9 +125,11 @@ def pack_command(*args: bytes | str | int) -> bytes:
     return b"".join(parts)
 
 
-def pack_publish(channel: bytes, message: bytes) -> bytes:
-    """``PUBLISH channel message`` as `pack_command` packs it, in one formatting (the hot path)."""
-    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+def pack_publish(channel: bytes, message: bytes, command: bytes = b"PUBLISH") -> bytes:
+    """``PUBLISH channel message`` (or `command`) as `pack_command` packs it, in one formatting."""
+    return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(command),
+        command,
         len(channel),
         channel,
         len(message),
