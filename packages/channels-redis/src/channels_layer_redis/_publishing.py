@@ -155,9 +155,7 @@ class PublishingConnections:
             for begun in written:
                 if isinstance(begun, tuple):
                     publishing, lane, timer = begun
-                    timer.cancel()
-                    publishing._busy.discard(lane)
-                    publishing._lost(lane)
+                    publishing._abandon(lane, timer)
             raise
         return results
 
@@ -245,6 +243,12 @@ class PublishingConnections:
         self._free += 1
         self._wake()
 
+    def _abandon(self, lane: _Lane, timer: asyncio.TimerHandle) -> None:
+        """A call on `lane` failed or was cancelled part-way: its connection is lost."""
+        timer.cancel()
+        self._busy.discard(lane)
+        self._lost(lane)
+
     def _wake(self) -> None:
         """Tell the first waiting call that a slot is free (no connection handed over)."""
         if self._waiters:
@@ -280,9 +284,7 @@ class PublishingConnections:
         try:
             connection._writer.write(commands)
         except BaseException as exc:
-            timer.cancel()
-            self._busy.discard(lane)
-            self._lost(lane)
+            self._abandon(lane, timer)
             if isinstance(exc, OSError):
                 raise RedisConnectionError(f"the publishing connection failed: {exc}") from exc
             raise
@@ -293,8 +295,7 @@ class PublishingConnections:
         try:
             replies = await self._exchange(lane, count, timer)
         except BaseException:
-            self._busy.discard(lane)
-            self._lost(lane)
+            self._abandon(lane, timer)
             raise
         self._busy.discard(lane)
         self._release(lane)
