@@ -67,11 +67,16 @@ anyio.run(main)
 
 
 def run(tree: Path, args: argparse.Namespace) -> float:
+    numbers = [str(n) for n in (args.messages, args.groups, args.subscribers, args.publishers)]
+    return run_probe(tree, PROBE, [args.url, *numbers])
+
+
+def run_probe(tree: Path, probe: str, argv: list[str]) -> float:
+    """The last line `probe` prints, run with `argv` on the packages of `tree`."""
     path = os.pathsep.join(str(tree / "packages" / name / "src") for name in PACKAGES)
     env = {**os.environ, "PYTHONPATH": path}
-    numbers = [str(n) for n in (args.messages, args.groups, args.subscribers, args.publishers)]
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, args.url, *numbers],
+        [sys.executable, "-c", probe, *argv],
         env=env,
         check=True,
         capture_output=True,

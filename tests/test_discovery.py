@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, EntryPoints, entry_points
+from pathlib import Path
 
 import pytest
 
@@ -12,11 +15,19 @@ from channels_core import (
     ChannelLayer,
     LayerImportError,
     LayerNotFoundError,
+    _installed,
     available_layers,
     get_layer,
     layer_capabilities,
 )
 from channels_core.layers.local_memory import InMemoryChannelLayer
+
+#: A layer module for the distributions the tests install while the process runs
+#: (each test its own module name: the plugin manager keeps the modules it registered).
+LATE_LAYER = (
+    "from channels_core.layers.local_memory import InMemoryChannelLayer\n"
+    "class Late(InMemoryChannelLayer): pass\n"
+)
 
 
 def test_shipped_layers_are_listed() -> None:
@@ -101,6 +112,10 @@ def test_broken_plugin_names_itself_and_its_cause_and_spares_the_others(
     assert "missing native library" in message
     assert isinstance(error.value.__cause__, RuntimeError)
     assert get_layer("memory") is InMemoryChannelLayer
+    with pytest.raises(LayerImportError) as again:  # a failure is not kept: tried again
+        get_layer("broken")
+    assert str(again.value) == message
+    assert isinstance(again.value.__cause__, RuntimeError)
 
 
 def test_entry_point_that_is_not_a_layer_class_is_refused(
@@ -153,3 +168,64 @@ def test_plugin_found_by_entry_point_brings_its_hookimpls(
 def test_get_layer_needs_a_name() -> None:
     with pytest.raises(TypeError, match="str"):
         get_layer(None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ``entry_points`` calls discovery makes (each reads every distribution's metadata)."""
+    calls: list[str] = []
+
+    def counting(*, group: str) -> EntryPoints:
+        calls.append(group)
+        return entry_points(group=group)
+
+    monkeypatch.setattr("channels_core.discovery.entry_points", counting)
+    return calls
+
+
+def test_lookups_read_the_installed_metadata_once_until_a_layer_is_installed(
+    fake_distribution: Callable[..., None],
+    tmp_path: Path,
+    reads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Modification times trusted at once: the test's own folders were written just now.
+    monkeypatch.setattr(_installed, "SETTLE_NS", 0)
+    an_hour_ago = time.time() - 3600
+    os.utime(tmp_path, (an_hour_ago, an_hour_ago))  # a sys.path folder installed long ago
+    first = get_layer("memory")
+    assert get_layer("memory") is first is InMemoryChannelLayer
+    assert "late" not in available_layers()
+    with pytest.raises(LayerNotFoundError, match="'late'"):
+        get_layer("late")
+    assert reads == ["channels.layers"]
+
+    fake_distribution("fake-late-layer", "late = fake_late:Late", fake_late=LATE_LAYER)
+    assert get_layer("late").__name__ == "Late"
+    assert "late" in available_layers()
+    assert get_layer("memory") is InMemoryChannelLayer
+    assert len(reads) == 2
+
+
+def test_under_a_folder_changed_too_recently_to_tell_lookups_read_the_metadata_again(
+    fake_distribution: Callable[..., None], tmp_path: Path, reads: list[str]
+) -> None:
+    """A folder changed again within its clock's resolution keeps its modification time.
+
+    So a folder on sys.path changed within the last seconds (here: ahead of
+    the clock) does not vouch for what was read: an entry point added to an
+    installed distribution in place is found without the folder changing.
+    """
+    fake_distribution("fake-in-place-layer", "early = fake_in_place:Late", fake_in_place=LATE_LAYER)
+    ahead = time.time() + 3600
+    os.utime(tmp_path, (ahead, ahead))
+    assert get_layer("early").__name__ == "Late"
+    assert "late" not in available_layers()
+
+    entry_points_txt = tmp_path / "fake_in_place_layer-1.0.dist-info" / "entry_points.txt"
+    entry_points_txt.write_text(
+        "[channels.layers]\nearly = fake_in_place:Late\nlate = fake_in_place:Late\n"
+    )
+    assert os.stat(tmp_path).st_mtime == ahead
+    assert get_layer("late") is get_layer("early")
+    assert len(reads) == 4

@@ -57,8 +57,7 @@ def tools_required() -> Iterator[None]:
 def sentinels() -> Iterator[SentinelSetup]:
     """A Sentinel setup for tests that do not fail it over: master and Sentinels have passwords.
 
-    One for the session (test_sentinel.py and the conformance suite): starting one
-    takes some 5 s, most of it the Sentinels finding the master and replica.
+    One for the session: test_sentinel.py and the conformance suite share it.
     """
     with (
         tools_required(),

@@ -684,11 +684,9 @@ def _check_history_options(
     layer_class: type[ChannelLayer], url: str, options: Mapping[str, object]
 ) -> None:
     """`NotSupportedError` naming the layer if history options reach a layer without history."""
-    if capabilities_of(layer_class).history is not None:
-        return
     query = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
     given = sorted(HISTORY_OPTIONS & (set(options) | query))
-    if given:
+    if given and capabilities_of(layer_class).history is None:
         raise NotSupportedError(
             f"{layer_class.__name__} keeps no history, so it cannot take {', '.join(given)}; "
             'use a layer with the "history" capability'

@@ -3,6 +3,15 @@
 An entry point's name is the layer's name and a URL scheme it serves; its
 object is the layer class. Nothing here knows any particular layer: the
 in-memory layer is found through the core's own ``memory`` entry point.
+
+``Channel.from_url`` asks for a layer every time, and reading the entry
+points means reading every installed distribution's metadata (milliseconds):
+what was read is kept while `installation_state` stays the same (no
+distribution installed or removed, `sys.path` unchanged), so a layer
+installed while the process runs is still found, as soon as
+`importlib.metadata` finds it. Loading an entry point is not cached: once
+the layer's module is imported it is a look-up in `sys.modules`, and a
+reloaded or replaced class is the one found.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from urllib.parse import urlsplit
 
+from ._installed import InstallationState, installation_state
 from .exceptions import ChannelsError, LayerImportError, LayerNotFoundError
 from .layer import ChannelLayer
 from .plugins import register_layer_plugins
@@ -40,7 +50,22 @@ _SHIPPED_EXTRAS = {
 }
 
 
+#: The last reading: the state it was read under, the `entry_points` function
+#: that read it (tests replace it), and the entry points by name.
+_read: tuple[InstallationState, object, dict[str, list[EntryPoint]]] | None = None
+
+
 def _layer_entry_points() -> dict[str, list[EntryPoint]]:
+    """The entry points by name, read again only if the installation may have changed."""
+    global _read
+    state = installation_state()
+    read = _read
+    if read is None or not (read[0].settled and read[0] == state and read[1] is entry_points):
+        read = _read = (state, entry_points, _read_entry_points())
+    return read[2]
+
+
+def _read_entry_points() -> dict[str, list[EntryPoint]]:
     found: dict[str, list[EntryPoint]] = {}
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         same_name = found.setdefault(entry_point.name, [])
@@ -100,22 +125,26 @@ def layer_for_url(url: str) -> type[ChannelLayer]:
 
 
 def _load(entry_point: EntryPoint) -> type[ChannelLayer]:
-    origin = f"{entry_point.name!r} ({entry_point.value}, from {_distribution(entry_point)})"
     try:
         layer_class = entry_point.load()
     except Exception as exc:
         raise LayerImportError(
-            f"the channel layer plugin {origin} failed to load: "
+            f"the channel layer plugin {_origin(entry_point)} failed to load: "
             f"{type(exc).__name__}: {exc}. Reinstall or fix that distribution; "
             "the other layers are not affected."
         ) from exc
     if not (isinstance(layer_class, type) and issubclass(layer_class, ChannelLayer)):
         raise LayerImportError(
-            f"the channel layer plugin {origin} does not point to a ChannelLayer "
+            f"the channel layer plugin {_origin(entry_point)} does not point to a ChannelLayer "
             f"subclass (it points to {layer_class!r})"
         )
     register_layer_plugins(layer_class)
     return layer_class
+
+
+def _origin(entry_point: EntryPoint) -> str:
+    """The entry point and its distribution, for errors (reads the distribution's metadata)."""
+    return f"{entry_point.name!r} ({entry_point.value}, from {_distribution(entry_point)})"
 
 
 def _distribution(entry_point: EntryPoint) -> str:
