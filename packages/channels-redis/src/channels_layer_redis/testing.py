@@ -500,6 +500,8 @@ class ClusterSetup(ThrowawayServer):
                 "--cluster-port", str(bus_port),
                 "--cluster-node-timeout", str(node_timeout_ms),
                 "--cluster-replica-validity-factor", "0",
+                # Any node is a master after a failover: none waits to sync a replica.
+                "--repl-diskless-sync-delay", "0",
                 *auth,
             ]  # fmt: skip
             server = RedisServer(self._directory / f"node-{index}", password, arguments=arguments)
