@@ -6,6 +6,7 @@ throwaway setup, build its layer (`layer_options`) and say how to fail it;
 
 `publish_through_fault` publishes to one group every 5 ms from one task,
 lets `fault` happen after 0.5 s plus `phase_s`, and reads the subscriber
+from the first publish (so the warm-up does not count as delivery time)
 until the fault is over and 200 publishes after it (and after the gap,
 `MessagesLost`, if one shows: with history on there may be none, the log
 filling the gap). It returns seconds from the fault to the gap (None
@@ -80,6 +81,7 @@ async def publish_through_fault(
     stop = anyio.Event()
     fault_over = anyio.Event()
     published_at_end = 0  # published when the fault's task returned
+    fault_at = 0.0
 
     async def publish() -> None:
         nonlocal longest
@@ -93,7 +95,9 @@ async def publish_through_fault(
             await anyio.sleep(0.005)
 
     async def fail() -> None:
-        nonlocal published_at_end
+        nonlocal fault_at, published_at_end
+        await anyio.sleep(0.5 + phase_s)
+        fault_at = time.monotonic()
         await fault()
         published_at_end = len(published)
         fault_over.set()
@@ -105,8 +109,6 @@ async def publish_through_fault(
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(publish)
-        await anyio.sleep(0.5 + phase_s)
-        fault_at = time.monotonic()
         tasks.start_soon(fail)
         gap_after: float | None = None
         published_at_gap = 0
