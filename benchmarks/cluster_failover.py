@@ -3,41 +3,37 @@
 Starts a throwaway `ClusterSetup` (3 masters, 3 replicas,
 ``cluster-node-timeout`` 1 s), runs one publisher every 5 ms on
 ``redis+cluster://`` and a subscriber of the same group, then fails the
-master owning the group's slot and reports, per run: seconds from the
-fault to the subscriber's MessagesLost, the longest single publish, and how
-many messages published before the gap never arrived. Faults:
-``failover`` (``CLUSTER FAILOVER`` on its replica: planned, the master
-survives) and ``kill`` (SIGKILL; the replica takes over once the other
-masters agree the master failed). Needs ``redis-server`` and ``redis-cli``.
+master owning the group's slot at a random point of the nodes' ping cycle
+and reports, per run: seconds from the fault to the subscriber's
+MessagesLost, the longest single publish, and how many messages published
+before the gap never arrived; then per fault the median and range over the
+runs (see `benchmarks.failover`). Faults: ``failover`` (``CLUSTER
+FAILOVER`` on its replica: planned, the master survives) and ``kill``
+(SIGKILL; the replica takes over once the other masters agree the master
+failed). Needs ``redis-server`` and ``redis-cli``.
 
     python -m benchmarks.cluster_failover [failover|kill ...] [--runs N] [--history SIZE]
+                                          [--seed N]
 """
 
 from __future__ import annotations
-
-import argparse
 
 import anyio
 import anyio.to_thread
 from redis.crc import key_slot
 
-from channels_core import Channel
-from channels_core.reconnect import Backoff
 from channels_layer_redis import RedisClusterChannelLayer
 from channels_layer_redis.testing import ClusterSetup
 
-from .failover import publish_through_fault
+from . import failover
 
 
-async def measure(fault: str, history_size: int = 0) -> dict[str, float | None]:
+async def measure(fault: str, history_size: int, phase_s: float) -> failover.Result:
     with ClusterSetup() as cluster:
         layer = RedisClusterChannelLayer.from_url(
-            cluster.url,
-            publish_timeout=15,
-            history_size=history_size,
-            reconnect_backoff=Backoff(initial=0.02, maximum=0.2),
+            cluster.url, **failover.layer_options(history_size)
         )
-        master = cluster.master_of(key_slot(layer._wire.channel("room")))
+        master = cluster.master_of(key_slot(layer._wire.channel(failover.GROUP)))
         replica = cluster.replica_of(master)
 
         async def fail() -> None:
@@ -50,19 +46,11 @@ async def measure(fault: str, history_size: int = 0) -> dict[str, float | None]:
             finally:
                 client.close()
 
-        async with Channel(layer) as channel, channel.subscribe("room") as subscriber:
-            return await publish_through_fault(channel, subscriber, "room", fail)
+        return await failover.through_fault(layer, fail, phase_s)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("faults", nargs="*", default=["failover", "kill"])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--history", type=int, default=0, help="history_size (0: off)")
-    arguments = parser.parse_args()
-    for fault in arguments.faults:
-        for _ in range(arguments.runs):
-            print(fault, anyio.run(measure, fault, arguments.history), flush=True)
+    failover.main(__doc__.splitlines()[0], measure, "python -m benchmarks.cluster_failover")
 
 
 if __name__ == "__main__":
