@@ -199,8 +199,13 @@ class PubSubConnection:
                 self._heard = loop.time()
                 if replies:
                     self._ready = []
+                    handler = self._handler
                     for reply in replies:
-                        self._dispatch(reply)
+                        # A message (the bulk of the traffic) straight to the handler.
+                        if type(reply) is list and reply and reply[0] == b"message":
+                            handler(reply[1], reply[2], None)
+                        else:
+                            self._dispatch(reply)
         except TRANSIENT_ERRORS as exc:
             if self._silent is not None:
                 raise ConnectionLost(self._silent) from exc
