@@ -236,7 +236,8 @@ class PubSubConnection:
             raise RedisConnectionError(str(exc) or type(exc).__name__) from exc
         finally:
             feeder.stop()
-            if transport.get_protocol() is feeder:
+            # (A closed TLS transport has no protocol left to ask about.)
+            if not transport.is_closing() and transport.get_protocol() is feeder:
                 transport.set_protocol(stream)
 
     def _dispatch_all(self, replies: list[Any]) -> None:
