@@ -15,10 +15,11 @@ itself ended the subscription (its slot moved to another node).
 
 The connection speaks RESP2 (where pub/sub messages are plain replies),
 whatever protocol the publishing connections use. Once connected, it reads
-the socket itself, in large chunks parsed by `RespParser` (not through
-redis-py's per-reply ``read_response``): every reply a read completed is
-dispatched before the next read, so a burst of messages costs one read
-and, downstream, one wake-up per subscriber.
+the socket itself, parsing with `RespParser` (not through redis-py's
+per-reply ``read_response``); while `run` reads, the parsing and dispatch
+happen in the transport's own callback (`_Feeder`) as the bytes arrive, so
+a burst of messages wakes no reading task and, downstream, one task per
+subscriber.
 """
 
 from __future__ import annotations
