@@ -197,6 +197,27 @@ async def test_more_publishes_than_one_batch_holds_all_get_their_answer() -> Non
     assert [len(batch) for batch in layer.batches] == [MAX_BATCH, MAX_BATCH, 5]
 
 
+async def test_each_publisher_s_messages_arrive_in_its_order_across_batches() -> None:
+    layer = GatedLayer()
+    layer.gate.set()
+    publishers, each = 10, 50
+    with anyio.fail_after(PATIENCE):
+        async with Channel(layer, buffer_size=publishers * each) as channel:
+            async with channel.subscribe("g") as subscriber, anyio.create_task_group() as tasks:
+
+                async def publish(publisher: int) -> None:
+                    for number in range(each):
+                        await channel.publish("g", [publisher, number])
+
+                for publisher in range(publishers):
+                    tasks.start_soon(publish, publisher)
+            received = [(await subscriber.receive()).message for _ in range(publishers * each)]
+    assert len(layer.batches) > 1  # they did share round trips
+    for publisher in range(publishers):
+        numbers = [number for sender, number in received if sender == publisher]
+        assert numbers == list(range(each))
+
+
 async def _start(
     tasks: anyio.abc.TaskGroup, channel: Channel, messages: list[Any], outcomes: dict[Any, str]
 ) -> None:

@@ -47,6 +47,25 @@ def test_each_route_delivers_its_own_copy() -> None:
     assert receiver.deliver(message, b"pattern") is None
 
 
+def test_retries_interleaved_across_publishers_and_routes_are_each_dropped_once() -> None:
+    """Bursts from one publisher alternate with others: each record stays its own."""
+    first, second, receiver = Outbox(), Outbox(), Receiver()
+    a = [first.seal(b"a%d" % number)[1] for number in range(3)]
+    b = [second.seal(b"b%d" % number)[1] for number in range(3)]
+    arrivals = [a[0], a[1], b[0], a[2], b[1], b[2]]
+    delivered = [receiver.deliver(message) for message in arrivals]
+    assert delivered == [b"a0", b"a1", b"b0", b"a2", b"b1", b"b2"]
+    assert receiver.deliver(a[1], b"pattern") == b"a1"  # another route: its own copy
+    # Retries of each, arriving after the other publisher's and route's messages:
+    for message in (a[0], b[2], a[2], b[0]):
+        assert receiver.deliver(message) is None
+    assert receiver.deliver(a[1], b"pattern") is None
+    receiver.filter.forget(b"pattern")  # the pattern subscription ended, then came back
+    assert receiver.deliver(a[1], b"pattern") == b"a1"
+    assert receiver.deliver(a[1]) is None
+    assert receiver.filter.duplicates == 6
+
+
 def test_foreign_messages_and_envelopes_too_short_to_be_one_pass_as_they_are() -> None:
     # Both are another client's bytes: the channel's codec decodes them or counts
     # them undecodable (tests/reliability/test_hostile_input.py).

@@ -24,6 +24,7 @@ from anyio.abc import SocketStream
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from channels_core import BrokerUnavailableError, Channel
 from channels_core.testing import free_port
@@ -337,3 +338,36 @@ async def test_call_each_answers_every_server_and_a_cancelled_one_leaks_no_conne
     finally:
         for connections in (live, stopped, dead):
             connections.close()
+
+
+async def test_each_call_times_out_at_its_own_deadline_not_another_calls(
+    throwaway_redis: RedisServer,
+) -> None:
+    """One timer serves every call: a later call due sooner still times out on time."""
+    connections = PublishingConnections(factory(throwaway_redis.url), 2)
+    echo = pack_command("ECHO", "a")
+    results: list[object] = []
+
+    async def patient() -> None:
+        results.append(await connections.call(echo, 1, soon(60)))
+
+    try:
+        async with anyio.create_task_group() as tasks:  # two calls at once: two connections
+            for _ in range(2):
+                tasks.start_soon(connections.call, echo, 1, soon(60))
+        os.kill(throwaway_redis.pid, signal.SIGSTOP)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(patient)
+                await anyio.wait_all_tasks_blocked()
+                with anyio.fail_after(5), pytest.raises(RedisTimeoutError):
+                    await connections.call(echo, 1, soon(0.2))
+                assert results == []  # the patient call is still waiting, on its connection
+                os.kill(throwaway_redis.pid, signal.SIGCONT)
+        finally:
+            os.kill(throwaway_redis.pid, signal.SIGCONT)
+        assert results == [[b"a"]]
+        # The timed-out connection was closed; its slot serves again.
+        assert await connections.call(echo, 1, soon()) == [b"a"]
+    finally:
+        connections.close()

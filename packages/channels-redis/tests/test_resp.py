@@ -129,7 +129,9 @@ def test_resp3_replies_and_pushes() -> None:
     assert str(replies[5]) == "boom!"
 
 
-@pytest.mark.parametrize("garbage", [b"?what\r\n", b"$x\r\n", b"*3\r\n$7\r\nmessage\r\n$z\r\n"])
+@pytest.mark.parametrize(
+    "garbage", [b"?what\r\n", b"$x\r\n", b":1x\r\n", b"*3\r\n$7\r\nmessage\r\n$z\r\n"]
+)
 def test_what_is_not_resp_is_refused(garbage: bytes) -> None:
     with pytest.raises(InvalidResponse):
         RespParser().feed(garbage)

@@ -45,7 +45,8 @@ __all__ = [
 _MAGIC = b"\x00chr1"
 _MAGIC_LOGGED = b"\x00chr2"  # same length: the fields sit at the same offset
 _FIELDS = struct.Struct(">8sQQ")
-HEADER_BYTES = len(_MAGIC) + _FIELDS.size
+_MAGIC_SIZE = len(_MAGIC)
+HEADER_BYTES = _MAGIC_SIZE + _FIELDS.size
 
 #: Sequences remembered per publisher and route above its watermark.
 MAX_REMEMBERED = 10_000
@@ -104,6 +105,9 @@ class DuplicateFilter:
         self._routes: dict[bytes | None, OrderedDict[bytes, _Publisher]] = {}
         self._on_unknown = on_unknown
         self.duplicates = 0
+        #: The route, publisher id and record of the last message: a burst
+        #: from one publisher skips the lookups (it is the most recent already).
+        self._last: tuple[bytes | None, bytes, _Publisher] | None = None
 
     def accept(self, data: bytes, route: bytes | None) -> bytes | None:
         """The payload to deliver, or None if it must be dropped."""
@@ -135,24 +139,22 @@ class DuplicateFilter:
     def clear(self) -> None:
         """Forget every publisher (the layer disconnected)."""
         self._routes.clear()
+        self._last = None
 
     def forget(self, route: bytes) -> None:
         """A pattern subscription ended: its records are no longer needed."""
         self._routes.pop(route, None)
+        self._last = None
 
     def _first_time(self, data: bytes, route: bytes | None) -> bool:
         """Whether the envelope `data` is a message not delivered before on `route`."""
-        publisher_id, sequence, watermark = _FIELDS.unpack_from(data, len(_MAGIC))
-        publishers = self._routes.get(route)
-        if publishers is None:
-            publishers = self._routes[route] = OrderedDict()
-        publisher = publishers.get(publisher_id)
-        if publisher is None:
-            publisher = publishers[publisher_id] = _Publisher(watermark)
-            if len(publishers) > MAX_PUBLISHERS:
-                publishers.popitem(last=False)
+        publisher_id, sequence, watermark = _FIELDS.unpack_from(data, _MAGIC_SIZE)
+        last = self._last
+        if last is not None and last[1] == publisher_id and last[0] == route:
+            publisher = last[2]
         else:
-            publishers.move_to_end(publisher_id)
+            publisher = self._publisher(route, publisher_id, watermark)
+            self._last = (route, publisher_id, publisher)
         if sequence in publisher.delivered or sequence < publisher.watermark:
             # Below the watermark: the publisher had its answer for it before
             # sending a message we already have, so a copy arrived before.
@@ -172,3 +174,17 @@ class DuplicateFilter:
             if forgotten >= publisher.watermark:
                 publisher.floor = max(publisher.floor, forgotten + 1)
         return True
+
+    def _publisher(self, route: bytes | None, publisher_id: bytes, watermark: int) -> _Publisher:
+        """`publisher_id`'s record on `route` (new if unknown), now its most recently heard."""
+        publishers = self._routes.get(route)
+        if publishers is None:
+            publishers = self._routes[route] = OrderedDict()
+        publisher = publishers.get(publisher_id)
+        if publisher is None:
+            publisher = publishers[publisher_id] = _Publisher(watermark)
+            if len(publishers) > MAX_PUBLISHERS:
+                publishers.popitem(last=False)
+        else:
+            publishers.move_to_end(publisher_id)
+        return publisher

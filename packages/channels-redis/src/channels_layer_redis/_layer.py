@@ -501,25 +501,27 @@ class RedisPubSubChannelLayer(ChannelLayer):
         self._connected_client()
         publishing = self._publish_connections
         assert publishing is not None  # set with the client (the cluster layer has its own)
+        limit = self.max_payload_bytes
         for _, payload in items:
-            self._check_payload(payload)
+            if len(payload) > limit:
+                self._check_payload(payload)  # raises
         if self._log is not None:
             await self._publish_logged(items)
             return
         sequences = []
         frames = []
+        seal, channel = self._outbox.seal, self._wire.channel
         for group, payload in items:
-            sequence, message = self._outbox.seal(payload)
+            sequence, message = seal(payload)
             sequences.append(sequence)
-            frames.append(pack_publish(self._wire.channel(group), message))
+            frames.append(pack_publish(channel(group), message))
         commands = b"".join(frames)
+        count = len(frames)
 
         async def send(retry: bool, deadline: float) -> None:
-            await publishing.call(commands, len(frames), deadline)
+            await publishing.call(commands, count, deadline)
 
-        await self._send_with_retry(
-            send, sequences, f"publish {len(frames)} message(s) on {self.url}"
-        )
+        await self._send_with_retry(send, sequences, f"publish {count} message(s) on {self.url}")
 
     async def _publish_logged(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Log and publish `items` in one run of the history script (history on)."""
@@ -572,8 +574,12 @@ class RedisPubSubChannelLayer(ChannelLayer):
             tries += 1
             # Translated on each try: a refusal (AuthenticationError is a kind of
             # ConnectionError to redis-py) ends the publish at once, unretried.
-            with self._translated(what):
+            # (A try that succeeds builds no context manager for it.)
+            try:
                 await send(tries > 1, deadline)
+            except Exception as exc:
+                with self._translated(what):
+                    raise exc
 
         try:
             await call_with_deadline(

@@ -15,10 +15,11 @@ itself ended the subscription (its slot moved to another node).
 
 The connection speaks RESP2 (where pub/sub messages are plain replies),
 whatever protocol the publishing connections use. Once connected, it reads
-the socket itself, in large chunks parsed by `RespParser` (not through
-redis-py's per-reply ``read_response``): every reply a read completed is
-dispatched before the next read, so a burst of messages costs one read
-and, downstream, one wake-up per subscriber.
+the socket itself, parsing with `RespParser` (not through redis-py's
+per-reply ``read_response``); while `run` reads, the parsing and dispatch
+happen in the transport's own callback (`_Feeder`) as the bytes arrive, so
+a burst of messages wakes no reading task and, downstream, one task per
+subscriber.
 """
 
 from __future__ import annotations
@@ -186,21 +187,19 @@ class PubSubConnection:
 
         After `health_check_interval` seconds of silence a PING goes out; if
         nothing at all comes back within as long again, the connection is
-        declared dead. A timer watches the silence (`_watch`), so a read
-        costs no cancel scope of its own: one read per message is common.
+        declared dead. A timer watches the silence (`_watch`), so reading
+        costs no cancel scope. The replies are parsed and dispatched in the
+        transport's own callback (`_Feeder`), as the bytes arrive: no task
+        wakes up per read, and no stream buffer copies them on the way.
         """
         loop = asyncio.get_running_loop()
         self._heard = loop.time()
         interval = health_check_interval
         self._watchdog = loop.call_at(self._heard + interval, self._watch, interval)
         try:
-            while True:
-                replies = self._ready or await self._read(None)
-                self._heard = loop.time()
-                if replies:
-                    self._ready = []
-                    for reply in replies:
-                        self._dispatch(reply)
+            replies, self._ready = self._ready, []
+            self._dispatch_all(replies)
+            await self._feed_until_lost(loop)
         except TRANSIENT_ERRORS as exc:
             if self._silent is not None:
                 raise ConnectionLost(self._silent) from exc
@@ -209,6 +208,47 @@ class PubSubConnection:
             if self._watchdog is not None:
                 self._watchdog.cancel()
                 self._watchdog = None
+
+    async def _feed_until_lost(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand the transport to a `_Feeder` until the connection fails; raise why."""
+        connection = self._connection
+        reader, writer = connection._reader, connection._writer
+        if self._closed or reader is None or writer is None:
+            raise RedisConnectionError("the pub/sub connection is closed")
+        transport = writer.transport
+        stream = transport.get_protocol()
+        ended: asyncio.Future[None] = loop.create_future()
+        feeder = _Feeder(self, stream, ended, loop)
+        # What the stream holds (read ahead, or arrived while no `run` was reading)
+        # goes first; the stream may have paused the transport for it.
+        buffered = bytes(reader._buffer)  # type: ignore[attr-defined]
+        reader._buffer.clear()  # type: ignore[attr-defined]
+        at_eof = reader.at_eof()
+        transport.set_protocol(feeder)
+        reader._maybe_resume_transport()  # type: ignore[attr-defined]
+        try:
+            if buffered:
+                feeder.data_received(buffered)
+            if at_eof:
+                feeder.eof_received()
+            await ended
+        except (OSError, RedisConnectionError, InvalidResponse) as exc:
+            await self._disconnect()
+            raise RedisConnectionError(str(exc) or type(exc).__name__) from exc
+        finally:
+            feeder.stop()
+            # (A closed TLS transport has no protocol left to ask about.)
+            if not transport.is_closing() and transport.get_protocol() is feeder:
+                transport.set_protocol(stream)
+
+    def _dispatch_all(self, replies: list[Any]) -> None:
+        handler = self._handler
+        for reply in replies:
+            # A message (the bulk of the traffic) straight to the handler.
+            if type(reply) is list and reply and reply[0] == b"message":
+                handler(reply[1], reply[2], None)
+            else:
+                self._dispatch(reply)
 
     def _watch(self, interval: float) -> None:
         """The silence timer of `run`: PING after `interval` s of it, give up after twice that.
@@ -341,6 +381,61 @@ class PubSubConnection:
         if waiter is not None:
             self._answers[token] = errors
             waiter.set()
+
+
+class _Feeder(asyncio.Protocol):
+    """The transport's protocol while `PubSubConnection.run` reads: parses and dispatches.
+
+    Everything but the bytes goes on to redis-py's stream protocol
+    (`stream`), so writing, draining and closing the connection work as
+    before. `ended` gets the error that ends the reading: the connection
+    lost or closed, bytes that are not RESP, or a handler's exception.
+    """
+
+    def __init__(
+        self,
+        pubsub: PubSubConnection,
+        stream: asyncio.BaseProtocol,
+        ended: asyncio.Future[None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._pubsub: PubSubConnection | None = pubsub
+        self._stream = stream
+        self._ended = ended
+        self._loop = loop
+
+    def stop(self) -> None:
+        """Read no more (`run` ended): later bytes are left unparsed."""
+        self._pubsub = None
+
+    def data_received(self, data: bytes) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        pubsub._heard = self._loop.time()
+        try:
+            pubsub._dispatch_all(pubsub._parser.feed(data))
+        except Exception as exc:
+            self._end(exc)
+
+    def eof_received(self) -> bool | None:
+        self._end(RedisConnectionError("the server closed the connection"))
+        return self._stream.eof_received()  # type: ignore[attr-defined, no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(RedisConnectionError(f"the connection was lost: {exc or 'closed'}"))
+        self._stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._stream.resume_writing()
+
+    def _end(self, error: Exception) -> None:
+        self._pubsub = None
+        if not self._ended.done():
+            self._ended.set_exception(error)
 
 
 def _new_token() -> bytes:

@@ -4,7 +4,8 @@
 be split anywhere, a chunk may hold hundreds of frames) and returns every
 reply now complete, so the reader dispatches a whole burst per read instead
 of paying redis-py's per-reply ``read_response``. Pub/sub deliveries
-(``*3 $7 message``, ``smessage``, ``*4 $8 pmessage``) take a fast path;
+(``*3 $7 message``, ``smessage``, ``*4 $8 pmessage``) and integers (the
+replies to PUBLISH) take a fast path;
 everything else (RESP3 pushes included) goes through a small general
 parser of both protocol versions. Replies are what redis-py returns with
 ``disable_decoding``: bytes, ints, lists, None, and error replies as
@@ -76,7 +77,13 @@ class RespParser:
         size = len(buffer)
         try:
             while pos < size:
-                if buffer.startswith(_MESSAGE, pos):
+                if buffer[pos] == 0x3A:  # ":", an integer: PUBLISH's reply
+                    end = buffer.find(_CRLF, pos)
+                    if end < 0:
+                        raise _Incomplete(size - pos + 1)
+                    replies.append(int(buffer[pos + 1 : end]))
+                    at = end + 2
+                elif buffer.startswith(_MESSAGE, pos):
                     channel, at = _bulk(buffer, pos + 17, pos)
                     payload, at = _bulk(buffer, at, pos)
                     replies.append([b"message", channel, payload])

@@ -20,6 +20,8 @@ from redis.crc import key_slot
 __all__ = ["WireNames", "pack_command", "pack_publish", "slot_tag"]
 
 _GLOB_SPECIAL = frozenset("\\*?[]^")
+#: Names remembered each way (`WireNames.channel`, `WireNames.group`) before starting afresh.
+_REMEMBERED = 4096
 
 
 class WireNames:
@@ -37,6 +39,9 @@ class WireNames:
             "\\" + char if char in _GLOB_SPECIAL else char for char in prefix
         ).encode()
         self.hash_tags = hash_tags
+        #: Recent names both ways: each message publishes to and arrives on one.
+        self._channels: dict[str, bytes] = {}
+        self._groups: dict[bytes, str | None] = {}
 
     def hash_tag(self, group: str) -> bytes:
         """``b"{TAG}"`` for `group` in cluster mode, else ``b""``: every key of the group starts so.
@@ -52,13 +57,28 @@ class WireNames:
         return b"{" + digest.encode() + b"}"
 
     def channel(self, group: str) -> bytes:
-        return self.hash_tag(group) + self._prefix + group.encode()
+        channel = self._channels.get(group)
+        if channel is None:
+            if len(self._channels) >= _REMEMBERED:
+                self._channels.clear()
+            channel = self._channels[group] = self.hash_tag(group) + self._prefix + group.encode()
+        return channel
 
     def pattern(self, pattern: str) -> bytes:
         return self._pattern_prefix + pattern.encode()
 
     def group(self, channel: bytes) -> str | None:
         """The group of a channel that arrived, or None if it is not one of ours."""
+        try:
+            return self._groups[channel]
+        except KeyError:
+            pass
+        if len(self._groups) >= _REMEMBERED:
+            self._groups.clear()
+        group = self._groups[channel] = self._decode(channel)
+        return group
+
+    def _decode(self, channel: bytes) -> str | None:
         if self.hash_tags:
             if not channel.startswith(b"{") or channel[9:10] != b"}":
                 return None
