@@ -378,6 +378,33 @@ async def test_a_subscriber_that_keeps_pace_loses_nothing_even_with_a_tiny_buffe
         assert subscriber.dropped == 0
 
 
+async def test_a_reader_started_but_not_yet_run_loses_nothing_to_a_tight_publishing_loop() -> None:
+    """The publisher yields before the buffer overflows, though the reader never waited yet."""
+    async with Channel(InMemoryChannelLayer(), buffer_size=100) as channel:
+        async with channel.subscribe("g") as subscriber, anyio.create_task_group() as tasks:
+            received: list[int] = []
+
+            async def consume() -> None:
+                for _ in range(5_000):
+                    received.append((await subscriber.receive()).message)
+
+            tasks.start_soon(consume)  # not run yet when the loop below starts
+            for number in range(5_000):
+                await channel.publish("g", number)
+        assert received == list(range(5_000))
+        assert subscriber.dropped == 0
+
+
+async def test_a_subscriber_nobody_reads_slows_the_publisher_for_half_a_buffer_only() -> None:
+    async with Channel(InMemoryChannelLayer(), buffer_size=20) as channel:
+        async with channel.subscribe("nobody-listens") as stuck:
+            ticks = await _publish_beside_a_ticker(channel, YIELD_EVERY - 1)
+        assert stuck.dropped == YIELD_EVERY - 1 - 20
+    # A yield per message while the buffer fills from half to full, and one as
+    # the loop ends; then none per message, though the buffer stays full.
+    assert ticks <= 10 + 2
+
+
 async def _publish_beside_a_ticker(channel: Channel, messages: int) -> int:
     """Publish `messages` with another task ticking at each checkpoint; its ticks.
 

@@ -124,6 +124,7 @@ class Subscriber:
         "_live",
         "_new_waiter",
         "_size",
+        "_stuck",
         "_waiter",
         "_woken",
         "dropped",
@@ -149,6 +150,7 @@ class Subscriber:
         self._waiter: _Waiter | None = None
         self._new_waiter: Callable[[], _Waiter] | None = None
         self._woken = False  # woken by a push and not resumed since
+        self._stuck = False  # filled up without reading: the publisher no longer waits
         self._closed = False
         self._end_reported = False  # the end was raised once; later calls are errors
         self._live = False  # set once the broker confirmed the subscription
@@ -184,6 +186,7 @@ class Subscriber:
                     continue
                 raise
             self._woken = False
+        self._stuck = False
         item = buffer.popleft()
         if type(item) is Event:
             self._size -= 1
@@ -196,6 +199,7 @@ class Subscriber:
         buffer = self._buffer
         if buffer and type(buffer[0]) is Event:  # at hand: no second coroutine
             self._size -= 1
+            self._stuck = False
             return buffer.popleft()  # type: ignore[return-value]
         try:
             return await self.__anext__()
@@ -214,8 +218,12 @@ class Subscriber:
 
         That is while the buffer is at least half full *and* the subscriber
         has been woken and not run since: it is reading, just not scheduled
-        yet. A subscriber that stopped reading, or is busy elsewhere, never
-        asks, so it cannot slow the publisher and the others down.
+        yet. Otherwise a half-full buffer asks until it is full: a reader
+        started but not yet run gets its turn before its buffer overflows
+        (on trio a yield may run the publisher first, so once is not
+        enough). One that fills up without reading is taken as stuck and
+        asks no more until it reads, so a subscriber that stopped reading
+        costs the publisher half a buffer of yields, not one per message.
         """
         if self._closed:
             return False
@@ -234,7 +242,16 @@ class Subscriber:
             self._woken = True
             if not waiter.done():  # else cancelled: that receive raises, and the next one reads
                 waiter.set_result(None)
-        return self._woken and 2 * self._size >= self._capacity
+        if 2 * self._size < self._capacity:
+            return False
+        if self._woken:
+            return True
+        if self._stuck:
+            return False
+        if self._size >= self._capacity:
+            self._stuck = True
+            return False
+        return True
 
     def _replay(self, items: list[Event | LossReason]) -> None:
         """Buffer events replayed from the history, past the capacity, with any loss before them.
