@@ -1,7 +1,7 @@
 """CPU per delivered event of our channel: this checkout against another, interleaved.
 
     hatch run bench:python -m benchmarks.ab --base DIR [--url URL] [--groups G]
-        [--subscribers S] [--messages N] [--publishers P] [--repeat R]
+        [--subscribers S] [--messages N] [--publishers P] [--size BYTES] [--repeat R]
 
 For a change that should cost less CPU (issue #15's wake-ups, say), where a
 loaded machine makes events/s useless: `DIR` holds another version's
@@ -10,8 +10,8 @@ Each repetition runs one process on each tree, alternately (the base first
 on odd repetitions, this checkout first on even ones), importing the
 packages from that tree's ``src`` directories. A process opens one
 channel on `url`, subscribes `subscribers` subscribers (subscriber k to
-group k mod `groups`), then `publishers` tasks publish `messages` 100 B
-JSON messages round-robin over the groups; the second of two such rounds
+group k mod `groups`), then `publishers` tasks publish `messages` JSON
+messages of `size` bytes (100 by default) round-robin over the groups; the second of two such rounds
 is measured: process CPU time per delivered event. Prints the median of
 each tree and the per-repetition ratios.
 """
@@ -35,10 +35,11 @@ from contextlib import AsyncExitStack
 import anyio
 from channels_core import Channel
 
-url, messages, groups, subscribers, publishers = sys.argv[1], *map(int, sys.argv[2:6])
+url, messages, groups, subscribers, publishers, size = sys.argv[1], *map(int, sys.argv[2:7])
 
 async def main() -> None:
-    message = {"i": 0, "t": 0.0, "pad": "x" * 60}
+    # compact JSON of `size` bytes: 24 of them are the message without its padding
+    message = {"i": 0, "t": 0.0, "pad": "x" * max(0, size - 24)}
     async with Channel.from_url(url, buffer_size=10**6) as channel, AsyncExitStack() as stack:
         subs = [await stack.enter_async_context(channel.subscribe(f"ab.{k % groups}"))
                 for k in range(subscribers)]
@@ -67,7 +68,9 @@ anyio.run(main)
 
 
 def run(tree: Path, args: argparse.Namespace) -> float:
-    numbers = [str(n) for n in (args.messages, args.groups, args.subscribers, args.publishers)]
+    numbers = [
+        str(n) for n in (args.messages, args.groups, args.subscribers, args.publishers, args.size)
+    ]
     return run_probe(tree, PROBE, [args.url, *numbers])
 
 
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1)
     parser.add_argument("--publishers", type=int, default=1)
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=100, help="bytes of each message's JSON")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     base: list[float] = []
@@ -104,7 +108,8 @@ def main() -> None:
     ratios = [b / t for b, t in zip(base, this, strict=True)]
     print(
         f"{args.url} messages={args.messages} groups={args.groups} "
-        f"subscribers={args.subscribers} publishers={args.publishers}, {args.repeat} repetitions"
+        f"subscribers={args.subscribers} publishers={args.publishers} size={args.size}, "
+        f"{args.repeat} repetitions"
     )
     print(f"CPU us per delivered event: base {statistics.median(base):.2f}, ", end="")
     print(f"this checkout {statistics.median(this):.2f}")

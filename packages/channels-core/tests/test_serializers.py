@@ -216,3 +216,35 @@ def test_json_decodes_documents_with_or_without_surrounding_whitespace(
 def test_json_decoding_refuses_what_is_not_one_json_document(payload: bytes) -> None:
     with pytest.raises(json.JSONDecodeError):
         resolve_serializer("json").loads(payload)
+
+
+@pytest.mark.parametrize(
+    ("serializer", "message", "cause"),
+    [
+        ("json", {"k": object()}, TypeError),
+        ("json", float("nan"), ValueError),
+        ("msgpack", {"k": object()}, TypeError),
+        ("pickle", lambda: None, Exception),
+    ],
+    ids=["json-object", "json-nan", "msgpack-object", "pickle-lambda"],
+)
+async def test_publish_refuses_what_a_builtin_serializer_cannot_carry(
+    serializer: str, message: Any, cause: type[Exception]
+) -> None:
+    """The channel calls a built-in serializer itself: the error, sent nothing, carry on."""
+    expected = ""
+    try:
+        resolve_serializer(serializer).dumps(message)
+    except SerializationError as exc:
+        expected = str(exc)
+    async with Channel(InMemoryChannelLayer(), serializer=serializer) as channel:
+        async with channel.subscribe("codec") as subscriber:
+            with pytest.raises(SerializationError) as refused:
+                await channel.publish("codec", message)
+            assert str(refused.value) == expected  # the codec's own words
+            assert f"with the {serializer} serializer" in expected
+            assert "nothing was sent" in expected
+            assert isinstance(refused.value.__cause__, cause)
+            await channel.publish("codec", "next")
+            assert (await subscriber.receive()).message == "next"  # nothing before it
+            assert channel.stats().published == 1

@@ -166,7 +166,13 @@ class SubscriptionRegistry:
         if position is not None and not is_position(position):  # a foreign publisher's
             self._skipped(group, payload, f"its position {position[:40]!r} is not a position")
             return False
-        message = self._decode(group, payload)
+        if self.unwrap is None:  # `_decode` without its frame: this runs for every message
+            try:
+                message = self._loads(payload)
+            except Exception as exc:
+                message = self._skipped(group, payload, f"{type(exc).__name__}: {exc}")
+        else:
+            message = self._decode(group, payload)
         if message is _UNDECODABLE:
             return False
         event = new_event(group, message, pattern, position)

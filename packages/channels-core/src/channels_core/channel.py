@@ -346,7 +346,15 @@ class Channel:
         """`message` as the layer carries it to `group`; the registry's `Inbox.encode`."""
         if type(group) is not str or not group.isascii() or not group:
             check_name(group, "group")  # the full check, for what the quick one cannot pass
-        payload = self._codec.dumps(message)
+        codec = self._codec
+        dumps = codec.bytes_dumps
+        if dumps is None:
+            payload = codec.dumps(message)
+        else:  # `Codec.dumps` without its frame: this runs for every message
+            try:
+                payload = dumps(message)
+            except Exception as exc:
+                raise codec.refused(message, exc) from exc
         if self._wrap_envelope is not None:  # channels_core.telemetry
             payload = self._wrap_envelope(group, payload)
         limit = self._layer.max_payload_bytes

@@ -214,12 +214,26 @@ _BY_NAME: dict[str, type[JSONSerializer | MsgpackSerializer | PickleSerializer]]
 class Codec:
     """A serializer wrapped so that failures become `SerializationError` and output is bytes."""
 
-    __slots__ = ("_dumps", "loads", "name")
+    __slots__ = ("_dumps", "bytes_dumps", "loads", "name")
 
     def __init__(self, serializer: Serializer) -> None:
         self.name: str = getattr(serializer, "name", type(serializer).__name__)
         self._dumps = serializer.dumps
         self.loads = serializer.loads
+        #: The serializer's own ``dumps`` if it always returns bytes (the built-in
+        #: ones), else None: a caller on every message's path (`Channel.publish`)
+        #: calls it and turns its errors with `refused`, one call instead of two.
+        self.bytes_dumps: Callable[[Any], bytes] | None = (
+            serializer.dumps if type(serializer) in _BY_NAME.values() else None  # type: ignore[assignment]
+        )
+
+    def refused(self, message: Any, exc: Exception) -> SerializationError:
+        """The error for `message`, which the serializer refused with `exc`."""
+        return SerializationError(
+            f"cannot serialize a {type(message).__name__} with the {self.name} "
+            f"serializer ({type(exc).__name__}: {exc}); nothing was sent. "
+            "Send data that serializer can encode, or choose another serializer."
+        )
 
     def dumps(self, message: Any) -> bytes:
         try:
@@ -229,11 +243,7 @@ class Codec:
         except SerializationError:
             raise  # from a wrapped codec (an encrypted serializer): already says it all
         except Exception as exc:
-            raise SerializationError(
-                f"cannot serialize a {type(message).__name__} with the {self.name} "
-                f"serializer ({type(exc).__name__}: {exc}); nothing was sent. "
-                "Send data that serializer can encode, or choose another serializer."
-            ) from exc
+            raise self.refused(message, exc) from exc
         if isinstance(payload, str):
             try:
                 return payload.encode()
