@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
@@ -465,6 +466,91 @@ async def test_a_killed_master_is_replaced_and_followed_under_load(
     # Nothing left: no task, no connection, no subscription on any node.
     assert len(asyncio.all_tasks()) == tasks_before
     assert await anyio.to_thread.run_sync(_leftovers, redis_cluster, layer) == []
+
+
+@pytest.mark.anyio
+async def test_a_stale_slot_map_naming_a_demoted_master_still_subscribes_on_the_new_one(
+    redis_cluster: ClusterSetup, namespace: str
+) -> None:
+    """Right after a failover the layer's slot map still names the old master, now a replica.
+
+    A replica accepts SSUBSCRIBE for its master's slots, but the new master
+    forwards its messages to the replicas it knows only, learnt from the
+    cluster bus a while later: a subscription left there misses messages
+    with no sign. (A benchmark's planned failover lost 75 of 430 so, the
+    map refreshed after the old master's ``sunsubscribe`` still naming it.)
+    """
+    layer = RedisClusterChannelLayer.from_url(
+        redis_cluster.url, namespace=namespace, reconnect_backoff=FAST
+    )
+    channel_name = layer._wire.channel("room")
+    old = await anyio.to_thread.run_sync(redis_cluster.master_of, key_slot(channel_name))
+    new = await anyio.to_thread.run_sync(redis_cluster.replica_of, old)
+    async with Channel(layer) as channel:
+        try:
+            # Nothing the layer does in between refreshes its map.
+            await anyio.to_thread.run_sync(_fail_over, redis_cluster, new, old)
+            async with channel.subscribe("room") as subscriber:
+                subscribers = await anyio.to_thread.run_sync(
+                    _shard_subscribers, redis_cluster, channel_name, (old, new)
+                )
+                assert subscribers == [0, 1]  # on the new master only
+                for number in range(20):
+                    await channel.publish("room", number)
+                with anyio.fail_after(5):
+                    assert [(await subscriber.receive()).message for _ in range(20)] == list(
+                        range(20)
+                    )
+        finally:
+            await anyio.to_thread.run_sync(_fail_over, redis_cluster, old, new)
+    await anyio.to_thread.run_sync(redis_cluster.wait_until_ok)
+
+
+def _fail_over(cluster: ClusterSetup, replica: RedisServer, master: RedisServer) -> None:
+    """``CLUSTER FAILOVER`` on `replica`; returns once it and `master` have swapped roles."""
+    cluster.wait_until_ok()  # the replica's link to its master is up
+    client, old = cluster.client(replica), cluster.client(master)
+    try:
+        deadline = time.monotonic() + 30
+        # The master ignores a takeover request from a node its cluster bus
+        # does not know as its replica yet (right after the last failover).
+        replica_id = _text(client.execute_command("CLUSTER", "MYID"))  # type: ignore[no-untyped-call]
+        while not any(
+            line.startswith(replica_id) and " slave " in line
+            for line in _text(old.execute_command("CLUSTER", "NODES")).splitlines()  # type: ignore[no-untyped-call]
+        ):
+            assert time.monotonic() < deadline, "the master does not know its replica"
+            time.sleep(0.02)
+        client.execute_command("CLUSTER", "FAILOVER")  # type: ignore[no-untyped-call]
+        while (_role(client), _role(old)) != ("master", "slave"):
+            assert time.monotonic() < deadline, "the failover did not complete"
+            time.sleep(0.02)
+    finally:
+        client.close()
+        old.close()
+
+
+def _role(client: redis.Redis) -> str:
+    return _text(client.execute_command("ROLE")[0])  # type: ignore[no-untyped-call]
+
+
+def _text(reply: object) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _shard_subscribers(
+    cluster: ClusterSetup, channel: bytes, servers: tuple[RedisServer, ...]
+) -> list[int]:
+    """``PUBSUB SHARDNUMSUB channel`` on each of `servers`."""
+    counts = []
+    for server in servers:
+        client = cluster.client(server)
+        try:
+            reply = client.execute_command("PUBSUB", "SHARDNUMSUB", channel)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        counts.append(int(reply[1]))
+    return counts
 
 
 def _leftovers(cluster: ClusterSetup, layer: RedisClusterChannelLayer) -> list[str]:

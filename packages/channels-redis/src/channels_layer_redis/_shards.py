@@ -19,11 +19,12 @@ server ending a subscription itself (``sunsubscribe``: the slot moved
 away, by migration or failover), or a ``MOVED`` answer to SSUBSCRIBE (the
 slot map was stale). The channels concerned become *lost*; a mender task
 refreshes the slot map and subscribes them on their owner, with backoff,
-until all are back; then the layer reports the gap (`on_gap`, once for
-all of them, naming them) and only then hands over what arrived for those
-channels meanwhile (held back, so that a subscriber sees the gap before
-them). Channels on the other shards are never interrupted, and their
-subscribers are not told of a gap that was not theirs.
+until all are back on a master (a replica accepts SSUBSCRIBE for its
+master's slots too: `_serves_as_master`); then the layer reports the gap
+(`on_gap`, once for all of them, naming them) and only then hands over
+what arrived for those channels meanwhile (held back, so that a subscriber
+sees the gap before them). Channels on the other shards are never
+interrupted, and their subscribers are not told of a gap that was not theirs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup
 from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
@@ -193,10 +195,13 @@ class ShardedSubscriptions:
                 await self._cluster.nodes_manager.initialize()
             self._stale_map = False
         owners: dict[Address, set[bytes]] = defaultdict(set)
+        nodes: dict[Address, ClusterNode] = {}
         with self._translated(f"find the shards of {self._url}"):
             for channel in channels & self.wanted:
                 node = self._cluster.nodes_manager.get_node_from_slot(key_slot(channel))
-                owners[node.host, int(node.port)].add(channel)
+                address = node.host, int(node.port)
+                owners[address].add(channel)
+                nodes[address] = node
         for address, names in owners.items():
             try:
                 link = await self._link(address)
@@ -226,12 +231,37 @@ class ShardedSubscriptions:
                     raise refusals[0]
             if errors:
                 self._stale_map = True
+            elif not await self._serves_as_master(nodes[address], where):
+                await self._leave_replica(link, names)
         missing = [c for c in channels & self.wanted if not self._subscribed(c)]
         if missing:
             raise BrokerUnavailableError(
                 f"{len(missing)} channel(s) not subscribed on {self._url} yet: "
                 "their slots moved; the slot map is refreshed"
             )
+
+    async def _serves_as_master(self, node: ClusterNode, where: str) -> bool:
+        """Whether `node` is a master, asked after it confirmed an SSUBSCRIBE.
+
+        A replica accepts SSUBSCRIBE for its master's slots (no ``MOVED``), so
+        a stale slot map naming a demoted master (right after a failover) puts
+        subscriptions there. A new master forwards its messages only to the
+        replicas it knows, which it learns from the cluster bus a while
+        later: messages published meanwhile never reach them, silently.
+        Asked once the SSUBSCRIBE is done (a master that did not own the slot
+        would have answered ``MOVED``), a master owned it then, and ends the
+        subscription itself (``sunsubscribe``) if it loses it later.
+        """
+        with self._translated(f"ask cluster node {where} for its role"):
+            role = await self._cluster.execute_command("ROLE", target_nodes=node)
+        return bool(role) and role[0] in (b"master", "master")
+
+    async def _leave_replica(self, link: _Link, placing: set[bytes]) -> None:
+        """`link`'s node is a replica: close it; its other channels are lost, the map stale."""
+        self._stale_map = True
+        others = link.pubsub.channels & self.wanted - placing
+        await self._close(link)
+        self._lose(others, f"cluster node {link.address[0]}:{link.address[1]} is a replica")
 
     def _subscribed(self, channel: bytes) -> bool:
         return any(channel in link.pubsub.channels for link in self._links.values())
