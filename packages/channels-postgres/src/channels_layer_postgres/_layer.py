@@ -190,7 +190,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
             raise BrokerUnavailableError(
                 f"the listening connection to {self._shown} is down; the layer is reconnecting"
             )
+        publishing = self._publisher.publishing
         with errors_translated(f"check {self._shown}", self._secrets), anyio.fail_after(timeout):
+            if publishing is not None:
+                await publishing.call("SELECT 1", (), publishing.clock() + timeout)
+                return
             async with self._publisher.acquire() as conn:
                 await conn.fetchval("SELECT 1", timeout=timeout)
 
@@ -245,7 +249,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
         async def attempt() -> Exception | None:
             """Returns the server's refusal to create the tables (retrying cannot cure it)."""
             timeout = self.options.command_timeout
-            async with self._publisher.acquire() as conn:
+            async with self._publisher.setup() as conn:
                 # Shielded (each statement bounded): a cancelled transaction
                 # must not go back to the pool half-done.
                 with anyio.CancelScope(shield=True):
@@ -345,29 +349,37 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._counters.published += len(items)
 
     async def _send_with_retry(self, query: str, arguments: Sequence[Any], what: str) -> None:
-        """Run `query` once on the kept connection, else pooled; retry until `publish_timeout`.
+        """Run `query` once; only if the connection failed, retry until `publish_timeout`.
 
-        The kept connection's try costs no retry machinery (bounded by the
-        publisher's deadline timer): only when there is none, or it failed
-        with a connection error, do pooled tries follow, within what is left
-        of `publish_timeout` (to the millisecond: a connection found dead at
-        once leaves all of it). A try that used up the time, cut by the
-        timer, fails at once: `BrokerUnavailableError` from its TimeoutError.
+        The layer's own publishing connections bound each call with their
+        deadline timer, so the first try costs no retry machinery; pooled
+        tries (the application's pool or connection) and retries run
+        within what is left of `publish_timeout`. A try cut by the deadline
+        fails at once: `BrokerUnavailableError` from its TimeoutError.
         """
         timeout = self.options.publish_timeout
-        publisher = self._publisher
+        publishing = self._publisher.publishing
         with errors_translated(what, self._secrets):
-            try:
-                if await publisher.run_on_idle(query, arguments, timeout):
+            if publishing is not None:
+                deadline = publishing.clock() + timeout
+                try:
+                    await publishing.call(query, arguments, deadline)
                     return
-            except CONNECTION_ERRORS:
-                timeout = round(publisher.time_left(), 3)
-                if timeout <= 0:
-                    raise
+                except CONNECTION_ERRORS:
+                    timeout = round(deadline - publishing.clock(), 3)
+                    if timeout <= 0:
+                        raise
 
-            async def attempt() -> None:
-                async with publisher.acquire() as conn:
-                    await conn.execute(query, *arguments)
+                async def attempt() -> None:
+                    assert publishing is not None
+                    await publishing.call(query, arguments, deadline)
+
+            else:
+                publisher = self._publisher
+
+                async def attempt() -> None:
+                    async with publisher.acquire() as conn:
+                        await conn.execute(query, *arguments)
 
             await call_with_deadline(
                 attempt,

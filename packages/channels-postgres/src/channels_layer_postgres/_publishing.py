@@ -1,0 +1,379 @@
+"""The publishing connections: the layer writes the statements and reads the replies itself.
+
+asyncpg opens each connection (address, TLS, authentication, server
+settings); then `take_transport` hands its socket to a `_Lane`, and
+`PublishingConnections.call` writes the statement's Bind + Execute + Sync
+(and its Parse, the first time on that connection) straight to it, and
+reads the replies with `_pgwire`. That skips what asyncpg charges per
+statement in Python (its execute chain, statement cache lookup, timeout
+handling) and what a pool acquire and release would.
+
+What stays per call: one connection runs one call at a time; a call whose
+connection fails, times out or is cancelled part-way closes that
+connection (never reused with replies unread), and the next call opens a
+new one. An error the server answers (`ErrorResponse`) fails that call
+alone, as asyncpg's exception for its SQLSTATE; the connection stays in
+use. The deadline is one lazy timer for all calls (when it fires it cuts
+the calls past their deadline and re-arms for the next one), not a timer
+or cancel scope per call; only opening a connection or waiting for a free
+one runs under a cancel scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import asyncpg
+import asyncpg.exceptions
+
+from ._connection import take_transport
+from ._pgwire import HEADER, bind_execute, error_fields, parse
+
+__all__ = ["PublishingConnections"]
+
+#: The Terminate message: a polite goodbye before closing the socket.
+_TERMINATE = b"X\x00\x00\x00\x04"
+#: Server messages a call reads past: BindComplete, DataRow, CommandComplete,
+#: NoData, EmptyQueryResponse, NoticeResponse, ParameterStatus, NotificationResponse.
+_IGNORED = frozenset((b"2", b"D", b"C", b"n", b"I", b"N", b"S", b"A"))
+#: Severities after which the server closes the connection.
+_FATAL = frozenset(("FATAL", "PANIC"))
+
+
+class _Lane(asyncio.Protocol):
+    """One connection, reading its own replies: the transport's protocol after take-over."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._rest = b""  # the start of a message not all received yet
+        #: query -> the name it was prepared under on this connection.
+        self.prepared: dict[str, bytes] = {}
+        self.waiter: asyncio.Future[dict[str, str] | None] | None = None
+        self.error: dict[str, str] | None = None  # the running call's ErrorResponse
+        self.parsing: tuple[str, bytes] | None = None  # the running call's Parse
+        self.deadline = 0.0
+        self.expired = False
+        #: Closed, closing, or told something that leaves it unusable.
+        self.broken = False
+        self._fatal: dict[str, str] | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Walk the complete messages (any chunking); keep a partial one for later."""
+        buffer = self._rest + data if self._rest else data
+        pos, size = 0, len(buffer)
+        while size - pos >= 5:
+            kind, length = HEADER.unpack_from(buffer, pos)
+            end = pos + 1 + length
+            if length < 4:
+                self._break(asyncpg.exceptions.ProtocolViolationError(f"bad length {length}"))
+                return
+            if end > size:
+                break
+            if kind not in _IGNORED and not self._handle(kind, buffer[pos + 5 : end]):
+                return
+            pos = end
+        self._rest = buffer[pos:] if pos < size else b""
+
+    def _handle(self, kind: bytes, body: bytes) -> bool:
+        """One message that is not read past; False once the connection is given up."""
+        if kind == b"Z" and self.waiter is not None:
+            waiter, self.waiter = self.waiter, None
+            if not waiter.done():
+                waiter.set_result(self.error)
+        elif kind == b"1" and self.parsing is not None:
+            query, name = self.parsing
+            self.prepared[query] = name
+        elif kind == b"E":
+            fields = error_fields(body)
+            if fields.get("S") in _FATAL or fields.get("V") in _FATAL:
+                self._fatal = fields  # the server closes the connection next
+                self.broken = True
+            elif self.waiter is None:
+                self._break(_server_error(fields))
+                return False
+            elif self.error is None:
+                self.error = fields
+        else:  # nothing a publishing statement is answered with: give up on it
+            self._break(
+                asyncpg.exceptions.ProtocolViolationError(
+                    f"unexpected message {kind!r} from the server"
+                )
+            )
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.broken = True
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if self._fatal is not None:
+                error: Exception = _server_error(self._fatal)
+            else:
+                error = asyncpg.exceptions.ConnectionDoesNotExistError(
+                    "connection was closed in the middle of operation"
+                )
+            if exc is not None:
+                error.__cause__ = exc
+            waiter.set_exception(error)
+
+    # -- the call's side ------------------------------------------------------------
+
+    def usable(self) -> bool:
+        transport = self.transport
+        return (
+            not self.broken
+            and not self._rest
+            and transport is not None
+            and not transport.is_closing()
+        )
+
+    def expire(self) -> None:
+        """The call's time is up: cut the connection, which fails the call."""
+        self.expired = True
+        self.abort()
+
+    def abort(self) -> None:
+        """Close at once (no await: safe when cancelled, and idempotent)."""
+        self.broken = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Say goodbye to the server, then close (used for idle connections)."""
+        self.broken = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(_TERMINATE)
+            transport.close()
+
+    def _break(self, error: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.abort()
+
+
+def _server_error(fields: dict[str, str]) -> Exception:
+    """asyncpg's exception for an ErrorResponse: the same class asyncpg would raise."""
+    error: Exception = asyncpg.PostgresError.new(fields)
+    return error
+
+
+class _Waiter:
+    """A call waiting for a connection: woken with one handed over, or with a free slot."""
+
+    __slots__ = ("event", "lane")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.lane: _Lane | None = None
+
+
+class PublishingConnections:
+    """Up to `size` connections opened by `connect`, each used by one call at a time."""
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]], size: int) -> None:
+        self._connect = connect
+        self._size = size
+        self._free = size  # connections that may still be opened
+        self._idle: list[_Lane] = []  # most recently used last
+        self._busy: set[_Lane] = set()
+        self._waiters: deque[_Waiter] = deque()
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._names = 0  # statements prepared so far (their names)
+
+    def clock(self) -> float:
+        """The event loop's time, which deadlines are given in."""
+        return self._loop.time()
+
+    async def call(self, query: str, arguments: Sequence[Any], deadline: float) -> None:
+        """Run `query` with `arguments` once; return when the server has answered.
+
+        Raises asyncpg's exception for the server's error (the connection
+        stays usable); `TimeoutError` if the answer is not there by
+        `deadline` (event loop time); asyncpg's connection errors if the
+        connection fails (then it is closed, and so after a timeout or a
+        cancellation).
+        """
+        lane = self._idle.pop() if self._idle else None
+        if lane is None or not lane.usable():
+            if lane is not None:
+                self._lost(lane)
+            with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
+                lane = await self._acquire()
+        name = lane.prepared.get(query)
+        if name is None:
+            self._names += 1
+            name = b"channels_%d" % self._names
+            lane.parsing = (query, name)
+            message = parse(name, query) + bind_execute(name, arguments)
+        else:
+            lane.parsing = None
+            message = bind_execute(name, arguments)
+        waiter = lane.waiter = self._loop.create_future()
+        lane.error = None
+        lane.deadline = deadline
+        self._busy.add(lane)
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+        try:
+            assert lane.transport is not None
+            lane.transport.write(message)
+            error = await waiter
+        except BaseException as exc:
+            self._busy.discard(lane)
+            self._lost(lane)
+            if lane.expired and isinstance(exc, Exception):
+                raise TimeoutError("no answer from the server in time") from exc
+            raise
+        self._busy.discard(lane)
+        self._release(lane)
+        if error is not None:
+            raise _server_error(error)
+
+    def adopt(self, connection: Any) -> None:
+        """Take an open asyncpg `connection` as an idle publishing connection, if there is
+        room (else, or if it is not usable, it is closed)."""
+        if self._closed or self._free <= 0:
+            connection.terminate()
+            return
+        lane = _Lane()
+        try:
+            take_transport(connection, lane)
+        except Exception:
+            connection.terminate()
+            return
+        self._free -= 1
+        self._release(lane)
+
+    def close(self) -> None:
+        """Close every connection for good (the layer disconnects); waiting calls fail."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        idle, self._idle = self._idle, []
+        for lane in idle:
+            lane.close()
+        for lane in list(self._busy):
+            lane.abort()  # its call fails
+        while self._waiters:
+            self._waiters.popleft().event.set()
+
+    # -- the deadline timer -----------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        """Cut the calls past their deadline; re-arm for the next deadline, if any."""
+        self._timer = None
+        now = self._loop.time()
+        nearest: float | None = None
+        for lane in self._busy:
+            if lane.expired:
+                continue
+            if lane.deadline <= now:
+                lane.expire()
+            elif nearest is None or lane.deadline < nearest:
+                nearest = lane.deadline
+        if nearest is not None:
+            self._arm(nearest)
+
+    # -- connections --------------------------------------------------------------------
+
+    async def _acquire(self) -> _Lane:
+        """An idle usable connection, else a new one, else the next one released.
+
+        Waiting calls are served in order: a released connection is handed
+        to the first of them, never left idle for a newcomer to take.
+        """
+        while True:
+            while self._idle:
+                lane = self._idle.pop()
+                if lane.usable():
+                    return lane
+                self._lost(lane)
+            if self._closed:
+                raise asyncpg.exceptions.InterfaceError(
+                    "the layer's publishing connections are closed"
+                )
+            if self._free > 0:
+                self._free -= 1
+                try:
+                    return await self._open()
+                except BaseException:
+                    self._free += 1
+                    self._wake()
+                    raise
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+            try:
+                await waiter.event.wait()
+            except BaseException:
+                self._withdraw(waiter)
+                raise
+            handed = waiter.lane
+            if handed is not None:
+                if handed.usable():
+                    return handed
+                self._lost(handed)
+            # Else a slot was freed (a connection was lost): open one in it.
+
+    async def _open(self) -> _Lane:
+        connection = await self._connect()
+        lane = _Lane()
+        try:
+            take_transport(connection, lane)
+        except BaseException:
+            connection.terminate()
+            raise
+        return lane
+
+    def _release(self, lane: _Lane) -> None:
+        """`lane` is free again: to the first waiting call, else idle."""
+        if self._closed:
+            lane.close()
+            self._free += 1
+        elif self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.lane = lane
+            waiter.event.set()
+        else:
+            self._idle.append(lane)
+
+    def _lost(self, lane: _Lane) -> None:
+        """`lane` is closed and forgotten: its slot is free for a new connection."""
+        lane.abort()
+        self._free += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Tell the first waiting call that a slot is free (no connection handed over)."""
+        if self._waiters:
+            self._waiters.popleft().event.set()
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """A waiting call gave up: pass on what it was handed, if anything."""
+        if not waiter.event.is_set():
+            self._waiters.remove(waiter)
+        elif waiter.lane is not None:
+            self._release(waiter.lane)
+        else:
+            self._wake()
