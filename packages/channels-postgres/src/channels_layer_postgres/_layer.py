@@ -311,16 +311,27 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
     async def publish(self, group: str, payload: bytes) -> None:
         """NOTIFY once; only if that fails, retry until `publish_timeout` has passed."""
-        self._connected_listener()
+        if self._listener is None:
+            self._connected_listener()
         query, arguments, large = self._prepare(group, payload)
-        await self._send_with_retry(
-            query, arguments, f"publish to group {group[:80]!r} on {self._shown}"
-        )
+        publishing = self._publisher.publishing
+        if publishing is None:
+            await self._send_with_retry(query, arguments, self._publish_what(group))
+        else:  # `_send_with_retry`'s first try, one coroutine fewer on the way
+            deadline = publishing.clock() + self.options.publish_timeout
+            try:
+                await publishing.call(query, arguments, deadline)
+            except Exception as exc:
+                await self._retry(query, arguments, self._publish_what(group), exc, deadline)
         self._counters.published += 1
         if large:
             self._counters.large_published += 1
         if large or self._expiring_history:
             await self._expire_if_due(large)
+
+    def _publish_what(self, group: str) -> str:
+        """What a publish to `group` was doing, as its errors say (made only when needed)."""
+        return f"publish to group {group[:80]!r} on {self._shown}"
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """NOTIFY every item in one statement (one round trip), retried as one like `publish`.
@@ -357,29 +368,44 @@ class PostgreSQLChannelLayer(ChannelLayer):
         within what is left of `publish_timeout`. A try cut by the deadline
         fails at once: `BrokerUnavailableError` from its TimeoutError.
         """
-        timeout = self.options.publish_timeout
+        publishing = self._publisher.publishing
+        if publishing is not None:
+            deadline = publishing.clock() + self.options.publish_timeout
+            try:
+                await publishing.call(query, arguments, deadline)
+            except Exception as exc:
+                await self._retry(query, arguments, what, exc, deadline)
+            return
+        publisher = self._publisher
+
+        async def attempt() -> None:
+            async with publisher.acquire() as conn:
+                await conn.execute(query, *arguments)
+
+        with errors_translated(what, self._secrets):
+            await call_with_deadline(
+                attempt,
+                timeout=self.options.publish_timeout,
+                retry_on=CONNECTION_ERRORS,
+                what=f"publish to {self._shown}",
+                backoff=self.options.reconnect_backoff,
+            )
+
+    async def _retry(
+        self, query: str, arguments: Sequence[Any], what: str, error: Exception, deadline: float
+    ) -> None:
+        """After a first try on the publishing connections failed with `error`: translate
+        it, or (a lost connection) retry until `deadline`."""
         publishing = self._publisher.publishing
         with errors_translated(what, self._secrets):
-            if publishing is not None:
-                deadline = publishing.clock() + timeout
-                try:
-                    await publishing.call(query, arguments, deadline)
-                    return
-                except CONNECTION_ERRORS:
-                    timeout = round(deadline - publishing.clock(), 3)
-                    if timeout <= 0:
-                        raise
+            timeout = 0.0 if publishing is None else round(deadline - publishing.clock(), 3)
+            if not isinstance(error, CONNECTION_ERRORS) or timeout <= 0:
+                raise error
 
-                async def attempt() -> None:
-                    assert publishing is not None
-                    await publishing.call(query, arguments, deadline)
-
-            else:
-                publisher = self._publisher
-
-                async def attempt() -> None:
-                    async with publisher.acquire() as conn:
-                        await conn.execute(query, *arguments)
+            async def attempt() -> None:
+                if publishing is None:
+                    raise error  # the layer left meanwhile
+                await publishing.call(query, arguments, deadline)
 
             await call_with_deadline(
                 attempt,

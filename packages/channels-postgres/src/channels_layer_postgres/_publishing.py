@@ -49,7 +49,7 @@ class _Lane(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self._rest = b""  # the start of a message not all received yet
+        self.rest = b""  # the start of a message not all received yet
         #: query -> the name it was prepared under on this connection.
         self.prepared: dict[str, bytes] = {}
         self.waiter: asyncio.Future[dict[str, str] | None] | None = None
@@ -69,7 +69,7 @@ class _Lane(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Walk the complete messages (any chunking); keep a partial one for later."""
-        buffer = self._rest + data if self._rest else data
+        buffer = self.rest + data if self.rest else data
         pos, size = 0, len(buffer)
         while size - pos >= 5:
             kind, length = HEADER.unpack_from(buffer, pos)
@@ -82,7 +82,7 @@ class _Lane(asyncio.Protocol):
             if kind not in _IGNORED and not self._handle(kind, buffer[pos + 5 : end]):
                 return
             pos = end
-        self._rest = buffer[pos:] if pos < size else b""
+        self.rest = buffer[pos:] if pos < size else b""
 
     def _handle(self, kind: bytes, body: bytes) -> bool:
         """One message that is not read past; False once the connection is given up."""
@@ -129,13 +129,9 @@ class _Lane(asyncio.Protocol):
     # -- the call's side ------------------------------------------------------------
 
     def usable(self) -> bool:
-        transport = self.transport
-        return (
-            not self.broken
-            and not self._rest
-            and transport is not None
-            and not transport.is_closing()
-        )
+        if self.broken or self.rest or self.transport is None:
+            return False
+        return not self.transport.is_closing()
 
     def expire(self) -> None:
         """The call's time is up: cut the connection, which fails the call."""
@@ -209,7 +205,7 @@ class PublishingConnections:
         cancellation).
         """
         lane = self._idle.pop() if self._idle else None
-        if lane is None or not lane.usable():
+        if lane is None or lane.broken or lane.rest:  # `usable`, inlined
             if lane is not None:
                 self._lost(lane)
             with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
@@ -240,7 +236,10 @@ class PublishingConnections:
                 raise TimeoutError("no answer from the server in time") from exc
             raise
         self._busy.discard(lane)
-        self._release(lane)
+        if self._closed or self._waiters:
+            self._release(lane)
+        else:
+            self._idle.append(lane)  # `_release`, inlined
         if error is not None:
             raise _server_error(error)
 

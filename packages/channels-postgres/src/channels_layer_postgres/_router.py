@@ -140,6 +140,14 @@ class Router:
         if envelope is None:
             return
         group = envelope.group
+        if (
+            not self._backlog
+            and envelope.payload is not None
+            and group is not None
+            and self._groups.get(group) == channel  # the common case: `_recipients` is [None]
+        ):
+            inbox.deliver(group, envelope.payload, None, envelope.position)
+            return
         if group is not None and group not in self._groups and channel != self._names.firehose:
             self._recipients(channel, group)  # a bucket-mate's (dropped), or a forgery (counted)
             return
