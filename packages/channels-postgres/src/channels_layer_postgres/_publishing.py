@@ -22,13 +22,14 @@ one runs under a cancel scope.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 import asyncpg
 import asyncpg.exceptions
+
+from channels_core.slots import Slots
 
 from ._connection import take_transport
 from ._pgwire import HEADER, bind_execute, error_fields, parse
@@ -165,27 +166,19 @@ def _server_error(fields: dict[str, str]) -> Exception:
     return error
 
 
-class _Waiter:
-    """A call waiting for a connection: woken with one handed over, or with a free slot."""
-
-    __slots__ = ("event", "lane")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.lane: _Lane | None = None
-
-
 class PublishingConnections:
     """Up to `size` connections opened by `connect`, each used by one call at a time."""
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], size: int) -> None:
         self._connect = connect
-        self._size = size
-        self._free = size  # connections that may still be opened
-        self._idle: list[_Lane] = []  # most recently used last
+        self._slots: Slots[_Lane] = Slots(
+            self._open,
+            size,
+            usable=_Lane.usable,
+            close=_Lane.abort,
+            error=asyncpg.exceptions.InterfaceError,
+        )
         self._busy: set[_Lane] = set()
-        self._waiters: deque[_Waiter] = deque()
-        self._closed = False
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -204,12 +197,13 @@ class PublishingConnections:
         connection fails (then it is closed, and so after a timeout or a
         cancellation).
         """
-        lane = self._idle.pop() if self._idle else None
+        slots = self._slots
+        lane = slots.idle.pop() if slots.idle else None
         if lane is None or lane.broken or lane.rest:  # `usable`, inlined
             if lane is not None:
-                self._lost(lane)
+                slots.lost(lane)
             with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
-                lane = await self._acquire()
+                lane = await slots.acquire()
         name = lane.prepared.get(query)
         if name is None:
             self._names += 1
@@ -231,46 +225,40 @@ class PublishingConnections:
             error = await waiter
         except BaseException as exc:
             self._busy.discard(lane)
-            self._lost(lane)
+            slots.lost(lane)
             if lane.expired and isinstance(exc, Exception):
                 raise TimeoutError("no answer from the server in time") from exc
             raise
         self._busy.discard(lane)
-        if self._closed or self._waiters:
-            self._release(lane)
+        if slots.closed or slots.waiting:
+            slots.release(lane)
         else:
-            self._idle.append(lane)  # `_release`, inlined
+            slots.idle.append(lane)  # `release`, inlined
         if error is not None:
             raise _server_error(error)
 
     def adopt(self, connection: Any) -> None:
         """Take an open asyncpg `connection` as an idle publishing connection, if there is
         room (else, or if it is not usable, it is closed)."""
-        if self._closed or self._free <= 0:
-            connection.terminate()
-            return
         lane = _Lane()
         try:
             take_transport(connection, lane)
         except Exception:
             connection.terminate()
             return
-        self._free -= 1
-        self._release(lane)
+        if not self._slots.adopt(lane):
+            lane.close()
 
     def close(self) -> None:
         """Close every connection for good (the layer disconnects); waiting calls fail."""
-        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        idle, self._idle = self._idle, []
-        for lane in idle:
-            lane.close()
+        for lane in self._slots.idle:
+            lane.close()  # politely: the server hears a goodbye
+        self._slots.close()
         for lane in list(self._busy):
             lane.abort()  # its call fails
-        while self._waiters:
-            self._waiters.popleft().event.set()
 
     # -- the deadline timer -----------------------------------------------------------
 
@@ -297,44 +285,6 @@ class PublishingConnections:
 
     # -- connections --------------------------------------------------------------------
 
-    async def _acquire(self) -> _Lane:
-        """An idle usable connection, else a new one, else the next one released.
-
-        Waiting calls are served in order: a released connection is handed
-        to the first of them, never left idle for a newcomer to take.
-        """
-        while True:
-            while self._idle:
-                lane = self._idle.pop()
-                if lane.usable():
-                    return lane
-                self._lost(lane)
-            if self._closed:
-                raise asyncpg.exceptions.InterfaceError(
-                    "the layer's publishing connections are closed"
-                )
-            if self._free > 0:
-                self._free -= 1
-                try:
-                    return await self._open()
-                except BaseException:
-                    self._free += 1
-                    self._wake()
-                    raise
-            waiter = _Waiter()
-            self._waiters.append(waiter)
-            try:
-                await waiter.event.wait()
-            except BaseException:
-                self._withdraw(waiter)
-                raise
-            handed = waiter.lane
-            if handed is not None:
-                if handed.usable():
-                    return handed
-                self._lost(handed)
-            # Else a slot was freed (a connection was lost): open one in it.
-
     async def _open(self) -> _Lane:
         connection = await self._connect()
         lane = _Lane()
@@ -344,35 +294,3 @@ class PublishingConnections:
             connection.terminate()
             raise
         return lane
-
-    def _release(self, lane: _Lane) -> None:
-        """`lane` is free again: to the first waiting call, else idle."""
-        if self._closed:
-            lane.close()
-            self._free += 1
-        elif self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.lane = lane
-            waiter.event.set()
-        else:
-            self._idle.append(lane)
-
-    def _lost(self, lane: _Lane) -> None:
-        """`lane` is closed and forgotten: its slot is free for a new connection."""
-        lane.abort()
-        self._free += 1
-        self._wake()
-
-    def _wake(self) -> None:
-        """Tell the first waiting call that a slot is free (no connection handed over)."""
-        if self._waiters:
-            self._waiters.popleft().event.set()
-
-    def _withdraw(self, waiter: _Waiter) -> None:
-        """A waiting call gave up: pass on what it was handed, if anything."""
-        if not waiter.event.is_set():
-            self._waiters.remove(waiter)
-        elif waiter.lane is not None:
-            self._release(waiter.lane)
-        else:
-            self._wake()

@@ -22,7 +22,6 @@ opening one runs under a cancel scope.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +30,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from channels_core.slots import Slots
 
 from ._resp import Push, RespParser
 from ._wire import pack_command
@@ -68,16 +69,6 @@ class _Lane:
         self.connection._close()  # type: ignore[no-untyped-call]
 
 
-class _Waiter:
-    """A call waiting for a connection: woken with one handed over, or with a free slot."""
-
-    __slots__ = ("event", "lane")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.lane: _Lane | None = None
-
-
 class PublishingConnections:
     """Up to `size` connections made by `make_connection`, each used by one call at a time.
 
@@ -97,14 +88,16 @@ class PublishingConnections:
         demoted_is_lost: bool = False,
     ) -> None:
         self._make = make_connection
-        self._wait_timeout = wait_timeout
-        self._size = size
-        self._free = size  # connections that may still be opened
-        self._idle: list[_Lane] = []  # most recently used last
+        self._slots: Slots[_Lane] = Slots(
+            self._open,
+            size,
+            usable=_Lane.usable,
+            close=_Lane.close,
+            error=RedisConnectionError,
+            wait_timeout=wait_timeout,
+        )
         self._busy: set[_Lane] = set()
-        self._waiters: deque[_Waiter] = deque()
         self._demoted_is_lost = demoted_is_lost
-        self._closed = False
 
     async def call(self, commands: bytes, count: int, deadline: float) -> list[Any]:
         """Write `count` packed `commands` at once; return their replies once all are read.
@@ -165,115 +158,45 @@ class PublishingConnections:
 
     def close_all(self) -> None:
         """Close every connection, those in use too (their calls fail and are retried)."""
-        idle, self._idle = self._idle, []
-        for lane in idle:
-            self._lost(lane)
+        self._slots.close_idle()
         for lane in list(self._busy):
             lane.close()  # its call fails, and frees the slot
 
     def close(self) -> None:
         """Close every connection for good (the layer disconnects); waiting calls fail."""
-        self._closed = True
-        self.close_all()
-        while self._waiters:
-            self._waiters.popleft().event.set()
+        self._slots.close()
+        for lane in list(self._busy):
+            lane.close()
 
     # -- internals ------------------------------------------------------------
 
-    async def _acquire(self) -> _Lane:
-        """An idle usable connection, else a new one, else the next one released.
-
-        Waiting calls are served in order: a released connection is handed
-        to the first of them, never left idle for a newcomer to take.
-        """
-        while True:
-            while self._idle:
-                lane = self._idle.pop()
-                if lane.usable():
-                    return lane
-                self._lost(lane)
-            if self._closed:
-                raise RedisConnectionError("the layer's publishing connections are closed")
-            if self._free > 0:
-                self._free -= 1
-                connection = self._make()
-                try:
-                    await connection.connect()  # type: ignore[no-untyped-call]
-                except BaseException:
-                    connection._close()  # type: ignore[no-untyped-call]
-                    self._free += 1
-                    self._wake()
-                    raise
-                return _Lane(connection)
-            waiter = _Waiter()
-            self._waiters.append(waiter)
-            try:
-                with anyio.move_on_after(self._wait_timeout):
-                    await waiter.event.wait()
-            except BaseException:
-                self._withdraw(waiter)
-                raise
-            if not waiter.event.is_set():
-                self._waiters.remove(waiter)
-                raise RedisConnectionError(
-                    f"no publishing connection free within {self._wait_timeout:g} s "
-                    f"(all {self._size} in use)"
-                )
-            handed = waiter.lane
-            if handed is not None:
-                if handed.usable():
-                    return handed
-                self._lost(handed)
-            # Else a slot was freed (a connection was lost): open one in it.
-
-    def _release(self, lane: _Lane) -> None:
-        """`lane` is free again: to the first waiting call, else idle."""
-        if self._closed:
-            lane.close()
-        elif self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.lane = lane
-            waiter.event.set()
-        else:
-            self._idle.append(lane)
-
-    def _lost(self, lane: _Lane) -> None:
-        """`lane` is closed and forgotten: its slot is free for a new connection."""
-        lane.close()
-        self._free += 1
-        self._wake()
+    async def _open(self) -> _Lane:
+        connection = self._make()
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            connection._close()  # type: ignore[no-untyped-call]
+            raise
+        return _Lane(connection)
 
     def _abandon(self, lane: _Lane, timer: asyncio.TimerHandle) -> None:
         """A call on `lane` failed or was cancelled part-way: its connection is lost."""
         timer.cancel()
         self._busy.discard(lane)
-        self._lost(lane)
-
-    def _wake(self) -> None:
-        """Tell the first waiting call that a slot is free (no connection handed over)."""
-        if self._waiters:
-            self._waiters.popleft().event.set()
-
-    def _withdraw(self, waiter: _Waiter) -> None:
-        """A waiting call gave up: pass on what it was handed, if anything."""
-        if not waiter.event.is_set():
-            self._waiters.remove(waiter)
-        elif waiter.lane is not None:
-            self._release(waiter.lane)
-        else:
-            self._wake()
+        self._slots.lost(lane)
 
     async def _write(self, commands: bytes, deadline: float) -> tuple[_Lane, asyncio.TimerHandle]:
         """A connection with `commands` written to it, and the timer bounding its call."""
-        lane = self._idle.pop() if self._idle else None
+        slots = self._slots
+        lane = slots.idle.pop() if slots.idle else None
         if lane is None or not lane.usable():
             if lane is not None:
-                self._lost(lane)
+                slots.lost(lane)
             with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
-                lane = await self._acquire()
+                lane = await slots.acquire()
         connection = lane.connection
         if connection._reader is None or connection._writer is None:
-            self._lost(lane)
+            slots.lost(lane)
             raise RedisConnectionError("the publishing connection is closed")
         loop = asyncio.get_running_loop()
         socket_timeout = connection.socket_timeout
@@ -298,7 +221,7 @@ class PublishingConnections:
             self._abandon(lane, timer)
             raise
         self._busy.discard(lane)
-        self._release(lane)
+        self._slots.release(lane)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
