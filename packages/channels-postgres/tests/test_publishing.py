@@ -199,7 +199,8 @@ async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: st
     query = (
         "SELECT pg_notify($1, concat_ws('|', $2::text, encode($3::bytea, 'hex'), $4::bigint,"
         " coalesce($5::text, 'null'), array_to_json($6::text[])::text,"
-        " array_to_json($7::bigint[])::text, encode(($8::bytea[])[2], 'hex')))"
+        " array_to_json($7::bigint[])::text, encode(($8::bytea[])[2], 'hex'),"
+        " array_to_json($9::text[])::text))"
     )
     arguments: tuple[Any, ...] = (
         channel,
@@ -210,6 +211,7 @@ async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: st
         [*awkward, None],
         [1, None, 2**62],
         [b"", b"\x00\\\x01"],
+        awkward,  # text only: the batch's fast path
     )
     publishing = connections(postgres_url, 1)
     try:
@@ -224,6 +226,7 @@ async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: st
             '["a\\"b","c\\\\d","é ü 😀","","NULL","{x,y}",null]',
             f"[1,null,{2**62}]",
             "005c01",
+            '["a\\"b","c\\\\d","é ü 😀","","NULL","{x,y}"]',
         ]
     finally:
         publishing.close()
