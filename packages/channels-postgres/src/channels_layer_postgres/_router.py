@@ -136,8 +136,10 @@ class Router:
         queue, inbox = self._queue, self._inbox
         if queue is None or inbox is None:
             return
-        envelope = self._decode(channel, text)
-        if envelope is None:
+        try:
+            envelope = decode(text)
+        except ValueError as exc:
+            self._foreign(channel, exc)
             return
         group = envelope.group
         if (
@@ -208,17 +210,14 @@ class Router:
             self._queue = self._inbox = None
             send.close()
 
-    def _decode(self, channel: str, text: str) -> Envelope | None:
-        try:
-            return decode(text)
-        except ValueError as exc:
-            self._counters.skipped += 1
-            logger.warning(
-                "skipped a notification on channel %r that is not from this layer (%s)",
-                channel,
-                exc,
-            )
-            return None
+    def _foreign(self, channel: str, error: ValueError) -> None:
+        """A notification that is not an envelope of this layer: counted, logged, skipped."""
+        self._counters.skipped += 1
+        logger.warning(
+            "skipped a notification on channel %r that is not from this layer (%s)",
+            channel,
+            error,
+        )
 
     async def _route_queued(
         self, inbox: Inbox, fetch: Fetch, channel: str, envelope: Envelope
