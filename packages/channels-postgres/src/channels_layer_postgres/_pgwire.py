@@ -1,12 +1,16 @@
 """PostgreSQL's extended-query protocol, the part a publishing connection needs.
 
 Messages the client sends (Parse of a named statement, Bind + Execute +
-Sync of it with text parameters) and the framing of what the server sends
-back (`HEADER`: one-byte type, four-byte length, then the body).
-Parameters travel in text format, so the server parses each with the type
-it inferred for the statement, exactly as for a ``psql`` literal: str as
-UTF-8 text, bytes as bytea hex, int in decimal, None as NULL, a list as an
-array literal.
+Sync of it) and the framing of what the server sends back (`HEADER`:
+one-byte type, four-byte length, then the body).
+
+Parameters: str as UTF-8 text and int in decimal (text format: the server
+parses them with whatever type it inferred), bytes as bytea and a list of
+only str (or only bytes) as a one-dimensional text[] (bytea[]) in binary
+format, so a batch's envelopes are copied, never escaped; any other list
+as an array literal in text format, None as NULL. A statement must then
+take bytes where it takes bytea, and a list of str where it takes text[]
+(``$1::text[]``), as the layer's statements do.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ __all__ = [
 HEADER = Struct("!cI")
 _LENGTH = Struct("!I")
 _NULL = b"\xff\xff\xff\xff"
+#: A binary array's header: dimensions, has-NULLs flag, element type, then per
+#: dimension its length and lower bound.
+_ARRAY_HEAD = Struct("!iiIii")
+_TEXT_OID, _BYTEA_OID = 25, 17
 #: Execute the unnamed portal, all rows; then Sync (ends the implicit transaction).
 _EXECUTE_SYNC = b"E\x00\x00\x00\x09\x00\x00\x00\x00\x00S\x00\x00\x00\x04"
 
@@ -38,47 +46,64 @@ def parse(name: bytes, query: str) -> bytes:
 
 
 def bind_execute(name: bytes, arguments: Sequence[Any]) -> bytes:
-    """Bind `arguments` (text format) to statement `name`, Execute it, Sync."""
-    parts = [b"\x00", name, b"\x00\x00\x00", len(arguments).to_bytes(2, "big")]
-    for argument in arguments:
+    """Bind `arguments` to statement `name`, Execute it, Sync."""
+    parts = []
+    codes: list[int] | None = None  # per parameter (0 text, 1 binary) once one is binary
+    for index, argument in enumerate(arguments):
         if type(argument) is str:  # most of them: a fast path
             value = argument.encode("utf-8")
         elif argument is None:
             parts.append(_NULL)
             continue
         else:
-            value = _text(argument)
+            value, binary = _value(argument)
+            if binary:
+                if codes is None:
+                    codes = [0] * len(arguments)
+                codes[index] = 1
         parts += (_LENGTH.pack(len(value)), value)
-    parts.append(b"\x00\x00")  # results in text format (the layer reads none of them)
-    body = b"".join(parts)  # the unnamed portal first
+    if codes is None:
+        formats = b"\x00\x00"  # every parameter in text format
+    else:
+        formats = len(codes).to_bytes(2, "big") + bytes(
+            byte for code in codes for byte in (0, code)
+        )
+    head = b"\x00" + name + b"\x00" + formats + len(arguments).to_bytes(2, "big")
+    # Results in text format (the layer reads none of them).
+    body = head + b"".join(parts) + b"\x00\x00"
     return b"B" + _LENGTH.pack(len(body) + 4) + body + _EXECUTE_SYNC
 
 
-def _text(argument: Any) -> bytes:
-    """A parameter value in text format (not None)."""
-    if isinstance(argument, str):
-        return argument.encode("utf-8")
+def _value(argument: Any) -> tuple[bytes, bool]:
+    """A parameter value (not None), and whether it is in binary format."""
     if isinstance(argument, bytes):
-        return b"\\x" + argument.hex().encode("ascii")
-    if isinstance(argument, int):  # bool is refused below: no statement takes one
-        if isinstance(argument, bool):
+        return argument, True
+    if isinstance(argument, str):
+        return argument.encode("utf-8"), False
+    if isinstance(argument, int):
+        if isinstance(argument, bool):  # no statement takes one
             raise TypeError("a bool parameter is not supported")
-        return b"%d" % argument
+        return b"%d" % argument, False
     if isinstance(argument, list | tuple):
-        return _array(argument).encode("utf-8")
+        if argument and all(type(item) is str for item in argument):
+            return _binary_array(_TEXT_OID, [item.encode("utf-8") for item in argument]), True
+        if argument and all(type(item) is bytes for item in argument):
+            return _binary_array(_BYTEA_OID, argument), True
+        return _array(argument).encode("utf-8"), False
     raise TypeError(f"a {type(argument).__name__} parameter is not supported")
 
 
+def _binary_array(element_type: int, items: Sequence[bytes]) -> bytes:
+    """A one-dimensional array of `items` (none NULL) in binary format."""
+    parts = [_ARRAY_HEAD.pack(1, 0, element_type, len(items), 1)]
+    pack = _LENGTH.pack
+    for item in items:
+        parts += (pack(len(item)), item)
+    return b"".join(parts)
+
+
 def _array(items: Sequence[Any]) -> str:
-    """A one-dimensional array literal: every element quoted (NULL bare)."""
-    if items and all(type(item) is str for item in items):
-        # The common case (a batch's channels and envelopes): escaped in a few
-        # passes over the joined text, not item by item. NUL (which no text
-        # value holds) separates the items meanwhile.
-        joined = "\x00".join(items)
-        if joined.count("\x00") == len(items) - 1:
-            joined = joined.replace("\\", "\\\\").replace('"', '\\"')
-            return '{"' + joined.replace("\x00", '","') + '"}'
+    """A one-dimensional array literal in text format: every element quoted, NULL bare."""
     elements = []
     for item in items:
         if item is None:
