@@ -11,6 +11,7 @@ left open when the layer leaves.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -386,3 +387,13 @@ async def test_closing_fails_calls_and_opens_nothing_more(postgres_url: str) -> 
     publishing.close()
     with pytest.raises(asyncpg.exceptions.InterfaceError, match="closed"):
         await publishing.call("SELECT 1", (), soon())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("asyncio", {"use_uvloop": True}))])
+async def test_publishing_connections_work_on_uvloop(make_layer: LayerMaker) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses: taken over all the same."""
+    async with Channel(make_layer()) as channel, channel.subscribe("uv") as subscriber:
+        await channel.publish("uv", "one")
+        await channel.publish_many([("uv", "two"), ("uv", "three")])
+        assert [await _message(subscriber) for _ in range(3)] == ["one", "two", "three"]

@@ -87,8 +87,9 @@ def take_transport(connection: asyncpg.Connection, protocol: asyncio.Protocol) -
     The only place relying on asyncpg's private attributes (``_transport``,
     ``_aborted``): checked, so a newer asyncpg that renames them fails here.
     """
-    transport = getattr(connection, "_transport", None)
-    if not isinstance(transport, asyncio.Transport) or connection.is_closed():
+    transport: Any = getattr(connection, "_transport", None)
+    # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
+    if not hasattr(transport, "set_protocol") or connection.is_closed():
         raise asyncpg.exceptions.InterfaceError("the connection is not open")
     if connection.is_in_transaction():
         raise asyncpg.exceptions.InterfaceError("the connection is inside a transaction")
