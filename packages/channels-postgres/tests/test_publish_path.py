@@ -1,9 +1,9 @@
-"""The cheap publish path: the kept connection, bounded by the publisher's deadline timer.
+"""The cheap publish path: the layer's publishing connections, bounded by one deadline timer.
 
-A publish runs on the one connection the publisher keeps out of the pool,
-without a timer of its own; one shared timer cuts a statement still running
-at its deadline. Here a lock held by another session holds the NOTIFY
-statement up (it reads the pattern-listeners table), as a stuck server would.
+A publish runs on a publishing connection (`_publishing`) without a timer
+of its own; one shared timer cuts a statement still running at its
+deadline. Here a lock held by another session holds the NOTIFY statement
+up (it reads the pattern-listeners table), as a stuck server would.
 """
 
 from __future__ import annotations

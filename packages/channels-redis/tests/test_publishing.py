@@ -260,9 +260,9 @@ async def test_calls_beyond_the_size_wait_their_turn_and_cancelled_waiters_leak_
                         await ping(10**6)
         assert answered >= 20 * 50
         # Every slot is back: two connections at most, both idle now.
-        assert connections._free + len(connections._idle) == 2
+        assert connections._slots.free + len(connections._slots.idle) == 2
         assert not connections._busy
-        assert not connections._waiters
+        assert not connections._slots.waiting
     finally:
         connections.close()
 
@@ -332,7 +332,7 @@ async def test_call_each_answers_every_server_and_a_cancelled_one_leaks_no_conne
             os.kill(throwaway_redis.pid, signal.SIGCONT)
         # The unanswered connection was closed and its slot freed: a new one serves.
         assert not stopped._busy
-        assert not stopped._idle
+        assert not stopped._slots.idle
         assert await stopped.call(echo, 2, soon()) == [b"a", b"b"]
         assert await live.call(echo, 2, soon()) == [b"a", b"b"]
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "connect_kwargs",
     "errors_translated",
     "is_refusal",
+    "take_transport",
 ]
 #: Seconds a polite close may take before the connection is simply cut
 #: (a silently dead connection would otherwise hold up leaving the channel).
@@ -73,6 +75,28 @@ class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
         handler = self.on_notification
         if handler is not None:
             handler(channel, payload)
+
+
+def take_transport(connection: asyncpg.Connection, protocol: asyncio.Protocol) -> None:
+    """Hand the socket of an open, idle asyncpg `connection` to `protocol`, for good.
+
+    asyncpg has connected and authenticated it (TLS, auth methods, server
+    settings); from now on only `protocol` reads and writes the socket. The
+    asyncpg connection is marked aborted, so it never touches the socket
+    again, reports itself closed, and warns of nothing when collected.
+    The only place relying on asyncpg's private attributes (``_transport``,
+    ``_aborted``): checked, so a newer asyncpg that renames them fails here.
+    """
+    transport: Any = getattr(connection, "_transport", None)
+    # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
+    if not hasattr(transport, "set_protocol") or connection.is_closed():
+        raise asyncpg.exceptions.InterfaceError("the connection is not open")
+    if connection.is_in_transaction():
+        raise asyncpg.exceptions.InterfaceError("the connection is inside a transaction")
+    transport.set_protocol(protocol)
+    connection._aborted = True
+    connection._cleanup()
+    protocol.connection_made(transport)
 
 
 def connect_kwargs(url: str, settings: PostgreSQLLayerOptions) -> dict[str, Any]:

@@ -167,7 +167,12 @@ def decode(text: str) -> Envelope:
     colon = text.find(":", len(_MAGIC) + 1)
     if kind not in (_TEXT, _BASE64, _REFERENCE) or colon < 0:
         raise ValueError("malformed envelope header")
-    group, end = _decode_group(text, colon + 1)
+    if text.startswith('"', colon + 1):  # `_decode_group` of a string, inlined
+        group, end = scanstring(text, colon + 2, True)
+        if not group or not group.isascii():
+            group, end = _decode_group(text, colon + 1)  # raises for what it refuses
+    else:
+        group, end = _decode_group(text, colon + 1)
     if group is None and kind != _REFERENCE:
         raise ValueError("the envelope has no group")
     position: str | None = None

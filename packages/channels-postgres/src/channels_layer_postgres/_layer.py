@@ -190,7 +190,11 @@ class PostgreSQLChannelLayer(ChannelLayer):
             raise BrokerUnavailableError(
                 f"the listening connection to {self._shown} is down; the layer is reconnecting"
             )
+        publishing = self._publisher.publishing
         with errors_translated(f"check {self._shown}", self._secrets), anyio.fail_after(timeout):
+            if publishing is not None:
+                await publishing.call("SELECT 1", (), publishing.clock() + timeout)
+                return
             async with self._publisher.acquire() as conn:
                 await conn.fetchval("SELECT 1", timeout=timeout)
 
@@ -245,7 +249,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
         async def attempt() -> Exception | None:
             """Returns the server's refusal to create the tables (retrying cannot cure it)."""
             timeout = self.options.command_timeout
-            async with self._publisher.acquire() as conn:
+            async with self._publisher.setup() as conn:
                 # Shielded (each statement bounded): a cancelled transaction
                 # must not go back to the pool half-done.
                 with anyio.CancelScope(shield=True):
@@ -307,16 +311,27 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
     async def publish(self, group: str, payload: bytes) -> None:
         """NOTIFY once; only if that fails, retry until `publish_timeout` has passed."""
-        self._connected_listener()
+        if self._listener is None:
+            self._connected_listener()
         query, arguments, large = self._prepare(group, payload)
-        await self._send_with_retry(
-            query, arguments, f"publish to group {group[:80]!r} on {self._shown}"
-        )
+        publishing = self._publisher.publishing
+        if publishing is None:
+            await self._send_with_retry(query, arguments, self._publish_what(group))
+        else:  # `_send_with_retry`'s first try, one coroutine fewer on the way
+            deadline = publishing.clock() + self.options.publish_timeout
+            try:
+                await publishing.call(query, arguments, deadline)
+            except Exception as exc:
+                await self._retry(query, arguments, self._publish_what(group), exc, deadline)
         self._counters.published += 1
         if large:
             self._counters.large_published += 1
         if large or self._expiring_history:
             await self._expire_if_due(large)
+
+    def _publish_what(self, group: str) -> str:
+        """What a publish to `group` was doing, as its errors say (made only when needed)."""
+        return f"publish to group {group[:80]!r} on {self._shown}"
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """NOTIFY every item in one statement (one round trip), retried as one like `publish`.
@@ -345,29 +360,52 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._counters.published += len(items)
 
     async def _send_with_retry(self, query: str, arguments: Sequence[Any], what: str) -> None:
-        """Run `query` once on the kept connection, else pooled; retry until `publish_timeout`.
+        """Run `query` once; only if the connection failed, retry until `publish_timeout`.
 
-        The kept connection's try costs no retry machinery (bounded by the
-        publisher's deadline timer): only when there is none, or it failed
-        with a connection error, do pooled tries follow, within what is left
-        of `publish_timeout` (to the millisecond: a connection found dead at
-        once leaves all of it). A try that used up the time, cut by the
-        timer, fails at once: `BrokerUnavailableError` from its TimeoutError.
+        The layer's own publishing connections bound each call with their
+        deadline timer, so the first try costs no retry machinery; pooled
+        tries (the application's pool or connection) and retries run
+        within what is left of `publish_timeout`. A try cut by the deadline
+        fails at once: `BrokerUnavailableError` from its TimeoutError.
         """
-        timeout = self.options.publish_timeout
-        publisher = self._publisher
-        with errors_translated(what, self._secrets):
+        publishing = self._publisher.publishing
+        if publishing is not None:
+            deadline = publishing.clock() + self.options.publish_timeout
             try:
-                if await publisher.run_on_idle(query, arguments, timeout):
-                    return
-            except CONNECTION_ERRORS:
-                timeout = round(publisher.time_left(), 3)
-                if timeout <= 0:
-                    raise
+                await publishing.call(query, arguments, deadline)
+            except Exception as exc:
+                await self._retry(query, arguments, what, exc, deadline)
+            return
+        publisher = self._publisher
+
+        async def attempt() -> None:
+            async with publisher.acquire() as conn:
+                await conn.execute(query, *arguments)
+
+        with errors_translated(what, self._secrets):
+            await call_with_deadline(
+                attempt,
+                timeout=self.options.publish_timeout,
+                retry_on=CONNECTION_ERRORS,
+                what=f"publish to {self._shown}",
+                backoff=self.options.reconnect_backoff,
+            )
+
+    async def _retry(
+        self, query: str, arguments: Sequence[Any], what: str, error: Exception, deadline: float
+    ) -> None:
+        """After a first try on the publishing connections failed with `error`: translate
+        it, or (a lost connection) retry until `deadline`."""
+        publishing = self._publisher.publishing
+        with errors_translated(what, self._secrets):
+            timeout = 0.0 if publishing is None else round(deadline - publishing.clock(), 3)
+            if not isinstance(error, CONNECTION_ERRORS) or timeout <= 0:
+                raise error
 
             async def attempt() -> None:
-                async with publisher.acquire() as conn:
-                    await conn.execute(query, *arguments)
+                if publishing is None:
+                    raise error  # the layer left meanwhile
+                await publishing.call(query, arguments, deadline)
 
             await call_with_deadline(
                 attempt,

@@ -1,27 +1,30 @@
 """Where the layer's statements run: its own pool, or the application's pool or connection.
 
-Publishing never waits behind the listening connection. The application
-may hand over an asyncpg pool or connection it owns; the layer then uses it
-without ever closing it.
+Publishing never waits behind the listening connection. The layer's own
+publishes go through its publishing connections (`_publishing`), every
+other statement through its asyncpg pool. The application may hand over an
+asyncpg pool or connection it owns; the layer then runs everything on it
+(through asyncpg) without ever closing it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import asyncpg
 
 from ._connection import CLOSE_TIMEOUT
+from ._publishing import PublishingConnections
 
 __all__ = ["Publisher"]
 
 
 class Publisher:
-    """Hands out connections for publishing and fetching payloads."""
+    """Hands out connections for statements, and the publishing connections."""
 
     def __init__(
         self,
@@ -39,20 +42,8 @@ class Publisher:
         self._app_connection = connection
         self._pool: Any = None
         self._connection_lock: anyio.Lock | None = None  # made in open(), inside the event loop
-        # One connection of the layer's own pool kept out between uses: asyncpg's
-        # acquire/release costs more than a NOTIFY round trip. Others come and
-        # go through the pool when publishers run concurrently.
-        self._idle: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # The kept connection's statement timeout, without a timer per statement
-        # (asyncpg's ``timeout=`` arms and cancels one each time: a fifth of a
-        # publish's CPU). One lazy timer: when it fires it cuts the connection
-        # if the statement running then is past its deadline, else it re-arms
-        # for that statement's deadline, or stops if none is running.
-        self._running: Any = None  # the kept connection while a statement runs on it
-        self._deadline = 0.0  # loop time by which that statement must end
-        self._timer: asyncio.TimerHandle | None = None
-        self._timed_out: Any = None  # the connection the timer cut
+        #: Where the layer's own publishes run (`_publishing`), while open and owned.
+        self.publishing: PublishingConnections | None = None
 
     @property
     def owned(self) -> bool:
@@ -61,13 +52,13 @@ class Publisher:
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[None]:
-        """Open the layer's own pool for the duration of the context (nothing when given one).
+        """Open the layer's own pool and publishing connections for the duration of the
+        context (nothing when given a pool or connection).
 
-        The pool connects lazily (``min_size=0``), so the first statement is
+        Both connect lazily (``min_size=0``), so the first statement is
         what reaches the server, inside the caller's retry bound.
         """
         self._connection_lock = anyio.Lock()
-        self._loop = asyncio.get_running_loop()
         if not self.owned:
             yield
             return
@@ -77,19 +68,18 @@ class Publisher:
             max_size=self._pool_size,
             reset=_reset_if_needed,
         )
+        self.publishing = PublishingConnections(
+            functools.partial(asyncpg.connect, **self._connect_kwargs), self._pool_size
+        )
         try:
             yield
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            publishing, self.publishing = self.publishing, None
+            publishing.close()
             pool, self._pool = self._pool, None
-            idle, self._idle = self._idle, None
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(CLOSE_TIMEOUT):
                     with contextlib.suppress(Exception):
-                        if idle is not None:
-                            await pool.release(idle)
                         await pool.close()
                 pool.terminate()
 
@@ -108,92 +98,34 @@ class Publisher:
             async with pool.acquire() as conn:
                 yield conn
             return
-        conn = await self._take_idle() or await pool.acquire()
+        conn = await pool.acquire()
         try:
             yield conn
         except BaseException:
             await self._discard(conn)
             raise
-        await self._give_back(conn)
+        await _release(pool, conn)
 
-    async def run_on_idle(self, query: str, arguments: Sequence[Any], timeout: float) -> bool:
-        """Run `query` on the kept connection, bounded by `timeout`; False if none is kept.
+    @contextlib.asynccontextmanager
+    async def setup(self) -> AsyncIterator[Any]:
+        """A connection for the layer's setup statements (the schema check).
 
-        The cheap path of a publish: no pool, no cancel scope, no timer of
-        its own (the shared deadline timer bounds it). A failure cuts the
-        connection (the caller then retries through `acquire`); one past
-        its deadline raises TimeoutError.
+        With the layer's own pool, a new connection that then becomes the
+        first publishing connection (a layer that only publishes holds no
+        pooled connection); else one from `acquire`.
         """
-        conn = self._idle
-        if conn is None:
-            return False
-        self._idle = None
-        raw = _unwrapped(conn)
-        if raw is None or raw.is_closed():
-            await self._discard(conn)
-            return False
-        loop = self._loop
-        assert loop is not None
-        self._deadline = loop.time() + timeout
-        self._running = conn
-        if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._on_deadline)
+        publishing = self.publishing
+        if publishing is None:
+            async with self.acquire() as conn:
+                yield conn
+            return
+        conn = await asyncpg.connect(**self._connect_kwargs)
         try:
-            await raw.execute(query, *arguments)
-        except BaseException as exc:
-            self._running = None
-            timed_out, self._timed_out = self._timed_out is conn, None
-            await self._discard(conn)
-            if timed_out and isinstance(exc, Exception):
-                raise TimeoutError(f"no answer within {timeout:g} s") from exc
-            raise
-        self._running = self._timed_out = None  # cut just after it answered: that is fine
-        if self._idle is None and self._pool is not None:
-            self._idle = conn  # kept for the next publish (what `_give_back` does)
-        else:
-            await self._give_back(conn)
-        return True
-
-    def time_left(self) -> float:
-        """Seconds left until the deadline of the kept connection's last statement."""
-        assert self._loop is not None
-        return self._deadline - self._loop.time()
-
-    def _on_deadline(self) -> None:
-        """The deadline timer: cut a statement running past its deadline, or wait for it."""
-        self._timer = None
-        conn = self._running
-        if conn is None:
-            return  # the next statement re-arms
-        loop = self._loop
-        assert loop is not None
-        if loop.time() >= self._deadline:
-            self._timed_out = conn
-            # The statement fails at once (run_on_idle raises TimeoutError); the
-            # pool takes the connection back and replaces it.
+            yield conn
+        except BaseException:
             conn.terminate()
-        else:
-            self._timer = loop.call_at(self._deadline, self._on_deadline)
-
-    async def _take_idle(self) -> Any:
-        conn, self._idle = self._idle, None
-        if conn is not None:
-            raw = _unwrapped(conn)
-            if raw is None or raw.is_closed():
-                await self._discard(conn)
-                return None
-        return conn
-
-    async def _give_back(self, conn: Any) -> None:
-        """Keep `conn` for the next publish, or return it to the pool if one is kept already."""
-        if self._pool is None:  # the pool closed meanwhile
-            raw = _unwrapped(conn)
-            if raw is not None:
-                raw.terminate()
-        elif self._idle is None:
-            self._idle = conn
-        else:
-            await _release(self._pool, conn)
+            raise
+        publishing.adopt(conn)
 
     async def _discard(self, conn: Any) -> None:
         """Cut `conn` and hand it back to the pool, which replaces it.
@@ -202,24 +134,11 @@ class Publisher:
         pool would wait for the server to confirm its cancellation, which a
         frozen server never does.
         """
-        raw = _unwrapped(conn)
+        raw = conn._con if isinstance(conn, _PROXY) else conn
         if raw is not None:  # None: terminated already, and so back in the pool
             raw.terminate()
         if self._pool is not None:
             await _release(self._pool, conn)
-
-
-def _unwrapped(conn: Any) -> Any:
-    """The asyncpg connection behind a pool's proxy, None once it went back to the pool.
-
-    Statements run on it directly: the proxy's per-call indirection costs
-    as much again as a statement's own Python work. Terminating a connection
-    (the deadline timer does) hands it back to the pool at once, leaving the
-    proxy empty; the proxy is still what `Pool.release` takes.
-    """
-    if isinstance(conn, _PROXY):
-        return conn._con
-    return conn
 
 
 _PROXY = asyncpg.pool.PoolConnectionProxy

@@ -117,28 +117,44 @@ class Router:
 
         It runs inside asyncpg's protocol, where an exception would leave the
         connection unusable: whatever a notification holds, the worst it can
-        do is be counted, logged and skipped.
+        do is be counted, logged and skipped. An inline message for a group
+        subscribed by name, with nothing queued, is delivered here; anything
+        else goes through `_route`.
         """
         self._counters.received += 1
         try:
-            self._route(channel, text)
+            inbox = self._inbox
+            if self._queue is None or inbox is None:
+                return
+            try:
+                envelope = decode(text)
+            except ValueError as exc:
+                self._foreign(channel, exc)
+                return
+            group = envelope.group
+            if (
+                not self._backlog
+                and envelope.payload is not None
+                and group is not None
+                and self._groups.get(group) == channel  # so `_recipients` would be [None]
+            ):
+                inbox.deliver(group, envelope.payload, None, envelope.position)
+                return
+            self._route(channel, envelope)
         except Exception:
             self._counters.skipped += 1
             logger.exception(
                 "skipped a notification on channel %r that could not be handled", channel
             )
 
-    def _route(self, channel: str, text: str) -> None:
+    def _route(self, channel: str, envelope: Envelope) -> None:
         """An inline message with nothing queued before it is delivered right
         away; a reference (its payload must be fetched) and everything
         behind one wait in the queue, so each publisher's order is kept.
         """
         queue, inbox = self._queue, self._inbox
-        if queue is None or inbox is None:
-            return
-        envelope = self._decode(channel, text)
-        if envelope is None:
-            return
+        assert queue is not None
+        assert inbox is not None
         group = envelope.group
         if group is not None and group not in self._groups and channel != self._names.firehose:
             self._recipients(channel, group)  # a bucket-mate's (dropped), or a forgery (counted)
@@ -200,17 +216,14 @@ class Router:
             self._queue = self._inbox = None
             send.close()
 
-    def _decode(self, channel: str, text: str) -> Envelope | None:
-        try:
-            return decode(text)
-        except ValueError as exc:
-            self._counters.skipped += 1
-            logger.warning(
-                "skipped a notification on channel %r that is not from this layer (%s)",
-                channel,
-                exc,
-            )
-            return None
+    def _foreign(self, channel: str, error: ValueError) -> None:
+        """A notification that is not an envelope of this layer: counted, logged, skipped."""
+        self._counters.skipped += 1
+        logger.warning(
+            "skipped a notification on channel %r that is not from this layer (%s)",
+            channel,
+            error,
+        )
 
     async def _route_queued(
         self, inbox: Inbox, fetch: Fetch, channel: str, envelope: Envelope

@@ -16,15 +16,13 @@ reused with replies unread), and the next call opens a new one. The
 deadline is not a cancel scope (~15 us per call for ``anyio.fail_after``)
 nor a timer per call (a handle pushed on and cancelled off the event loop's
 heap): each call notes its deadline on its connection, and one lazy timer
-(`_Deadlines`) closes the connections whose call is past it when it fires,
+(`channels_core.deadlines.Deadlines`) closes the connections whose call is past it when it fires,
 then re-arms for the earliest deadline still running. Only waiting for a
 free connection or opening one runs under a cancel scope.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +31,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from channels_core.deadlines import Deadlines
+from channels_core.slots import Slots
 
 from ._resp import Push, RespParser
 from ._wire import pack_command
@@ -71,74 +72,6 @@ class _Lane:
         self.connection._close()  # type: ignore[no-untyped-call]
 
 
-class _Deadlines:
-    """One timer for every call running: it expires those past their deadline.
-
-    `running` maps to nothing (an ordered set of the lanes with a call on
-    them). A call starting only re-arms the timer if its deadline is
-    earlier than the armed one; a call ending leaves the timer be. When it
-    fires, it expires each lane past its deadline and re-arms for the
-    earliest one still to come, if any.
-    """
-
-    __slots__ = ("_armed", "_loop", "_timer", "running")
-
-    def __init__(self) -> None:
-        self.running: dict[_Lane, None] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed = 0.0  # when `_timer` fires
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
-
-    def start(self, lane: _Lane, deadline: float) -> None:
-        lane.deadline = deadline
-        self.running[lane] = None
-        if self._timer is None or deadline < self._armed:
-            self._arm(deadline)
-
-    def end(self, lane: _Lane) -> None:
-        self.running.pop(lane, None)
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._armed = when
-        self._timer = self.loop().call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        now = self.loop().time()
-        earliest = None
-        for lane in list(self.running):
-            if lane.deadline <= now:
-                del self.running[lane]
-                lane.expire()
-            elif earliest is None or lane.deadline < earliest:
-                earliest = lane.deadline
-        if earliest is not None:
-            self._arm(earliest)
-
-
-class _Waiter:
-    """A call waiting for a connection: woken with one handed over, or with a free slot."""
-
-    __slots__ = ("event", "lane")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.lane: _Lane | None = None
-
-
 class PublishingConnections:
     """Up to `size` connections made by `make_connection`, each used by one call at a time.
 
@@ -158,15 +91,17 @@ class PublishingConnections:
         demoted_is_lost: bool = False,
     ) -> None:
         self._make = make_connection
-        self._wait_timeout = wait_timeout
-        self._size = size
-        self._free = size  # connections that may still be opened
-        self._idle: list[_Lane] = []  # most recently used last
-        self._deadlines = _Deadlines()
+        self._slots: Slots[_Lane] = Slots(
+            self._open,
+            size,
+            usable=_Lane.usable,
+            close=_Lane.close,
+            error=RedisConnectionError,
+            wait_timeout=wait_timeout,
+        )
+        self._deadlines: Deadlines[_Lane] = Deadlines()
         self._busy = self._deadlines.running  # the lanes with a call on them
-        self._waiters: deque[_Waiter] = deque()
         self._demoted_is_lost = demoted_is_lost
-        self._closed = False
 
     async def call(self, commands: bytes, count: int, deadline: float) -> list[Any]:
         """Write `count` packed `commands` at once; return their replies once all are read.
@@ -225,115 +160,45 @@ class PublishingConnections:
 
     def close_all(self) -> None:
         """Close every connection, those in use too (their calls fail and are retried)."""
-        idle, self._idle = self._idle, []
-        for lane in idle:
-            self._lost(lane)
+        self._slots.close_idle()
         for lane in list(self._busy):
             lane.close()  # its call fails, and frees the slot
 
     def close(self) -> None:
         """Close every connection for good (the layer disconnects); waiting calls fail."""
-        self._closed = True
-        self.close_all()
+        self._slots.close()
         self._deadlines.cancel()
-        while self._waiters:
-            self._waiters.popleft().event.set()
+        for lane in list(self._busy):
+            lane.close()  # its call fails
 
     # -- internals ------------------------------------------------------------
 
-    async def _acquire(self) -> _Lane:
-        """An idle usable connection, else a new one, else the next one released.
-
-        Waiting calls are served in order: a released connection is handed
-        to the first of them, never left idle for a newcomer to take.
-        """
-        while True:
-            while self._idle:
-                lane = self._idle.pop()
-                if lane.usable():
-                    return lane
-                self._lost(lane)
-            if self._closed:
-                raise RedisConnectionError("the layer's publishing connections are closed")
-            if self._free > 0:
-                self._free -= 1
-                connection = self._make()
-                try:
-                    await connection.connect()  # type: ignore[no-untyped-call]
-                except BaseException:
-                    connection._close()  # type: ignore[no-untyped-call]
-                    self._free += 1
-                    self._wake()
-                    raise
-                return _Lane(connection)
-            waiter = _Waiter()
-            self._waiters.append(waiter)
-            try:
-                with anyio.move_on_after(self._wait_timeout):
-                    await waiter.event.wait()
-            except BaseException:
-                self._withdraw(waiter)
-                raise
-            if not waiter.event.is_set():
-                self._waiters.remove(waiter)
-                raise RedisConnectionError(
-                    f"no publishing connection free within {self._wait_timeout:g} s "
-                    f"(all {self._size} in use)"
-                )
-            handed = waiter.lane
-            if handed is not None:
-                if handed.usable():
-                    return handed
-                self._lost(handed)
-            # Else a slot was freed (a connection was lost): open one in it.
-
-    def _release(self, lane: _Lane) -> None:
-        """`lane` is free again: to the first waiting call, else idle."""
-        if self._closed:
-            lane.close()
-        elif self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.lane = lane
-            waiter.event.set()
-        else:
-            self._idle.append(lane)
-
-    def _lost(self, lane: _Lane) -> None:
-        """`lane` is closed and forgotten: its slot is free for a new connection."""
-        lane.close()
-        self._free += 1
-        self._wake()
+    async def _open(self) -> _Lane:
+        connection = self._make()
+        try:
+            await connection.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            connection._close()  # type: ignore[no-untyped-call]
+            raise
+        return _Lane(connection)
 
     def _abandon(self, lane: _Lane) -> None:
         """A call on `lane` failed or was cancelled part-way: its connection is lost."""
         self._deadlines.end(lane)
-        self._lost(lane)
-
-    def _wake(self) -> None:
-        """Tell the first waiting call that a slot is free (no connection handed over)."""
-        if self._waiters:
-            self._waiters.popleft().event.set()
-
-    def _withdraw(self, waiter: _Waiter) -> None:
-        """A waiting call gave up: pass on what it was handed, if anything."""
-        if not waiter.event.is_set():
-            self._waiters.remove(waiter)
-        elif waiter.lane is not None:
-            self._release(waiter.lane)
-        else:
-            self._wake()
+        self._slots.lost(lane)
 
     async def _write(self, commands: bytes, deadline: float) -> _Lane:
         """A connection with `commands` written to it, its call's deadline set."""
-        lane = self._idle.pop() if self._idle else None
+        slots = self._slots
+        lane = slots.idle.pop() if slots.idle else None
         if lane is None or not lane.usable():
             if lane is not None:
-                self._lost(lane)
+                slots.lost(lane)
             with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
-                lane = await self._acquire()
+                lane = await slots.acquire()
         connection = lane.connection
         if connection._reader is None or connection._writer is None:
-            self._lost(lane)
+            slots.lost(lane)
             raise RedisConnectionError("the publishing connection is closed")
         socket_timeout = connection.socket_timeout
         if socket_timeout is not None:
@@ -356,7 +221,7 @@ class PublishingConnections:
             self._abandon(lane)
             raise
         self._deadlines.end(lane)
-        self._release(lane)
+        self._slots.release(lane)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply

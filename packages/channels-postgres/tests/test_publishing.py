@@ -1,0 +1,399 @@
+"""The layer's own publishing connections (`_publishing`): replies, errors, breakage.
+
+asyncpg opens each connection; the layer then writes the statements and
+reads the replies itself. Every call must get its own answer: an error
+fails its call alone (the connection stays in use); a connection that
+breaks, times out or is cancelled part-way is closed, never reused with
+replies unread; replies arriving in pieces are put together; nothing is
+left open when the layer leaves.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.lowlevel
+import asyncpg
+import asyncpg.exceptions
+import pytest
+from anyio.abc import SocketStream
+
+from channels_core import BrokerUnavailableError, Channel
+from channels_layer_postgres._publishing import PublishingConnections
+from channels_layer_postgres.testing import LayerMaker
+
+pytestmark = pytest.mark.anyio
+
+NOTIFY = "SELECT pg_notify($1, $2)"
+#: Notifies the backend's pid on $1: which connection ran a call.
+NOTIFY_PID = "SELECT pg_notify($1, pg_backend_pid()::text)"
+
+
+def soon(seconds: float = 5.0) -> float:
+    """A deadline `seconds` from now, in event loop time."""
+    return anyio.current_time() + seconds
+
+
+class Proxy:
+    """A TCP proxy to a PostgreSQL server: `url` reaches the server through it.
+
+    With `piece` the server's bytes are handed on `piece` at a time, each
+    read alone; `frozen` holds everything back in both directions (a
+    server that stopped answering), until thawed.
+    """
+
+    def __init__(self, server_url: str, piece: int = 1 << 16) -> None:
+        self.server = urlsplit(server_url)
+        self.piece = piece
+        self.frozen = False
+        self._thawed = anyio.Event()
+        self.url = ""
+
+    def freeze(self) -> None:
+        self.frozen, self._thawed = True, anyio.Event()
+
+    def thaw(self) -> None:
+        self.frozen = False
+        self._thawed.set()
+
+    async def _pump(self, source: SocketStream, target: SocketStream, piece: int) -> None:
+        with anyio.CancelScope() as scope:
+            try:
+                async for data in source:
+                    if self.frozen:
+                        await self._thawed.wait()
+                    for start in range(0, len(data), piece):
+                        await target.send(data[start : start + piece])
+                        await anyio.lowlevel.checkpoint()  # the reader sees each piece alone
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            await target.aclose()
+            scope.cancel()
+
+    async def _serve(self, client: SocketStream) -> None:
+        host, port = self.server.hostname or "127.0.0.1", self.server.port or 5432
+        async with client, await anyio.connect_tcp(host, port) as upstream:
+            async with anyio.create_task_group() as pumps:
+                pumps.start_soon(self._pump, client, upstream, 1 << 16)
+                pumps.start_soon(self._pump, upstream, client, self.piece)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Proxy]:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        async with listener, anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, self._serve)
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            netloc = self.server.netloc.rsplit("@", 1)
+            auth = netloc[0] + "@" if len(netloc) == 2 else ""
+            self.url = self.server._replace(netloc=f"{auth}127.0.0.1:{port}").geturl()
+            yield self
+            self.thaw()
+            tasks.cancel_scope.cancel()
+
+
+def connections(url: str, size: int, application_name: str | None = None) -> PublishingConnections:
+    settings = {} if application_name is None else {"application_name": application_name}
+    return PublishingConnections(
+        functools.partial(asyncpg.connect, url, server_settings=settings), size
+    )
+
+
+@asynccontextmanager
+async def heard(url: str, channel: str) -> AsyncIterator[list[str]]:
+    """The payloads NOTIFYed on `channel` while the block runs (and shortly after)."""
+    received: list[str] = []
+    listener = await asyncpg.connect(url)
+    try:
+        await listener.add_listener(channel, lambda *args: received.append(args[-1]))
+        yield received
+    finally:
+        await listener.close()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not condition():  # noqa: ASYNC110 - a server's doing: no event to wait on
+            await anyio.sleep(0.01)
+
+
+async def backends(pg: asyncpg.Connection, application_name: str) -> int:
+    """Backends of `application_name`, once the server has let closed ones go."""
+    count = 0
+    for _ in range(200):
+        count = await pg.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            application_name,
+        )
+        if count == 0:
+            break
+        await anyio.sleep(0.02)
+    return int(count)
+
+
+async def test_an_error_fails_its_own_call_alone_and_keeps_the_connection(
+    postgres_url: str,
+) -> None:
+    """Five calls queue for one connection; the third is refused by the server."""
+    channel = f"pw_{secrets.token_hex(4)}"
+    publishing = connections(postgres_url, 1)
+    try:
+        async with heard(postgres_url, channel) as received:
+            results: dict[int, BaseException | None] = {}
+
+            async def call(number: int) -> None:
+                query = "SELECT 1 / 0" if number == 2 else NOTIFY_PID
+                try:
+                    await publishing.call(query, () if number == 2 else (channel,), soon())
+                except Exception as exc:
+                    results[number] = exc
+                else:
+                    results[number] = None
+
+            async with anyio.create_task_group() as tasks:
+                for number in range(5):
+                    tasks.start_soon(call, number)
+            assert isinstance(results.pop(2), asyncpg.exceptions.DivisionByZeroError)
+            assert results == dict.fromkeys((0, 1, 3, 4))
+            await until(lambda: len(received) == 4)
+            assert len(set(received)) == 1  # one backend ran them all
+            # A statement prepared on this connection after the error still works.
+            await publishing.call(NOTIFY, (channel, "after"), soon())
+            await until(lambda: len(received) == 5)
+            assert received[-1] == "after"
+    finally:
+        publishing.close()
+
+
+async def test_a_refused_statement_is_prepared_again_once_it_can_be(
+    postgres_url: str, pg: asyncpg.Connection
+) -> None:
+    """A Parse the server refuses leaves nothing prepared: the next call prepares anew."""
+    table = f"pw_{secrets.token_hex(4)}"
+    query = f"INSERT INTO {table} VALUES ($1)"
+    publishing = connections(postgres_url, 1)
+    try:
+        with pytest.raises(asyncpg.exceptions.UndefinedTableError):
+            await publishing.call(query, ("one",), soon())
+        await pg.execute(f"CREATE TABLE {table} (value text)")
+        try:
+            await publishing.call(query, ("two",), soon())
+            await publishing.call(query, ("three",), soon())
+            rows = await pg.fetch(f"SELECT value FROM {table}")
+            assert sorted(row["value"] for row in rows) == ["three", "two"]
+        finally:
+            await pg.execute(f"DROP TABLE {table}")
+    finally:
+        publishing.close()
+
+
+async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: str) -> None:
+    """str, bytes, int, None and arrays of them, with quotes, backslashes and non-ASCII."""
+    channel = f"pw_{secrets.token_hex(4)}"
+    awkward = ['a"b', "c\\d", "é ü 😀", "", "NULL", "{x,y}"]
+    query = (
+        "SELECT pg_notify($1, concat_ws('|', $2::text, encode($3::bytea, 'hex'), $4::bigint,"
+        " coalesce($5::text, 'null'), array_to_json($6::text[])::text,"
+        " array_to_json($7::bigint[])::text, encode(($8::bytea[])[2], 'hex'),"
+        " array_to_json($9::text[])::text))"
+    )
+    arguments: tuple[Any, ...] = (
+        channel,
+        'quo"te\\',
+        b"\x00\xff\\",
+        -(2**63),
+        None,
+        [*awkward, None],
+        [1, None, 2**62],
+        [b"", b"\x00\\\x01"],
+        awkward,  # text only: the batch's fast path
+    )
+    publishing = connections(postgres_url, 1)
+    try:
+        async with heard(postgres_url, channel) as received:
+            await publishing.call(query, arguments, soon())
+            await until(lambda: bool(received))
+        assert received[0].split("|") == [
+            'quo"te\\',
+            "00ff5c",
+            str(-(2**63)),
+            "null",
+            '["a\\"b","c\\\\d","é ü 😀","","NULL","{x,y}",null]',
+            f"[1,null,{2**62}]",
+            "005c01",
+            '["a\\"b","c\\\\d","é ü 😀","","NULL","{x,y}"]',
+        ]
+    finally:
+        publishing.close()
+
+
+async def test_replies_that_arrive_in_pieces_are_put_together(
+    postgres_url: str, make_layer: LayerMaker
+) -> None:
+    async with Proxy(postgres_url, piece=3).running() as proxy:
+        channel = f"pw_{secrets.token_hex(4)}"
+        publishing = connections(proxy.url, 1)
+        try:
+            async with heard(postgres_url, channel) as received:
+                for number in range(20):
+                    await publishing.call(NOTIFY, (channel, str(number) * number), soon())
+                with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+                    await publishing.call("SELECT 1 / 0", (), soon())
+                await publishing.call(NOTIFY, (channel, "last"), soon())
+                await until(lambda: len(received) == 21)
+            assert received == [str(number) * number for number in range(20)] + ["last"]
+        finally:
+            publishing.close()
+
+        # The whole layer through the proxy: publishes, batches, large payloads,
+        # and history (its statements, its reads through asyncpg).
+        for history in (0, 100):
+            layer = make_layer(proxy.url, history_size=history)
+            async with Channel(layer) as channel_, channel_.subscribe("g") as subscriber:
+                await channel_.publish("g", "one")
+                await channel_.publish_many([("g", number) for number in range(30)])
+                await channel_.publish("g", "x" * 20_000)  # through the payloads table
+                with anyio.fail_after(10):
+                    got = [(await subscriber.receive()).message for _ in range(32)]
+                assert got == ["one", *range(30), "x" * 20_000]
+
+
+async def test_killed_publishing_connections_answer_every_caller(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    """Ten publishers; their connections are terminated under them again and again.
+
+    Every publish returns or raises; each one that returned was delivered,
+    and nothing was delivered that was not published.
+    """
+    name = f"pw-kill-{secrets.token_hex(4)}"
+    layer = make_layer(application_name=name, publish_timeout=10.0, pool_size=4)
+    returned: set[tuple[int, int]] = set()
+    failed: list[BaseException] = []
+    kills = 0
+    async with Channel(layer, buffer_size=10_000) as channel, channel.subscribe("k") as subscriber:
+        listener_pid = layer.stats().listener_pid
+
+        async def publisher(number: int) -> None:
+            for index in range(300):
+                try:
+                    await channel.publish("k", [number, index])
+                except BrokerUnavailableError as exc:
+                    failed.append(exc)
+                else:
+                    returned.add((number, index))
+
+        async def killer() -> None:
+            nonlocal kills
+            while True:
+                kills += await pg.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = $1 AND pid <> $2",
+                    name,
+                    listener_pid,
+                )
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(killer)
+            async with anyio.create_task_group() as publishers:
+                for number in range(10):
+                    publishers.start_soon(publisher, number)
+            tasks.cancel_scope.cancel()
+        assert len(returned) + len(failed) == 3000
+        assert kills > 0
+        await channel.publish("k", "end")  # the connections work again
+        received: set[tuple[int, int]] = set()
+        with anyio.fail_after(20):
+            while (message := (await subscriber.receive()).message) != "end":
+                received.add((message[0], message[1]))
+        assert returned <= received  # a publish that returned was delivered
+        assert received <= {(n, i) for n in range(10) for i in range(300)}
+    assert await backends(pg, name) == 0
+
+
+async def test_a_frozen_server_times_out_the_call_and_its_connection_is_not_reused(
+    postgres_url: str, pg: asyncpg.Connection
+) -> None:
+    name = f"pw-frozen-{secrets.token_hex(4)}"
+    async with Proxy(postgres_url).running() as proxy:
+        publishing = connections(proxy.url, 1, application_name=name)
+        channel = f"pw_{secrets.token_hex(4)}"
+        try:
+            async with heard(postgres_url, channel) as received:
+                await publishing.call(NOTIFY_PID, (channel,), soon())
+                await until(lambda: len(received) == 1)
+                proxy.freeze()
+                started = anyio.current_time()
+                with pytest.raises(TimeoutError):
+                    await publishing.call(NOTIFY, (channel, "frozen"), soon(0.3))
+                assert anyio.current_time() - started < 2.0
+                # Cancelled while waiting for a frozen server: the call ends at once.
+                with anyio.move_on_after(0.2) as scope:
+                    await publishing.call(NOTIFY, (channel, "cancelled"), soon())
+                assert scope.cancelled_caught
+                proxy.thaw()
+                await publishing.call(NOTIFY_PID, (channel,), soon())
+                await until(lambda: sum(text.isdigit() for text in received) == 2)
+            pids = [text for text in received if text.isdigit()]
+            assert len(pids) == 2
+            assert pids[0] != pids[1]  # a new connection
+        finally:
+            publishing.close()
+        assert await backends(pg, name) == 0
+
+
+async def test_a_frozen_server_fails_a_publish_at_publish_timeout(
+    postgres_url: str, make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    name = f"pw-layer-{secrets.token_hex(4)}"
+    async with Proxy(postgres_url).running() as proxy:
+        # No health check fails meanwhile: the listener's connection goes through the proxy too.
+        layer = make_layer(
+            proxy.url, application_name=name, publish_timeout=0.5, health_check_interval=60
+        )
+        async with Channel(layer) as channel, channel.subscribe("f") as subscriber:
+            await channel.publish("f", "before")
+            proxy.freeze()
+            with pytest.raises(BrokerUnavailableError, match="TimeoutError"):
+                await channel.publish("f", "during")
+            with anyio.move_on_after(0.2) as scope:
+                await channel.publish("f", "cancelled")
+            assert scope.cancelled_caught
+            proxy.thaw()
+            await channel.publish("f", "after")
+            got = [await _message(subscriber)]
+            while got[-1] != "after":  # the held statements may run once thawed
+                got.append(await _message(subscriber))
+            assert got[0] == "before"
+            assert set(got) <= {"before", "during", "cancelled", "after"}
+    assert await backends(pg, name) == 0
+
+
+async def _message(subscriber: Any) -> Any:
+    with anyio.fail_after(5):
+        return (await subscriber.receive()).message
+
+
+async def test_closing_fails_calls_and_opens_nothing_more(postgres_url: str) -> None:
+    publishing = connections(postgres_url, 1)
+    await publishing.call("SELECT 1", (), soon())
+    publishing.close()
+    with pytest.raises(asyncpg.exceptions.InterfaceError, match="closed"):
+        await publishing.call("SELECT 1", (), soon())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("asyncio", {"use_uvloop": True}))])
+async def test_publishing_connections_work_on_uvloop(make_layer: LayerMaker) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses: taken over all the same."""
+    async with Channel(make_layer()) as channel, channel.subscribe("uv") as subscriber:
+        await channel.publish("uv", "one")
+        await channel.publish_many([("uv", "two"), ("uv", "three")])
+        assert [await _message(subscriber) for _ in range(3)] == ["one", "two", "three"]
