@@ -10,6 +10,7 @@ together.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import uuid
@@ -371,3 +372,17 @@ async def test_each_call_times_out_at_its_own_deadline_not_another_calls(
         assert await connections.call(echo, 1, soon()) == [b"a"]
     finally:
         connections.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("asyncio", {"use_uvloop": True}))])
+async def test_publishing_and_the_pubsub_reader_work_on_uvloop(
+    make_redis_layer: LayerMaker,
+) -> None:
+    """uvloop's transports are not asyncio's classes: both own-protocol paths run on them."""
+    async with Channel(make_redis_layer()) as channel, channel.subscribe("uv") as subscriber:
+        await channel.publish("uv", "one")
+        await channel.publish_many([("uv", "two"), ("uv", "three")])
+        with anyio.fail_after(5):
+            got = [(await subscriber.receive()).message for _ in range(3)]
+        assert got == ["one", "two", "three"]
