@@ -25,7 +25,7 @@ import asyncpg.exceptions
 import pytest
 from anyio.abc import SocketStream
 
-from channels_core import BrokerUnavailableError, Channel
+from channels_core import BrokerUnavailableError, Channel, ChannelClosedError
 from channels_layer_postgres._publishing import PublishingConnections
 from channels_layer_postgres.testing import LayerMaker
 
@@ -46,13 +46,15 @@ class Proxy:
 
     With `piece` the server's bytes are handed on `piece` at a time, each
     read alone; `frozen` holds everything back in both directions (a
-    server that stopped answering), until thawed.
+    server that stopped answering), until thawed; while `refusing`, new
+    connections are closed at once (a server that is down).
     """
 
     def __init__(self, server_url: str, piece: int = 1 << 16) -> None:
         self.server = urlsplit(server_url)
         self.piece = piece
         self.frozen = False
+        self.refusing = False
         self._thawed = anyio.Event()
         self.url = ""
 
@@ -79,6 +81,9 @@ class Proxy:
 
     async def _serve(self, client: SocketStream) -> None:
         host, port = self.server.hostname or "127.0.0.1", self.server.port or 5432
+        if self.refusing:
+            await client.aclose()
+            return
         async with client, await anyio.connect_tcp(host, port) as upstream:
             async with anyio.create_task_group() as pumps:
                 pumps.start_soon(self._pump, client, upstream, 1 << 16)
@@ -374,6 +379,52 @@ async def test_a_frozen_server_fails_a_publish_at_publish_timeout(
             assert got[0] == "before"
             assert set(got) <= {"before", "during", "cancelled", "after"}
     assert await backends(pg, name) == 0
+
+
+async def test_a_publish_retrying_when_the_layer_leaves_fails_at_once(
+    postgres_url: str, make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    """Not until `publish_timeout`: the closed publishing connections are not retried."""
+    name = f"pw-leave-{secrets.token_hex(4)}"
+    outcome: list[BaseException] = []
+    async with Proxy(postgres_url).running() as proxy:
+        layer = make_layer(proxy.url, application_name=name, publish_timeout=30)
+        async with anyio.create_task_group() as tasks:
+            async with Channel(layer) as channel:
+                await channel.publish("r", "warm")
+                proxy.refusing = True  # the server is down: every reconnect fails
+                await pg.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = $1",
+                    name,
+                )
+
+                async def publish() -> None:
+                    try:
+                        await channel.publish("r", "retrying")
+                    except Exception as exc:
+                        outcome.append(exc)
+
+                tasks.start_soon(publish)
+                await anyio.sleep(0.3)  # retrying with backoff meanwhile
+                assert not outcome
+            with anyio.fail_after(5):  # far within publish_timeout
+                await until(lambda: bool(outcome))
+    assert isinstance(outcome[0], ChannelClosedError), repr(outcome[0])
+    assert await backends(pg, name) == 0
+
+
+async def test_arguments_it_cannot_send_fail_their_call_and_keep_the_connection(
+    postgres_url: str,
+) -> None:
+    publishing = connections(postgres_url, 1)
+    try:
+        for _ in range(3):  # more than the one connection there is
+            with pytest.raises(TypeError):
+                await publishing.call("SELECT $1::text", (1.5,), soon())
+        await publishing.call("SELECT 1", (), soon())
+    finally:
+        publishing.close()
 
 
 async def _message(subscriber: Any) -> Any:

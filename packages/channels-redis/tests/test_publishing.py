@@ -16,6 +16,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -339,6 +340,31 @@ async def test_call_each_answers_every_server_and_a_cancelled_one_leaks_no_conne
     finally:
         for connections in (live, stopped, dead):
             connections.close()
+
+
+async def test_call_each_in_opposite_orders_from_two_tasks_never_deadlocks(redis_url: str) -> None:
+    """Each task holds one server's only connection while it needs the other's."""
+    first = PublishingConnections(factory(redis_url), 1)
+    second = PublishingConnections(factory(redis_url), 1)
+    echo = pack_command("ECHO", "a")
+    results: list[list[Any]] = []
+
+    async def both(order: list[PublishingConnections]) -> None:
+        for _ in range(50):
+            answers = await PublishingConnections.call_each(
+                [(connections, echo, 1) for connections in order], soon()
+            )
+            results.append(answers)
+
+    try:
+        with anyio.fail_after(4):  # the calls' deadline is 5 s: no one waits for it
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(both, [first, second])
+                tasks.start_soon(both, [second, first])
+        assert results == [[[b"a"], [b"a"]]] * 100
+    finally:
+        first.close()
+        second.close()
 
 
 async def test_each_call_times_out_at_its_own_deadline_not_another_calls(

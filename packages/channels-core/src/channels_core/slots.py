@@ -89,11 +89,15 @@ class Slots(Generic[T]):
             if self._free > 0:
                 self._free -= 1
                 try:
-                    return await self._open()
+                    item = await self._open()
                 except BaseException:
                     self._free += 1
                     self._wake()
                     raise
+                if self.closed:  # closed while it was being opened
+                    self.lost(item)
+                    raise self._error("the layer's publishing connections are closed")
+                return item
             waiter: _Waiter[T] = _Waiter()
             self._waiters.append(waiter)
             try:

@@ -403,9 +403,10 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 raise error
 
             async def attempt() -> None:
-                if publishing is None:
-                    raise error  # the layer left meanwhile
-                await publishing.call(query, arguments, deadline)
+                current = self._publisher.publishing
+                if current is None or current is not publishing:  # the layer left meanwhile
+                    raise ChannelClosedError("the PostgreSQL layer is not connected") from error
+                await current.call(query, arguments, deadline)
 
             await call_with_deadline(
                 attempt,

@@ -205,14 +205,18 @@ class PublishingConnections:
             with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
                 lane = await slots.acquire()
         name = lane.prepared.get(query)
-        if name is None:
-            self._names += 1
-            name = b"channels_%d" % self._names
-            lane.parsing = (query, name)
-            message = parse(name, query) + bind_execute(name, arguments)
-        else:
-            lane.parsing = None
-            message = bind_execute(name, arguments)
+        try:
+            if name is None:
+                self._names += 1
+                name = b"channels_%d" % self._names
+                lane.parsing = (query, name)
+                message = parse(name, query) + bind_execute(name, arguments)
+            else:
+                lane.parsing = None
+                message = bind_execute(name, arguments)
+        except BaseException:  # arguments it cannot send: nothing was written
+            slots.release(lane)
+            raise
         waiter = lane.waiter = self._loop.create_future()
         lane.error = None
         self._deadlines.start(lane, deadline)

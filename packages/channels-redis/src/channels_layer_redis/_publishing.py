@@ -23,6 +23,7 @@ free connection or opening one runs under a cancel scope.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +43,9 @@ __all__ = ["PublishingConnections"]
 
 #: Bytes asked of the socket per read.
 READ_SIZE = 1 << 16
+
+#: Each `PublishingConnections`' place in the one order `call_each` takes them in.
+_RANKS = itertools.count()
 
 
 class _Lane:
@@ -91,6 +95,7 @@ class PublishingConnections:
         demoted_is_lost: bool = False,
     ) -> None:
         self._make = make_connection
+        self._rank = next(_RANKS)
         self._slots: Slots[_Lane] = Slots(
             self._open,
             size,
@@ -125,17 +130,22 @@ class PublishingConnections:
         shards of a cluster). Returns, per call, its replies or the error
         `call` would have raised; a cancellation closes every connection
         whose replies were not read.
+
+        A write may wait for a free connection while holding another
+        server's: every task takes them in one order (`_rank`), so two such
+        tasks never wait on each other.
         """
         results: list[list[Any] | Exception] = []
-        written: list[tuple[PublishingConnections, _Lane] | Exception | None] = []
+        written: list[tuple[PublishingConnections, _Lane] | Exception | None] = [None] * len(calls)
         try:
-            for publishing, commands, _ in calls:
+            for index in sorted(range(len(calls)), key=lambda index: calls[index][0]._rank):
+                publishing, commands, _ = calls[index]
                 try:
                     lane = await publishing._write(commands, deadline)
                 except Exception as exc:
-                    written.append(exc)
+                    written[index] = exc
                 else:
-                    written.append((publishing, lane))
+                    written[index] = (publishing, lane)
             for index, (_, _, count) in enumerate(calls):
                 begun, written[index] = written[index], None  # `_read` closes it if need be
                 assert begun is not None

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 
@@ -70,6 +70,9 @@ class _Link:
     closing: bool = False
     #: Subscribes under way on this connection (it is not idle while any is).
     busy: int = 0
+    #: Its node answered ROLE "master" since the last SSUBSCRIBE on it: until
+    #: then (a ROLE that failed or was cut short included), every try asks again.
+    master_known: bool = False
 
 
 class ShardedSubscriptions:
@@ -219,10 +222,13 @@ class ShardedSubscriptions:
                         with suppress(ConnectionLost):
                             await other.pubsub.send(*_per_slot("SUNSUBSCRIBE", moved))
                 todo = names - link.pubsub.channels
-                if not todo:
+                errors: Sequence[Exception] = ()
+                if todo:
+                    link.master_known = False
+                    with self._translated(f"SSUBSCRIBE on {where}"):
+                        errors = await link.pubsub.call_all(*_per_slot("SSUBSCRIBE", todo))
+                elif link.master_known:
                     continue
-                with self._translated(f"SSUBSCRIBE on {where}"):
-                    errors = await link.pubsub.call_all(*_per_slot("SSUBSCRIBE", todo))
             finally:
                 link.busy -= 1
             refusals = [error for error in errors if not isinstance(error, _REDIRECTS)]
@@ -231,8 +237,11 @@ class ShardedSubscriptions:
                     raise refusals[0]
             if errors:
                 self._stale_map = True
-            elif not await self._serves_as_master(nodes[address], where):
-                await self._leave_replica(link, names)
+            elif not link.master_known:
+                if await self._serves_as_master(nodes[address], where):
+                    link.master_known = True
+                else:
+                    await self._leave_replica(link, names)
         missing = [c for c in channels & self.wanted if not self._subscribed(c)]
         if missing:
             raise BrokerUnavailableError(
