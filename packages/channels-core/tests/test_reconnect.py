@@ -161,6 +161,27 @@ async def test_call_with_deadline_bounds_a_frozen_attempt() -> None:
     assert anyio.current_time() - started < 3
 
 
+async def test_call_with_deadline_counts_from_a_deadline_the_caller_set() -> None:
+    port = free_port()  # nothing listens: every try is refused
+    tries = 0
+
+    async def connect() -> SocketStream:
+        nonlocal tries
+        tries += 1
+        return await anyio.connect_tcp("127.0.0.1", port)
+
+    with pytest.raises(BrokerUnavailableError, match="within 60 s"):
+        await call_with_deadline(
+            connect,
+            timeout=60,
+            retry_on=(OSError,),
+            what="publish",
+            backoff=FAST,
+            deadline=anyio.current_time() - 1,  # the caller's time is already up
+        )
+    assert tries == 1
+
+
 async def test_call_with_deadline_retries_until_the_server_is_back() -> None:
     port = free_port()
     tries = 0

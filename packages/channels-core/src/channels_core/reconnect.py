@@ -79,6 +79,7 @@ async def call_with_deadline(
     what: str,
     backoff: Backoff = Backoff(),
     first_attempt: Callable[[], Awaitable[T]] | None = None,
+    deadline: float | None = None,
 ) -> T:
     """Try once; on a `retry_on` error retry with backoff until `timeout` s have passed.
 
@@ -90,9 +91,11 @@ async def call_with_deadline(
     make the first try without a cancel scope, when it bounds itself (a
     driver's socket or statement timeout). When the time is up,
     `BrokerUnavailableError` is raised from the last error; any other error
-    passes through at once.
+    passes through at once. `deadline` (event loop time, by default `timeout`
+    s from now) is for a caller whose time started before this call.
     """
-    deadline = anyio.current_time() + timeout
+    if deadline is None:
+        deadline = anyio.current_time() + timeout
     retryable: tuple[type[BaseException], ...] = (*retry_on, TimeoutError)
 
     async def bounded() -> T:
