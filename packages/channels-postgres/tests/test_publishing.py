@@ -16,16 +16,15 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
 import asyncpg
 import asyncpg.exceptions
 import pytest
-from anyio.abc import SocketStream
 
 from channels_core import BrokerUnavailableError, Channel, ChannelClosedError
+from channels_core.testing import TcpProxy
 from channels_layer_postgres._publishing import PublishingConnections
 from channels_layer_postgres.testing import LayerMaker
 
@@ -39,68 +38,6 @@ NOTIFY_PID = "SELECT pg_notify($1, pg_backend_pid()::text)"
 def soon(seconds: float = 5.0) -> float:
     """A deadline `seconds` from now, in event loop time."""
     return anyio.current_time() + seconds
-
-
-class Proxy:
-    """A TCP proxy to a PostgreSQL server: `url` reaches the server through it.
-
-    With `piece` the server's bytes are handed on `piece` at a time, each
-    read alone; `frozen` holds everything back in both directions (a
-    server that stopped answering), until thawed; while `refusing`, new
-    connections are closed at once (a server that is down).
-    """
-
-    def __init__(self, server_url: str, piece: int = 1 << 16) -> None:
-        self.server = urlsplit(server_url)
-        self.piece = piece
-        self.frozen = False
-        self.refusing = False
-        self._thawed = anyio.Event()
-        self.url = ""
-
-    def freeze(self) -> None:
-        self.frozen, self._thawed = True, anyio.Event()
-
-    def thaw(self) -> None:
-        self.frozen = False
-        self._thawed.set()
-
-    async def _pump(self, source: SocketStream, target: SocketStream, piece: int) -> None:
-        with anyio.CancelScope() as scope:
-            try:
-                async for data in source:
-                    if self.frozen:
-                        await self._thawed.wait()
-                    for start in range(0, len(data), piece):
-                        await target.send(data[start : start + piece])
-                        await anyio.lowlevel.checkpoint()  # the reader sees each piece alone
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass
-            await target.aclose()
-            scope.cancel()
-
-    async def _serve(self, client: SocketStream) -> None:
-        host, port = self.server.hostname or "127.0.0.1", self.server.port or 5432
-        if self.refusing:
-            await client.aclose()
-            return
-        async with client, await anyio.connect_tcp(host, port) as upstream:
-            async with anyio.create_task_group() as pumps:
-                pumps.start_soon(self._pump, client, upstream, 1 << 16)
-                pumps.start_soon(self._pump, upstream, client, self.piece)
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[Proxy]:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        async with listener, anyio.create_task_group() as tasks:
-            tasks.start_soon(listener.serve, self._serve)
-            port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            netloc = self.server.netloc.rsplit("@", 1)
-            auth = netloc[0] + "@" if len(netloc) == 2 else ""
-            self.url = self.server._replace(netloc=f"{auth}127.0.0.1:{port}").geturl()
-            yield self
-            self.thaw()
-            tasks.cancel_scope.cancel()
 
 
 def connections(url: str, size: int, application_name: str | None = None) -> PublishingConnections:
@@ -241,7 +178,7 @@ async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: st
 async def test_replies_that_arrive_in_pieces_are_put_together(
     postgres_url: str, make_layer: LayerMaker
 ) -> None:
-    async with Proxy(postgres_url, piece=3).running() as proxy:
+    async with TcpProxy(postgres_url, piece=3).running() as proxy:
         channel = f"pw_{secrets.token_hex(4)}"
         publishing = connections(proxy.url, 1)
         try:
@@ -327,7 +264,7 @@ async def test_a_frozen_server_times_out_the_call_and_its_connection_is_not_reus
     postgres_url: str, pg: asyncpg.Connection
 ) -> None:
     name = f"pw-frozen-{secrets.token_hex(4)}"
-    async with Proxy(postgres_url).running() as proxy:
+    async with TcpProxy(postgres_url).running() as proxy:
         publishing = connections(proxy.url, 1, application_name=name)
         channel = f"pw_{secrets.token_hex(4)}"
         try:
@@ -358,7 +295,7 @@ async def test_a_frozen_server_fails_a_publish_at_publish_timeout(
     postgres_url: str, make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:
     name = f"pw-layer-{secrets.token_hex(4)}"
-    async with Proxy(postgres_url).running() as proxy:
+    async with TcpProxy(postgres_url).running() as proxy:
         # No health check fails meanwhile: the listener's connection goes through the proxy too.
         layer = make_layer(
             proxy.url, application_name=name, publish_timeout=0.5, health_check_interval=60
@@ -387,7 +324,7 @@ async def test_a_publish_retrying_when_the_layer_leaves_fails_at_once(
     """Not until `publish_timeout`: the closed publishing connections are not retried."""
     name = f"pw-leave-{secrets.token_hex(4)}"
     outcome: list[BaseException] = []
-    async with Proxy(postgres_url).running() as proxy:
+    async with TcpProxy(postgres_url).running() as proxy:
         layer = make_layer(proxy.url, application_name=name, publish_timeout=30)
         async with anyio.create_task_group() as tasks:
             async with Channel(layer) as channel:

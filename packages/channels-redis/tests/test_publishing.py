@@ -14,22 +14,20 @@ import importlib.util
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 import redis.asyncio
-from anyio.abc import SocketStream
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from channels_core import BrokerUnavailableError, Channel
-from channels_core.testing import free_port
+from channels_core.testing import TcpProxy, free_port
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis._publishing import PublishingConnections
 from channels_layer_redis._wire import pack_command, pack_publish
@@ -50,40 +48,6 @@ def factory(url: str) -> Callable[[], AbstractConnection]:
 def soon(seconds: float = 5.0) -> float:
     """A deadline `seconds` from now, in event loop time."""
     return anyio.current_time() + seconds
-
-
-@asynccontextmanager
-async def slicing_proxy(server: RedisServer) -> AsyncIterator[str]:
-    """A TCP proxy to `server` that hands the server's bytes on a few at a time.
-
-    Yields its ``redis://`` URL. Every reply longer than a few bytes
-    reaches the client in several reads.
-    """
-
-    async def pump(source: SocketStream, target: SocketStream, piece: int) -> None:
-        with anyio.CancelScope() as scope:
-            try:
-                async for data in source:
-                    for start in range(0, len(data), piece):
-                        await target.send(data[start : start + piece])
-                        await anyio.lowlevel.checkpoint()  # the reader sees each piece alone
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass
-            await target.aclose()
-            scope.cancel()
-
-    async def serve(client: SocketStream) -> None:
-        async with client, await anyio.connect_tcp(server.host, server.port) as upstream:
-            async with anyio.create_task_group() as pumps:
-                pumps.start_soon(pump, client, upstream, 1 << 16)
-                pumps.start_soon(pump, upstream, client, 3)
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    async with listener, anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, serve)
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        yield f"redis://127.0.0.1:{port}"
-        tasks.cancel_scope.cancel()
 
 
 async def test_an_error_reply_inside_a_batch_fails_the_call_and_keeps_the_connection(
@@ -114,8 +78,8 @@ async def test_an_error_reply_inside_a_batch_fails_the_call_and_keeps_the_connec
 async def test_replies_that_arrive_in_pieces_are_put_together(
     throwaway_redis: RedisServer,
 ) -> None:
-    async with slicing_proxy(throwaway_redis) as url:
-        connections = PublishingConnections(factory(url), 1)
+    async with TcpProxy(throwaway_redis.url, piece=3).running() as proxy:
+        connections = PublishingConnections(factory(proxy.url), 1)
         try:
             replies = await connections.call(
                 b"".join(pack_publish(b"nobody", b"x" * n) for n in range(300)), 300, soon()
@@ -127,7 +91,7 @@ async def test_replies_that_arrive_in_pieces_are_put_together(
 
         # The whole layer through the proxy: publishing, batches, the history
         # script (whose EVALSHA fails with NOSCRIPT first) and the subscriber.
-        layer = RedisPubSubChannelLayer.from_url(url, history_size=100)
+        layer = RedisPubSubChannelLayer.from_url(proxy.url, history_size=100)
         async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
             await channel.publish("g", "one")
             await channel.publish_many([("g", n) for n in range(50)])

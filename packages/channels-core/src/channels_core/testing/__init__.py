@@ -41,6 +41,7 @@ tests (`url`, `start`, `stop`, `restart`, a context manager), with
 cross OS processes through the layer (an echo peer in a subprocess).
 """
 
+from ._proxy import TcpProxy
 from ._servers import (
     LOOPBACK,
     ThrowawayServer,
@@ -64,6 +65,7 @@ __all__ = [
     "ChannelLayerConformance",
     "HistoryLayerFactory",
     "LayerFactory",
+    "TcpProxy",
     "ThrowawayServer",
     "ToolMissing",
     "free_port",
