@@ -110,7 +110,7 @@ async def test_an_error_fails_its_own_call_alone_and_keeps_the_connection(
             await until(lambda: len(received) == 5)
             assert received[-1] == "after"
     finally:
-        publishing.close()
+        await publishing.aclose(1.0)
 
 
 async def test_a_refused_statement_is_prepared_again_once_it_can_be(
@@ -132,7 +132,7 @@ async def test_a_refused_statement_is_prepared_again_once_it_can_be(
         finally:
             await pg.execute(f"DROP TABLE {table}")
     finally:
-        publishing.close()
+        await publishing.aclose(1.0)
 
 
 async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: str) -> None:
@@ -172,7 +172,7 @@ async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: st
             '["a\\"b","c\\\\d","é ü 😀","","NULL","{x,y}"]',
         ]
     finally:
-        publishing.close()
+        await publishing.aclose(1.0)
 
 
 async def test_replies_that_arrive_in_pieces_are_put_together(
@@ -191,7 +191,7 @@ async def test_replies_that_arrive_in_pieces_are_put_together(
                 await until(lambda: len(received) == 21)
             assert received == [str(number) * number for number in range(20)] + ["last"]
         finally:
-            publishing.close()
+            await publishing.aclose(1.0)
 
         # The whole layer through the proxy: publishes, batches, large payloads,
         # and history (its statements, its reads through asyncpg).
@@ -287,7 +287,7 @@ async def test_a_frozen_server_times_out_the_call_and_its_connection_is_not_reus
             assert len(pids) == 2
             assert pids[0] != pids[1]  # a new connection
         finally:
-            publishing.close()
+            await publishing.aclose(1.0)
         assert await backends(pg, name) == 0
 
 
@@ -361,7 +361,7 @@ async def test_arguments_it_cannot_send_fail_their_call_and_keep_the_connection(
                 await publishing.call("SELECT $1::text", (1.5,), soon())
         await publishing.call("SELECT 1", (), soon())
     finally:
-        publishing.close()
+        await publishing.aclose(1.0)
 
 
 async def _message(subscriber: Any) -> Any:
@@ -372,7 +372,7 @@ async def _message(subscriber: Any) -> Any:
 async def test_closing_fails_calls_and_opens_nothing_more(postgres_url: str) -> None:
     publishing = connections(postgres_url, 1)
     await publishing.call("SELECT 1", (), soon())
-    publishing.close()
+    await publishing.aclose(1.0)
     with pytest.raises(asyncpg.exceptions.InterfaceError, match="closed"):
         await publishing.call("SELECT 1", (), soon())
 
@@ -385,3 +385,20 @@ async def test_publishing_connections_work_on_uvloop(make_layer: LayerMaker) -> 
         await channel.publish("uv", "one")
         await channel.publish_many([("uv", "two"), ("uv", "three")])
         assert [await _message(subscriber) for _ in range(3)] == ["one", "two", "three"]
+
+
+async def test_closing_returns_once_the_server_has_let_every_connection_go(
+    postgres_url: str, pg: asyncpg.Connection
+) -> None:
+    """No backend is left when `aclose` returns: checked at once, not waited for."""
+    for _ in range(10):  # a race without the wait: lost in some of the rounds
+        name = f"pw-close-{secrets.token_hex(4)}"
+        publishing = connections(postgres_url, 4, application_name=name)
+        async with anyio.create_task_group() as tasks:
+            for _ in range(4):  # four at once: four connections
+                tasks.start_soon(publishing.call, "SELECT pg_sleep(0.01)", (), soon())
+        await publishing.aclose(1.0)
+        count = await pg.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name
+        )
+        assert count == 0

@@ -75,7 +75,7 @@ class Publisher:
             yield
         finally:
             publishing, self.publishing = self.publishing, None
-            publishing.close()
+            await publishing.aclose(CLOSE_TIMEOUT)
             pool, self._pool = self._pool, None
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(CLOSE_TIMEOUT):

@@ -62,6 +62,7 @@ class _Lane(asyncio.Protocol):
         #: Closed, closing, or told something that leaves it unusable.
         self.broken = False
         self._fatal: dict[str, str] | None = None
+        self._gone: asyncio.Future[None] | None = None  # see `goodbye`
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -116,6 +117,8 @@ class _Lane(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.broken = True
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             if self._fatal is not None:
@@ -153,6 +156,22 @@ class _Lane(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(_TERMINATE)
             transport.close()
+
+    def goodbye(self) -> asyncio.Future[None]:
+        """Ask the server to end the connection (used for idle ones); done once it has.
+
+        The server closes the socket only after its backend has left
+        (`pg_stat_activity` no longer shows it), so awaiting this means
+        the connection is gone on both sides, as asyncpg's ``close()`` does.
+        """
+        self.broken = True
+        gone = self._gone = asyncio.get_running_loop().create_future()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            gone.set_result(None)
+        else:
+            transport.write(_TERMINATE)
+        return gone
 
     def _break(self, error: Exception) -> None:
         waiter, self.waiter = self.waiter, None
@@ -250,14 +269,25 @@ class PublishingConnections:
         if not self._slots.adopt(lane):
             lane.close()
 
-    def close(self) -> None:
-        """Close every connection for good (the layer disconnects); waiting calls fail."""
+    async def aclose(self, timeout: float) -> None:
+        """Close every connection for good (the layer disconnects); calls running or
+        waiting fail.
+
+        Idle connections are closed politely: the server hears a goodbye, and
+        this waits (shielded, at most `timeout` seconds) until it has let
+        them go, so none is left on the server once the layer has closed.
+        """
         self._deadlines.cancel()
-        for lane in self._slots.idle:
-            lane.close()  # politely: the server hears a goodbye
+        idle, self._slots.idle = self._slots.idle, []
         self._slots.close()
         for lane in list(self._busy):
             lane.abort()  # its call fails
+        goodbyes = [lane.goodbye() for lane in idle]
+        with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
+            for gone in goodbyes:
+                await gone
+        for lane in idle:
+            lane.abort()  # a server that did not answer the goodbye in time
 
     # -- connections --------------------------------------------------------------------
 
