@@ -107,16 +107,19 @@ async def test_what_a_new_listening_connection_hears_while_it_listens_waits_for_
     armed = [False]  # True: the next LISTEN round is the new connection's
     apply = Listener._apply
 
-    async def apply_and_publish(listener: Listener, conn: Any) -> None:
+    async def apply_and_publish(listener: Listener, lane: Any) -> None:
         if not armed[0]:
-            await apply(listener, conn)
+            await apply(listener, lane)
             return
         armed[0] = False
         for number in (1, 2, 3):
             await publisher.publish(group, number)
-        await apply(listener, conn)
+        await apply(listener, lane)
         query, arguments, _ = layer._prepare(group, layer._inbox.encode(group, 4))  # type: ignore[union-attr]
-        await conn.execute(query, *arguments)  # its notification arrives on `conn` first
+        publishing = layer._publisher.publishing
+        assert publishing is not None
+        publishing.share(lane)  # before the listener shares it: 4 goes out on `lane`
+        await publishing.call(query, arguments, publishing.clock() + 5)
 
     monkeypatch.setattr(Listener, "_apply", apply_and_publish)
     async with (

@@ -25,6 +25,8 @@ import pytest
 
 from channels_core import BrokerUnavailableError, Channel, ChannelClosedError
 from channels_core.testing import TcpProxy
+from channels_layer_postgres import ChannelNames
+from channels_layer_postgres._names import quote_ident
 from channels_layer_postgres._publishing import PublishingConnections
 from channels_layer_postgres.testing import LayerMaker
 
@@ -402,3 +404,53 @@ async def test_closing_returns_once_the_server_has_let_every_connection_go(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name
         )
         assert count == 0
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["history-off", "history-on"])
+async def test_publishes_run_on_the_listening_connection_while_it_is_idle(
+    make_layer: LayerMaker, postgres_url: str, history: bool
+) -> None:
+    """Its own notification then comes back with the reply, from one backend. Not
+    with history on: a statement waiting for a row lock would hold up the
+    listening connection."""
+    layer = make_layer(history_size=10 if history else 0)
+    channel = f"pw_{secrets.token_hex(4)}"
+    async with Channel(layer), heard(postgres_url, channel) as pids:
+        publishing = layer._publisher.publishing
+        assert publishing is not None
+        await publishing.call(NOTIFY_PID, (channel,), soon())
+        await until(lambda: bool(pids))
+        on_listener = pids == [str(layer.stats().listener_pid)]
+    assert on_listener is not history
+
+
+async def test_the_listener_waits_for_a_publish_running_on_its_connection(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    """A subscribe (LISTEN) while a publish holds the listening connection: it is sent
+    once the publish is answered, and both work."""
+    layer = make_layer(pool_size=1)
+    table = quote_ident(ChannelNames(layer.options.namespace).patterns_table)
+    async with Channel(layer) as channel, channel.subscribe("first") as first:
+        await pg.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(channel.publish, "first", "held")  # on the listening connection
+                await anyio.sleep(0.1)
+                entered = anyio.Event()
+
+                async def subscribe_second() -> None:
+                    async with channel.subscribe("second") as second:
+                        entered.set()
+                        await channel.publish("second", "to second")
+                        assert await _message(second) == "to second"
+
+                tasks.start_soon(subscribe_second)
+                await anyio.sleep(0.2)
+                assert not entered.is_set()  # its LISTEN waits for the publish
+                await pg.execute("COMMIT")  # the lock goes: both go on
+        finally:
+            if pg.is_in_transaction():
+                await pg.execute("ROLLBACK")
+        assert await _message(first) == "held"
+    assert layer.stats().reconnects == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +23,6 @@ __all__ = [
     "CLOSE_TIMEOUT",
     "CONNECTION_ERRORS",
     "POSTGRES_ERRORS",
-    "ListenConnection",
     "connect_kwargs",
     "errors_translated",
     "is_refusal",
@@ -57,24 +56,6 @@ def is_refusal(exc: BaseException) -> bool:
     connection stays usable.
     """
     return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, CONNECTION_ERRORS)
-
-
-class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
-    """An asyncpg connection handing every notification to `on_notification`.
-
-    asyncpg only dispatches channels registered with ``add_listener``, which
-    costs one LISTEN round trip per channel; taking over its dispatch lets
-    the layer LISTEN and UNLISTEN many channels in one batch.
-    """
-
-    on_notification: Callable[[str, str], None] | None = None
-
-    def _process_notification(self, pid: int, channel: str, payload: str) -> None:
-        """Called by asyncpg's protocol, where an exception would break the connection:
-        `on_notification` must never raise."""
-        handler = self.on_notification
-        if handler is not None:
-            handler(channel, payload)
 
 
 def take_transport(connection: asyncpg.Connection, protocol: asyncio.Protocol) -> None:

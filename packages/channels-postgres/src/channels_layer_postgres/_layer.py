@@ -43,6 +43,7 @@ from ._envelope import (
     stored_group,
 )
 from ._history import UnloggedWatch, group_key, new_epoch, read_result
+from ._lane import Lane
 from ._listener import Listener
 from ._names import ChannelNames
 from ._options import PostgreSQLLayerOptions
@@ -220,6 +221,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
             on_notification=self._router.on_notification,
             on_restored=inbox.messages_lost,
             counters=self._counters,
+            share=self._share_listening,
         )
         self._listener = listener
         try:
@@ -301,6 +303,18 @@ class PostgreSQLChannelLayer(ChannelLayer):
             )
             for statement in self._sql.create_schema:
                 await conn.execute(statement, timeout=timeout)
+
+    def _share_listening(self, lane: Lane | None) -> None:
+        """Let publishes run on the listening connection while it is idle (`_publishing`).
+
+        Not with history on: its statements take row locks, which an
+        application's transaction (`publish_in`) may hold for long, and a
+        statement waiting on the listening connection holds up its
+        notifications and its health check.
+        """
+        publishing = self._publisher.publishing
+        if publishing is not None and not self.keeps_history:
+            publishing.share(lane)
 
     def _connected_listener(self) -> Listener:
         if self._listener is None:

@@ -10,6 +10,11 @@ every wanted channel again; `on_restored` reports the gap.
 Subscribers never take a lock: they wait for the round trip that carries
 their change, each within its own `subscribe_timeout`, and unsubscribers do
 not wait at all.
+
+asyncpg opens the connection; the layer then reads it itself (a `Lane`),
+handing every notification to `on_notification`, and `share`s it with the
+publishing connections: publishes run on it while it is idle, and the
+listener's own statements wait for the publish running there, if any.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from channels_core import BrokerUnavailableError, reconnect_forever, retry_until
 from ._connection import (
     CLOSE_TIMEOUT,
     CONNECTION_ERRORS,
-    ListenConnection,
     errors_translated,
     is_refusal,
+    take_transport,
 )
+from ._lane import Lane
 from ._options import PostgreSQLLayerOptions
 from ._sql import listen_batch
 from ._stats import Counters
@@ -71,6 +77,7 @@ class Listener:
         on_notification: Callable[[str, str], None],
         on_restored: Callable[[], None],
         counters: Counters,
+        share: Callable[[Lane | None], None],
     ) -> None:
         self._connect_kwargs = connect_kwargs
         self._settings = settings
@@ -81,9 +88,10 @@ class Listener:
         self._on_notification = on_notification
         self._on_restored = on_restored
         self._counters = counters
-        self._conn: ListenConnection | None = None
+        self._share = share
+        self._lane: Lane | None = None
         self._dead = anyio.Event()
-        self._lock = anyio.Lock()  # one statement at a time on `_conn`
+        self._lock = anyio.Lock()  # one statement of the listener's at a time on `_lane`
         self._listening: set[str] = set()
         self._pending: set[str] = set()  # channels to re-check against `wants`
         self._round = _Round()  # the round trip that will carry `_pending`
@@ -109,14 +117,14 @@ class Listener:
 
         Cancelling it leaves the connection open: `close` UNLISTENs and closes it.
         """
-        conn = self._conn
-        assert conn is not None, "start() first"
+        lane = self._lane
+        assert lane is not None, "start() first"
         while True:
-            cause = await self._serve(conn)
-            self._forget(conn)
+            cause = await self._serve(lane)
+            self._forget(lane)
             self._counters.connection_losses += 1
             held: list[tuple[str, str]] = []
-            conn = await reconnect_forever(
+            lane = await reconnect_forever(
                 functools.partial(self._open, held),
                 what=f"the listening connection to {self._describe}",
                 logger=logger,
@@ -128,42 +136,49 @@ class Listener:
             # The gap first, then what the new connection received meanwhile: a
             # layer with history recovers from the last position delivered.
             self._on_restored()
-            conn.on_notification = self._on_notification
+            lane.on_notification = self._on_notification
             for channel, text in held:
                 self._on_notification(channel, text)
 
-    async def _open(self, held: list[tuple[str, str]] | None = None) -> ListenConnection:
-        """A new connection LISTENing every wanted channel.
+    async def _open(self, held: list[tuple[str, str]] | None = None) -> Lane:
+        """A new connection LISTENing every wanted channel, shared for publishing.
 
         With `held`, notifications that arrive meanwhile (the server sends
         them with its answer to the LISTEN) are kept there, not delivered.
         """
-        conn: ListenConnection = await asyncpg.connect(
-            **self._connect_kwargs, connection_class=ListenConnection
-        )
-        try:
-            dead = anyio.Event()
-            conn.add_termination_listener(lambda _connection: self._terminated(dead))
-            conn.on_notification = (
+        conn = await asyncpg.connect(**self._connect_kwargs)
+        dead = anyio.Event()
+        lane = Lane(
+            on_notification=(
                 self._on_notification
                 if held is None
                 else lambda channel, text: held.append((channel, text))
-            )
-            self._listening = set()
-            self._pending = self._desired()
-            await self._apply(conn)
-            self._conn, self._dead, self.pid = conn, dead, conn.get_server_pid()
+            ),
+            on_lost=lambda: self._terminated(dead),
+        )
+        try:
+            pid = conn.get_server_pid()
+            take_transport(conn, lane)
         except BaseException:
             conn.terminate()
             raise
-        return conn
+        try:
+            self._listening = set()
+            self._pending = self._desired()
+            await self._apply(lane)
+        except BaseException:
+            lane.abort()
+            raise
+        self._lane, self._dead, self.pid = lane, dead, pid
+        self._share(lane)
+        return lane
 
     def _terminated(self, dead: anyio.Event) -> None:
         dead.set()
         self._wake.set()
 
-    async def _serve(self, conn: ListenConnection) -> str:
-        """Apply requested changes and run health checks; once `conn` is dead, say why."""
+    async def _serve(self, lane: Lane) -> str:
+        """Apply requested changes and run health checks; once `lane` is dead, say why."""
         interval = self._settings.health_check_interval
         next_check = anyio.current_time() + interval
         while True:
@@ -174,36 +189,37 @@ class Listener:
             if self._wake.is_set():
                 self._wake = anyio.Event()
                 try:
-                    await self._apply(conn)
+                    await self._apply(lane)
                 except Exception as exc:  # whatever broke, this connection is done with
                     return f"LISTEN/UNLISTEN failed: {type(exc).__name__}: {exc}"
             elif anyio.current_time() >= next_check:
-                failure = await self._health_check(conn)
+                failure = await self._health_check(lane)
                 if failure is not None:
                     return failure
                 next_check = anyio.current_time() + interval
 
-    async def _health_check(self, conn: ListenConnection) -> str | None:
+    async def _health_check(self, lane: Lane) -> str | None:
         """Run a query; why the connection is dead (counted) if it failed in any way."""
         timeout = self._settings.health_check_timeout
         try:
             with anyio.fail_after(timeout):  # bounds the wait for the lock too
                 async with self._lock:
                     # Shielded, so that shutting down never leaves the query in flight.
-                    with anyio.CancelScope(shield=True):
-                        await conn.fetchval("SELECT 1", timeout=timeout)
+                    with anyio.CancelScope(shield=True), anyio.fail_after(timeout):
+                        await _statement(lane, "SELECT 1")
         except Exception as exc:  # TimeoutError, a closed or broken connection, ...
             self._counters.health_check_failures += 1
             return f"its health check failed ({type(exc).__name__})"
         return None
 
-    def _forget(self, conn: ListenConnection) -> None:
-        """Drop `conn`: from now on subscribers wait for the next connection."""
-        if conn is self._conn:
-            self._conn, self.pid = None, None
+    def _forget(self, lane: Lane) -> None:
+        """Drop `lane`: from now on subscribers wait for the next connection."""
+        if lane is self._lane:
+            self._lane, self.pid = None, None
             self._listening = set()
             self._dead.set()
-        conn.terminate()
+            self._share(None)
+        lane.abort()
 
     async def close(self) -> None:
         """UNLISTEN everything and close the connection (bounded in time), then for sure.
@@ -211,16 +227,17 @@ class Listener:
         Unlistening first also takes this connection out of the
         pattern-listeners table, so publishers stop paying for the firehose.
         """
-        conn = self._conn
-        if conn is None:
+        lane = self._lane
+        if lane is None:
             return
+        self._share(None)
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
             async with self._lock:
                 with contextlib.suppress(Exception):
                     if self._listening:
-                        await conn.execute(self._batch(set(), self._listening))
-                    await conn.close()
-        self._forget(conn)
+                        await _statement(lane, self._batch(set(), self._listening))
+                    await lane.goodbye()
+        self._forget(lane)
 
     # -- following the desired state ----------------------------------------------
 
@@ -254,7 +271,7 @@ class Listener:
             "check that the server is running and reachable"
         )
 
-    async def _apply(self, conn: ListenConnection) -> None:
+    async def _apply(self, lane: Lane) -> None:
         """One round trip for the pending changes, then release the round's subscribers.
 
         Raises if the connection failed (the changes wait for the next
@@ -268,11 +285,11 @@ class Listener:
             remove &= self._listening
             if add or remove:
                 async with self._lock:
-                    # Shielded, so that it never stops half-way.
+                    # Shielded, so that it never stops half-way; past the timeout
+                    # the connection is given up (`_serve`).
                     with anyio.CancelScope(shield=True):
-                        await conn.execute(
-                            self._batch(add, remove), timeout=self._settings.command_timeout
-                        )
+                        with anyio.fail_after(self._settings.command_timeout):
+                            await _statement(lane, self._batch(add, remove))
                         self._listening |= add  # in place: O(change), not O(all)
                         self._listening -= remove
         except BaseException as exc:
@@ -294,12 +311,23 @@ class Listener:
     async def listening_channels(self) -> list[str]:
         """What the server says the connection LISTENs (``pg_listening_channels()``),
         once the changes requested so far are applied."""
-        if self._conn is None:
+        if self._lane is None:
             return []
         await self.follow((), wait=True)
-        conn = self._conn
-        if conn is None:
+        lane = self._lane
+        if lane is None:
             return []
         async with self._lock:
-            rows = await conn.fetch("SELECT pg_listening_channels() AS channel")
-        return sorted(row["channel"] for row in rows)
+            rows = await _statement(lane, "SELECT pg_listening_channels()", rows=True)
+        return sorted(rows)
+
+
+async def _statement(lane: Lane, sql: str, *, rows: bool = False) -> list[str]:
+    """Run `sql` on the listening connection once no publish runs on it (none starts
+    meanwhile); the first column of each row if `rows`."""
+    lane.reserved = True
+    try:
+        await lane.until_idle()
+        return await lane.query(sql, rows=rows)
+    finally:
+        lane.reserved = False

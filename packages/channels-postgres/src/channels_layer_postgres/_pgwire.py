@@ -1,8 +1,9 @@
-"""PostgreSQL's extended-query protocol, the part a publishing connection needs.
+"""PostgreSQL's frontend/backend protocol, the part the layer's own connections need.
 
 Messages the client sends (Parse of a named statement, Bind + Execute +
-Sync of it) and the framing of what the server sends back (`HEADER`:
-one-byte type, four-byte length, then the body).
+Sync of it, a simple Query) and the framing of what the server sends back
+(`HEADER`: one-byte type, four-byte length, then the body), with the
+bodies the layer reads (ErrorResponse, NotificationResponse).
 
 Parameters: str as UTF-8 text and int in decimal (text format: the server
 parses them with whatever type it inferred), bytes as bytea and a list of
@@ -23,7 +24,9 @@ __all__ = [
     "HEADER",
     "bind_execute",
     "error_fields",
+    "notification",
     "parse",
+    "simple_query",
 ]
 
 #: What starts every message from the server: its type, then its length (itself
@@ -43,6 +46,12 @@ def parse(name: bytes, query: str) -> bytes:
     """Parse: prepare `query` as the statement `name`, parameter types inferred."""
     body = name + b"\x00" + query.encode("utf-8") + b"\x00\x00\x00"
     return b"P" + _LENGTH.pack(len(body) + 4) + body
+
+
+def simple_query(sql: str) -> bytes:
+    """Query: run `sql`, one statement or several separated by semicolons."""
+    body = sql.encode("utf-8") + b"\x00"
+    return b"Q" + _LENGTH.pack(len(body) + 4) + body
 
 
 def bind_execute(name: bytes, arguments: Sequence[Any]) -> bytes:
@@ -130,3 +139,9 @@ def error_fields(body: bytes) -> dict[str, str]:
         if field:
             fields[chr(field[0])] = field[1:].decode("utf-8", "replace")
     return fields
+
+
+def notification(body: bytes) -> tuple[str, str]:
+    """A NotificationResponse body: its channel and payload (the sender's pid skipped)."""
+    channel, payload, _ = body[4:].split(b"\x00", 2)
+    return channel.decode("utf-8", "replace"), payload.decode("utf-8", "replace")

@@ -1,7 +1,7 @@
 """The publishing connections: the layer writes the statements and reads the replies itself.
 
 asyncpg opens each connection (address, TLS, authentication, server
-settings); then `take_transport` hands its socket to a `_Lane`, and
+settings); then `take_transport` hands its socket to a `Lane`, and
 `PublishingConnections.call` writes the statement's Bind + Execute + Sync
 (and its Parse, the first time on that connection) straight to it, and
 reads the replies with `_pgwire`. That skips what asyncpg charges per
@@ -17,173 +17,33 @@ use. The deadline is one lazy timer for all calls
 (`channels_core.deadlines.Deadlines`, as the Redis layer's), not a timer
 or cancel scope per call; only opening a connection or waiting for a free
 one runs under a cancel scope.
+
+The listening connection is shared in (`share`): a call runs there when
+it is idle, else on the publishing connections. On it the server answers
+a publish and delivers the process's own notification of it in one
+reply, from one backend, instead of waking a second backend to notify the
+listening connection: one sequential publisher gets about a third more
+messages through. A call cancelled or timed out there leaves its answer
+to be read: the connection carries the subscriptions, and is closed only
+when it fails (the listener's health check notices a server gone silent).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import anyio
-import asyncpg
 import asyncpg.exceptions
 
 from channels_core.deadlines import Deadlines
 from channels_core.slots import Slots
 
 from ._connection import take_transport
-from ._pgwire import HEADER, bind_execute, error_fields, parse
+from ._lane import Lane, server_error
+from ._pgwire import bind_execute, parse
 
 __all__ = ["PublishingConnections"]
-
-#: The Terminate message: a polite goodbye before closing the socket.
-_TERMINATE = b"X\x00\x00\x00\x04"
-#: Server messages a call reads past: BindComplete, DataRow, CommandComplete,
-#: NoData, EmptyQueryResponse, NoticeResponse, ParameterStatus, NotificationResponse.
-_IGNORED = frozenset((b"2", b"D", b"C", b"n", b"I", b"N", b"S", b"A"))
-#: Severities after which the server closes the connection.
-_FATAL = frozenset(("FATAL", "PANIC"))
-
-
-class _Lane(asyncio.Protocol):
-    """One connection, reading its own replies: the transport's protocol after take-over."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.rest = b""  # the start of a message not all received yet
-        #: query -> the name it was prepared under on this connection.
-        self.prepared: dict[str, bytes] = {}
-        self.waiter: asyncio.Future[dict[str, str] | None] | None = None
-        self.error: dict[str, str] | None = None  # the running call's ErrorResponse
-        self.parsing: tuple[str, bytes] | None = None  # the running call's Parse
-        self.deadline = 0.0
-        self.expired = False
-        #: Closed, closing, or told something that leaves it unusable.
-        self.broken = False
-        self._fatal: dict[str, str] | None = None
-        self._gone: asyncio.Future[None] | None = None  # see `goodbye`
-
-    # -- asyncio.Protocol ---------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A cast, not a check: uvloop's transports are not asyncio.Transport subclasses.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        """Walk the complete messages (any chunking); keep a partial one for later."""
-        buffer = self.rest + data if self.rest else data
-        pos, size = 0, len(buffer)
-        while size - pos >= 5:
-            kind, length = HEADER.unpack_from(buffer, pos)
-            end = pos + 1 + length
-            if length < 4:
-                self._break(asyncpg.exceptions.ProtocolViolationError(f"bad length {length}"))
-                return
-            if end > size:
-                break
-            if kind not in _IGNORED and not self._handle(kind, buffer[pos + 5 : end]):
-                return
-            pos = end
-        self.rest = buffer[pos:] if pos < size else b""
-
-    def _handle(self, kind: bytes, body: bytes) -> bool:
-        """One message that is not read past; False once the connection is given up."""
-        if kind == b"Z" and self.waiter is not None:
-            waiter, self.waiter = self.waiter, None
-            if not waiter.done():
-                waiter.set_result(self.error)
-        elif kind == b"1" and self.parsing is not None:
-            query, name = self.parsing
-            self.prepared[query] = name
-        elif kind == b"E":
-            fields = error_fields(body)
-            if fields.get("S") in _FATAL or fields.get("V") in _FATAL:
-                self._fatal = fields  # the server closes the connection next
-                self.broken = True
-            elif self.waiter is None:
-                self._break(_server_error(fields))
-                return False
-            elif self.error is None:
-                self.error = fields
-        else:  # nothing a publishing statement is answered with: give up on it
-            self._break(
-                asyncpg.exceptions.ProtocolViolationError(
-                    f"unexpected message {kind!r} from the server"
-                )
-            )
-            return False
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.broken = True
-        if self._gone is not None and not self._gone.done():
-            self._gone.set_result(None)
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            if self._fatal is not None:
-                error: Exception = _server_error(self._fatal)
-            else:
-                error = asyncpg.exceptions.ConnectionDoesNotExistError(
-                    "connection was closed in the middle of operation"
-                )
-            if exc is not None:
-                error.__cause__ = exc
-            waiter.set_exception(error)
-
-    # -- the call's side ------------------------------------------------------------
-
-    def usable(self) -> bool:
-        if self.broken or self.rest or self.transport is None:
-            return False
-        return not self.transport.is_closing()
-
-    def expire(self) -> None:
-        """The call's time is up: cut the connection, which fails the call."""
-        self.expired = True
-        self.abort()
-
-    def abort(self) -> None:
-        """Close at once (no await: safe when cancelled, and idempotent)."""
-        self.broken = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def close(self) -> None:
-        """Say goodbye to the server, then close (used for idle connections)."""
-        self.broken = True
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(_TERMINATE)
-            transport.close()
-
-    def goodbye(self) -> asyncio.Future[None]:
-        """Ask the server to end the connection (used for idle ones); done once it has.
-
-        The server closes the socket only after its backend has left
-        (`pg_stat_activity` no longer shows it), so awaiting this means
-        the connection is gone on both sides, as asyncpg's ``close()`` does.
-        """
-        self.broken = True
-        gone = self._gone = asyncio.get_running_loop().create_future()
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            gone.set_result(None)
-        else:
-            transport.write(_TERMINATE)
-        return gone
-
-    def _break(self, error: Exception) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
-        self.abort()
-
-
-def _server_error(fields: dict[str, str]) -> Exception:
-    """asyncpg's exception for an ErrorResponse: the same class asyncpg would raise."""
-    error: Exception = asyncpg.PostgresError.new(fields)
-    return error
 
 
 class PublishingConnections:
@@ -191,17 +51,18 @@ class PublishingConnections:
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], size: int) -> None:
         self._connect = connect
-        self._slots: Slots[_Lane] = Slots(
+        self._slots: Slots[Lane] = Slots(
             self._open,
             size,
-            usable=_Lane.usable,
-            close=_Lane.abort,
+            usable=Lane.usable,
+            close=Lane.abort,
             error=asyncpg.exceptions.InterfaceError,
         )
-        self._deadlines: Deadlines[_Lane] = Deadlines()
+        self._deadlines: Deadlines[Lane] = Deadlines()
         self._busy = self._deadlines.running  # the lanes with a call on them
         self._loop = self._deadlines.loop()
         self._names = 0  # statements prepared so far (their names)
+        self._shared: Lane | None = None  # see `share`
 
     def clock(self) -> float:
         """The event loop's time, which deadlines are given in."""
@@ -214,15 +75,20 @@ class PublishingConnections:
         stays usable); `TimeoutError` if the answer is not there by
         `deadline` (event loop time); asyncpg's connection errors if the
         connection fails (then it is closed, and so after a timeout or a
-        cancellation).
+        cancellation on a publishing connection).
         """
-        slots = self._slots
-        lane = slots.idle.pop() if slots.idle else None
-        if lane is None or lane.broken or lane.rest:  # `usable`, inlined
-            if lane is not None:
-                slots.lost(lane)
-            with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
-                lane = await slots.acquire()
+        shared = lane = self._shared
+        if lane is not None and lane.waiter is None and not lane.reserved and not lane.broken:
+            lane.expired = False
+        else:
+            shared = None
+            slots = self._slots
+            lane = slots.idle.pop() if slots.idle else None
+            if lane is None or lane.broken or lane.rest:  # `usable`, inlined
+                if lane is not None:
+                    slots.lost(lane)
+                with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
+                    lane = await slots.acquire()
         name = lane.prepared.get(query)
         try:
             if name is None:
@@ -234,7 +100,8 @@ class PublishingConnections:
                 lane.parsing = None
                 message = bind_execute(name, arguments)
         except BaseException:  # arguments it cannot send: nothing was written
-            slots.release(lane)
+            if lane is not shared:
+                self._done(lane)
             raise
         waiter = lane.waiter = self._loop.create_future()
         lane.error = None
@@ -245,22 +112,33 @@ class PublishingConnections:
             error = await waiter
         except BaseException as exc:
             self._deadlines.end(lane)
-            slots.lost(lane)
+            if lane is not shared:  # else failed or timed out: `Lane.expire` keeps it
+                self._slots.lost(lane)
             if lane.expired and isinstance(exc, Exception):
                 raise TimeoutError("no answer from the server in time") from exc
             raise
         self._deadlines.end(lane)
+        if lane is not shared:
+            self._done(lane)
+        if error is not None:
+            raise server_error(error)
+
+    def _done(self, lane: Lane) -> None:
+        """A call has finished with publishing connection `lane`: it goes back to the idle ones."""
+        slots = self._slots
         if slots.closed or slots.waiting:
             slots.release(lane)
         else:
             slots.idle.append(lane)  # `release`, inlined
-        if error is not None:
-            raise _server_error(error)
+
+    def share(self, lane: Lane | None) -> None:
+        """Run calls on `lane` too while it is idle (the listening connection); None: no more."""
+        self._shared = lane
 
     def adopt(self, connection: Any) -> None:
         """Take an open asyncpg `connection` as an idle publishing connection, if there is
         room (else, or if it is not usable, it is closed)."""
-        lane = _Lane()
+        lane = Lane()
         try:
             take_transport(connection, lane)
         except Exception:
@@ -278,10 +156,12 @@ class PublishingConnections:
         them go, so none is left on the server once the layer has closed.
         """
         self._deadlines.cancel()
+        shared, self._shared = self._shared, None  # the listener closes that one
         idle, self._slots.idle = self._slots.idle, []
         self._slots.close()
         for lane in list(self._busy):
-            lane.abort()  # its call fails
+            if lane is not shared:
+                lane.abort()  # its call fails
         goodbyes = [lane.goodbye() for lane in idle]
         with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
             for gone in goodbyes:
@@ -291,9 +171,9 @@ class PublishingConnections:
 
     # -- connections --------------------------------------------------------------------
 
-    async def _open(self) -> _Lane:
+    async def _open(self) -> Lane:
         connection = await self._connect()
-        lane = _Lane()
+        lane = Lane()
         try:
             take_transport(connection, lane)
         except BaseException:
