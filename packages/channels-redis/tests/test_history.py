@@ -352,10 +352,12 @@ async def _through_a_killed_master(
             stop.set()
         await eventually(delivered, timeout=10)
         await anyio.sleep(0.2)  # time for a late duplicate to show
-        readers.cancel_scope.cancel()
+        # Read before cancelling the readers: their scope is this block's too, and a
+        # history read that awaits after it would be cancelled, leaving `logged` unset.
         logged = {
             group: {event.message for event in await channel.history(group)} for group in groups
         }
+        readers.cancel_scope.cancel()
     assert channel.stats().gaps >= 1  # the layer reported the lost connection
 
     for group in everyone:
