@@ -420,14 +420,47 @@ class SentinelSetup(ThrowawayServer):
         return bool(in_sync) and linked and len(others) == len(self.sentinel_ports) - 1
 
     def failover(self, timeout: float = 30) -> tuple[str, int]:
-        """``SENTINEL FAILOVER``; return the new master's address once the Sentinels name it."""
+        """``SENTINEL FAILOVER`` once the replica has every write (a planned failover);
+        return the new master's address once the Sentinels name it."""
         before = self.master_address()
+        self.wait_until_replicated(timeout)
         client = self.sentinel()
         try:
             client.execute_command("SENTINEL", "FAILOVER", self.service)  # type: ignore[no-untyped-call]
         finally:
             client.close()
         return self.wait_for_new_master(before, timeout)
+
+    def wait_until_replicated(self, timeout: float = 30) -> None:
+        """Until the replica has applied every write the master has made so far.
+
+        Replication is asynchronous, and Sentinel promotes a replica without
+        waiting for it: a replica whose link has just come up may not have
+        a write of a moment ago yet (seen: offset 0 against the master's
+        16,414), and promoted then it would lose it.
+        """
+        master = self.master()
+        replica = next(server for server in self.servers if server is not master)
+        clients = [
+            redis.Redis(
+                host=server.host, port=server.port, password=self.password, socket_timeout=5
+            )
+            for server in (master, replica)
+        ]
+        try:
+            wanted = clients[0].info("replication")["master_repl_offset"]
+
+            def caught_up() -> bool:
+                state = clients[1].info("replication")
+                return bool(
+                    state.get("master_link_status") == "up"
+                    and state.get("slave_repl_offset", -1) >= wanted
+                )
+
+            self._until(time.monotonic() + timeout, caught_up)
+        finally:
+            for client in clients:
+                client.close()
 
     def wait_for_new_master(self, before: tuple[str, int], timeout: float = 30) -> tuple[str, int]:
         """The master's address once it is no longer `before`."""
