@@ -23,7 +23,7 @@ import asyncpg
 import asyncpg.exceptions
 import pytest
 
-from channels_core import BrokerUnavailableError, Channel, ChannelClosedError
+from channels_core import BrokerUnavailableError, Channel, ChannelClosedError, MessagesLost
 from channels_core.testing import TcpProxy
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres._names import quote_ident
@@ -454,3 +454,56 @@ async def test_the_listener_waits_for_a_publish_running_on_its_connection(
                 await pg.execute("ROLLBACK")
         assert await _message(first) == "held"
     assert layer.stats().reconnects == 0
+
+
+async def test_a_killed_listening_connection_answers_the_publishes_running_on_it(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    """Ten publishers while the listening connection, which publishes too, is terminated
+    five times: every publish returns or raises, the subscriber is told of the gaps,
+    and what comes after them arrives."""
+    name = f"pw-listener-{secrets.token_hex(4)}"
+    layer = make_layer(application_name=name, publish_timeout=10.0, pool_size=2)
+    outcomes: list[object] = []
+    received: list[Any] = []
+    gaps = 0
+    async with Channel(layer, buffer_size=10_000) as channel, channel.subscribe("l") as subscriber:
+
+        async def publisher(number: int) -> None:
+            for index in range(200):
+                try:
+                    await channel.publish("l", [number, index])
+                except BrokerUnavailableError as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+
+        async def reader() -> None:
+            nonlocal gaps
+            while True:
+                try:
+                    received.append((await subscriber.receive()).message)
+                except MessagesLost:
+                    gaps += 1
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(reader)
+            async with anyio.create_task_group() as publishers:
+                for number in range(10):
+                    publishers.start_soon(publisher, number)
+                for _ in range(5):
+                    await until(lambda: layer.stats().listener_pid is not None)
+                    await pg.execute("SELECT pg_terminate_backend($1)", layer.stats().listener_pid)
+                    await anyio.sleep(0.05)
+            assert len(outcomes) == 2000
+            await until(lambda: layer.stats().listener_pid is not None)
+            await channel.publish("l", "end")
+            await until(lambda: "end" in received)
+            tasks.cancel_scope.cancel()
+        assert layer.stats().reconnects >= 1
+        assert gaps >= 1
+        assert received[-1] == "end"
+        for number in range(10):  # each publisher's in order (a retried one maybe twice)
+            indexes = [index for n, index in received[:-1] if n == number]
+            assert indexes == sorted(indexes)
+    assert await backends(pg, name) == 0
