@@ -236,7 +236,8 @@ class MemoryHub:
                 port.received += 1
                 if port.deliver(group, payload, None, position):
                     filling = True
-        for pattern, (matches, ports) in self._patterns.items():
+        patterns = self._patterns
+        for pattern, (matches, ports) in patterns.items() if patterns else ():
             if matches(group):
                 for port in ports:
                     if port.thread != here:
