@@ -65,6 +65,7 @@ class _State(enum.Enum):
 
 
 _OPEN = _State.OPEN  # (a global: `publish` checks it on every call)
+_get_ident = threading.get_ident  # (likewise)
 
 #: States in which entering the channel again is refused.
 _BUSY = frozenset({_State.OPENING, _State.OPEN, _State.CLOSING})
@@ -302,7 +303,7 @@ class Channel:
         or `PayloadTooLargeError` (nothing sent) if the message cannot be
         carried.
         """
-        if self._state is not _OPEN or self._owner != threading.get_ident():
+        if self._state is not _OPEN or self._owner != _get_ident():
             self._check_open()  # raises
         observed_publish = self._observed_publish
         if observed_publish is None:

@@ -91,12 +91,13 @@ class JSONSerializer:
             long_key = None
             # (a loop costs less than two C-level map() passes up to ~15 keys)
             for key in message:
-                kind = type(value := message[key])
-                if type(key) is not str or kind not in _SCALARS:
+                value = message[key]
+                if type(value) is str and type(key) is str:
+                    if len(value) >= SPLICE_FROM:
+                        long_key = key
+                elif type(key) is not str or type(value) not in _SCALARS:
                     _check_structure(message)
                     break
-                if kind is str and len(value) >= SPLICE_FROM:
-                    long_key = key
             else:
                 if long_key is not None:
                     payload = self._spliced(message, long_key)

@@ -370,7 +370,7 @@ class InMemoryChannelLayer(ChannelLayer):
         self._patterns: set[str] = set()
         self._name = ""
         self._pacer = _Pacer()  # publishes since this layer last yielded
-        self._published = 0
+        self._published = 0  # before the last yield: `_pacer.count` counts those since
         self._received = 0  # by the ports of earlier connections
 
     @classmethod
@@ -418,7 +418,7 @@ class InMemoryChannelLayer(ChannelLayer):
         """Counters since the layer was built; an in-process hub never loses a connection."""
         return LayerStats(
             connected=self._port is not None,
-            published=self._published,
+            published=self._published + self._pacer.count,
             received=self._received + (self._port.received if self._port else 0),
             connection_losses=0,
             reconnects=0,
@@ -469,13 +469,13 @@ class InMemoryChannelLayer(ChannelLayer):
         a coroutine per message, when `publish` is this class's own.
         """
         port = self._port or self._connected_port()  # (which raises)
-        self._published += 1
         pacer = self._pacer
         pacer.count += 1
         # The channel only calls this from its own thread: the port's.
         if self.hub.publish(group, payload, port.thread) or (
             not pacer.count % YIELD_CHECK and pacer.due()
         ):
+            self._published += pacer.count
             pacer.yielded()
             return True
         return False
