@@ -451,6 +451,32 @@ async def test_a_loop_of_costly_publishes_yields_long_before_yield_every() -> No
         assert await _publish_beside_a_ticker(channel, 4 * YIELD_CHECK) >= 3
 
 
+async def test_a_memory_layer_subclass_that_overrides_publish_has_it_called() -> None:
+    """The channel calls the memory layer's `publish_nowait` only when `publish` is its own."""
+    published: list[str] = []
+
+    class Recording(InMemoryChannelLayer):
+        async def publish(self, group: str, payload: bytes) -> None:
+            published.append(group)
+            await super().publish(group, payload)
+
+    async with Channel(Recording()) as channel, channel.subscribe("g") as subscriber:
+        await channel.publish("g", 1)
+        assert (await subscriber.receive()).message == 1
+    assert published == ["g"]
+
+
+async def test_the_memory_layer_counts_every_publish_between_and_across_yields() -> None:
+    async with Channel.from_url("memory://") as channel, channel.subscribe("g") as subscriber:
+        for index in range(3 * YIELD_CHECK + 1):
+            await channel.publish("g", index)
+        await channel.publish_many([("g", "a"), ("nobody", "b")])
+        assert channel.layer.stats().published == 3 * YIELD_CHECK + 3
+        assert channel.layer.stats().received == 3 * YIELD_CHECK + 2
+        assert (await subscriber.receive()).message == 0
+    assert channel.layer.stats().published == 3 * YIELD_CHECK + 3
+
+
 async def test_a_receive_cancelled_once_woken_loses_no_event() -> None:
     """Cancelled after the publish woke it but before it ran: the event waits for the next call."""
     async with Channel.from_url("memory://") as channel, channel.subscribe("g") as subscriber:

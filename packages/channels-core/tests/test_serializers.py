@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from typing import Any
 
 import pytest
 
 from channels_core import Channel, SerializationError
 from channels_core.layers.local_memory import InMemoryChannelLayer
-from channels_core.serializers import MAX_JSON_DEPTH, resolve_serializer
+from channels_core.serializers import MAX_JSON_DEPTH, SPLICE_FROM, resolve_serializer
 
 pytestmark = pytest.mark.anyio
 
@@ -162,6 +163,16 @@ _JSON_SAMPLES: list[Any] = [
     42,
     None,
     {},
+    # Long strings, which the serializer copies in unescaped when it can:
+    {"i": 1, "pad": "x" * SPLICE_FROM, "after": "é"},
+    {"pad": "x" * SPLICE_FROM + '"', "n": 1},
+    {"pad": "\\" + "x" * SPLICE_FROM},
+    {"pad": "x" * SPLICE_FROM + "\n", "t": 1.5},
+    {"pad": "\x1f" + "x" * SPLICE_FROM},
+    {"pad": "é😀\x7f\u2028" * SPLICE_FROM},
+    {"pad": "x" * SPLICE_FROM, "other": "\x00"},  # a value encoded like its stand-in
+    {"\x00": 1, "pad": "x" * SPLICE_FROM},
+    {"a": "x" * SPLICE_FROM, "b": "y" * SPLICE_FROM},
 ]
 
 
@@ -179,6 +190,18 @@ def test_json_without_the_c_encoder_writes_the_same(
     fast = resolve_serializer("json").dumps(message)
     monkeypatch.setattr(json.encoder, "c_make_encoder", None)
     assert resolve_serializer("json").dumps(message) == fast
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{"pad": "\ud800" + "x" * SPLICE_FROM}, {"pad": "x" * SPLICE_FROM, "b": "\ud800"}],
+    ids=["in-the-long-string", "elsewhere"],
+)
+def test_json_refuses_lone_surrogates_as_the_json_module_does(message: Any) -> None:
+    with pytest.raises(UnicodeEncodeError) as expected:
+        json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    with pytest.raises(SerializationError, match=re.escape(str(expected.value))):
+        resolve_serializer("json").dumps(message)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._broker_state import BrokerState
 from .envelope import MAGIC
-from .event import Event, new_event
+from .event import Event, _Draft
 from .exceptions import LossReason
 from .history import HistoryRead, Position, is_position, parse_position
 from .subscriber import Subscriber
@@ -175,7 +175,13 @@ class SubscriptionRegistry:
             message = self._decode(group, payload)
         if message is _UNDECODABLE:
             return False
-        event = new_event(group, message, pattern, position)
+        draft = _Draft()  # an Event, made in a third of the time (see `_Draft`)
+        draft.group = group
+        draft.message = message
+        draft.pattern = pattern
+        draft.position = position
+        draft.__class__ = Event  # type: ignore[assignment]
+        event: Event = draft  # type: ignore[assignment]
         if position is not None:  # history on: the only check its absence costs
             return self._deliver_logged(event, members)
         filling = False

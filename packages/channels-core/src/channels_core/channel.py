@@ -36,6 +36,7 @@ from .exceptions import (
 from .health import DEFAULT_HEALTH_TIMEOUT, ChannelHealth, HealthRecord
 from .history import HistoryOptions, HistoryRead, ReadHistory, parse_position
 from .layer import ChannelLayer
+from .layers.local_memory import InMemoryChannelLayer
 from .options import check_count, check_seconds
 from .plugins import capabilities_of
 from .serializers import Serializer, resolve_serializer
@@ -64,6 +65,7 @@ class _State(enum.Enum):
 
 
 _OPEN = _State.OPEN  # (a global: `publish` checks it on every call)
+_get_ident = threading.get_ident  # (likewise)
 
 #: States in which entering the channel again is refused.
 _BUSY = frozenset({_State.OPENING, _State.OPEN, _State.CLOSING})
@@ -140,6 +142,8 @@ class Channel:
         #: How `publish` sends one encoded message: the layer's `publish`, or,
         #: with ``publish-many``, coalesced with concurrent ones (`_coalesce`).
         self._send: Callable[[str, bytes], Awaitable[None]] = layer.publish
+        #: The memory layer's `publish` without its coroutine (`_nowait_publisher`).
+        self._send_nowait = _nowait_publisher(layer)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -212,6 +216,7 @@ class Channel:
         self._published = 0
         self._recovering = False
         self._send = self._layer.publish
+        self._send_nowait = _nowait_publisher(self._layer)
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(connected(self._layer, self._registry))
@@ -229,6 +234,7 @@ class Channel:
                     )
                     tasks.start_soon(coalescer.run)
                     self._send = coalescer.publish
+                    self._send_nowait = None
                 if history:
                     self._registry.start_recovery = lambda: self._start_recovery(tasks)
                 self._exit_stack = stack.pop_all()
@@ -297,11 +303,16 @@ class Channel:
         or `PayloadTooLargeError` (nothing sent) if the message cannot be
         carried.
         """
-        if self._state is not _OPEN or self._owner != threading.get_ident():
+        if self._state is not _OPEN or self._owner != _get_ident():
             self._check_open()  # raises
         observed_publish = self._observed_publish
         if observed_publish is None:
-            await self._send(group, self._encode(group, message))
+            payload = self._encode(group, message)
+            send_nowait = self._send_nowait
+            if send_nowait is None:
+                await self._send(group, payload)
+            elif send_nowait(group, payload):
+                await anyio.lowlevel.checkpoint()
         else:  # channels_core.telemetry: encodes and publishes in a span, timed
             await observed_publish(group, message)
         self._published += 1
@@ -675,6 +686,19 @@ class Channel:
             logger.warning(
                 "could not unsubscribe %s from the broker", [*groups, *patterns], exc_info=True
             )
+
+
+def _nowait_publisher(layer: ChannelLayer) -> Callable[[str, bytes], bool] | None:
+    """The layer's synchronous publish if its `publish` is just that plus a yield, else None.
+
+    The memory layer delivers without waiting for anything: calling its
+    `InMemoryChannelLayer.publish_nowait`, and yielding when that says so,
+    is its `publish` without a coroutine per message. A subclass that
+    overrides `publish` keeps having it called.
+    """
+    if type(layer).publish is InMemoryChannelLayer.publish:
+        return layer.publish_nowait  # type: ignore[attr-defined, no-any-return]
+    return None
 
 
 def _item_error(exc: Exception, index: int) -> Exception:

@@ -6,6 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -81,6 +82,8 @@ def _waiter_factory() -> Callable[[], _Waiter]:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio)
         return _EventWaiter
+    if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+        return partial(asyncio.Future, loop=loop)  # what it does, without its frame
     return loop.create_future
 
 

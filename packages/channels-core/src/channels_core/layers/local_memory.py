@@ -236,7 +236,8 @@ class MemoryHub:
                 port.received += 1
                 if port.deliver(group, payload, None, position):
                     filling = True
-        for pattern, (matches, ports) in self._patterns.items():
+        patterns = self._patterns
+        for pattern, (matches, ports) in patterns.items() if patterns else ():
             if matches(group):
                 for port in ports:
                     if port.thread != here:
@@ -369,7 +370,7 @@ class InMemoryChannelLayer(ChannelLayer):
         self._patterns: set[str] = set()
         self._name = ""
         self._pacer = _Pacer()  # publishes since this layer last yielded
-        self._published = 0
+        self._published = 0  # before the last yield: `_pacer.count` counts those since
         self._received = 0  # by the ports of earlier connections
 
     @classmethod
@@ -417,7 +418,7 @@ class InMemoryChannelLayer(ChannelLayer):
         """Counters since the layer was built; an in-process hub never loses a connection."""
         return LayerStats(
             connected=self._port is not None,
-            published=self._published,
+            published=self._published + self._pacer.count,
             received=self._received + (self._port.received if self._port else 0),
             connection_losses=0,
             reconnects=0,
@@ -452,26 +453,29 @@ class InMemoryChannelLayer(ChannelLayer):
         loop never starves the others) lets each subscriber take a batch per
         wake-up, losslessly as long as it keeps pace.
         """
-        port = self._port or self._connected_port()  # (which raises)
-        # The channel only calls this from its own thread: the port's.
-        if self._send(group, payload, port.thread):
+        if self.publish_nowait(group, payload):
             await anyio.lowlevel.checkpoint()
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Deliver each item synchronously, yielding where `publish` would (and only there)."""
-        origin = self._connected_port().thread
         for group, payload in items:
-            if self._send(group, payload, origin):
+            if self.publish_nowait(group, payload):
                 await anyio.lowlevel.checkpoint()
 
-    def _send(self, group: str, payload: bytes, origin: int) -> bool:
-        """Deliver one message through the hub; True when the publisher should yield now."""
-        self._published += 1
+    def publish_nowait(self, group: str, payload: bytes) -> bool:
+        """`publish` without its yield: deliver now; True when the publisher should yield.
+
+        `Channel.publish` calls this directly (then yields if told to), sparing
+        a coroutine per message, when `publish` is this class's own.
+        """
+        port = self._port or self._connected_port()  # (which raises)
         pacer = self._pacer
         pacer.count += 1
-        if self.hub.publish(group, payload, origin) or (
+        # The channel only calls this from its own thread: the port's.
+        if self.hub.publish(group, payload, port.thread) or (
             not pacer.count % YIELD_CHECK and pacer.due()
         ):
+            self._published += pacer.count
             pacer.yielded()
             return True
         return False
