@@ -26,7 +26,10 @@ import pytest
 from channels_core import BrokerUnavailableError, Channel, ChannelClosedError, MessagesLost
 from channels_core.testing import TcpProxy
 from channels_layer_postgres import ChannelNames
+from channels_layer_postgres._connection import take_transport
+from channels_layer_postgres._lane import Lane
 from channels_layer_postgres._names import quote_ident
+from channels_layer_postgres._pgwire import simple_query
 from channels_layer_postgres._publishing import PublishingConnections
 from channels_layer_postgres.testing import LayerMaker
 
@@ -507,3 +510,77 @@ async def test_a_killed_listening_connection_answers_the_publishes_running_on_it
             indexes = [index for n, index in received[:-1] if n == number]
             assert indexes == sorted(indexes)
     assert await backends(pg, name) == 0
+
+
+@asynccontextmanager
+async def listening_lane(
+    url: str, channel: str, on_notification: Callable[[str, str], None]
+) -> AsyncIterator[Lane]:
+    """A connection taken over by a `Lane` that LISTENs on `channel`."""
+    lane = Lane(on_notification=on_notification)
+    take_transport(await asyncpg.connect(url), lane)
+    try:
+        await lane.query(f'LISTEN "{channel}"')
+        yield lane
+    finally:
+        lane.abort()
+
+
+async def test_a_query_collecting_rows_on_the_listening_connection_hands_on_notifications(
+    postgres_url: str,
+) -> None:
+    channel = f"pw_{secrets.token_hex(4)}"
+    got: list[str] = []
+    async with listening_lane(postgres_url, channel, lambda _, text: got.append(text)) as lane:
+        rows = await lane.query(f"SELECT pg_notify('{channel}', 'during rows'), 'row'", rows=True)
+        await lane.query("SELECT 1")
+    assert rows == [""]  # pg_notify's void, as text
+    assert got == ["during rows"]
+
+
+async def test_one_cancelled_wait_for_the_listening_connection_leaves_the_others_waiting(
+    postgres_url: str,
+) -> None:
+    channel = f"pw_{secrets.token_hex(4)}"
+    async with listening_lane(postgres_url, channel, lambda *_: None) as lane:
+        busy = lane.start(simple_query("SELECT pg_sleep(0.3)"))  # a publish running there
+        with anyio.move_on_after(0.05):
+            await lane.until_idle()
+        with anyio.fail_after(5):
+            await lane.until_idle()  # not cancelled: waits for the answer
+        assert busy.done()
+        assert await busy is None
+
+
+async def test_a_publish_started_by_its_predecessors_notification_keeps_its_deadline(
+    postgres_url: str,
+) -> None:
+    """A task woken by the notification of a publish on the listening connection
+    publishes there before that publish has resumed: the first must not end the
+    second's deadline."""
+    channel = f"pw_{secrets.token_hex(4)}"
+    publishing = connections(postgres_url, 1)
+    notified = anyio.Event()
+    outcome: list[BaseException | None] = []
+
+    async def reply() -> None:
+        await notified.wait()
+        started = anyio.current_time()
+        try:
+            await publishing.call("SELECT pg_sleep(2)", (), soon(0.3))
+        except TimeoutError as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+        assert anyio.current_time() - started < 1.5
+
+    async with listening_lane(postgres_url, channel, lambda *_: notified.set()) as lane:
+        publishing.share(lane)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(reply)
+                await publishing.call(NOTIFY, (channel, "go"), soon())
+        finally:
+            publishing.share(None)
+            await publishing.aclose(1.0)
+    assert isinstance(outcome[0], TimeoutError)

@@ -32,8 +32,6 @@ _TERMINATE = b"X\x00\x00\x00\x04"
 _IGNORED = frozenset((b"2", b"D", b"C", b"n", b"I", b"N", b"S", b"A", b"T"))
 #: What a listening lane reads past: the same, but for NotificationResponse.
 _IGNORED_LISTENING = _IGNORED - {b"A"}
-#: What a call collecting rows reads past: the same, but for DataRow.
-_IGNORED_COLLECTING = _IGNORED - {b"D"}
 #: Severities after which the server closes the connection.
 _FATAL = frozenset(("FATAL", "PANIC"))
 
@@ -176,14 +174,14 @@ class Lane(asyncio.Protocol):
             raise asyncpg.exceptions.ConnectionDoesNotExistError("the connection is closed")
         self.parsing = None
         collected: list[str] = []
-        if rows:
-            self._rows, self._ignored = collected, _IGNORED_COLLECTING
+        ignored = self._ignored
+        if rows:  # DataRow is read, and NotificationResponse still is on a listening lane
+            self._rows, self._ignored = collected, ignored - {b"D"}
         try:
             error = await self.start(simple_query(sql))
         finally:
             if rows:
-                self._rows = None
-                self._ignored = _IGNORED if self.on_notification is None else _IGNORED_LISTENING
+                self._rows, self._ignored = None, ignored
         if error is not None:
             raise server_error(error)
         return collected
@@ -191,9 +189,11 @@ class Lane(asyncio.Protocol):
     async def until_idle(self) -> None:
         """Return once no call runs on the lane (at once if none does)."""
         while self.waiter is not None and not self.broken:
-            if self._idle is None:
-                self._idle = asyncio.get_running_loop().create_future()
-            await self._idle
+            idle = self._idle
+            if idle is None or idle.done():
+                idle = self._idle = asyncio.get_running_loop().create_future()
+            # Shielded: a waiter cancelled must not cancel the future the others await.
+            await asyncio.shield(idle)
 
     def _wake_idle(self) -> None:
         idle, self._idle = self._idle, None

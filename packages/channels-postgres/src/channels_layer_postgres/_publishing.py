@@ -111,13 +111,17 @@ class PublishingConnections:
             lane.transport.write(message)
             error = await waiter
         except BaseException as exc:
-            self._deadlines.end(lane)
+            if lane.waiter is None or lane.waiter is waiter:  # else the deadline is the next call's
+                self._deadlines.end(lane)
             if lane is not shared:  # else failed or timed out: `Lane.expire` keeps it
                 self._slots.lost(lane)
             if lane.expired and isinstance(exc, Exception):
                 raise TimeoutError("no answer from the server in time") from exc
             raise
-        self._deadlines.end(lane)
+        # On the shared lane another call may have started since the answer came
+        # (a task woken by its notification): its deadline is not this call's to end.
+        if lane.waiter is None:
+            self._deadlines.end(lane)
         if lane is not shared:
             self._done(lane)
         if error is not None:
