@@ -149,7 +149,9 @@ async def test_a_cancelled_or_timed_out_publish_closes_its_connection(
 ) -> None:
     server = throwaway_redis
     admin = redis.asyncio.Redis.from_url(server.url)
-    layer = RedisPubSubChannelLayer.from_url(server.url, publish_timeout=0.3, pool_size=1)
+    layer = RedisPubSubChannelLayer.from_url(
+        server.url, publish_timeout=0.3, pool_size=1, share_pubsub=False
+    )
 
     async def clients() -> int:
         return len(await admin.client_list())
@@ -260,7 +262,7 @@ async def test_an_idle_connection_the_server_closed_is_replaced_unseen(
     make_redis_layer: LayerMaker, admin: redis.asyncio.Redis
 ) -> None:
     name = f"pub-{uuid.uuid4().hex[:12]}"
-    layer = make_redis_layer(client_name=name, publish_timeout=2)
+    layer = make_redis_layer(client_name=name, publish_timeout=2, share_pubsub=False)
     async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
         await channel.publish("g", "first")
         publishing = [c for c in await admin.client_list() if c["name"] == name]

@@ -86,7 +86,7 @@ async def test_one_pubsub_connection_carries_every_subscription(
     make_redis_layer: LayerMaker, admin: redis.asyncio.Redis, namespace: str, eventually: Eventually
 ) -> None:
     name = "channels-" + namespace.rstrip(":")
-    layer = make_redis_layer(client_name=name)
+    layer = make_redis_layer(client_name=name, share_pubsub=False)
     groups = [f"group-{number}" for number in range(10)]
     async with Channel(layer) as channel, anyio.create_task_group() as tasks:
         subscribed = anyio.Event()

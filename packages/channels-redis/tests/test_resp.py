@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.exceptions import InvalidResponse, NoPermissionError, ResponseError
 
-from channels_layer_redis._resp import RespParser
+from channels_layer_redis._resp import Push, RespParser
 
 
 def _bulk(value: bytes) -> bytes:
@@ -127,6 +127,16 @@ def test_resp3_replies_and_pushes() -> None:
     assert replies[:5] == [[b"message", b"ch", b"data"], {b"key": True}, [1.5, None], 123, b"some"]
     assert isinstance(replies[5], ResponseError)
     assert str(replies[5]) == "boom!"
+
+
+def test_resp3_pushes_split_at_every_byte_are_pushes() -> None:
+    """Deliveries take the fast path as pushes too, and stay pushes (not replies)."""
+    pushes = [reply for reply in PUBSUB_STREAM if isinstance(reply, list)]
+    stream = b"".join(b">" + _encode(push)[1:] for push in pushes) + b":7\r\n"
+    for cut in range(1, len(stream)):
+        replies = _feed_in(RespParser(), stream, [cut])
+        assert replies == [*pushes, 7], cut
+        assert [type(reply) for reply in replies] == [Push] * len(pushes) + [int], cut
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
 One pub/sub connection (see `_pubsub`) carries every subscription of the
 layer; publishing goes through connections of its own (`_publishing`: the
-layer writes the commands and reads the replies), so it never waits
-behind the reader; other commands use a redis-py pool. The layer keeps
+layer writes the commands and reads the replies); other commands use a
+redis-py pool. When the server speaks RESP3 (``HELLO 3``), a publish finding
+the pub/sub connection idle runs there instead (`_call`): one read then
+brings both the reply and the process's own message. The layer keeps
 the set of groups and patterns it should be subscribed to; after a lost
 connection it reconnects with backoff, subscribes all of them again,
 unsubscribes what was left in the meantime, and tells the channel that
@@ -62,8 +64,9 @@ from ._pools import (
 )
 from ._publishing import PublishingConnections
 from ._pubsub import TRANSIENT_ERRORS, ConnectionLost, Message, PubSubConnection
+from ._sentinel import SentinelPool
 from ._url import DEFAULT_URL, SCHEMES, RedisConfig, parse_config
-from ._wire import WireNames, pack_publish
+from ._wire import WireNames, pack_command, pack_publish
 
 __all__ = ["REDIS_ERRORS", "RedisLayerStats", "RedisPubSubChannelLayer"]
 
@@ -293,13 +296,16 @@ class RedisPubSubChannelLayer(ChannelLayer):
             self._config, self._pool, self._connection_kwargs(protocol=2, client_name=name)
         )
         with self._translated(f"open the pub/sub connection to {self.url}"):
-            return await PubSubConnection.open(
+            pubsub, early = await PubSubConnection.open(
                 connection,
                 self._on_message,
                 [self._wire.channel(group) for group in self._groups],
                 list(self._patterns),
                 timeout=self.options.connect_timeout,
+                resp3=self.options.share_pubsub,
             )
+        pubsub.demoted_is_lost = isinstance(self._pool, SentinelPool)
+        return pubsub, early
 
     def _translated(self, what: str) -> AbstractContextManager[None]:
         """redis-py's exceptions inside as `ChannelsError`s, with no secret in their message."""
@@ -487,7 +493,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             command = pack_publish(channel, message)
 
             async def send(retry: bool, deadline: float) -> None:
-                await publishing.call(command, 1, deadline)
+                await self._call(publishing, command, 1, deadline)
 
         await self._send_with_retry(send, [sequence], f"publish to {group[:80]!r} on {self.url}")
 
@@ -519,7 +525,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
         count = len(frames)
 
         async def send(retry: bool, deadline: float) -> None:
-            await publishing.call(commands, count, deadline)
+            await self._call(publishing, commands, count, deadline)
 
         await self._send_with_retry(send, sequences, f"publish {count} message(s) on {self.url}")
 
@@ -539,12 +545,34 @@ class RedisPubSubChannelLayer(ChannelLayer):
             if publishing is None:  # cluster mode: redis-py's client finds the node
                 await log.append(client.execute_command, batch, retry=retry)
             else:
-                await log.append(partial(publishing.execute, deadline), batch, retry=retry)
+                await log.append(partial(self._execute, publishing, deadline), batch, retry=retry)
 
         what = f"publish {len(items)} message(s) on {self.url}"
         if len(items) == 1:
             what = f"publish to {items[0][0][:80]!r} on {self.url}"
         await self._send_with_retry(send, sequences, what)
+
+    async def _call(
+        self, publishing: PublishingConnections, commands: bytes, count: int, deadline: float
+    ) -> list[Any]:
+        """`publishing.call`, run on the pub/sub connection instead while that one is idle.
+
+        History publishes share it too: the script runs atomically whichever
+        connection sends it (Redis has no locks to hold across round trips),
+        and its reply is matched in order like a PUBLISH's.
+        """
+        pubsub = self._pubsub
+        if pubsub is not None:
+            shared = pubsub.share(commands, count, deadline)
+            if shared is not None:
+                return await shared
+        return await publishing.call(commands, count, deadline)
+
+    async def _execute(
+        self, publishing: PublishingConnections, deadline: float, *args: bytes | str | int
+    ) -> Any:
+        """One command through `_call` (as `PublishingConnections.execute`); its reply."""
+        return (await self._call(publishing, pack_command(*args), 1, deadline))[0]
 
     async def _send_with_retry(
         self,

@@ -50,6 +50,10 @@ class RedisLayerOptions(HistoryOptions):
     max_payload_bytes: int | None = options.count(None, allow_none=True)
     #: Publishing connections (concurrent publishes of one layer).
     pool_size: int = options.count(10)
+    #: Ask RESP3 (``HELLO 3``) on the pub/sub connection, so that a publish
+    #: finding it idle runs there (one read brings the reply and the
+    #: process's own message); False: RESP2, publishes on their own connections.
+    share_pubsub: bool = options.flag(True)
 
     @property
     def prefix(self) -> str:

@@ -13,8 +13,17 @@ Cluster) works the same: its channels are in `channels` too, and
 `on_unsubscribed` hears of every channel that left, also when the server
 itself ended the subscription (its slot moved to another node).
 
-The connection speaks RESP2 (where pub/sub messages are plain replies),
-whatever protocol the publishing connections use. Once connected, it reads
+The connection speaks RESP2 (where pub/sub messages are plain replies)
+unless `open` is asked for RESP3 and the server accepts ``HELLO 3``
+(Redis >= 6, HELLO allowed by the ACL). In RESP3 a subscribed connection
+may run any command, messages and subscription confirmations arrive as
+pushes, and `share` lets the layer publish on it while it has nothing in
+flight: the server then answers the PUBLISH and delivers the process's own
+message in one read. Every other reply is matched, in order, with what
+was written (`_queue`: each shared call's reply count, each PING token); a
+shared call cancelled or past its deadline leaves its entry there, and its
+replies are read and dropped when they come, so the subscriptions'
+connection is never cut for it. Once connected, it reads
 the socket itself, parsing with `RespParser` (not through redis-py's
 per-reply ``read_response``); while `run` reads, the parsing and dispatch
 happen in the transport's own callback (`_Feeder`) as the bytes arrive, so
@@ -26,16 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._resp import RespParser
+from ._resp import Push, RespParser
 from ._wire import pack_command
 
 __all__ = [
@@ -83,6 +93,16 @@ class PubSubConnection:
         self._heard = 0.0
         self._silent: str | None = None
         self._closed = False
+        #: RESP3 (HELLO 3 accepted): pushes carry the pub/sub traffic.
+        self.resp3 = False
+        #: RESP3 only: what the replies still due answer, in order (a shared
+        #: call, or the PING token ending a command of the connection's own).
+        self._queue: deque[_Shared | bytes] = deque()
+        #: While `run` reads a RESP3 connection: `share` may write on it.
+        self._sharing = False
+        #: With Sentinel: a READONLY reply to a shared call means the master moved.
+        self.demoted_is_lost = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._parser = RespParser()
         #: Replies read but not dispatched yet (those after the PONG `open` waited for).
         self._ready: list[Any] = []
@@ -101,19 +121,23 @@ class PubSubConnection:
         channels: Sequence[bytes],
         patterns: Sequence[bytes],
         timeout: float,
+        *,
+        resp3: bool = False,
     ) -> tuple[PubSubConnection, list[Message]]:
         """Connect, subscribe `channels` and `patterns`, and wait for the server to confirm.
 
-        Returns the connection and the messages that arrived meanwhile, for
-        the caller to hand over once it has announced the reconnect. Closes
-        `connection` on any failure.
+        With `resp3`, ``HELLO 3`` goes first (in the same write); a server
+        refusing it leaves the connection in RESP2. Returns the connection
+        and the messages that arrived meanwhile, for the caller to hand over
+        once it has announced the reconnect. Closes `connection` on any failure.
         """
         early: list[Message] = []
         pubsub = cls(connection, lambda *message: early.append(message))
         try:
             with anyio.fail_after(timeout):
                 await connection.connect()  # type: ignore[no-untyped-call]
-                commands: list[tuple[Any, ...]] = [("CLIENT", "ID")]
+                commands: list[tuple[Any, ...]] = [("HELLO", 3)] if resp3 else []
+                commands.append(("CLIENT", "ID"))
                 if channels:
                     commands.append(("SUBSCRIBE", *channels))
                 if patterns:
@@ -121,11 +145,16 @@ class PubSubConnection:
                 token = _new_token()
                 answered = pubsub._waiting[token] = anyio.Event()
                 commands.append(("PING", token))
-                await pubsub._send(commands)
+                pubsub.resp3 = resp3
+                await pubsub._send(commands, token)
+                if resp3:
+                    pubsub.resp3 = isinstance(await pubsub._next(timeout), dict)
+                    if not pubsub.resp3:
+                        pubsub._queue.clear()
                 client_id = await pubsub._next(timeout)
                 pubsub.client_id = client_id if isinstance(client_id, int) else None
                 while not answered.is_set():
-                    pubsub._dispatch(await pubsub._next(timeout))
+                    pubsub._dispatch_all([await pubsub._next(timeout)])
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await connection.disconnect()
@@ -164,7 +193,9 @@ class PubSubConnection:
         token = _new_token()
         answered = self._waiting[token] = anyio.Event()
         try:
-            await self._send([*((command, *names) for command, names in commands), ("PING", token)])
+            await self._send(
+                [*((command, *names) for command, names in commands), ("PING", token)], token
+            )
             await answered.wait()
         finally:
             del self._waiting[token]
@@ -178,9 +209,34 @@ class PubSubConnection:
 
         Raises `ConnectionLost` if the connection is closed.
         """
+        token = _new_token()
         await self._send(
-            [*((command, *names) for command, names in commands), ("PING", _new_token())]
+            [*((command, *names) for command, names in commands), ("PING", token)], token
         )
+
+    def share(
+        self, commands: bytes, count: int, deadline: float
+    ) -> asyncio.Future[list[Any]] | None:
+        """Write `count` packed `commands` here if the connection is idle; None if it is not.
+
+        Idle: RESP3, read by `run`, and no reply of anything written before
+        still due. Returns the future of the replies (once all are read),
+        which fails with the first error reply, with `RedisTimeoutError`
+        past `deadline` (event loop time), or with `ConnectionLost`.
+        Cancelling it, or its deadline passing, leaves the replies to be read
+        and dropped: the connection stays.
+        """
+        if self._queue or not self._sharing:
+            return None
+        writer = self._connection._writer
+        loop = self._loop
+        if writer is None or loop is None or writer.transport.is_closing():
+            return None
+        shared = _Shared(count, loop.create_future(), self.demoted_is_lost)
+        shared.timer = loop.call_at(deadline, shared.expire)
+        self._queue.append(shared)
+        writer.write(commands)
+        return shared.future
 
     async def run(self, health_check_interval: float) -> None:
         """Read and dispatch until the connection fails, then raise `ConnectionLost`.
@@ -192,7 +248,7 @@ class PubSubConnection:
         transport's own callback (`_Feeder`), as the bytes arrive: no task
         wakes up per read, and no stream buffer copies them on the way.
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._heard = loop.time()
         interval = health_check_interval
         self._watchdog = loop.call_at(self._heard + interval, self._watch, interval)
@@ -205,6 +261,7 @@ class PubSubConnection:
                 raise ConnectionLost(self._silent) from exc
             raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
         finally:
+            self._fail_shared()
             if self._watchdog is not None:
                 self._watchdog.cancel()
                 self._watchdog = None
@@ -226,6 +283,7 @@ class PubSubConnection:
         at_eof = reader.at_eof()
         transport.set_protocol(feeder)
         reader._maybe_resume_transport()  # type: ignore[attr-defined]
+        self._sharing = self.resp3
         try:
             if buffered:
                 feeder.data_received(buffered)
@@ -243,6 +301,15 @@ class PubSubConnection:
 
     def _dispatch_all(self, replies: list[Any]) -> None:
         handler = self._handler
+        if self.resp3:
+            for reply in replies:
+                if type(reply) is not Push:
+                    self._reply(reply)
+                elif reply[0] == b"message":
+                    handler(reply[1], reply[2], None)
+                else:
+                    self._dispatch(reply)
+            return
         for reply in replies:
             # A message (the bulk of the traffic) straight to the handler.
             if type(reply) is list and reply and reply[0] == b"message":
@@ -267,6 +334,8 @@ class PubSubConnection:
             return
         if self._health_token is None:
             self._health_token = _new_token()
+            if self.resp3:
+                self._queue.append(self._health_token)
             writer.write(pack_command("PING", self._health_token))
             self._heard = now  # the PING's answer is due within `interval` from now
             self._watchdog = loop.call_at(now + interval, self._watch, interval)
@@ -277,6 +346,7 @@ class PubSubConnection:
     async def aclose(self) -> None:
         """Close the connection and wake every `call` still waiting (idempotent)."""
         self._closed = True
+        self._fail_shared()
         for answered in self._waiting.values():
             answered.set()
         with anyio.CancelScope(shield=True):
@@ -328,23 +398,55 @@ class PubSubConnection:
         with anyio.CancelScope(shield=True):
             await self._connection.disconnect(nowait=True)
 
-    async def _send(self, commands: Iterable[tuple[Any, ...]]) -> None:
+    async def _send(self, commands: Iterable[tuple[Any, ...]], token: bytes) -> None:
+        """Write `commands`, the last one ``PING token``, whose reply `_queue` then awaits.
+
+        Written here, before any await (redis-py's send may write from a
+        task of its own, after another writer): the order of the writes is
+        the order of `_queue`.
+        """
         # Checked right before sending: redis-py would silently reconnect a
         # disconnected connection, without our subscriptions.
-        if self._closed or not self._connection.is_connected:
+        writer = self._connection._writer
+        if self._closed or not self._connection.is_connected or writer is None:
             raise ConnectionLost("the pub/sub connection is closed")
+        if self.resp3:
+            self._queue.append(token)
         try:
-            await self._connection.send_packed_command(
-                self._connection.pack_commands(commands), check_health=False
-            )
-        except TRANSIENT_ERRORS as exc:
+            writer.writelines(self._connection.pack_commands(commands))
+            if writer.transport.get_write_buffer_size():
+                await writer.drain()
+        except OSError as exc:
             raise ConnectionLost(f"the pub/sub connection failed: {exc}") from exc
-        except AttributeError as exc:
-            # redis-py may switch tasks inside the send; if the reader closed the
-            # connection meanwhile, its writer is gone (None) by the time it writes.
-            if self._closed or not self._connection.is_connected:
-                raise ConnectionLost("the pub/sub connection closed during a send") from exc
-            raise
+
+    def _reply(self, reply: Any) -> None:
+        """A RESP3 reply (not a push): to the shared call or the command it answers."""
+        queue = self._queue
+        if queue:
+            head = queue[0]
+            if type(head) is _Shared:
+                head.replies.append(reply)
+                if len(head.replies) == head.count:
+                    queue.popleft()
+                    head.settle()
+                return
+            if isinstance(reply, ResponseError):
+                self._errors.append(reply)
+                return
+            if reply != head:
+                return  # a reply of the command itself (``PING`` with no token)
+            queue.popleft()
+        self._dispatch(reply)
+
+    def _fail_shared(self) -> None:
+        """The connection stopped being read: every shared call still due fails, none is added."""
+        self._sharing = False
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, deque()
+        for entry in queue:
+            if type(entry) is _Shared:
+                entry.fail(ConnectionLost("the pub/sub connection was lost before the reply"))
 
     def _dispatch(self, response: Any) -> None:
         if isinstance(response, ResponseError):
@@ -436,6 +538,47 @@ class _Feeder(asyncio.Protocol):
         self._pubsub = None
         if not self._ended.done():
             self._ended.set_exception(error)
+
+
+class _Shared:
+    """A call `PubSubConnection.share` wrote: its replies as they are read, and its future."""
+
+    __slots__ = ("count", "demoted_is_lost", "future", "replies", "timer")
+
+    def __init__(
+        self, count: int, future: asyncio.Future[list[Any]], demoted_is_lost: bool
+    ) -> None:
+        self.count = count
+        self.future = future
+        self.demoted_is_lost = demoted_is_lost
+        self.replies: list[Any] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self) -> None:
+        """Every reply is in: the future gets them, or the first error reply."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.future.done():  # cancelled, or past its deadline: the replies go unread
+            return
+        for reply in self.replies:
+            if isinstance(reply, ResponseError):
+                if self.demoted_is_lost and isinstance(reply, ReadOnlyError):
+                    self.fail(ConnectionLost("the server is no longer the master (READONLY)"))
+                else:
+                    self.future.set_exception(reply)
+                return
+        self.future.set_result(self.replies)
+
+    def expire(self) -> None:
+        """The deadline passed: the call fails; its replies are still read (and dropped)."""
+        if not self.future.done():
+            self.future.set_exception(RedisTimeoutError("no reply from the server in time"))
+
+    def fail(self, error: Exception) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 def _new_token() -> bytes:

@@ -4,8 +4,9 @@
 be split anywhere, a chunk may hold hundreds of frames) and returns every
 reply now complete, so the reader dispatches a whole burst per read instead
 of paying redis-py's per-reply ``read_response``. Pub/sub deliveries
-(``*3 $7 message``, ``smessage``, ``*4 $8 pmessage``) and integers (the
-replies to PUBLISH) take a fast path;
+(``*3 $7 message``, ``smessage``, ``*4 $8 pmessage``, and the same as
+RESP3 pushes, ``>3``/``>4``) and integers (the replies to PUBLISH) take a
+fast path;
 everything else (RESP3 pushes included) goes through a small general
 parser of both protocol versions. Replies are what redis-py returns with
 ``disable_decoding``: bytes, ints, lists, None, and error replies as
@@ -27,6 +28,10 @@ _CRLF = b"\r\n"
 _MESSAGE = b"*3\r\n$7\r\nmessage\r\n"
 _PMESSAGE = b"*4\r\n$8\r\npmessage\r\n"
 _SMESSAGE = b"*3\r\n$8\r\nsmessage\r\n"
+#: The same deliveries as RESP3 pushes.
+_PUSH_MESSAGE = b">3\r\n$7\r\nmessage\r\n"
+_PUSH_PMESSAGE = b">4\r\n$8\r\npmessage\r\n"
+_PUSH_SMESSAGE = b">3\r\n$8\r\nsmessage\r\n"
 
 
 class _Incomplete(Exception):
@@ -83,6 +88,23 @@ class RespParser:
                         raise _Incomplete(size - pos + 1)
                     replies.append(int(buffer[pos + 1 : end]))
                     at = end + 2
+                elif buffer[pos] == 0x3E:  # ">", a RESP3 push: deliveries first
+                    if buffer.startswith(_PUSH_MESSAGE, pos):
+                        channel, at = _bulk(buffer, pos + 17, pos)
+                        payload, at = _bulk(buffer, at, pos)
+                        replies.append(Push((b"message", channel, payload)))
+                    elif buffer.startswith(_PUSH_PMESSAGE, pos):
+                        pattern, at = _bulk(buffer, pos + 18, pos)
+                        channel, at = _bulk(buffer, at, pos)
+                        payload, at = _bulk(buffer, at, pos)
+                        replies.append(Push((b"pmessage", pattern, channel, payload)))
+                    elif buffer.startswith(_PUSH_SMESSAGE, pos):
+                        channel, at = _bulk(buffer, pos + 18, pos)
+                        payload, at = _bulk(buffer, at, pos)
+                        replies.append(Push((b"smessage", channel, payload)))
+                    else:
+                        reply, at = _parse(buffer, pos, pos)
+                        replies.append(reply)
                 elif buffer.startswith(_MESSAGE, pos):
                     channel, at = _bulk(buffer, pos + 17, pos)
                     payload, at = _bulk(buffer, at, pos)
