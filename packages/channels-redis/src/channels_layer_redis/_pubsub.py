@@ -45,6 +45,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from channels_core.deadlines import Deadlines
+
 from ._resp import Push, RespParser
 from ._wire import pack_command
 
@@ -103,6 +105,8 @@ class PubSubConnection:
         #: With Sentinel: a READONLY reply to a shared call means the master moved.
         self.demoted_is_lost = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Bounds the shared calls: one lazy timer, as the publishing connections'.
+        self._deadlines: Deadlines[_Shared] = Deadlines()
         self._parser = RespParser()
         #: Replies read but not dispatched yet (those after the PONG `open` waited for).
         self._ready: list[Any] = []
@@ -233,7 +237,7 @@ class PubSubConnection:
         if writer is None or loop is None or writer.transport.is_closing():
             return None
         shared = _Shared(count, loop.create_future(), self.demoted_is_lost)
-        shared.timer = loop.call_at(deadline, shared.expire)
+        self._deadlines.start(shared, deadline)
         self._queue.append(shared)
         writer.write(commands)
         return shared.future
@@ -428,6 +432,7 @@ class PubSubConnection:
                 head.replies.append(reply)
                 if len(head.replies) == head.count:
                     queue.popleft()
+                    self._deadlines.end(head)
                     head.settle()
                 return
             if isinstance(reply, ResponseError):
@@ -441,11 +446,13 @@ class PubSubConnection:
     def _fail_shared(self) -> None:
         """The connection stopped being read: every shared call still due fails, none is added."""
         self._sharing = False
+        self._deadlines.cancel()
         if not self._queue:
             return
         queue, self._queue = self._queue, deque()
         for entry in queue:
             if type(entry) is _Shared:
+                self._deadlines.end(entry)
                 entry.fail(ConnectionLost("the pub/sub connection was lost before the reply"))
 
     def _dispatch(self, response: Any) -> None:
@@ -543,7 +550,7 @@ class _Feeder(asyncio.Protocol):
 class _Shared:
     """A call `PubSubConnection.share` wrote: its replies as they are read, and its future."""
 
-    __slots__ = ("count", "demoted_is_lost", "future", "replies", "timer")
+    __slots__ = ("count", "deadline", "demoted_is_lost", "future", "replies")
 
     def __init__(
         self, count: int, future: asyncio.Future[list[Any]], demoted_is_lost: bool
@@ -552,12 +559,10 @@ class _Shared:
         self.future = future
         self.demoted_is_lost = demoted_is_lost
         self.replies: list[Any] = []
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time, set by `Deadlines.start`
 
     def settle(self) -> None:
         """Every reply is in: the future gets them, or the first error reply."""
-        if self.timer is not None:
-            self.timer.cancel()
         if self.future.done():  # cancelled, or past its deadline: the replies go unread
             return
         for reply in self.replies:
@@ -575,8 +580,6 @@ class _Shared:
             self.future.set_exception(RedisTimeoutError("no reply from the server in time"))
 
     def fail(self, error: Exception) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         if not self.future.done():
             self.future.set_exception(error)
 
