@@ -19,11 +19,10 @@ or cancel scope per call; only opening a connection or waiting for a free
 one runs under a cancel scope.
 
 The listening connection is shared in (`share`): a call runs there when
-it is idle, else on the publishing connections. On it the server answers
-a publish and delivers the process's own notification of it in one
-reply, from one backend, instead of waking a second backend to notify the
-listening connection: one sequential publisher gets about a third more
-messages through. A call cancelled or timed out there leaves its answer
+it is idle, else on the publishing connections. On it one backend answers a
+publish and delivers the process's own notification of it, instead of
+waking a second backend to notify the listening connection (see the
+package README for what it saves). A call cancelled or timed out there leaves its answer
 to be read: the connection carries the subscriptions, and is closed only
 when it fails (the listener's health check notices a server gone silent).
 """
