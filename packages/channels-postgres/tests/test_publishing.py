@@ -538,6 +538,49 @@ async def test_a_query_collecting_rows_on_the_listening_connection_hands_on_noti
     assert got == ["during rows"]
 
 
+async def test_a_calls_own_notifications_are_handed_on_once_the_caller_has_resumed(
+    postgres_url: str,
+) -> None:
+    """The reply to a publish on the listening connection brings its notification:
+    the publisher runs first (a sequential publisher writes its next statement
+    while its subscribers run and the server works), the notifications right after,
+    in order."""
+    channel = f"pw_{secrets.token_hex(4)}"
+    got: list[str] = []
+    async with listening_lane(postgres_url, channel, lambda _, text: got.append(text)) as lane:
+        await lane.query(
+            f"SELECT pg_notify('{channel}', 'first'), pg_notify('{channel}', 'second')"
+        )
+        assert got == []  # the caller resumed before anything was handed on
+        await anyio.lowlevel.checkpoint()
+        assert got == ["first", "second"]
+        await lane.query(f"SELECT pg_notify('{channel}', 'third')")
+        await lane.query("SELECT 1")
+    assert got == ["first", "second", "third"]
+
+
+async def test_notifications_held_when_the_connection_is_lost_are_handed_on_before_the_loss(
+    postgres_url: str,
+) -> None:
+    """What arrived before a connection was lost is delivered before the listener
+    hears of the loss (and reports the gap)."""
+    channel = f"pw_{secrets.token_hex(4)}"
+    events: list[str] = []
+    lane = Lane(
+        on_notification=lambda _, text: events.append(text), on_lost=lambda: events.append("lost")
+    )
+    take_transport(await asyncpg.connect(postgres_url), lane)
+    try:
+        await lane.query(f'LISTEN "{channel}"')
+        await lane.query(f"SELECT pg_notify('{channel}', 'before')")
+        lane.connection_lost(None)  # as the transport reports it, before the hand-on ran
+        assert events == ["before", "lost"]
+        await anyio.lowlevel.checkpoint()
+        assert events == ["before", "lost"]  # handed on once, not again
+    finally:
+        lane.abort()
+
+
 async def test_one_cancelled_wait_for_the_listening_connection_leaves_the_others_waiting(
     postgres_url: str,
 ) -> None:

@@ -9,6 +9,12 @@ LISTEN/UNLISTEN batches and checks). A lane made with `on_notification`
 also hands every NotificationResponse to it, in arrival order: that is the
 listening connection, on which publishes run too while it is idle, so that
 a process's own notification comes back with the reply to its publish.
+
+When a chunk both answers a call and brings notifications, the
+notifications are handed on just after the caller has been woken
+(`call_soon`), as asyncpg hands on its own: a sequential publisher then
+writes its next statement before its subscribers run, and the process
+works while the server does instead of after it.
 """
 
 from __future__ import annotations
@@ -68,6 +74,10 @@ class Lane(asyncio.Protocol):
         self._fatal: dict[str, str] | None = None
         self._gone: asyncio.Future[None] | None = None  # see `goodbye`
         self._idle: asyncio.Future[None] | None = None  # see `until_idle`
+        #: Notifications read but not handed on yet (see the module docstring), in order.
+        self._held: list[tuple[str, str]] = []
+        self._hand_on_scheduled = False
+        self._answered = False  # the chunk being read answered a call
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -79,6 +89,7 @@ class Lane(asyncio.Protocol):
         """Walk the complete messages (any chunking); keep a partial one for later."""
         buffer = self.rest + data if self.rest else data
         pos, size = 0, len(buffer)
+        self._answered = False
         while size - pos >= 5:
             kind, length = HEADER.unpack_from(buffer, pos)
             end = pos + 1 + length
@@ -91,6 +102,21 @@ class Lane(asyncio.Protocol):
                 return
             pos = end
         self.rest = buffer[pos:] if pos < size else b""
+        if self._held and not self._hand_on_scheduled:
+            if self._answered:  # the woken caller runs first
+                self._hand_on_scheduled = True
+                asyncio.get_running_loop().call_soon(self._hand_on)
+            else:
+                self._hand_on()
+
+    def _hand_on(self) -> None:
+        """Hand the notifications held so far to `on_notification`, in arrival order."""
+        self._hand_on_scheduled = False
+        held, self._held = self._held, []
+        on_notification = self.on_notification
+        if on_notification is not None:
+            for channel, payload in held:
+                on_notification(channel, payload)
 
     def _handle(self, kind: bytes, body: bytes) -> bool:
         """One message that is not read past; False once the connection is given up."""
@@ -98,11 +124,11 @@ class Lane(asyncio.Protocol):
             waiter, self.waiter = self.waiter, None
             if not waiter.done():
                 waiter.set_result(self.error)
+                self._answered = True
             if self._idle is not None:
                 self._wake_idle()
         elif kind == b"A" and self.on_notification is not None:
-            channel, payload = notification(body)
-            self.on_notification(channel, payload)
+            self._held.append(notification(body))
         elif kind == b"D" and self._rows is not None:
             self._rows.append(_first_column(body))
         elif kind == b"1" and self.parsing is not None:
@@ -129,6 +155,8 @@ class Lane(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.broken = True
+        if self._held:  # what arrived before the loss goes before its report
+            self._hand_on()
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
         waiter, self.waiter = self.waiter, None
