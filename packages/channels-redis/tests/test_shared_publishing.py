@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio
+import redis.exceptions
 
 from channels_core import BrokerUnavailableError, Channel, Subscriber
 from channels_layer_redis import RedisPubSubChannelLayer
@@ -125,8 +126,22 @@ async def test_without_resp3_publishes_keep_their_own_connections(
     await _publish_on_resp2(throwaway_redis, {"client_name": "fallback", "share_pubsub": False})
 
 
+async def test_a_server_refusing_hello_3_keeps_resp2_and_its_own_publishing_connections() -> None:
+    """A server without HELLO (renamed away, as some managed services do) answers it
+    with an error: the pub/sub connection stays in RESP2, and publishes, subscriptions
+    and the health check work as with ``share_pubsub=False``."""
+    with RedisServer(arguments=["--rename-command", "HELLO", ""]) as server:
+        probe = redis.asyncio.Redis.from_url(server.url)
+        try:
+            with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+                await probe.execute_command("HELLO", 3)  # type: ignore[no-untyped-call]
+        finally:
+            await probe.aclose()
+        await _publish_on_resp2(server, {"client_name": "refused"})
+
+
 async def _publish_on_resp2(server: RedisServer, options: dict[str, Any]) -> None:
-    admin = redis.asyncio.Redis.from_url(server.url)
+    admin = redis.asyncio.Redis.from_url(server.url, protocol=2)
     layer = RedisPubSubChannelLayer.from_url(server.url, **options)
     try:
         async with Channel(layer) as channel, channel.subscribe("g") as subscriber:

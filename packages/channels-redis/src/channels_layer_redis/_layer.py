@@ -252,7 +252,14 @@ class RedisPubSubChannelLayer(ChannelLayer):
             timeout=self._config.pool_timeout,
             # No socket timeouts of the layer's own: `publish_timeout` bounds each
             # publish as a whole, pool wait included.
-            **self._connection_kwargs(health_check_interval=self.options.health_check_interval),
+            **self._connection_kwargs(
+                health_check_interval=self.options.health_check_interval,
+                # RESP2 unless the URL asks otherwise: redis-py 8 would open each
+                # connection with HELLO 3, which a server may refuse (HELLO
+                # renamed away or denied by its ACL, Redis < 6), and nothing the
+                # layer runs on these connections needs RESP3.
+                protocol=self._config.connection_kwargs.get("protocol") or 2,
+            ),
         )
         try:
             self._pubsub, early = await retry_until(

@@ -51,7 +51,8 @@ _INSTALL_HINT = "apt-get install redis-server"
 
 def reachable(url: str) -> bool:
     """Whether a Redis server answers PING at `url`."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    # RESP2: redis-py 8 would say HELLO 3 first, which a server may refuse.
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, protocol=2)
     try:
         return bool(client.ping())
     except redis.RedisError:
