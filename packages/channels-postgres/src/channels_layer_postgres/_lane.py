@@ -77,7 +77,6 @@ class Lane(asyncio.Protocol):
         #: Notifications read but not handed on yet (see the module docstring), in order.
         self._held: list[tuple[str, str]] = []
         self._hand_on_scheduled = False
-        self._answered = False  # the chunk being read answered a call
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -89,7 +88,7 @@ class Lane(asyncio.Protocol):
         """Walk the complete messages (any chunking); keep a partial one for later."""
         buffer = self.rest + data if self.rest else data
         pos, size = 0, len(buffer)
-        self._answered = False
+        waiter = self.waiter
         while size - pos >= 5:
             kind, length = HEADER.unpack_from(buffer, pos)
             end = pos + 1 + length
@@ -103,7 +102,7 @@ class Lane(asyncio.Protocol):
             pos = end
         self.rest = buffer[pos:] if pos < size else b""
         if self._held and not self._hand_on_scheduled:
-            if self._answered:  # the woken caller runs first
+            if waiter is not None and self.waiter is None:  # answered: the caller runs first
                 self._hand_on_scheduled = True
                 asyncio.get_running_loop().call_soon(self._hand_on)
             else:
@@ -124,7 +123,6 @@ class Lane(asyncio.Protocol):
             waiter, self.waiter = self.waiter, None
             if not waiter.done():
                 waiter.set_result(self.error)
-                self._answered = True
             if self._idle is not None:
                 self._wake_idle()
         elif kind == b"A" and self.on_notification is not None:
