@@ -252,14 +252,7 @@ class RedisPubSubChannelLayer(ChannelLayer):
             timeout=self._config.pool_timeout,
             # No socket timeouts of the layer's own: `publish_timeout` bounds each
             # publish as a whole, pool wait included.
-            **self._connection_kwargs(
-                health_check_interval=self.options.health_check_interval,
-                # RESP2 unless the URL asks otherwise: redis-py 8 would open each
-                # connection with HELLO 3, which a server may refuse (HELLO
-                # renamed away or denied by its ACL, Redis < 6), and nothing the
-                # layer runs on these connections needs RESP3.
-                protocol=self._config.connection_kwargs.get("protocol") or 2,
-            ),
+            **self._connection_kwargs(health_check_interval=self.options.health_check_interval),
         )
         try:
             self._pubsub, early = await retry_until(
@@ -342,8 +335,19 @@ class RedisPubSubChannelLayer(ChannelLayer):
         return payload_limit(hard_limit)
 
     def _connection_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """Keyword arguments for one connection; retries are the layer's job, not redis-py's."""
-        return {**self._config.connection_kwargs, "retry": Retry(NoBackoff(), 0), **overrides}
+        """Keyword arguments for one connection; retries are the layer's job, not redis-py's.
+
+        RESP2 unless the URL asks otherwise: redis-py 8 would open each
+        connection with ``HELLO 3``, which a server may refuse (HELLO renamed
+        away or denied by its ACL, Redis < 6); the pub/sub connection asks for
+        RESP3 itself, and nothing else the layer runs needs it.
+        """
+        return {
+            "protocol": 2,
+            **self._config.connection_kwargs,
+            "retry": Retry(NoBackoff(), 0),
+            **overrides,
+        }
 
     async def _keep_reading(self, inbox: Inbox) -> None:
         """The reader task: read, and on connection loss reconnect and re-subscribe."""
