@@ -115,9 +115,10 @@ class Router:
     def on_notification(self, channel: str, text: str) -> None:
         """Called by the connection for each notification, in arrival order; never raises.
 
-        It runs inside asyncpg's protocol, where an exception would leave the
-        connection unusable: whatever a notification holds, the worst it can
-        do is be counted, logged and skipped. An inline message for a group
+        It runs inside the listening connection's reading (`_lane`), where an
+        exception would lose the notifications behind it: whatever a
+        notification holds, the worst it can do is be counted, logged and
+        skipped. An inline message for a group
         subscribed by name, with nothing queued, is delivered here; anything
         else goes through `_route`.
         """
