@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio
 
 from channels_layer_redis._pubsub import ConnectionLost, Message, PubSubConnection
+from channels_layer_redis._wire import pack_command
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +27,9 @@ async def client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
 
 
-async def _open(redis_url: str, received: list[Message], channels: list[bytes]) -> PubSubConnection:
+async def _open(
+    redis_url: str, received: list[Any], channels: list[bytes], *, resp3: bool = False
+) -> PubSubConnection:
     pool = redis.asyncio.ConnectionPool.from_url(redis_url, protocol=2)
     pubsub, early = await PubSubConnection.open(
         pool.make_connection(),  # type: ignore[no-untyped-call]
@@ -32,6 +37,7 @@ async def _open(redis_url: str, received: list[Message], channels: list[bytes]) 
         channels,
         [],
         5.0,
+        resp3=resp3,
     )
     assert early == []
     return pubsub
@@ -116,3 +122,65 @@ async def test_health_check_pings_keep_a_quiet_connection_and_calls_still_answer
         tasks.cancel_scope.cancel()
     await pubsub.aclose()
     assert received == [(channel, b"hello", None)]
+
+
+async def _share_publishes(
+    eventually: Eventually, pubsub: PubSubConnection, channel: bytes, *messages: bytes
+) -> Any:
+    """PUBLISH each of `messages` on the idle RESP3 connection; the replies once all are read."""
+    await eventually(lambda: pubsub._sharing)  # `run` has started reading
+    commands = b"".join(pack_command("PUBLISH", channel, message) for message in messages)
+    loop = asyncio.get_running_loop()
+    future = pubsub.share(commands, len(messages), loop.time() + 5)
+    assert future is not None
+    return await future
+
+
+async def test_a_shared_publishs_own_messages_are_handed_on_once_the_publisher_has_resumed(
+    redis_url: str, eventually: Eventually
+) -> None:
+    """The server delivers the process's own message before it answers the PUBLISH,
+    in one read: the publisher runs first (a sequential publisher writes its next
+    PUBLISH while its subscribers run), the messages right after, in order."""
+    channel = b"test:" + uuid.uuid4().hex.encode()
+    received: list[Any] = []
+    pubsub = await _open(redis_url, received, [channel], resp3=True)
+    assert pubsub.resp3
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pubsub.run, 30.0)
+        assert await _share_publishes(eventually, pubsub, channel, b"first", b"second") == [1, 1]
+        assert received == []  # the publisher resumed before anything was handed on
+        await anyio.lowlevel.checkpoint()
+        assert received == [(channel, b"first", None), (channel, b"second", None)]
+        await pubsub.call("UNSUBSCRIBE", [channel])  # a confirmation: after held messages
+        assert await _share_publishes(eventually, pubsub, channel, b"unheard") == [0]
+        await anyio.lowlevel.checkpoint()
+        assert len(received) == 2
+        tasks.cancel_scope.cancel()
+    await pubsub.aclose()
+
+
+async def test_messages_held_when_the_connection_is_lost_go_on_before_the_loss(
+    redis_url: str, eventually: Eventually
+) -> None:
+    """What arrived before the connection was lost is delivered before `run`
+    reports the loss (and the layer the gap), once."""
+    channel = b"test:" + uuid.uuid4().hex.encode()
+    events: list[Any] = []
+    pubsub = await _open(redis_url, events, [channel], resp3=True)
+
+    async def read() -> None:
+        with pytest.raises(ConnectionLost):
+            await pubsub.run(30.0)
+        events.append("lost")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(read)
+        assert await _share_publishes(eventually, pubsub, channel, b"before") == [1]
+        assert events == []
+        feeder = pubsub._feeder
+        assert feeder is not None
+        feeder.connection_lost(None)  # as the transport reports it, before the hand-on ran
+        assert events == [(channel, b"before", None)]
+    assert events == [(channel, b"before", None), "lost"]  # handed on once, not again
+    await pubsub.aclose()

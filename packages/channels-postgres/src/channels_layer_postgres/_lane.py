@@ -12,9 +12,9 @@ a process's own notification comes back with the reply to its publish.
 
 When a chunk both answers a call and brings notifications, the
 notifications are handed on just after the caller has been woken
-(`call_soon`), as asyncpg hands on its own: a sequential publisher then
-writes its next statement before its subscribers run, and the process
-works while the server does instead of after it.
+(`channels_core.hand_on`), as asyncpg hands on its own: a sequential
+publisher then writes its next statement before its subscribers run, and
+the process works while the server does instead of after it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import cast
 
 import asyncpg
 import asyncpg.exceptions
+
+from channels_core.hand_on import HandOn
 
 from ._pgwire import HEADER, error_fields, notification, simple_query
 
@@ -74,9 +76,8 @@ class Lane(asyncio.Protocol):
         self._fatal: dict[str, str] | None = None
         self._gone: asyncio.Future[None] | None = None  # see `goodbye`
         self._idle: asyncio.Future[None] | None = None  # see `until_idle`
-        #: Notifications read but not handed on yet (see the module docstring), in order.
-        self._held: list[tuple[str, str]] = []
-        self._hand_on_scheduled = False
+        #: Notifications read but not handed on yet (see the module docstring).
+        self._notifications: HandOn[tuple[str, str]] = HandOn(self._hand_on)
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -101,17 +102,10 @@ class Lane(asyncio.Protocol):
                 return
             pos = end
         self.rest = buffer[pos:] if pos < size else b""
-        if self._held and not self._hand_on_scheduled:
-            if waiter is not None and self.waiter is None:  # answered: the caller runs first
-                self._hand_on_scheduled = True
-                asyncio.get_running_loop().call_soon(self._hand_on)
-            else:
-                self._hand_on()
+        self._notifications.release(answered=waiter is not None and self.waiter is None)
 
-    def _hand_on(self) -> None:
-        """Hand the notifications held so far to `on_notification`, in arrival order."""
-        self._hand_on_scheduled = False
-        held, self._held = self._held, []
+    def _hand_on(self, held: list[tuple[str, str]]) -> None:
+        """Hand notifications to `on_notification`, in arrival order."""
         on_notification = self.on_notification
         if on_notification is not None:
             for channel, payload in held:
@@ -126,7 +120,7 @@ class Lane(asyncio.Protocol):
             if self._idle is not None:
                 self._wake_idle()
         elif kind == b"A" and self.on_notification is not None:
-            self._held.append(notification(body))
+            self._notifications.hold(notification(body))
         elif kind == b"D" and self._rows is not None:
             self._rows.append(_first_column(body))
         elif kind == b"1" and self.parsing is not None:
@@ -153,8 +147,7 @@ class Lane(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.broken = True
-        if self._held:  # what arrived before the loss goes before its report
-            self._hand_on()
+        self._notifications.flush()  # what arrived before the loss goes before its report
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
         waiter, self.waiter = self.waiter, None

@@ -19,16 +19,18 @@ unless `open` is asked for RESP3 and the server accepts ``HELLO 3``
 may run any command, messages and subscription confirmations arrive as
 pushes, and `share` lets the layer publish on it while it has nothing in
 flight: the server then answers the PUBLISH and delivers the process's own
-message in one read. Every other reply is matched, in order, with what
-was written (`_queue`: each shared call's reply count, each PING token); a
-shared call cancelled or past its deadline leaves its entry there, and its
-replies are read and dropped when they come, so the subscriptions'
-connection is never cut for it. Once connected, it reads
-the socket itself, parsing with `RespParser` (not through redis-py's
-per-reply ``read_response``); while `run` reads, the parsing and dispatch
-happen in the transport's own callback (`_Feeder`) as the bytes arrive, so
-a burst of messages wakes no reading task and, downstream, one task per
-subscriber.
+message in one read; that message is handed on just after the publisher
+has been woken (`channels_core.hand_on`), so that a sequential publisher
+writes its next PUBLISH before its subscribers run. Every other reply is
+matched, in order, with what was written (`_queue`: each shared call's
+reply count, each PING token); a shared call cancelled or past its deadline
+leaves its entry there, and its replies are read and dropped when they
+come, so the subscriptions' connection is never cut for it. Once
+connected, it reads the socket itself, parsing with `RespParser` (not
+through redis-py's per-reply ``read_response``); while `run` reads, the
+parsing and dispatch happen in the transport's own callback (`_Feeder`) as
+the bytes arrive, so a burst of messages wakes no reading task and,
+downstream, one task per subscriber.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from redis.exceptions import InvalidResponse, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from channels_core.deadlines import Deadlines
+from channels_core.hand_on import HandOn
 
 from ._resp import Push, RespParser
 from ._wire import pack_command
@@ -108,6 +111,9 @@ class PubSubConnection:
         #: Bounds the shared calls: one lazy timer, as the publishing connections'.
         self._deadlines: Deadlines[_Shared] = Deadlines()
         self._parser = RespParser()
+        #: RESP3 messages read but not handed to the handler yet (see `_dispatch_all`).
+        self._messages: HandOn[Any] = HandOn(self._hand_on, self._hand_on_failed)
+        self._feeder: _Feeder | None = None  # while `run` reads
         #: Replies read but not dispatched yet (those after the PONG `open` waited for).
         self._ready: list[Any] = []
         self.client_id: int | None = None
@@ -279,7 +285,7 @@ class PubSubConnection:
         transport = writer.transport
         stream = transport.get_protocol()
         ended: asyncio.Future[None] = loop.create_future()
-        feeder = _Feeder(self, stream, ended, loop)
+        feeder = self._feeder = _Feeder(self, stream, ended, loop)
         # What the stream holds (read ahead, or arrived while no `run` was reading)
         # goes first; the stream may have paused the transport for it.
         buffered = bytes(reader._buffer)  # type: ignore[attr-defined]
@@ -298,21 +304,37 @@ class PubSubConnection:
             await self._disconnect()
             raise RedisConnectionError(str(exc) or type(exc).__name__) from exc
         finally:
+            self._feeder = None
             feeder.stop()
             # (A closed TLS transport has no protocol left to ask about.)
             if not transport.is_closing() and transport.get_protocol() is feeder:
                 transport.set_protocol(stream)
 
     def _dispatch_all(self, replies: list[Any]) -> None:
+        """Hand each reply on; in RESP3, messages after the shared call their chunk answers.
+
+        Only replies to shared calls may overtake held messages: anything
+        else (a subscription confirmed, a PING answered) goes after them.
+        """
         handler = self._handler
         if self.resp3:
+            messages, queue = self._messages, self._queue
+            answered = False
             for reply in replies:
-                if type(reply) is not Push:
+                if type(reply) is Push:
+                    if reply[0] == b"message":
+                        messages.hold(reply)
+                        continue
+                elif queue and type(queue[0]) is _Shared:
                     self._reply(reply)
-                elif reply[0] == b"message":
-                    handler(reply[1], reply[2], None)
-                else:
+                    answered = True
+                    continue
+                messages.flush()
+                if type(reply) is Push:
                     self._dispatch(reply)
+                else:
+                    self._reply(reply)
+            messages.release(answered)
             return
         for reply in replies:
             # A message (the bulk of the traffic) straight to the handler.
@@ -320,6 +342,18 @@ class PubSubConnection:
                 handler(reply[1], reply[2], None)
             else:
                 self._dispatch(reply)
+
+    def _hand_on(self, messages: list[Any]) -> None:
+        handler = self._handler
+        for message in messages:
+            handler(message[1], message[2], None)
+
+    def _hand_on_failed(self, error: Exception) -> None:
+        """A handler failed in a hand-on after the publisher: the reading ends with it."""
+        feeder = self._feeder
+        if feeder is None:
+            raise error
+        feeder.end(error)
 
     def _watch(self, interval: float) -> None:
         """The silence timer of `run`: PING after `interval` s of it, give up after twice that.
@@ -514,8 +548,10 @@ class _Feeder(asyncio.Protocol):
         self._loop = loop
 
     def stop(self) -> None:
-        """Read no more (`run` ended): later bytes are left unparsed."""
-        self._pubsub = None
+        """Read no more (`run` ended): later bytes are left unparsed, what was read goes on."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            pubsub._messages.flush()
 
     def data_received(self, data: bytes) -> None:
         pubsub = self._pubsub
@@ -525,14 +561,14 @@ class _Feeder(asyncio.Protocol):
         try:
             pubsub._dispatch_all(pubsub._parser.feed(data))
         except Exception as exc:
-            self._end(exc)
+            self.end(exc)
 
     def eof_received(self) -> bool | None:
-        self._end(RedisConnectionError("the server closed the connection"))
+        self._lost(RedisConnectionError("the server closed the connection"))
         return self._stream.eof_received()  # type: ignore[attr-defined, no-any-return]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._end(RedisConnectionError(f"the connection was lost: {exc or 'closed'}"))
+        self._lost(RedisConnectionError(f"the connection was lost: {exc or 'closed'}"))
         self._stream.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -541,7 +577,18 @@ class _Feeder(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._stream.resume_writing()
 
-    def _end(self, error: Exception) -> None:
+    def _lost(self, error: Exception) -> None:
+        """The connection ended: what was read before goes on before the loss is reported."""
+        pubsub = self._pubsub
+        if pubsub is not None:
+            try:
+                pubsub._messages.flush()
+            except Exception as exc:
+                error = exc
+        self.end(error)
+
+    def end(self, error: Exception) -> None:
+        """Read no more; `run` raises `error`."""
         self._pubsub = None
         if not self._ended.done():
             self._ended.set_exception(error)
