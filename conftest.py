@@ -118,7 +118,6 @@ def nats_url() -> Iterator[str]:
 POSTGRES_GRANTS = (
     "USAGE ON SCHEMA {schema}",
     "SELECT, INSERT, UPDATE, DELETE ON {schema}.{names.payloads_table}",
-    "SELECT, INSERT, DELETE ON {schema}.{names.patterns_table}",
     "USAGE ON SEQUENCE {schema}.{names.payloads_table}_id_seq",
 )
 POSTGRES_HISTORY_GRANTS = (

@@ -21,12 +21,11 @@ import time
 import uuid
 
 import anyio
-import asyncpg
 import redis.asyncio
 
 from channels_core import Channel
 from channels_layer_postgres import ChannelNames
-from channels_layer_postgres._names import quote_ident
+from channels_layer_postgres.testing import drop_tables
 
 from .run import POSTGRES_URL, REDIS_URL
 
@@ -66,12 +65,7 @@ async def measure(broker: str, rounds: int) -> None:
         rates = [await one_round(url) for _ in range(rounds)]
     finally:
         if broker == "postgres":
-            names = ChannelNames(namespace)
-            tables = [names.payloads_table, names.patterns_table]
-            tables += [names.heads_table, names.history_table]
-            conn = await asyncpg.connect(base)
-            await conn.execute("DROP TABLE IF EXISTS " + ", ".join(map(quote_ident, tables)))
-            await conn.close()
+            await drop_tables(base, ChannelNames(namespace))
         else:
             client = redis.asyncio.Redis.from_url(base)
             async for key in client.scan_iter(match=f"*{namespace}*"):

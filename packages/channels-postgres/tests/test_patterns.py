@@ -1,9 +1,8 @@
-"""Pattern subscriptions across layers, through the firehose channel."""
+"""Pattern subscriptions across layers: every bucket LISTENed, each group matched locally."""
 
 from __future__ import annotations
 
 import anyio
-import asyncpg
 import pytest
 
 from channels_core import Channel, Event, Subscriber
@@ -16,16 +15,6 @@ pytestmark = pytest.mark.anyio
 async def _receive(subscriber: Subscriber) -> Event:
     with anyio.fail_after(5):
         return await subscriber.receive()
-
-
-@pytest.fixture
-async def firehose(pg: asyncpg.Connection, namespace: str) -> list[str]:
-    """What reaches the firehose channel, seen by a raw LISTEN."""
-    seen: list[str] = []
-    await pg.add_listener(
-        ChannelNames(namespace).firehose, lambda _c, _pid, _ch, payload: seen.append(payload)
-    )
-    return seen
 
 
 async def test_patterns_match_across_layers_and_nothing_else_arrives(
@@ -67,18 +56,30 @@ async def test_a_group_matching_two_patterns_and_its_name_arrives_once_per_subsc
     assert layer.stats().large_fetched == 1  # fetched once for all three
 
 
-async def test_publishers_pay_for_the_firehose_only_while_patterns_are_live(
-    make_layer: LayerMaker, firehose: list[str]
+async def test_a_pattern_subscription_listens_every_bucket_while_it_lasts(
+    make_layer: LayerMaker,
 ) -> None:
+    """A publish is one NOTIFY on its group's bucket whoever subscribes: a pattern
+    subscriber LISTENs every bucket of the namespace and matches groups itself.
+    When the last pattern leaves, only the buckets of groups subscribed by name stay."""
     layer = make_layer()
+    names = ChannelNames(layer.options.namespace)
     async with Channel(layer) as listener, Channel(make_layer()) as sender:
-        await sender.publish("quiet", 1)
-        async with listener.subscribe_pattern("lo*") as subscriber:
-            await sender.publish("loud", 2)
-            assert (await _receive(subscriber)).message == 2
-        # Leaving returns at once; this waits for the UNLISTEN (and unregistering).
+        async with listener.subscribe("quiet") as by_name:
+            async with (
+                listener.subscribe_pattern("lo*") as first,
+                listener.subscribe_pattern("l?ud") as second,
+            ):
+                assert sorted(await layer.listening_channels()) == sorted(names.buckets)
+                await sender.publish("loud", 1)
+                await sender.publish("quiet", 2)
+                assert await _receive(first) == Event("loud", 1, "lo*")
+                assert await _receive(second) == Event("loud", 1, "l?ud")
+                assert await _receive(by_name) == Event("quiet", 2)
+            # Leaving returns at once; this waits for the UNLISTENs.
+            assert await layer.listening_channels() == [names.channel("quiet")]
+            await sender.publish("loud", 3)
+            await sender.publish("quiet", 4)
+            assert await _receive(by_name) == Event("quiet", 4)
         assert await layer.listening_channels() == []
-        await sender.publish("quiet", 3)
-        await anyio.sleep(0.2)
-    assert len(firehose) == 1
-    assert '"loud"' in firehose[0]
+    assert layer.stats().skipped == 0

@@ -25,10 +25,15 @@ from channels_layer_postgres.testing import LayerMaker
 pytestmark = pytest.mark.anyio
 
 
+#: Too large for a NOTIFY: its publish writes the payloads table (`_table_locked`).
+DURING = "during" + "x" * 20_000
+
+
 @asynccontextmanager
 async def _table_locked(pg: asyncpg.Connection, namespace: str) -> AsyncIterator[None]:
-    """Hold the pattern-listeners table locked: every publish waits until the block ends."""
-    table = quote_ident(ChannelNames(namespace).patterns_table)
+    """Hold the payloads table locked: every publish of a large message waits until
+    the block ends."""
+    table = quote_ident(ChannelNames(namespace).payloads_table)
     async with pg.transaction():
         await pg.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         yield
@@ -55,16 +60,16 @@ async def test_a_stuck_publish_ends_at_publish_timeout_and_the_next_one_works(
         async with _table_locked(pg, layer.options.namespace):
             started = anyio.current_time()
             with pytest.raises(BrokerUnavailableError, match="TimeoutError") as error:
-                await channel.publish("stuck", "during")
+                await channel.publish("stuck", DURING)
             elapsed = anyio.current_time() - started
         assert 0.5 <= elapsed < 2.0
         assert "publish to" in str(error.value)
         for number in range(3):  # a new connection replaces the cut one
             await channel.publish("stuck", number)
         received = await _messages(subscriber, 4)
-        if "during" in received:  # the server ran it once the lock was released
+        if DURING in received:  # the server ran it once the lock was released
             received += await _messages(subscriber, 1)
-        assert [m for m in received if m != "during"] == ["before", 0, 1, 2]
+        assert [m for m in received if m != DURING] == ["before", 0, 1, 2]
 
 
 async def test_publishes_past_many_deadlines_are_not_cut(make_layer: LayerMaker) -> None:
@@ -91,14 +96,14 @@ async def test_a_cancelled_stuck_publish_leaks_no_connection(
         await channel.publish("cancelled", "before")
         async with _table_locked(pg, layer.options.namespace):
             with anyio.move_on_after(0.3) as scope:
-                await channel.publish("cancelled", "during")  # may be sent at commit
+                await channel.publish("cancelled", DURING)  # may be sent at commit
             assert scope.cancelled_caught
         for number in range(5):
             await channel.publish("cancelled", number)
         received = await _messages(subscriber, 6)
-        if "during" in received:  # its statement ran once the lock was released
+        if DURING in received:  # its statement ran once the lock was released
             received += await _messages(subscriber, 1)
-        assert [m for m in received if m != "during"] == ["before", 0, 1, 2, 3, 4]
+        assert [m for m in received if m != DURING] == ["before", 0, 1, 2, 3, 4]
         # The listener, plus at most the pool's connections: the cut one was replaced.
         assert await _connections(pg, name) <= 1 + 2
 

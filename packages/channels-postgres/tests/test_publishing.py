@@ -433,12 +433,13 @@ async def test_the_listener_waits_for_a_publish_running_on_its_connection(
     """A subscribe (LISTEN) while a publish holds the listening connection: it is sent
     once the publish is answered, and both work."""
     layer = make_layer(pool_size=1)
-    table = quote_ident(ChannelNames(layer.options.namespace).patterns_table)
+    table = quote_ident(ChannelNames(layer.options.namespace).payloads_table)
+    held = "held" + "x" * 20_000  # too large for a NOTIFY: it writes the locked table
     async with Channel(layer) as channel, channel.subscribe("first") as first:
         await pg.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(channel.publish, "first", "held")  # on the listening connection
+                tasks.start_soon(channel.publish, "first", held)  # on the listening connection
                 await anyio.sleep(0.1)
                 entered = anyio.Event()
 
@@ -455,7 +456,7 @@ async def test_the_listener_waits_for_a_publish_running_on_its_connection(
         finally:
             if pg.is_in_transaction():
                 await pg.execute("ROLLBACK")
-        assert await _message(first) == "held"
+        assert await _message(first) == held
     assert layer.stats().reconnects == 0
 
 

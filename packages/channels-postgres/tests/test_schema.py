@@ -28,5 +28,4 @@ async def test_a_payloads_table_without_the_group_column_is_upgraded(
                 await channel.publish("large", message)
                 assert (await subscriber.receive()).message == message
     finally:
-        for dropped in (table, names.patterns_table):
-            await pg.execute(f'DROP TABLE IF EXISTS "{dropped}"')
+        await pg.execute(f'DROP TABLE IF EXISTS "{table}"')

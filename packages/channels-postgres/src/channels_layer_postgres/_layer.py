@@ -111,7 +111,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
         self._watch: UnloggedWatch | None = None
         self._next_expiry = 0.0
         self._next_history_expiry = 0.0
-        self._last_fetched: tuple[Reference, tuple[str | None, bytes]] | None = None
         self._channels: dict[str, str] = {}  # group -> channel, see `_channel`
         #: Whether publishes delete expired history (`_expire_if_due`).
         self._expiring_history = self.options.history_ttl is not None
@@ -217,7 +216,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
             describe=self._shown,
             desired=self._router.desired_channels,
             wants=self._router.wants,
-            extra_statements=self._pattern_registry_statements,
             on_notification=self._router.on_notification,
             on_restored=inbox.messages_lost,
             counters=self._counters,
@@ -369,7 +367,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
             await super().publish_many(items)
             return
         channels = [self._channel(group) for group, _ in items]
-        arguments = (channels, envelopes, self._names.firehose)
+        arguments = (channels, envelopes)
         await self._send_with_retry(self._sql.publish_many, arguments, what)
         self._counters.published += len(items)
 
@@ -526,7 +524,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
         round trip); the position is only known there, so it goes into the
         envelope there, between the two halves made here.
         """
-        channel, firehose = self._channel(group), self._names.firehose
+        channel = self._channel(group)
         logged = self.keeps_history
         reserve = POSITION_ROOM if logged else 0
         envelope = self._writer.inline(group, payload, reserve)
@@ -537,9 +535,9 @@ class PostgreSQLChannelLayer(ChannelLayer):
             if logged:
                 head, rest = split_for_position(envelope)
                 query = self._sql.publish_logged
-                arguments = (channel, head, firehose, rest, group_key(group), new_epoch(), payload)
+                arguments = (channel, head, rest, group_key(group), new_epoch(), payload)
             else:
-                query, arguments = self._sql.publish, (channel, envelope, firehose)
+                query, arguments = self._sql.publish, (channel, envelope)
         else:
             large = True
             reference, names_group, token = self._writer.reference_head(group, reserve)
@@ -547,9 +545,9 @@ class PostgreSQLChannelLayer(ChannelLayer):
             if logged:
                 head, rest = split_for_position(reference)
                 query = self._sql.publish_large_logged
-                arguments = (channel, head, firehose, *stored, rest, group_key(group), new_epoch())
+                arguments = (channel, head, *stored, rest, group_key(group), new_epoch())
             else:
-                query, arguments = self._sql.publish_large, (channel, reference, firehose, *stored)
+                query, arguments = self._sql.publish_large, (channel, reference, *stored)
         return query, arguments, large
 
     def _channel(self, group: str) -> str:
@@ -588,7 +586,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
         arguments = (
             channels,
             heads,
-            self._names.firehose,
             rests,
             keys,
             bodies,
@@ -672,14 +669,6 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
     # -- subscribing ------------------------------------------------------------------
 
-    def _pattern_registry_statements(self, listen: set[str], unlisten: set[str]) -> list[str]:
-        """Keep the pattern-listeners table in step with LISTENing the firehose."""
-        if self._names.firehose in listen:
-            return [self._sql.register_patterns]
-        if self._names.firehose in unlisten:
-            return [self._sql.unregister_patterns]
-        return []
-
     async def subscribe_groups(self, groups: Sequence[str]) -> None:
         """LISTEN several groups in one round trip; returns once the server has them."""
         listener = self._connected_listener()
@@ -694,7 +683,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
             await self._listener.follow(touched, wait=False)
 
     async def subscribe_patterns(self, patterns: Sequence[str]) -> None:
-        """Start receiving every group matching the glob patterns (through the firehose)."""
+        """Start receiving every group matching the glob patterns (LISTENing every bucket)."""
         listener = self._connected_listener()
         await listener.follow(self._router.add_patterns(patterns), wait=True)
 
@@ -710,11 +699,7 @@ class PostgreSQLChannelLayer(ChannelLayer):
 
         The row must carry the reference's token too: ids restart after a
         TRUNCATE or a crash, and a row of the same id may be another message.
-        The last one is remembered: a message reaching both a group and a
-        pattern subscription arrives twice in a row (group channel, firehose).
         """
-        if self._last_fetched is not None and self._last_fetched[0] == reference:
-            return self._last_fetched[1]
         row_id = reference.row
 
         async def attempt() -> Any:
@@ -750,5 +735,4 @@ class PostgreSQLChannelLayer(ChannelLayer):
                 self._inbox.messages_lost("expired", 1)
             return None
         self._counters.large_fetched += 1
-        self._last_fetched = (reference, fetched)
         return fetched

@@ -46,8 +46,6 @@ __all__ = ["Listener"]
 
 logger = logging.getLogger("channels_layer_postgres")
 
-Statements = Callable[[set[str], set[str]], list[str]]
-
 
 class _Round:
     """One LISTEN/UNLISTEN round trip, which the subscribers it carries wait for."""
@@ -73,7 +71,6 @@ class Listener:
         describe: str,
         desired: Callable[[], set[str]],
         wants: Callable[[str], bool],
-        extra_statements: Statements,
         on_notification: Callable[[str, str], None],
         on_restored: Callable[[], None],
         counters: Counters,
@@ -84,7 +81,6 @@ class Listener:
         self._describe = describe
         self._desired = desired
         self._wants = wants
-        self._extra_statements = extra_statements
         self._on_notification = on_notification
         self._on_restored = on_restored
         self._counters = counters
@@ -222,11 +218,7 @@ class Listener:
         lane.abort()
 
     async def close(self) -> None:
-        """UNLISTEN everything and close the connection (bounded in time), then for sure.
-
-        Unlistening first also takes this connection out of the
-        pattern-listeners table, so publishers stop paying for the firehose.
-        """
+        """UNLISTEN everything and close the connection (bounded in time), then for sure."""
         lane = self._lane
         if lane is None:
             return
@@ -235,7 +227,7 @@ class Listener:
             async with self._lock:
                 with contextlib.suppress(Exception):
                     if self._listening:
-                        await _statement(lane, self._batch(set(), self._listening))
+                        await _statement(lane, listen_batch(set(), self._listening))
                     await lane.goodbye()
         self._forget(lane)
 
@@ -289,7 +281,7 @@ class Listener:
                     # the connection is given up (`_serve`).
                     with anyio.CancelScope(shield=True):
                         with anyio.fail_after(self._settings.command_timeout):
-                            await _statement(lane, self._batch(add, remove))
+                            await _statement(lane, listen_batch(add, remove))
                         self._listening |= add  # in place: O(change), not O(all)
                         self._listening -= remove
         except BaseException as exc:
@@ -304,9 +296,6 @@ class Listener:
             )
         finally:
             round_.done.set()
-
-    def _batch(self, add: set[str], remove: set[str]) -> str:
-        return "; ".join([listen_batch(add, remove), *self._extra_statements(add, remove)])
 
     async def listening_channels(self) -> list[str]:
         """What the server says the connection LISTENs (``pg_listening_channels()``),

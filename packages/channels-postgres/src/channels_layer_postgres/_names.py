@@ -11,6 +11,8 @@ took longer than ``command_timeout``). With buckets, the list holds at most
 `BUCKETS` names whatever the number of groups. The price: a listener of a
 bucket also receives the other groups hashed onto it, and drops them
 locally (`_router`); each notification carries its group (`_envelope`).
+A pattern subscriber LISTENs every bucket of its namespace and matches
+each group locally, so publishing never depends on who has patterns.
 
 The bucket is CRC-32 of the group's UTF-8, so every process (and version)
 computes the same channel for a group. The ``%`` separator is outside the
@@ -52,10 +54,7 @@ class ChannelNames:
                 f"starting with a letter; got {namespace!r}"
             )
         self.namespace = namespace
-        #: The channel every publish also notifies while someone has a pattern subscription.
-        self.firehose = f"{namespace}!patterns"
         self.payloads_table = f"{namespace}_payloads"
-        self.patterns_table = f"{namespace}_pattern_listeners"
         self.history_table = f"{namespace}_history"  # with history on (see `_history`)
         self.heads_table = f"{namespace}_history_heads"
         #: Every channel a group can map to (made once: groups share these strings).

@@ -12,7 +12,9 @@ Several groups share a channel (`_names`: groups are hashed onto a bounded
 set of buckets), so a notification for a group this layer does not
 subscribe is normal: it is dropped on arrival, before it could queue behind
 a large payload, uncounted. A group that does not belong on the channel it
-came by is a forgery: counted as skipped.
+came by is a forgery: counted as skipped. While a pattern subscription is
+live, every bucket is LISTENed and each message arrives once, for its
+subscribers by name and the patterns its group matches alike.
 """
 
 from __future__ import annotations
@@ -83,13 +85,19 @@ class Router:
         return touched
 
     def add_patterns(self, patterns: Iterable[str]) -> set[str]:
+        """Every bucket is touched when the first pattern comes: all are LISTENed then."""
+        had_patterns = bool(self._patterns)
         self._patterns.update((pattern, compile_pattern(pattern)) for pattern in patterns)
-        return {self._names.firehose}
+        return set() if had_patterns else set(self._names.buckets)
 
     def remove_patterns(self, patterns: Iterable[str]) -> set[str]:
+        """When the last pattern leaves, the buckets no group needs are touched (UNLISTENed)."""
+        had_patterns = bool(self._patterns)
         for pattern in patterns:
             self._patterns.pop(pattern, None)
-        return {self._names.firehose}
+        if not had_patterns or self._patterns:
+            return set()
+        return set(self._names.buckets) - set(self._channels)
 
     def clear(self) -> None:
         self._groups.clear()
@@ -98,17 +106,14 @@ class Router:
 
     def wants(self, channel: str) -> bool:
         """Whether `channel` is to be LISTENed."""
-        if channel == self._names.firehose:
-            return bool(self._patterns)
-        return channel in self._channels
+        return bool(self._patterns) or channel in self._channels
 
     def desired_channels(self) -> set[str]:
-        """Every channel to LISTEN: the buckets of the groups, plus the firehose while
+        """Every channel to LISTEN: the buckets of the groups; every bucket while
         patterns are live."""
-        channels = set(self._channels)
         if self._patterns:
-            channels.add(self._names.firehose)
-        return channels
+            return set(self._names.buckets)
+        return set(self._channels)
 
     # -- routing --------------------------------------------------------------------
 
@@ -138,6 +143,7 @@ class Router:
                 and envelope.payload is not None
                 and group is not None
                 and self._groups.get(group) == channel  # so `_recipients` would be [None]
+                and not self._patterns
             ):
                 inbox.deliver(group, envelope.payload, None, envelope.position)
                 return
@@ -157,7 +163,7 @@ class Router:
         assert queue is not None
         assert inbox is not None
         group = envelope.group
-        if group is not None and group not in self._groups and channel != self._names.firehose:
+        if group is not None and group not in self._groups and not self._patterns:
             self._recipients(channel, group)  # a bucket-mate's (dropped), or a forgery (counted)
             return
         if not self._backlog and envelope.payload is not None:
@@ -261,12 +267,12 @@ class Router:
         None of them for a group not subscribed here, sharing the bucket of
         one that is; a group that does not belong on `channel` is counted and logged.
         """
-        if channel == self._names.firehose:
-            return [pattern for pattern, matches in self._patterns.items() if matches(group)]
         expected = self._groups.get(group)  # the channel name, computed once per group
-        if expected == channel:
-            return [None]
         if (expected or self._names.channel(group)) != channel:
             self._counters.skipped += 1
             logger.warning("skipped a notification for group %r on channel %r", group, channel)
-        return []
+            return []
+        recipients: list[str | None] = [None] if expected is not None else []
+        if self._patterns:
+            recipients += [pattern for pattern, matches in self._patterns.items() if matches(group)]
+        return recipients

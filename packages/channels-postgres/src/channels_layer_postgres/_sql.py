@@ -18,18 +18,17 @@ __all__ = ["Statements", "listen_batch"]
 class Statements:
     """The layer's statements for one namespace.
 
-    Publishing notifies the group's channel and, only while some listener
-    has a pattern subscription (a row in the pattern-listeners table), the
-    firehose channel too: one statement, one round trip either way. With
-    history on (`history_size` > 0) the same statement also counts and logs
-    the message (see `_history`), and the NOTIFY carries its position.
+    Publishing notifies the group's channel (its bucket, `_names`) and
+    nothing else: a pattern subscriber LISTENs every bucket, so a publish
+    never asks who might be listening. With history on (`history_size` >
+    0) the same statement also counts and logs the message (see
+    `_history`), and the NOTIFY carries its position.
     """
 
     def __init__(
         self, names: ChannelNames, history_size: int = 0, history_ttl: float | None = None
     ) -> None:
         payloads = quote_ident(names.payloads_table)
-        patterns = quote_ident(names.patterns_table)
         created_index = names.payloads_table + "_created"
         self.lock_key = f"channels-layer-postgres:{names.namespace}"
         #: What `schema_shape` must find, else `create_schema` runs: table -> column -> type.
@@ -41,7 +40,6 @@ class Statements:
                 "grp": "text",
                 "token": "bigint",
             },
-            names.patterns_table: {"pid": "integer", "since": "timestamp with time zone"},
             created_index: {},
         }
         #: $1 the relation names. Rows of (relation, col, type) for those that
@@ -56,7 +54,7 @@ class Statements:
             " ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
             " AND c.relkind <> 'i'"
         )
-        # Unlogged: both tables hold short-lived data that need not survive a crash.
+        # Unlogged: the table holds short-lived data that need not survive a crash.
         # Run only when `schema_shape` finds something missing: they need CREATE
         # on the schema, and the ALTERs ownership of the table.
         self.create_schema = [
@@ -70,28 +68,19 @@ class Statements:
             f"ALTER TABLE {payloads} ADD COLUMN IF NOT EXISTS grp text",
             f"ALTER TABLE {payloads} ADD COLUMN IF NOT EXISTS token bigint",
             f"CREATE INDEX IF NOT EXISTS {quote_ident(created_index)} ON {payloads} (created)",
-            f"CREATE UNLOGGED TABLE IF NOT EXISTS {patterns} ("
-            " pid integer PRIMARY KEY,"
-            " since timestamptz NOT NULL DEFAULT now())",
         ]
-        firehose_if_needed = (
-            f"CASE WHEN EXISTS (SELECT FROM {patterns}) THEN pg_notify($3, {{}}) END"
-        )
-        #: $1 channel, $2 envelope, $3 firehose channel.
-        self.publish = f"SELECT pg_notify($1, $2), {firehose_if_needed.format('$2')}"
-        #: $1 channels, $2 envelopes (arrays, notified in this order), $3 firehose channel.
+        #: $1 channel, $2 envelope.
+        self.publish = "SELECT pg_notify($1, $2)"
+        #: $1 channels, $2 envelopes (arrays, notified in this order).
         self.publish_many = (
-            "SELECT pg_notify(m.channel, m.envelope), "
-            f"{firehose_if_needed.format('m.envelope')}"
+            "SELECT pg_notify(m.channel, m.envelope)"
             " FROM unnest($1::text[], $2::text[]) AS m(channel, envelope)"
         )
-        #: $1 channel, $2 envelope head, $3 firehose channel, $4 payload, $5 group or NULL,
-        #: $6 token.
+        #: $1 channel, $2 envelope head, $3 payload, $4 group or NULL, $5 token.
         self.publish_large = (
-            f"WITH stored AS (INSERT INTO {payloads} (body, grp, token) VALUES ($4, $5, $6)"
+            f"WITH stored AS (INSERT INTO {payloads} (body, grp, token) VALUES ($3, $4, $5)"
             " RETURNING id) "
-            "SELECT pg_notify($1, $2 || stored.id::text), "
-            f"{firehose_if_needed.format('$2 || stored.id::text')} FROM stored"
+            "SELECT pg_notify($1, $2 || stored.id::text) FROM stored"
         )
         #: $1 row id, $2 token (a row of the same id but another token is another message).
         self.fetch_payload = f"SELECT body, grp FROM {payloads} WHERE id = $1 AND token = $2"
@@ -100,18 +89,10 @@ class Statements:
             f"DELETE FROM {payloads} WHERE id IN (SELECT id FROM {payloads}"
             " WHERE created < now() - make_interval(secs => $1) FOR UPDATE SKIP LOCKED)"
         )
-        # Run on the listening connection, whose backend pid is the key.
-        self.register_patterns = (
-            f"DELETE FROM {patterns} WHERE pid NOT IN (SELECT pid FROM pg_stat_activity); "
-            f"INSERT INTO {patterns} (pid) VALUES (pg_backend_pid()) ON CONFLICT DO NOTHING"
-        )
-        self.unregister_patterns = f"DELETE FROM {patterns} WHERE pid = pg_backend_pid()"
         if history_size:
-            self._add_history(names, history_size, history_ttl, firehose_if_needed)
+            self._add_history(names, history_size, history_ttl)
 
-    def _add_history(
-        self, names: ChannelNames, size: int, ttl: float | None, firehose_if_needed: str
-    ) -> None:
+    def _add_history(self, names: ChannelNames, size: int, ttl: float | None) -> None:
         """The tables and statements of history (`_history` explains the design)."""
         heads, log = quote_ident(names.heads_table), quote_ident(names.history_table)
         payloads = quote_ident(names.payloads_table)
@@ -153,20 +134,19 @@ class Statements:
             f"trimmed AS (DELETE FROM {log} WHERE grp = {{key}}"
             f" AND epoch = (SELECT epoch FROM head) AND n = (SELECT n FROM head) - {int(size)}) "
         )
-        inline = "$2 || '@' || logged.position || $4"
-        #: $1 channel, $2 envelope head up to the position, $3 firehose channel,
-        #: $4 the rest of the envelope, $5 group key, $6 a new epoch, $7 payload.
+        inline = "$2 || '@' || logged.position || $3"
+        #: $1 channel, $2 envelope head up to the position, $3 the rest of the
+        #: envelope, $4 group key, $5 a new epoch, $6 payload.
         self.publish_logged = count_and_log.format(
-            key="$5::bytea", epoch="$6::text", body="$7::bytea"
-        ) + (f"SELECT pg_notify($1, {inline}), {firehose_if_needed.format(inline)} FROM logged")
-        large = "$2 || '@' || logged.position || $7 || stored.id::text"
-        #: As `publish_large`, and $7 the rest of the envelope head, $8 group key, $9 a new epoch.
+            key="$4::bytea", epoch="$5::text", body="$6::bytea"
+        ) + (f"SELECT pg_notify($1, {inline}) FROM logged")
+        large = "$2 || '@' || logged.position || $6 || stored.id::text"
+        #: As `publish_large`, and $6 the rest of the envelope head, $7 group key, $8 a new epoch.
         self.publish_large_logged = (
-            count_and_log.format(key="$8::bytea", epoch="$9::text", body="$4::bytea")
-            + f", stored AS (INSERT INTO {payloads} (body, grp, token) VALUES ($4, $5, $6)"
+            count_and_log.format(key="$7::bytea", epoch="$8::text", body="$3::bytea")
+            + f", stored AS (INSERT INTO {payloads} (body, grp, token) VALUES ($3, $4, $5)"
             " RETURNING id) "
-            f"SELECT pg_notify($1, {large}), {firehose_if_needed.format(large)}"
-            " FROM logged, stored"
+            f"SELECT pg_notify($1, {large}) FROM logged, stored"
         )
         # A batch: each group's counter row is bumped once by the batch's count
         # (a statement may update a row only once), in key order (concurrent
@@ -182,16 +162,16 @@ class Statements:
         batch_notify = (
             "m.before || '@' || m.epoch || '-' || m.n || m.after || coalesce(s.id::text, '')"
         )
-        #: $1 channels, $2 envelope heads up to the position, $3 firehose channel, $4 the
-        #: rests (a reference's without the row id), $5 group keys, $6 payloads, $7 tokens
-        #: (NULL: inline), $8 stored groups (or NULL), $9 a new epoch.
+        #: $1 channels, $2 envelope heads up to the position, $3 the rests (a
+        #: reference's without the row id), $4 group keys, $5 payloads, $6 tokens
+        #: (NULL: inline), $7 stored groups (or NULL), $8 a new epoch.
         self.publish_many_logged = (
-            "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $4::text[], $5::bytea[],"
-            " $6::bytea[], $7::bigint[], $8::text[]) WITH ORDINALITY"
+            "WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],"
+            " $5::bytea[], $6::bigint[], $7::text[]) WITH ORDINALITY"
             " AS m(channel, before, after, key, body, token, stored_grp, i)), "
             "counts AS (SELECT key, count(*) AS k FROM m GROUP BY key), "
             f"bumped AS (INSERT INTO {heads} AS h (grp, epoch, n)"
-            " SELECT key, $9::text, k FROM counts ORDER BY key"
+            " SELECT key, $8::text, k FROM counts ORDER BY key"
             " ON CONFLICT (grp) DO UPDATE SET n = h.n + excluded.n RETURNING h.grp, h.epoch, h.n), "
             "numbered AS (SELECT m.*, b.epoch, b.n AS newest,"
             " b.n - c.k + row_number() OVER (PARTITION BY m.key ORDER BY m.i) AS n"
@@ -202,7 +182,7 @@ class Statements:
             f" WHERE l.grp = d.key AND l.epoch = d.epoch AND l.n = d.n - {int(size)}), "
             f"stored AS (INSERT INTO {payloads} (body, grp, token)"
             " SELECT body, stored_grp, token FROM m WHERE token IS NOT NULL RETURNING id, token) "
-            f"SELECT pg_notify(o.channel, o.envelope), {firehose_if_needed.format('o.envelope')}"
+            "SELECT pg_notify(o.channel, o.envelope)"
             f" FROM (SELECT m.channel, {batch_notify} AS envelope FROM numbered m"
             " LEFT JOIN stored s ON s.token = m.token ORDER BY m.i) AS o"
         )

@@ -183,7 +183,6 @@ async def drop_tables(url: str, names: ChannelNames) -> None:
     try:
         tables = (
             names.payloads_table,
-            names.patterns_table,
             names.history_table,
             names.heads_table,
         )
