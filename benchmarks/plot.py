@@ -22,9 +22,17 @@ from .scenarios import size_label
 __all__ = ["main"]
 
 POINTS = (("1to1", 1), ("fanout10", 10), ("fanout100", 100))
-STYLE = {"raw": ":", "broadcaster": "--", "channels": "-"}
-COLOR = {"redis": "tab:red", "postgres": "tab:blue", "memory": "tab:green", "redis-py": "tab:red"}
-COLOR_BY_LIB = {"asyncpg": "tab:blue"}
+STYLE = {"raw": ":", "broadcaster": "--", "django": "-.", "channels": "-"}
+COLOR = {
+    "redis": "tab:red",
+    "redis-py": "tab:red",
+    "channels_redis": "tab:red",
+    "postgres": "tab:blue",
+    "asyncpg": "tab:blue",
+    "memory": "tab:green",
+    "nats": "black",
+    "nats-py": "black",
+}
 
 
 def plot(results_file: Path, out: Path, size: int) -> None:
@@ -40,7 +48,7 @@ def plot(results_file: Path, out: Path, size: int) -> None:
                 ys.append(value)
         if xs:
             kind, broker = contender.split()
-            color = COLOR.get(broker) or COLOR_BY_LIB.get(broker, "black")
+            color = COLOR.get(broker, "tab:gray")
             axes.plot(xs, ys, STYLE.get(kind, "-"), color=color, marker="o", label=contender)
     axes.set_xscale("log")
     axes.set_yscale("log")
