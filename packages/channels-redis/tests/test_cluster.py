@@ -92,6 +92,12 @@ async def test_1000_groups_spread_over_every_shard_each_node_holding_its_own(
             assert sorted(g for names in held.values() for g in names) == sorted(groups)
             # Spread: no shard holds more than 40 % of the groups.
             assert max(len(names) for names in held.values()) < 400
+            # Every connection of the layer speaks RESP2: none depends on HELLO 3.
+            for _server, client in _nodes(redis_cluster):
+                own = client.client_id()
+                layer_clients = [c for c in client.client_list() if int(c["id"]) != own]
+                assert layer_clients
+                assert {c["resp"] for c in layer_clients} == {"2"}
     assert layer.stats().shard_connections == 0
 
 

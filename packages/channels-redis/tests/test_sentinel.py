@@ -34,6 +34,13 @@ async def test_the_master_is_found_through_the_sentinels_with_their_password(
         with anyio.fail_after(5):
             assert (await subscriber.receive()).message == "hello"
         shown = [repr(layer), str(channel), repr(layer.stats())]
+        # The layer asks the Sentinels in RESP2, which every Sentinel speaks.
+        protocols = set()
+        for index in range(len(sentinels.sentinel_ports)):
+            with sentinels.sentinel(index) as client:
+                own = client.client_id()
+                protocols |= {c["resp"] for c in client.client_list() if int(c["id"]) != own}
+        assert protocols == {"2"}
     shown += [record.getMessage() for record in caplog.records]
     assert "sentinel_password=***" in repr(layer)
     assert not [text for text in shown if "sentinel-pw" in text or "master-pw" in text]

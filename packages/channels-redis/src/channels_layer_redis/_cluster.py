@@ -114,6 +114,9 @@ def open_cluster_client(
     Its own retries (a few, with a slot map refresh in between) follow
     ``MOVED`` and failovers quickly; the layer's `publish_timeout` bounds
     them and retries beyond. `pool_size` bounds the connections per node.
+    Its connections speak RESP2, as every other connection of the layer's
+    but the pub/sub one: redis-py 8 would open each with ``HELLO 3``,
+    which a node may refuse (HELLO renamed away or denied by its ACL).
     """
     kwargs = {"health_check_interval": health_check_interval, **target.connection_kwargs}
     return RedisCluster(
@@ -121,5 +124,6 @@ def open_cluster_client(
         require_full_coverage=False,  # a shard failing over leaves the others usable
         max_connections=pool_size,
         ssl=target.tls,
+        protocol=2,
         **kwargs,
     )

@@ -179,10 +179,14 @@ def _sentinel_kwargs(
     *,
     tls: bool,
 ) -> dict[str, Any]:
-    """How to reach the Sentinels: their own credentials, the master's TLS, bounded waits."""
+    """How to reach the Sentinels: their own credentials, the master's TLS, bounded waits.
+
+    RESP2, which every Sentinel speaks (redis-py 8 would send ``HELLO 3``).
+    """
     kwargs: dict[str, Any] = {
         name: value for name, value in redis_kwargs.items() if name.startswith("ssl")
     }
+    kwargs["protocol"] = 2
     if tls:
         kwargs["ssl"] = True
     if "sentinel_username" in given:
