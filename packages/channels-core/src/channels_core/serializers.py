@@ -55,7 +55,7 @@ _ESCAPED = bytes(0xFF if byte < 0x20 or byte in b'"\\' else byte for byte in ran
 #: What `_spliced` puts in place of the long string, and that text encoded: an
 #: unescaped ``"`` only delimits strings, so only a string equal to it encodes the same.
 _MARK = "\x00"
-_MARK_JSON = '"\\u0000"'
+_MARK_JSON_BYTES = b'"\\u0000"'
 
 
 class JSONSerializer:
@@ -126,15 +126,14 @@ class JSONSerializer:
             return None
         if data.translate(_ESCAPED) is not data:
             return None
-        text = "".join(self._chunks({**message, key: _MARK}, 0))
-        at = text.find(_MARK_JSON)
-        end = at + len(_MARK_JSON)
-        if text.find(_MARK_JSON, end) >= 0:  # another string is the marker
-            return None
         try:
-            return b"".join((text[:at].encode(), b'"', data, b'"', text[end:].encode()))
+            text = "".join(self._chunks({**message, key: _MARK}, 0)).encode()
         except UnicodeEncodeError:  # elsewhere: the usual way reports it, at its position
             return None
+        before, marker, after = text.partition(_MARK_JSON_BYTES)
+        if not marker or _MARK_JSON_BYTES in after:  # another string is the marker
+            return None
+        return b'"'.join((before, data, after))
 
     def loads(self, payload: bytes) -> Any:
         text = payload.decode()
