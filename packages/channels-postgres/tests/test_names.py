@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 import anyio
 import asyncpg
@@ -211,14 +211,22 @@ async def test_a_channel_is_listened_while_any_of_its_groups_is_subscribed(
             assert layer.stats().received == received + 1  # the bucket is no longer LISTENed
 
 
+@pytest.mark.parametrize("pattern", [None, "elsewhere.*"])
 async def test_a_bucket_mates_traffic_never_fills_the_backlog(
-    make_layer: LayerMaker, stalled_fetches: StalledFetches
+    make_layer: LayerMaker, stalled_fetches: StalledFetches, pattern: str | None
 ) -> None:
     """Notifications for groups not subscribed here are dropped on arrival: they
-    never wait behind a large payload being fetched, nor count against `max_backlog`."""
+    never wait behind a large payload being fetched, nor count against `max_backlog`;
+    also while a pattern subscription (which none of them matches) LISTENs every bucket."""
     layer = make_layer(max_backlog=3)
     (busy,) = bucket_mates(ChannelNames("any"), "slow", 1)
-    async with Channel(layer) as channel, channel.subscribe("slow") as subscriber:
+    async with (
+        Channel(layer) as channel,
+        channel.subscribe("slow") as subscriber,
+        AsyncExitStack() as patterns,
+    ):
+        if pattern is not None:
+            await patterns.enter_async_context(channel.subscribe_pattern(pattern))
         async with stalled_fetches(layer, "slow") as until_received:
             for number in range(6):
                 await channel.publish(busy, number)

@@ -163,9 +163,8 @@ class Router:
         assert queue is not None
         assert inbox is not None
         group = envelope.group
-        if group is not None and group not in self._groups and not self._patterns:
-            self._recipients(channel, group)  # a bucket-mate's (dropped), or a forgery (counted)
-            return
+        if group is not None and group not in self._groups and not self._recipients(channel, group):
+            return  # a bucket-mate's that no pattern matches (dropped), or a forgery (counted)
         if not self._backlog and envelope.payload is not None:
             self._deliver(inbox, channel, envelope.group, envelope.payload, envelope.position)
             return
