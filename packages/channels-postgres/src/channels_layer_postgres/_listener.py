@@ -227,7 +227,7 @@ class Listener:
             async with self._lock:
                 with contextlib.suppress(Exception):
                     if self._listening:
-                        await _statement(lane, listen_batch(set(), self._listening))
+                        await _statement(lane, "UNLISTEN *")
                     await lane.goodbye()
         self._forget(lane)
 
