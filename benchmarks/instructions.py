@@ -1,6 +1,7 @@
-"""Instructions per delivered event (callgrind), for any contender, in 1to1 or groups100.
+"""Instructions per delivered event (callgrind), for any contender and scenario.
 
-    hatch run bench:python -m benchmarks.instructions CONTENDER [--scenario 1to1|groups100]
+    hatch run bench:python -m benchmarks.instructions CONTENDER
+        [--scenario 1to1|groups100|publishers10]
         [--size BYTES] [--messages N]
 
 Unlike CPU time, an instruction count barely moves with the load of a shared
@@ -29,8 +30,8 @@ from .run import POSTGRES_URL, REDIS_URL
 
 __all__ = ["main"]
 
-#: scenario -> (subscribers, groups); one publisher, every message to one subscriber.
-SCENARIOS = {"1to1": (1, 1), "groups100": (100, 100)}
+#: scenario -> (publishers, subscribers, groups); every message goes to one subscriber.
+SCENARIOS = {"1to1": (1, 1, 1), "groups100": (1, 100, 100), "publishers10": (10, 1, 1)}
 
 WARM_UP = 200
 
@@ -45,7 +46,7 @@ def _deliver(name: str, scenario: str, size: int, messages: int) -> None:
         return {"i": index, "t": t, "pad": pad}
 
     measure.make_message = message
-    subscribers, groups = SCENARIOS[scenario]
+    publishers, subscribers, groups = SCENARIOS[scenario]
     contender = next(c for c in all_contenders(REDIS_URL, POSTGRES_URL) if c.name == name)
 
     async def run() -> None:
@@ -55,7 +56,7 @@ def _deliver(name: str, scenario: str, size: int, messages: int) -> None:
                     await measure_delivery(
                         session,
                         "instructions",
-                        publishers=1,
+                        publishers=publishers,
                         subscribers=subscribers,
                         messages=count,
                         size=size,
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         _deliver(args.contender, args.scenario, args.size, args.messages)
         return 0
     once, twice = _count(args, args.messages), _count(args, 2 * args.messages)
-    per_event = (twice - once) / args.messages  # both scenarios: one delivery per message
+    per_event = (twice - once) / args.messages  # every scenario: one delivery per message
     print(
         f"{args.contender} {args.scenario} {args.size} B: {per_event:,.0f} instructions "
         f"per delivered event ({args.messages:,} messages: {once:,}; {2 * args.messages:,}: "

@@ -7,7 +7,13 @@ publish that sent it. Handing the message on at once would route it and
 wake its subscribers before the publisher; holding it until just after the
 caller has been woken lets a sequential publisher write its next message
 first, so that the process works while the server does instead of after it
-(as asyncpg hands on its own notifications, with ``call_soon``).
+(as asyncpg hands on its own notifications, with ``call_soon``). The
+hand-on waits one more turn of the event loop than the caller's wake-up,
+for callers woken by a relay: the coalesced publishers of a batch are
+woken by the channel's sender task (`channels_core._coalesce`), which the
+answer wakes; one turn later they have published again and the sender
+has written their next batch, and the deliveries are routed while that
+batch is on the wire.
 
 A reading protocol `hold`s each delivery of a chunk, then calls `release`
 at the end of the chunk, saying whether a call was answered in it; before
@@ -54,14 +60,16 @@ class HandOn(Generic[T]):
         """The chunk is read: hand on what it held, after the caller if a call was `answered`.
 
         The caller's wake-up is already scheduled when its answer is set, so
-        a ``call_soon`` runs after it. A hand-on already scheduled takes the
-        deliveries of later chunks too, in order.
+        a ``call_soon`` runs after it; the hand-on goes one ``call_soon``
+        later still (`_after_relay`), after the callers a relay wakes. A
+        hand-on already scheduled takes the deliveries of later chunks too,
+        in order.
         """
         if not self._held or self._scheduled:
             return
         if answered:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+            asyncio.get_running_loop().call_soon(self._after_relay)
         else:
             self.flush()
 
@@ -71,6 +79,11 @@ class HandOn(Generic[T]):
         if self._held:
             held, self._held = self._held, []
             self._deliver(held)
+
+    def _after_relay(self) -> None:
+        """The caller has run; a relay it woke (a coalescing sender) has scheduled its own."""
+        if self._scheduled:  # else flushed meanwhile
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         if not self._scheduled:  # flushed meanwhile
