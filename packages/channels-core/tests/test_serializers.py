@@ -192,6 +192,48 @@ def test_json_without_the_c_encoder_writes_the_same(
     assert resolve_serializer("json").dumps(message) == fast
 
 
+@pytest.mark.parametrize("message", _JSON_SAMPLES)
+def test_json_gives_back_what_decoding_its_bytes_would_give(message: Any) -> None:
+    """The bytes object `dumps` just made decodes from a copy of a flat dict (issue #15):
+    the same keys, order, values and value types as decoding equal bytes."""
+    codec = resolve_serializer("json")
+    payload = codec.dumps(message)
+    from_copy, decoded = codec.loads(payload), codec.loads(bytes(bytearray(payload)))
+    assert from_copy == decoded
+    assert repr(from_copy) == repr(decoded)  # key order, True vs 1, 1.0 vs 1
+    if isinstance(message, dict):
+        assert from_copy is not message
+        assert [type(value) for value in from_copy.values()] == [
+            type(value) for value in decoded.values()
+        ]
+
+
+def test_json_decodes_a_flat_dict_as_it_was_when_encoded() -> None:
+    codec = resolve_serializer("json")
+    message: dict[str, Any] = {"n": 1, "s": "x"}
+    payload = codec.dumps(message)
+    message["n"] = 2
+    message["added"] = True
+    first = codec.loads(payload)
+    assert first == {"n": 1, "s": "x"}
+    first["n"] = 3  # a receiver changing its copy changes no one else's
+    assert codec.loads(payload) == {"n": 1, "s": "x"}
+    assert codec.loads(payload) is not codec.loads(payload)
+
+
+async def test_a_memory_subscriber_gets_the_message_as_published_not_the_object() -> None:
+    async with Channel(InMemoryChannelLayer()) as channel:
+        async with channel.subscribe("codec") as subscriber:
+            message: dict[str, Any] = {"count": 1}
+            await channel.publish("codec", message)
+            message["count"] = 2  # the publisher reuses its dict
+            await channel.publish("codec", message)
+            first, second = await subscriber.receive(), await subscriber.receive()
+    assert [first.message, second.message] == [{"count": 1}, {"count": 2}]
+    assert first.message is not message
+    assert second.message is not message
+
+
 @pytest.mark.parametrize(
     "message",
     [{"pad": "\ud800" + "x" * SPLICE_FROM}, {"pad": "x" * SPLICE_FROM, "b": "\ud800"}],

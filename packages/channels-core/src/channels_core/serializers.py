@@ -74,7 +74,11 @@ class JSONSerializer:
     string value that needs no escaping is copied in rather than escaped, and
     decoding scans the document directly, going through
     `json.JSONDecoder.decode` only for what the scan does not take whole
-    (surrounding whitespace, or an error to report).
+    (surrounding whitespace, or an error to report). And a layer that
+    carries the very bytes object `dumps` made (the in-memory layer) gets
+    the last flat dict back as a copy of it, taken when it was encoded,
+    instead of decoding it: the same dict decoding would build (its values
+    are immutable scalars of exact types), at a fraction of the cost.
     """
 
     name = "json"
@@ -85,6 +89,10 @@ class JSONSerializer:
         decoder = json.JSONDecoder(parse_constant=_refuse_constant)
         self._decode = decoder.decode
         self._scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
+        #: The last flat dict encoded, as ``(its bytes, a copy of it)``: one
+        #: attribute, so that a channel in another thread sharing this
+        #: serializer reads a consistent pair.
+        self._recent: tuple[bytes, dict[str, Any]] | None = None
 
     def dumps(self, message: Any) -> bytes:
         if type(message) is dict:
@@ -99,10 +107,13 @@ class JSONSerializer:
                     _check_structure(message)
                     break
             else:
+                payload = None
                 if long_key is not None:
                     payload = self._spliced(message, long_key)
-                    if payload is not None:
-                        return payload
+                if payload is None:
+                    payload = "".join(self._chunks(message, 0)).encode()
+                self._recent = (payload, message.copy())
+                return payload
         elif isinstance(message, _CONTAINERS):
             _check_structure(message)
         return "".join(self._chunks(message, 0)).encode()
@@ -136,6 +147,9 @@ class JSONSerializer:
         return b'"'.join((before, data, after))
 
     def loads(self, payload: bytes) -> Any:
+        recent = self._recent
+        if recent is not None and recent[0] is payload:  # see the class docstring
+            return recent[1].copy()
         text = payload.decode()
         try:
             message, end = self._scan(text, 0)
