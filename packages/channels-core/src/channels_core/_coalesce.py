@@ -30,6 +30,7 @@ import anyio
 import anyio.lowlevel
 
 from .exceptions import ChannelClosedError
+from .hand_on import relaying
 from .subscriber import _Waiter, _waiter_factory
 
 __all__ = ["CoalescingPublisher"]
@@ -149,8 +150,10 @@ class CoalescingPublisher:
                 batch.answer()
             # Let the callers just answered publish again before the next batch
             # leaves (still "in flight", so they join it): one batch per round of
-            # publishers, instead of two half-size batches taking turns.
-            await anyio.lowlevel.checkpoint()
+            # publishers, instead of two half-size batches taking turns. The
+            # batch's own messages are handed on after that (`relaying`).
+            with relaying():
+                await anyio.lowlevel.checkpoint()
         finally:
             self._in_flight -= 1
 

@@ -7,13 +7,15 @@ publish that sent it. Handing the message on at once would route it and
 wake its subscribers before the publisher; holding it until just after the
 caller has been woken lets a sequential publisher write its next message
 first, so that the process works while the server does instead of after it
-(as asyncpg hands on its own notifications, with ``call_soon``). The
-hand-on waits one more turn of the event loop than the caller's wake-up,
-for callers woken by a relay: the coalesced publishers of a batch are
-woken by the channel's sender task (`channels_core._coalesce`), which the
-answer wakes; one turn later they have published again and the sender
-has written their next batch, and the deliveries are routed while that
-batch is on the wire.
+(as asyncpg hands on its own notifications, with ``call_soon``).
+
+Some callers are woken by a *relay*: the coalesced publishers of a batch
+are woken by the channel's sender task (`channels_core._coalesce`),
+which the answer wakes. The sender marks the turn in which its callers
+run (`relaying`); a hand-on that finds one under way waits one more turn
+of the event loop, so that they have published again and the sender has
+written their next batch, and the deliveries are routed while that batch
+is on the wire. Without a relay it costs no extra turn.
 
 A reading protocol `hold`s each delivery of a chunk, then calls `release`
 at the end of the chunk, saying whether a call was answered in it; before
@@ -25,12 +27,33 @@ it drive asyncio transports.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
-__all__ = ["HandOn"]
+__all__ = ["HandOn", "relaying"]
 
 T = TypeVar("T")
+
+
+class _Relays(threading.local):
+    """Relays of this thread (hence of its event loop) whose callers have yet to run."""
+
+    pending = 0
+
+
+_relays = _Relays()
+
+
+@contextmanager
+def relaying() -> Iterator[None]:
+    """Around a relay's yield to the callers it has just woken (a hand-on waits for them)."""
+    _relays.pending += 1
+    try:
+        yield
+    finally:
+        _relays.pending -= 1
 
 
 class HandOn(Generic[T]):
@@ -60,16 +83,15 @@ class HandOn(Generic[T]):
         """The chunk is read: hand on what it held, after the caller if a call was `answered`.
 
         The caller's wake-up is already scheduled when its answer is set, so
-        a ``call_soon`` runs after it; the hand-on goes one ``call_soon``
-        later still (`_after_relay`), after the callers a relay wakes. A
-        hand-on already scheduled takes the deliveries of later chunks too,
-        in order.
+        a ``call_soon`` runs after it (`_after_caller`), and after the
+        callers a relay woke there if need be. A hand-on already scheduled
+        takes the deliveries of later chunks too, in order.
         """
         if not self._held or self._scheduled:
             return
         if answered:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._after_relay)
+            asyncio.get_running_loop().call_soon(self._after_caller)
         else:
             self.flush()
 
@@ -80,10 +102,12 @@ class HandOn(Generic[T]):
             held, self._held = self._held, []
             self._deliver(held)
 
-    def _after_relay(self) -> None:
-        """The caller has run; a relay it woke (a coalescing sender) has scheduled its own."""
-        if self._scheduled:  # else flushed meanwhile
+    def _after_caller(self) -> None:
+        """The caller has run; if it was a relay, its callers run next, and then the hand-on."""
+        if _relays.pending:
             asyncio.get_running_loop().call_soon(self._scheduled_flush)
+        else:
+            self._scheduled_flush()
 
     def _scheduled_flush(self) -> None:
         if not self._scheduled:  # flushed meanwhile
