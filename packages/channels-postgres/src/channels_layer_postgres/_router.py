@@ -163,10 +163,13 @@ class Router:
         assert queue is not None
         assert inbox is not None
         group = envelope.group
-        if group is not None and group not in self._groups and not self._recipients(channel, group):
-            return  # a bucket-mate's that no pattern matches (dropped), or a forgery (counted)
+        recipients = None
+        if group is not None and group not in self._groups:
+            recipients = self._recipients(channel, group)
+            if not recipients:
+                return  # a bucket-mate's that no pattern matches (dropped), or a forgery (counted)
         if not self._backlog and envelope.payload is not None:
-            self._deliver(inbox, channel, envelope.group, envelope.payload, envelope.position)
+            self._deliver(inbox, channel, group, envelope.payload, envelope.position, recipients)
             return
         if self._backlog >= self._max_backlog:
             self._drop(channel)
@@ -253,11 +256,15 @@ class Router:
         group: str | None,
         payload: bytes,
         position: str | None = None,
+        recipients: list[str | None] | None = None,
     ) -> None:
+        """`payload` to each of `recipients` (`_recipients`, computed here unless given)."""
         if group is None:  # a reference whose row holds no group: not from this layer
             self._counters.skipped += 1
             return
-        for pattern in self._recipients(channel, group):
+        if recipients is None:
+            recipients = self._recipients(channel, group)
+        for pattern in recipients:
             inbox.deliver(group, payload, pattern, position)
 
     def _recipients(self, channel: str, group: str) -> list[str | None]:
