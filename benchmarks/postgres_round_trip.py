@@ -1,0 +1,164 @@
+"""The floor of a sequential PostgreSQL publisher in Python: one bare round trip per message.
+
+    hatch run bench:python -m benchmarks.postgres_round_trip [--url URL] [--size BYTES]
+        [--messages N] [--repeat R] [--uvloop]
+
+A sequential publisher's ``await publish`` returns once the server has
+answered, so its rate is bounded by one round trip per message. Each
+repetition measures, one after the other in one process and event loop:
+
+* ``bare loop``: the statement every contender sends (``SELECT
+  pg_notify($1, $2)``, prepared) written over one connection and its answer
+  awaited, `messages` times, by an ``asyncio.Protocol`` whose
+  ``data_received`` resolves one future per round and does nothing else:
+  what any client on this event loop waits for before it does anything of
+  its own;
+* ``blocking socket``: the same over a blocking socket (``send`` then
+  ``recv``), no event loop: the kernel's and the server's share alone;
+* the suite's ``1to1`` for ``broadcaster postgres`` and ``channels
+  postgres`` (one publisher, one subscriber in the same process, as
+  ``python -m benchmarks`` measures it).
+
+Prints microseconds of wall time per message: the median (min-max) of the
+repetitions, and the ratio a zero-cost client would reach against
+broadcaster (broadcaster's time over the bare loop's). The difference
+between a contender and the bare loop is what that client spends on the
+critical path of a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import time
+from typing import Any
+
+import anyio
+import asyncpg
+
+from channels_layer_postgres._connection import take_transport
+from channels_layer_postgres._pgwire import bind_execute, parse
+
+from .contenders import all_contenders
+from .measure import measure_delivery
+from .run import POSTGRES_URL, REDIS_URL
+
+__all__ = ["main"]
+
+_STATEMENT = "SELECT pg_notify($1, $2)"
+_CHANNEL = "bench_round_trip"
+#: The end of every answer: ReadyForQuery, outside a transaction.
+_READY = b"Z\x00\x00\x00\x05I"
+_CONTENDERS = ("broadcaster postgres", "channels postgres")
+
+
+class _Answers(asyncio.Protocol):
+    """Resolves `waiter` when an answer's ReadyForQuery has arrived."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None  # asyncio's or uvloop's
+        self.waiter: asyncio.Future[None] | None = None
+        self.received = b""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        if self.received.endswith(_READY) and self.waiter is not None:
+            self.received = b""
+            self.waiter.set_result(None)
+
+
+async def _bare_loop(url: str, payload: str, messages: int) -> tuple[float, float]:
+    """Seconds for `messages` rounds on the event loop, then over a blocking socket."""
+    answers = _Answers()
+    take_transport(await asyncpg.connect(url), answers)
+    transport = answers.transport
+    try:
+        loop = asyncio.get_running_loop()
+
+        async def round_trip(message: bytes) -> None:
+            waiter = answers.waiter = loop.create_future()
+            transport.write(message)
+            await waiter
+
+        message = bind_execute(b"round_trip", (_CHANNEL, payload))
+        await round_trip(parse(b"round_trip", _STATEMENT) + message)  # prepares it
+        started = time.perf_counter()
+        for _ in range(messages):
+            await round_trip(message)
+        on_loop = time.perf_counter() - started
+
+        transport.pause_reading()
+        with socket.socket(fileno=socket.dup(transport.get_extra_info("socket").fileno())) as sock:
+            sock.setblocking(True)
+            started = time.perf_counter()
+            for _ in range(messages):
+                sock.sendall(message)
+                received = sock.recv(65536)
+                while not received.endswith(_READY):
+                    received += sock.recv(65536)
+            blocking = time.perf_counter() - started
+        return on_loop, blocking
+    finally:
+        transport.abort()
+
+
+async def _suite_1to1(name: str, size: int, messages: int) -> float:
+    """Seconds the suite's 1to1 takes for `messages` through contender `name`."""
+    contender = next(c for c in all_contenders(REDIS_URL, POSTGRES_URL) if c.name == name)
+    async with contender.open() as session:
+        for count in (200, messages):  # a warm-up, then the measured run
+            delivery = await measure_delivery(
+                session,
+                "round_trip",
+                publishers=1,
+                subscribers=1,
+                messages=count,
+                size=size,
+                timeout=120,
+            )
+        return delivery.seconds
+
+
+async def _repetition(args: argparse.Namespace) -> dict[str, float]:
+    """One repetition: microseconds per message for each way of publishing."""
+    payload = "x" * args.size
+    on_loop, blocking = await _bare_loop(args.url, payload, args.messages)
+    per_message = {"bare loop": on_loop, "blocking socket": blocking}
+    for name in _CONTENDERS:
+        per_message[name] = await _suite_1to1(name, args.size, args.messages)
+    return {key: seconds / args.messages * 1e6 for key, seconds in per_message.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.postgres_round_trip")
+    parser.add_argument("--url", default=POSTGRES_URL)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
+    args = parser.parse_args(argv)
+    options = {"use_uvloop": True} if args.uvloop else {}
+    runs = [anyio.run(_repetition, args, backend_options=options) for _ in range(args.repeat)]
+    loop_name = "uvloop" if args.uvloop else "asyncio"
+    print(f"{args.size} B, {args.messages:,} messages, {args.repeat} repetitions, {loop_name}")
+    print("us of wall time per message: median (min-max)")
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        print(f"  {key:22} {statistics.median(values):6.1f} ({min(values):.1f}-{max(values):.1f})")
+    best = [run["broadcaster postgres"] / run["bare loop"] for run in runs]
+    ours = [run["broadcaster postgres"] / run["channels postgres"] for run in runs]
+    print(
+        f"broadcaster / bare loop (a zero-cost client's lead): {statistics.median(best):.2f}x "
+        f"({min(best):.2f}-{max(best):.2f}); broadcaster / channels postgres: "
+        f"{statistics.median(ours):.2f}x ({min(ours):.2f}-{max(ours):.2f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
