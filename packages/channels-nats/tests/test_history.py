@@ -6,7 +6,7 @@ Each test runs its own ``nats-server`` with a JetStream store of its own
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import nats
@@ -26,7 +26,7 @@ from channels_layer_nats.testing import NatsServer, Relay
 
 pytestmark = pytest.mark.anyio
 
-CUT_AT = (2_000, 5_000, 8_000)  # messages received when the connection is cut
+CUT_AT = (2_000, 5_000, 8_000)  # messages published when the connection is cut
 FAST = Backoff(initial=0.05, maximum=0.2)
 LayerMaker = Callable[..., NatsChannelLayer]
 
@@ -46,15 +46,22 @@ async def receive(subscriber: Subscriber) -> Event:
         return await subscriber.receive()
 
 
-async def test_a_dropped_subscriber_connection_loses_nothing(js_server: NatsServer) -> None:
+async def test_a_dropped_subscriber_connection_loses_nothing(
+    js_server: NatsServer, eventually: Callable[..., Awaitable[None]]
+) -> None:
     """10,000 messages while the subscriber's connection is cut three times: all, once, in order.
 
     Eight publishing tasks (an acked publish is a round trip: one task alone
     takes four seconds); each numbers its own messages, so each one's order
-    is checked, and the positions prove the log order of them all.
+    is checked, and the positions prove the log order of them all. The cuts
+    come as the publishers reach `CUT_AT` messages, so that messages are
+    still being published across each one (the subscriber's buffer can hold
+    all of them: cutting by messages received could come after the last
+    one had arrived).
     """
     publishers, each = 8, 1_250
     count, received = publishers * each, list[Event]()
+    published = 0
     with Relay(js_server.port) as relay:
         listening = history_layer(relay.url)
         async with (
@@ -63,17 +70,24 @@ async def test_a_dropped_subscriber_connection_loses_nothing(js_server: NatsServ
             listener.subscribe("ticks", buffer_size=count) as subscriber,
         ):
 
+            async def cut(earlier: int) -> None:
+                """Cut the subscriber's connection once it is back from the `earlier` cuts."""
+                await eventually(lambda: listening.stats().reconnects >= earlier)
+                assert relay.cut() == 1
+
             async def publish(publisher: int) -> None:
+                nonlocal published
                 for number in range(each):
                     await sender.publish("ticks", [publisher, number])
+                    published += 1
+                    if published in CUT_AT:
+                        await cut(CUT_AT.index(published))
 
             async with anyio.create_task_group() as tasks:
                 for publisher in range(publishers):
                     tasks.start_soon(publish, publisher)
                 while len(received) < count:
                     received.append(await receive(subscriber))  # MessagesLost fails the test
-                    if len(received) in CUT_AT:
-                        assert relay.cut() == 1
         stats = listening.stats()
     for publisher in range(publishers):
         numbers = [event.message[1] for event in received if event.message[0] == publisher]
