@@ -15,6 +15,10 @@ repetition measures, one after the other in one process and event loop:
   its own;
 * ``blocking socket``: the same over a blocking socket (``send`` then
   ``recv``), no event loop: the kernel's and the server's share alone;
+* ``our lane``: the same through the PostgreSQL layer's own connection
+  (`channels_layer_postgres._lane.Lane`), LISTENing to the channel it
+  notifies, as the layer's listening connection does: the statement's own
+  notification comes back with each answer and is handed on;
 * the suite's ``1to1`` for ``broadcaster postgres`` and ``channels
   postgres`` (one publisher, one subscriber in the same process, as
   ``python -m benchmarks`` measures it).
@@ -23,7 +27,8 @@ Prints microseconds of wall time per message: the median (min-max) of the
 repetitions, and the ratio a zero-cost client would reach against
 broadcaster (broadcaster's time over the bare loop's). The difference
 between a contender and the bare loop is what that client spends on the
-critical path of a round.
+critical path of a round; between ``channels postgres`` and ``our lane``,
+what the channel and the layer do per publish above their connection.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import anyio
 import asyncpg
 
 from channels_layer_postgres._connection import take_transport
+from channels_layer_postgres._lane import Lane
 from channels_layer_postgres._pgwire import bind_execute, parse
 
 from .contenders import all_contenders
@@ -107,6 +113,29 @@ async def _bare_loop(url: str, payload: str, messages: int) -> tuple[float, floa
         transport.abort()
 
 
+async def _lane_loop(url: str, payload: str, messages: int) -> float:
+    """Seconds for `messages` rounds through a listening `Lane` hearing its own notifications."""
+    heard: list[str] = []
+    lane = Lane(on_notification=lambda channel, payload: heard.append(payload))
+    take_transport(await asyncpg.connect(url), lane)
+    try:
+        await lane.query(f'LISTEN "{_CHANNEL}"')
+        message = bind_execute(b"round_trip", (_CHANNEL, payload))
+        lane.parsing = (_STATEMENT, b"round_trip")  # what `PublishingConnections.call` sets
+        await lane.start(parse(b"round_trip", _STATEMENT) + message)
+        lane.parsing = None
+        started = time.perf_counter()
+        for _ in range(messages):
+            if await lane.start(message) is not None:
+                raise RuntimeError("the server refused the statement")
+        elapsed = time.perf_counter() - started
+        if len(heard) < messages:
+            raise RuntimeError(f"{len(heard)} of {messages} notifications heard")
+        return elapsed
+    finally:
+        lane.abort()
+
+
 async def _suite_1to1(name: str, size: int, messages: int) -> float:
     """Seconds the suite's 1to1 takes for `messages` through contender `name`."""
     contender = next(c for c in all_contenders(REDIS_URL, POSTGRES_URL) if c.name == name)
@@ -129,6 +158,7 @@ async def _repetition(args: argparse.Namespace) -> dict[str, float]:
     payload = "x" * args.size
     on_loop, blocking = await _bare_loop(args.url, payload, args.messages)
     per_message = {"bare loop": on_loop, "blocking socket": blocking}
+    per_message["our lane"] = await _lane_loop(args.url, payload, args.messages)
     for name in _CONTENDERS:
         per_message[name] = await _suite_1to1(name, args.size, args.messages)
     return {key: seconds / args.messages * 1e6 for key, seconds in per_message.items()}
