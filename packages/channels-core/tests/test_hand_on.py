@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import anyio
 import anyio.lowlevel
@@ -10,14 +11,9 @@ import pytest
 
 from channels_core._coalesce import CoalescingPublisher
 from channels_core.hand_on import HandOn
+from channels_core.testing import handed_on
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
-
-
-async def _turns_of_the_loop(count: int = 3) -> None:
-    """Let callbacks scheduled with ``call_soon`` (and those they schedule) run."""
-    for _ in range(count):
-        await anyio.lowlevel.checkpoint()
 
 
 async def test_deliveries_of_a_read_that_answered_no_call_go_on_at_once() -> None:
@@ -69,8 +65,8 @@ async def test_deliveries_go_on_after_the_callers_a_relay_wakes_and_their_next_w
     async def publish(group: str, payload: bytes) -> None:
         await send(payload.decode())
 
-    async def publish_many(items: object) -> None:
-        await send(",".join(payload.decode() for _, payload in items))  # type: ignore[attr-defined]
+    async def publish_many(items: Sequence[tuple[str, bytes]]) -> None:
+        await send(",".join(payload.decode() for _, payload in items))
 
     coalescer = CoalescingPublisher(publish, publish_many)
 
@@ -108,7 +104,7 @@ async def test_a_flush_hands_on_at_once_and_the_scheduled_hand_on_finds_nothing(
     hand_on.release(answered=True)
     hand_on.flush()  # e.g. the connection was lost: what came before goes first
     assert got == [["before the loss"]]
-    await _turns_of_the_loop()
+    await handed_on()
     assert got == [["before the loss"]]
 
 

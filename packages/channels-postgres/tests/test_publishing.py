@@ -24,7 +24,7 @@ import asyncpg.exceptions
 import pytest
 
 from channels_core import BrokerUnavailableError, Channel, ChannelClosedError, MessagesLost
-from channels_core.testing import TcpProxy
+from channels_core.testing import TcpProxy, handed_on
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres._connection import take_transport
 from channels_layer_postgres._lane import Lane
@@ -553,8 +553,7 @@ async def test_a_calls_own_notifications_are_handed_on_once_the_caller_has_resum
             f"SELECT pg_notify('{channel}', 'first'), pg_notify('{channel}', 'second')"
         )
         assert got == []  # the caller resumed before anything was handed on
-        for _ in range(2):  # one turn for a relay's callers, then the hand-on
-            await anyio.lowlevel.checkpoint()
+        await handed_on()
         assert got == ["first", "second"]
         await lane.query(f"SELECT pg_notify('{channel}', 'third')")
         await lane.query("SELECT 1")
@@ -577,8 +576,7 @@ async def test_notifications_held_when_the_connection_is_lost_are_handed_on_befo
         await lane.query(f"SELECT pg_notify('{channel}', 'before')")
         lane.connection_lost(None)  # as the transport reports it, before the hand-on ran
         assert events == ["before", "lost"]
-        for _ in range(2):
-            await anyio.lowlevel.checkpoint()
+        await handed_on()
         assert events == ["before", "lost"]  # handed on once, not again
     finally:
         lane.abort()

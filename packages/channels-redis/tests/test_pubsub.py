@@ -11,6 +11,7 @@ import anyio
 import pytest
 import redis.asyncio
 
+from channels_core.testing import handed_on
 from channels_layer_redis._pubsub import ConnectionLost, Message, PubSubConnection
 from channels_layer_redis._wire import pack_command
 
@@ -136,11 +137,6 @@ async def _share_publishes(
     return await future
 
 
-async def _turns_of_the_loop(count: int) -> None:
-    for _ in range(count):
-        await anyio.lowlevel.checkpoint()
-
-
 async def test_a_shared_publishs_own_messages_are_handed_on_once_the_publisher_has_resumed(
     redis_url: str, eventually: Eventually
 ) -> None:
@@ -155,11 +151,11 @@ async def test_a_shared_publishs_own_messages_are_handed_on_once_the_publisher_h
         tasks.start_soon(pubsub.run, 30.0)
         assert await _share_publishes(eventually, pubsub, channel, b"first", b"second") == [1, 1]
         assert received == []  # the publisher resumed before anything was handed on
-        await _turns_of_the_loop(2)  # one for a relay's callers, then the hand-on
+        await handed_on()
         assert received == [(channel, b"first", None), (channel, b"second", None)]
         await pubsub.call("UNSUBSCRIBE", [channel])  # a confirmation: after held messages
         assert await _share_publishes(eventually, pubsub, channel, b"unheard") == [0]
-        await _turns_of_the_loop(2)
+        await handed_on()
         assert len(received) == 2
         tasks.cancel_scope.cancel()
     await pubsub.aclose()

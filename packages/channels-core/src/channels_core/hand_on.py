@@ -32,9 +32,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
-__all__ = ["HandOn", "relaying"]
+__all__ = ["TURNS", "HandOn", "relaying"]
 
 T = TypeVar("T")
+
+#: Turns of the event loop after the read that held them by which a hand-on's
+#: deliveries have gone on: one for the caller, one more for a relay's callers.
+TURNS = 2
 
 
 class _Relays(threading.local):

@@ -37,10 +37,14 @@ check that ``since=``, ``history()`` and ``history_size`` are refused.
 tests (`url`, `start`, `stop`, `restart`, a context manager), with
 `free_port`, `wait_for_port` and `require_tool` to build one.
 
+`handed_on` waits until a layer's `channels_core.hand_on.HandOn` has handed
+on what it held.
+
 `channels_core.testing.peer.exchange_with_peer` checks that messages
 cross OS processes through the layer (an echo peer in a subprocess).
 """
 
+from ._hand_on import handed_on
 from ._proxy import TcpProxy
 from ._servers import (
     LOOPBACK,
@@ -69,6 +73,7 @@ __all__ = [
     "ThrowawayServer",
     "ToolMissing",
     "free_port",
+    "handed_on",
     "require_tool",
     "wait_for_port",
 ]
