@@ -118,7 +118,7 @@ async def test_what_a_new_listening_connection_hears_while_it_listens_waits_for_
         query, arguments, _ = layer._prepare(group, layer._inbox.encode(group, 4))  # type: ignore[union-attr]
         publishing = layer._publisher.publishing
         assert publishing is not None
-        publishing.share(lane)  # before the listener shares it: 4 goes out on `lane`
+        publishing.share(lane, frozenset((query,)))  # before the listener: 4 goes out on `lane`
         await publishing.call(query, arguments, publishing.clock() + 5)
 
     monkeypatch.setattr(Listener, "_apply", apply_and_publish)

@@ -409,55 +409,100 @@ async def test_closing_returns_once_the_server_has_let_every_connection_go(
         assert count == 0
 
 
-@pytest.mark.parametrize("history", [False, True], ids=["history-off", "history-on"])
-async def test_publishes_run_on_the_listening_connection_while_it_is_idle(
-    make_layer: LayerMaker, postgres_url: str, history: bool
+@asynccontextmanager
+async def senders(url: str, channel: str) -> AsyncIterator[list[int]]:
+    """The pids of the backends NOTIFYing on `channel` while the block runs."""
+    pids: list[int] = []
+    listener = await asyncpg.connect(url)
+    try:
+        await listener.add_listener(channel, lambda _, pid, *rest: pids.append(pid))
+        yield pids
+    finally:
+        await listener.close()
+
+
+@pytest.mark.parametrize(
+    ("history", "size", "on_listener"),
+    [(False, 100, True), (False, 20_000, False), (True, 100, False)],
+    ids=["history-off", "history-off-large", "history-on"],
+)
+async def test_only_publishes_that_only_notify_run_on_the_listening_connection(
+    make_layer: LayerMaker, postgres_url: str, history: bool, size: int, on_listener: bool
 ) -> None:
-    """Its own notification then comes back with the reply, from one backend. Not
-    with history on: a statement waiting for a row lock would hold up the
-    listening connection."""
+    """Its own notification then comes back with the reply, from one backend. Not a
+    statement that writes a table (a large payload's, or any with history on): one
+    waiting for a lock would hold up the listening connection."""
     layer = make_layer(history_size=10 if history else 0)
-    channel = f"pw_{secrets.token_hex(4)}"
-    async with Channel(layer), heard(postgres_url, channel) as pids:
-        publishing = layer._publisher.publishing
-        assert publishing is not None
-        await publishing.call(NOTIFY_PID, (channel,), soon())
-        await until(lambda: bool(pids))
-        on_listener = pids == [str(layer.stats().listener_pid)]
-    assert on_listener is not history
+    group = f"pw-{secrets.token_hex(4)}"
+    bucket = ChannelNames(layer.options.namespace).channel(group)
+    async with Channel(layer) as channel, channel.subscribe(group) as subscriber:
+        async with senders(postgres_url, bucket) as pids:
+            await channel.publish(group, "x" * size)
+            assert await _message(subscriber) == "x" * size
+            await until(lambda: bool(pids))
+        assert (pids == [layer.stats().listener_pid]) is on_listener
 
 
 async def test_the_listener_waits_for_a_publish_running_on_its_connection(
-    make_layer: LayerMaker, pg: asyncpg.Connection
+    make_layer: LayerMaker,
 ) -> None:
     """A subscribe (LISTEN) while a publish holds the listening connection: it is sent
     once the publish is answered, and both work."""
-    layer = make_layer(pool_size=1)
-    table = quote_ident(ChannelNames(layer.options.namespace).payloads_table)
-    held = "held" + "x" * 20_000  # too large for a NOTIFY: it writes the locked table
+    layer = make_layer()
+    slow = "SELECT pg_notify($1, $2) FROM pg_sleep(0.5)"  # a publish that takes its time
     async with Channel(layer) as channel, channel.subscribe("first") as first:
+        publishing, listener = layer._publisher.publishing, layer._listener
+        assert publishing is not None
+        assert listener is not None
+        publishing.share(listener._lane, layer._sql.notify_only | {slow})
+        query, arguments, _ = layer._prepare("first", layer._inbox.encode("first", "held"))  # type: ignore[union-attr]
+        assert query == layer._sql.publish
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(publishing.call, slow, arguments, soon())  # on the listening one
+            await anyio.sleep(0.1)
+            entered = anyio.Event()
+
+            async def subscribe_second() -> None:
+                async with channel.subscribe("second") as second:
+                    entered.set()
+                    await channel.publish("second", "to second")
+                    assert await _message(second) == "to second"
+
+            tasks.start_soon(subscribe_second)
+            await anyio.sleep(0.2)
+            assert not entered.is_set()  # its LISTEN waits for the publish
+        assert await _message(first) == "held"
+    assert layer.stats().reconnects == 0
+
+
+async def test_a_large_publish_waiting_for_a_table_lock_holds_up_no_other_delivery(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    """A large payload's publish waits while an application holds a lock on the payloads
+    table; meanwhile other messages are delivered and the listening connection passes
+    its health checks (it runs none of that publish). Once the lock goes, it arrives."""
+    layer = make_layer(health_check_interval=0.1, health_check_timeout=0.2)
+    table = quote_ident(ChannelNames(layer.options.namespace).payloads_table)
+    large = "large" + "x" * 20_000  # too large for a NOTIFY: it writes the locked table
+    async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
         await pg.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(channel.publish, "first", held)  # on the listening connection
+                tasks.start_soon(channel.publish, "g", large)
                 await anyio.sleep(0.1)
-                entered = anyio.Event()
-
-                async def subscribe_second() -> None:
-                    async with channel.subscribe("second") as second:
-                        entered.set()
-                        await channel.publish("second", "to second")
-                        assert await _message(second) == "to second"
-
-                tasks.start_soon(subscribe_second)
-                await anyio.sleep(0.2)
-                assert not entered.is_set()  # its LISTEN waits for the publish
-                await pg.execute("COMMIT")  # the lock goes: both go on
+                for number in range(3):
+                    await channel.publish("g", number)
+                    assert await _message(subscriber) == number
+                await anyio.sleep(0.5)  # several health checks
+                await channel.publish("g", "before unlocking")
+                assert await _message(subscriber) == "before unlocking"
+                await pg.execute("COMMIT")  # the lock goes: the large one goes on
         finally:
             if pg.is_in_transaction():
                 await pg.execute("ROLLBACK")
-        assert await _message(first) == held
-    assert layer.stats().reconnects == 0
+        assert await _message(subscriber) == large
+        stats = layer.stats()
+    assert (stats.reconnects, stats.health_check_failures) == (0, 0)
 
 
 async def test_a_killed_listening_connection_answers_the_publishes_running_on_it(
@@ -619,7 +664,7 @@ async def test_a_publish_started_by_its_predecessors_notification_keeps_its_dead
         assert anyio.current_time() - started < 1.5
 
     async with listening_lane(postgres_url, channel, lambda *_: notified.set()) as lane:
-        publishing.share(lane)
+        publishing.share(lane, frozenset((NOTIFY, "SELECT pg_sleep(2)")))
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(reply)

@@ -7,8 +7,9 @@ call at a time: a prepared statement (`PublishingConnections.call` writes
 its Bind + Execute + Sync) or a simple query (`query`: the listener's
 LISTEN/UNLISTEN batches and checks). A lane made with `on_notification`
 also hands every NotificationResponse to it, in arrival order: that is the
-listening connection, on which publishes run too while it is idle, so that
-a process's own notification comes back with the reply to its publish.
+listening connection, on which publishes that only NOTIFY run too while it
+is idle, so that a process's own notification comes back with the reply to
+its publish.
 
 When a chunk both answers a call and brings notifications, the
 notifications are handed on just after the caller has been woken

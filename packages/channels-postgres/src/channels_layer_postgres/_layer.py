@@ -305,14 +305,16 @@ class PostgreSQLChannelLayer(ChannelLayer):
     def _share_listening(self, lane: Lane | None) -> None:
         """Let publishes run on the listening connection while it is idle (`_publishing`).
 
-        Not with history on: its statements take row locks, which an
-        application's transaction (`publish_in`) may hold for long, and a
-        statement waiting on the listening connection holds up its
-        notifications and its health check.
+        Only those that only NOTIFY, and none with history on: a statement
+        that writes a table (a large payload's, or history's with its row
+        locks) may wait for a lock an application holds for long (its
+        transaction in `publish_in`, a ``LOCK TABLE``), and one waiting on
+        the listening connection holds up its notifications and its health
+        check.
         """
         publishing = self._publisher.publishing
         if publishing is not None and not self.keeps_history:
-            publishing.share(lane)
+            publishing.share(lane, self._sql.notify_only)
 
     def _connected_listener(self) -> Listener:
         if self._listener is None:

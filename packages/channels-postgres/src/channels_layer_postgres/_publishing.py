@@ -18,13 +18,17 @@ use. The deadline is one lazy timer for all calls
 or cancel scope per call; only opening a connection or waiting for a free
 one runs under a cancel scope.
 
-The listening connection is shared in (`share`): a call runs there when
-it is idle, else on the publishing connections. On it one backend answers a
-publish and delivers the process's own notification of it, instead of
-waking a second backend to notify the listening connection (see the
-package README for what it saves). A call cancelled or timed out there leaves its answer
-to be read: the connection carries the subscriptions, and is closed only
-when it fails (the listener's health check notices a server gone silent).
+The listening connection is shared in (`share`): a call of a statement
+that only NOTIFYs runs there when it is idle, else on the publishing
+connections. On it one backend answers a publish and delivers the
+process's own notification of it, instead of waking a second backend to
+notify the listening connection (see the package README for what it
+saves). A statement that writes a table (a large payload's) never runs
+there: waiting for a lock an application holds on that table, it would
+hold up every notification of the process, and the health check after
+them. A call cancelled or timed out there leaves its answer to be read:
+the connection carries the subscriptions, and is closed only when it
+fails (the listener's health check notices a server gone silent).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class PublishingConnections:
         self._loop = self._deadlines.loop()
         self._names = 0  # statements prepared so far (their names)
         self._shared: Lane | None = None  # see `share`
+        self._shareable: frozenset[str] = frozenset()  # the statements run there
 
     def clock(self) -> float:
         """The event loop's time, which deadlines are given in."""
@@ -77,7 +82,13 @@ class PublishingConnections:
         cancellation on a publishing connection).
         """
         shared = lane = self._shared
-        if lane is not None and lane.waiter is None and not lane.reserved and not lane.broken:
+        if (
+            lane is not None
+            and lane.waiter is None
+            and not lane.reserved
+            and not lane.broken
+            and query in self._shareable
+        ):
             lane.expired = False
         else:
             shared = None
@@ -134,9 +145,15 @@ class PublishingConnections:
         else:
             slots.idle.append(lane)  # `release`, inlined
 
-    def share(self, lane: Lane | None) -> None:
-        """Run calls on `lane` too while it is idle (the listening connection); None: no more."""
+    def share(self, lane: Lane | None, statements: frozenset[str] = frozenset()) -> None:
+        """Run calls of `statements` on `lane` too while it is idle (the listening
+        connection); None: no more.
+
+        `statements` must never wait for long on the server (no lock to wait
+        for): while one runs, the lane delivers no notification.
+        """
         self._shared = lane
+        self._shareable = statements if lane is not None else frozenset()
 
     def adopt(self, connection: Any) -> None:
         """Take an open asyncpg `connection` as an idle publishing connection, if there is

@@ -82,6 +82,9 @@ class Statements:
             " RETURNING id) "
             "SELECT pg_notify($1, $2 || stored.id::text) FROM stored"
         )
+        #: The statements that only NOTIFY: they touch no table, so they never wait
+        #: for a lock an application holds, and may run on the listening connection.
+        self.notify_only = frozenset((self.publish, self.publish_many))
         #: $1 row id, $2 token (a row of the same id but another token is another message).
         self.fetch_payload = f"SELECT body, grp FROM {payloads} WHERE id = $1 AND token = $2"
         #: $1 age in seconds. Rows another publisher is deleting are skipped, not waited for.
