@@ -38,6 +38,7 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as connect_sync
 
 from channels_core import Channel
+from channels_core.testing import eventually
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -91,13 +92,6 @@ def anyio_backend() -> str:
     return "asyncio"  # uvicorn runs on asyncio
 
 
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Poll state owned by someone else (nothing to wait on) until `condition` holds."""
-    with anyio.fail_after(TIMEOUT):
-        while not condition():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
 class _InProcessServer(uvicorn.Server):
     @contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -114,7 +108,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(server.serve, [sock])
         try:
-            await eventually(lambda: server.started)
+            await eventually(lambda: server.started, TIMEOUT)
             yield f"ws://127.0.0.1:{port}/ws"
         finally:
             server.should_exit = True
@@ -534,7 +528,9 @@ async def test_no_subscription_outlives_its_socket() -> None:
         async with chatter(url, "attic", "cy") as cy:
             await say(cy, "bye")
             await cy.close()  # closed mid-session, while a message is in flight
-        await eventually(lambda: channel.stats().subscribers == channel.stats().groups == 0)
+        await eventually(
+            lambda: channel.stats().subscribers == channel.stats().groups == 0, TIMEOUT
+        )
 
 
 class _SlowSocket:

@@ -24,6 +24,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from channels_core import BlockingChannel
+from channels_core.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the examples live in the repository, not in a distribution
@@ -56,9 +57,7 @@ async def serving() -> AsyncIterator[str]:
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(server.serve, [sock])
         try:
-            with anyio.fail_after(TIMEOUT):
-                while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
-                    await anyio.sleep(0.01)
+            await eventually(lambda: server.started, TIMEOUT)  # uvicorn offers no event
             yield address
         finally:
             server.should_exit = True

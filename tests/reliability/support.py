@@ -54,15 +54,6 @@ class Recorder:
         return [(item[0], item[1]) for item in self.items if item[0] != GAP]
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a counter to reach a value (counters have no event to wait on)."""
-    with anyio.fail_after(timeout):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.01)
-
-
 # -- pausing a PostgreSQL server ---------------------------------------------------
 
 

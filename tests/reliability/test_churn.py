@@ -32,13 +32,13 @@ import pytest
 import redis.asyncio
 
 from channels_core import Channel, MessagesLost
+from channels_core.testing import eventually
 from channels_layer_nats import NatsChannelLayer
 from channels_layer_nats.testing import NatsServer
 from channels_layer_nats.testing import ToolMissing as NatsToolMissing
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
-from tests.reliability.support import eventually
 
 pytestmark = pytest.mark.anyio
 

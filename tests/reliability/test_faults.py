@@ -35,17 +35,12 @@ import redis.asyncio
 
 from channels_core import BrokerUnavailableError, Channel, ChannelLayer, MessagesLost
 from channels_core.reconnect import Backoff
+from channels_core.testing import eventually
 from channels_layer_postgres import PostgreSQLChannelLayer
 from channels_layer_postgres.testing import PostgresServer
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
-from tests.reliability.support import (
-    GAP,
-    Recorder,
-    eventually,
-    postgres_processes,
-    signal_all,
-)
+from tests.reliability.support import GAP, Recorder, postgres_processes, signal_all
 
 pytestmark = pytest.mark.anyio
 

@@ -28,9 +28,10 @@ from channels_core import (
     Subscriber,
 )
 from channels_core.reconnect import Backoff
+from channels_core.testing import eventually
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
 from channels_layer_postgres.testing import drop_tables
-from tests.reliability.support import eventually, postgres_processes, signal_all
+from tests.reliability.support import postgres_processes, signal_all
 
 pytestmark = pytest.mark.anyio
 

@@ -35,9 +35,10 @@ from channels_core import (
     PayloadTooLargeError,
 )
 from channels_core.reconnect import Backoff
+from channels_core.testing import eventually
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import RedisServer
-from tests.reliability.support import Recorder, eventually
+from tests.reliability.support import Recorder
 
 pytestmark = pytest.mark.anyio
 

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-import anyio
 import pytest
 
+import channels_core.testing
 from channels_layer_nats import NatsChannelLayer
 from channels_layer_nats.testing import NatsCluster, NatsServer, ToolMissing, delete_history
 
@@ -98,15 +98,7 @@ def make_nats_layer(nats_url: str, namespace: str) -> LayerMaker:
     return make
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll `predicate` until it holds; fail the test after `timeout` s."""
-    with anyio.fail_after(timeout):
-        while True:  # counters and server state have no event to wait on
-            if predicate():
-                return
-            await anyio.sleep(0.01)
-
-
 @pytest.fixture
 def eventually() -> Callable[..., Awaitable[None]]:
-    return wait_for
+    """`channels_core.testing.eventually`, for the tests that take it as a fixture."""
+    return channels_core.testing.eventually

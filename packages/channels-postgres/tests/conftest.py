@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import anyio
 import asyncpg
 import pytest
 
+from channels_core.testing import eventually
 from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
 from channels_layer_postgres.testing import LayerMaker, PostgresServer, drop_tables
 
@@ -88,11 +88,7 @@ def stalled_fetches(pg: asyncpg.Connection, postgres_url: str, namespace: str) -
         layer: PostgreSQLChannelLayer, group: str
     ) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
         async def until_received(count: int) -> None:
-            with anyio.fail_after(5):
-                while True:  # counters have no event to wait on
-                    if layer.stats().received == count:
-                        return
-                    await anyio.sleep(0.01)
+            await eventually(lambda: layer.stats().received == count)
 
         notifier = await asyncpg.connect(postgres_url)
         try:

@@ -24,7 +24,7 @@ import asyncpg.exceptions
 import pytest
 
 from channels_core import BrokerUnavailableError, Channel, ChannelClosedError, MessagesLost
-from channels_core.testing import TcpProxy, handed_on
+from channels_core.testing import TcpProxy, eventually, handed_on
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres._connection import take_transport
 from channels_layer_postgres._lane import Lane
@@ -62,12 +62,6 @@ async def heard(url: str, channel: str) -> AsyncIterator[list[str]]:
         yield received
     finally:
         await listener.close()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(5):
-        while not condition():  # noqa: ASYNC110 - a server's doing: no event to wait on
-            await anyio.sleep(0.01)
 
 
 async def backends(pg: asyncpg.Connection, application_name: str) -> int:
@@ -108,11 +102,11 @@ async def test_an_error_fails_its_own_call_alone_and_keeps_the_connection(
                     tasks.start_soon(call, number)
             assert isinstance(results.pop(2), asyncpg.exceptions.DivisionByZeroError)
             assert results == dict.fromkeys((0, 1, 3, 4))
-            await until(lambda: len(received) == 4)
+            await eventually(lambda: len(received) == 4)
             assert len(set(received)) == 1  # one backend ran them all
             # A statement prepared on this connection after the error still works.
             await publishing.call(NOTIFY, (channel, "after"), soon())
-            await until(lambda: len(received) == 5)
+            await eventually(lambda: len(received) == 5)
             assert received[-1] == "after"
     finally:
         await publishing.aclose(1.0)
@@ -165,7 +159,7 @@ async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: st
     try:
         async with heard(postgres_url, channel) as received:
             await publishing.call(query, arguments, soon())
-            await until(lambda: bool(received))
+            await eventually(lambda: bool(received))
         assert received[0].split("|") == [
             'quo"te\\',
             "00ff5c",
@@ -193,7 +187,7 @@ async def test_replies_that_arrive_in_pieces_are_put_together(
                 with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
                     await publishing.call("SELECT 1 / 0", (), soon())
                 await publishing.call(NOTIFY, (channel, "last"), soon())
-                await until(lambda: len(received) == 21)
+                await eventually(lambda: len(received) == 21)
             assert received == [str(number) * number for number in range(20)] + ["last"]
         finally:
             await publishing.aclose(1.0)
@@ -275,7 +269,7 @@ async def test_a_frozen_server_times_out_the_call_and_its_connection_is_not_reus
         try:
             async with heard(postgres_url, channel) as received:
                 await publishing.call(NOTIFY_PID, (channel,), soon())
-                await until(lambda: len(received) == 1)
+                await eventually(lambda: len(received) == 1)
                 proxy.freeze()
                 started = anyio.current_time()
                 with pytest.raises(TimeoutError):
@@ -287,7 +281,7 @@ async def test_a_frozen_server_times_out_the_call_and_its_connection_is_not_reus
                 assert scope.cancelled_caught
                 proxy.thaw()
                 await publishing.call(NOTIFY_PID, (channel,), soon())
-                await until(lambda: sum(text.isdigit() for text in received) == 2)
+                await eventually(lambda: sum(text.isdigit() for text in received) == 2)
             pids = [text for text in received if text.isdigit()]
             assert len(pids) == 2
             assert pids[0] != pids[1]  # a new connection
@@ -351,7 +345,7 @@ async def test_a_publish_retrying_when_the_layer_leaves_fails_at_once(
                 await anyio.sleep(0.3)  # retrying with backoff meanwhile
                 assert not outcome
             with anyio.fail_after(5):  # far within publish_timeout
-                await until(lambda: bool(outcome))
+                await eventually(lambda: bool(outcome))
     assert isinstance(outcome[0], ChannelClosedError), repr(outcome[0])
     assert await backends(pg, name) == 0
 
@@ -439,7 +433,7 @@ async def test_only_publishes_that_only_notify_run_on_the_listening_connection(
         async with senders(postgres_url, bucket) as pids:
             await channel.publish(group, "x" * size)
             assert await _message(subscriber) == "x" * size
-            await until(lambda: bool(pids))
+            await eventually(lambda: bool(pids))
         assert (pids == [layer.stats().listener_pid]) is on_listener
 
 
@@ -541,13 +535,13 @@ async def test_a_killed_listening_connection_answers_the_publishes_running_on_it
                 for number in range(10):
                     publishers.start_soon(publisher, number)
                 for _ in range(5):
-                    await until(lambda: layer.stats().listener_pid is not None)
+                    await eventually(lambda: layer.stats().listener_pid is not None)
                     await pg.execute("SELECT pg_terminate_backend($1)", layer.stats().listener_pid)
                     await anyio.sleep(0.05)
             assert len(outcomes) == 2000
-            await until(lambda: layer.stats().listener_pid is not None)
+            await eventually(lambda: layer.stats().listener_pid is not None)
             await channel.publish("l", "end")
-            await until(lambda: "end" in received)
+            await eventually(lambda: "end" in received)
             tasks.cancel_scope.cancel()
         assert layer.stats().reconnects >= 1
         assert gaps >= 1

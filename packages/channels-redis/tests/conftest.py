@@ -20,6 +20,7 @@ import pytest
 import redis
 import redis.asyncio
 
+import channels_core.testing
 from channels_core import Channel, MessagesLost, Subscriber
 from channels_layer_redis import RedisPubSubChannelLayer
 from channels_layer_redis.testing import (
@@ -103,18 +104,6 @@ def throwaway_redis(start_redis_server: Callable[..., RedisServer]) -> RedisServ
     return start_redis_server()
 
 
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll `predicate` (sync or async) until it holds; fail the test after `timeout` s."""
-    with anyio.fail_after(timeout):
-        while True:  # what is polled here (counters, the server) has no event to wait on
-            holds = predicate()
-            if not isinstance(holds, bool):
-                holds = await holds
-            if holds:
-                return
-            await anyio.sleep(0.01)
-
-
 async def publish_through_fault(
     channel: Channel,
     subscriber: Subscriber,
@@ -178,7 +167,8 @@ def through_fault() -> Callable[..., Awaitable[list[str]]]:
 
 @pytest.fixture
 def eventually() -> Callable[..., Awaitable[None]]:
-    return wait_for
+    """`channels_core.testing.eventually`, for the tests that take it as a fixture."""
+    return channels_core.testing.eventually
 
 
 @pytest.fixture

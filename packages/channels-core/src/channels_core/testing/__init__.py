@@ -38,13 +38,15 @@ tests (`url`, `start`, `stop`, `restart`, a context manager), with
 `free_port`, `wait_for_port` and `require_tool` to build one.
 
 `handed_on` waits until a layer's `channels_core.hand_on.HandOn` has handed
-on what it held.
+on what it held; `eventually` polls until a condition holds (a counter, a
+server's state: what offers no event to wait on).
 
 `channels_core.testing.peer.exchange_with_peer` checks that messages
 cross OS processes through the layer (an echo peer in a subprocess).
 """
 
 from ._hand_on import handed_on
+from ._polling import eventually
 from ._proxy import TcpProxy
 from ._servers import (
     LOOPBACK,
@@ -72,6 +74,7 @@ __all__ = [
     "TcpProxy",
     "ThrowawayServer",
     "ToolMissing",
+    "eventually",
     "free_port",
     "handed_on",
     "require_tool",
