@@ -15,6 +15,10 @@ repetition measures, one after the other in one process and event loop:
   its own;
 * ``blocking socket``: the same over a blocking socket (``send`` then
   ``recv``), no event loop: the kernel's and the server's share alone;
+  then, the same way, a simple-query ``NOTIFY`` of the same payload and a
+  bare ``SELECT 1``, and for each of the three the CPU the server's
+  backend spent per round (its ``/proc`` times: only for a server on this
+  machine): what the statement's form changes for the server;
 * ``our lane``: the same through the PostgreSQL layer's own connection
   (`channels_layer_postgres._lane.Lane`), LISTENing to the channel it
   notifies, as the layer's listening connection does: the statement's own
@@ -23,8 +27,9 @@ repetition measures, one after the other in one process and event loop:
   postgres`` (one publisher, one subscriber in the same process, as
   ``python -m benchmarks`` measures it).
 
-Prints microseconds of wall time per message: the median (min-max) of the
-repetitions, and the ratio a zero-cost client would reach against
+Prints microseconds of wall time per message (of the server backend's CPU
+for the ``server CPU`` rows): the median (min-max) of the repetitions, and
+the ratio a zero-cost client would reach against
 broadcaster (broadcaster's time over the bare loop's). The difference
 between a contender and the bare loop is what that client spends on the
 critical path of a round; between ``channels postgres`` and ``our lane``,
@@ -35,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -45,7 +52,7 @@ import asyncpg
 
 from channels_layer_postgres._connection import take_transport
 from channels_layer_postgres._lane import Lane
-from channels_layer_postgres._pgwire import bind_execute, parse
+from channels_layer_postgres._pgwire import bind_execute, parse, simple_query
 
 from .contenders import all_contenders
 from .measure import measure_delivery
@@ -78,10 +85,34 @@ class _Answers(asyncio.Protocol):
             self.waiter.set_result(None)
 
 
-async def _bare_loop(url: str, payload: str, messages: int) -> tuple[float, float]:
-    """Seconds for `messages` rounds on the event loop, then over a blocking socket."""
+def _backend_cpu(pid: int) -> float | None:
+    """Seconds of CPU (user + system) backend `pid` has used; None if not on this machine."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _blocking_rounds(sock: socket.socket, message: bytes, messages: int) -> float:
+    """Seconds for `messages` rounds of `message` over the blocking `sock`."""
+    started = time.perf_counter()
+    for _ in range(messages):
+        sock.sendall(message)
+        received = sock.recv(65536)
+        while not received.endswith(_READY):
+            received += sock.recv(65536)
+    return time.perf_counter() - started
+
+
+async def _bare_loop(url: str, payload: str, messages: int) -> dict[str, float]:
+    """Seconds for `messages` rounds on the event loop, then over a blocking socket
+    (three statements), and the server backend's CPU seconds for each of those three."""
+    connection = await asyncpg.connect(url)
+    pid = await connection.fetchval("SELECT pg_backend_pid()")
     answers = _Answers()
-    take_transport(await asyncpg.connect(url), answers)
+    take_transport(connection, answers)
     transport = answers.transport
     try:
         loop = asyncio.get_running_loop()
@@ -98,17 +129,25 @@ async def _bare_loop(url: str, payload: str, messages: int) -> tuple[float, floa
             await round_trip(message)
         on_loop = time.perf_counter() - started
 
+        seconds = {"bare loop": on_loop}
+        forms = {  # statement: its message, and the name of its blocking-socket row
+            "pg_notify": (message, "blocking socket"),
+            "simple NOTIFY": (
+                simple_query(f"NOTIFY {_CHANNEL}, '{payload}'"),
+                "blocking, simple NOTIFY",
+            ),
+            "SELECT 1": (simple_query("SELECT 1"), "blocking, SELECT 1"),
+        }
         transport.pause_reading()
         with socket.socket(fileno=socket.dup(transport.get_extra_info("socket").fileno())) as sock:
             sock.setblocking(True)
-            started = time.perf_counter()
-            for _ in range(messages):
-                sock.sendall(message)
-                received = sock.recv(65536)
-                while not received.endswith(_READY):
-                    received += sock.recv(65536)
-            blocking = time.perf_counter() - started
-        return on_loop, blocking
+            for statement, (form, row) in forms.items():
+                cpu_before = _backend_cpu(pid)
+                seconds[row] = _blocking_rounds(sock, form, messages)
+                cpu_after = _backend_cpu(pid)
+                if cpu_before is not None and cpu_after is not None:
+                    seconds[f"server CPU, {statement}"] = cpu_after - cpu_before
+        return seconds
     finally:
         transport.abort()
 
@@ -156,8 +195,7 @@ async def _suite_1to1(name: str, size: int, messages: int) -> float:
 async def _repetition(args: argparse.Namespace) -> dict[str, float]:
     """One repetition: microseconds per message for each way of publishing."""
     payload = "x" * args.size
-    on_loop, blocking = await _bare_loop(args.url, payload, args.messages)
-    per_message = {"bare loop": on_loop, "blocking socket": blocking}
+    per_message = await _bare_loop(args.url, payload, args.messages)
     per_message["our lane"] = await _lane_loop(args.url, payload, args.messages)
     for name in _CONTENDERS:
         per_message[name] = await _suite_1to1(name, args.size, args.messages)
@@ -176,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = [anyio.run(_repetition, args, backend_options=options) for _ in range(args.repeat)]
     loop_name = "uvloop" if args.uvloop else "asyncio"
     print(f"{args.size} B, {args.messages:,} messages, {args.repeat} repetitions, {loop_name}")
-    print("us of wall time per message: median (min-max)")
-    for key in runs[0]:
+    print("us per message, of wall time (server CPU: of the backend's CPU): median (min-max)")
+    for key in sorted(runs[0], key=lambda key: key.startswith("server CPU")):
         values = [run[key] for run in runs]
-        print(f"  {key:22} {statistics.median(values):6.1f} ({min(values):.1f}-{max(values):.1f})")
+        print(f"  {key:26} {statistics.median(values):6.1f} ({min(values):.1f}-{max(values):.1f})")
     best = [run["broadcaster postgres"] / run["bare loop"] for run in runs]
     ours = [run["broadcaster postgres"] / run["channels postgres"] for run in runs]
     print(
