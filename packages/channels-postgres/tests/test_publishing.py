@@ -29,7 +29,7 @@ from channels_layer_postgres import ChannelNames
 from channels_layer_postgres._connection import take_transport
 from channels_layer_postgres._lane import Lane
 from channels_layer_postgres._names import quote_ident
-from channels_layer_postgres._pgwire import PG_NOTIFY, simple_query
+from channels_layer_postgres._pgwire import simple_query
 from channels_layer_postgres._publishing import PublishingConnections
 from channels_layer_postgres.testing import LayerMaker
 
@@ -170,41 +170,6 @@ async def test_parameters_of_every_kind_reach_the_server_intact(postgres_url: st
             "005c01",
             '["a\\"b","c\\\\d","é ü 😀","","NULL","{x,y}"]',
         ]
-    finally:
-        await publishing.aclose(1.0)
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        "it's \\'quoted\\' \\\\ \"twice\"",
-        "é ü 😀 \n\t end",
-        "$$ ends the quote",
-        "ends in $",
-        "costs $5",
-        "x" * 7999,
-        "",
-    ],
-    ids=["quotes", "unicode", "dollar-quote", "dollar-end", "dollar", "longest", "empty"],
-)
-async def test_a_plain_publish_reaches_listeners_intact_whichever_way_it_is_sent(
-    postgres_url: str, payload: str
-) -> None:
-    """`PG_NOTIFY` goes as a NOTIFY with the payload dollar-quoted, or, if the payload
-    holds a ``$``, as the prepared statement: the payload arrives as it was either way."""
-    channel = f'pw "{secrets.token_hex(4)}"'  # needs quoting as an identifier
-    publishing = connections(postgres_url, 1)
-    try:
-        async with heard(postgres_url, channel) as received:
-            await publishing.call(PG_NOTIFY, (channel, payload), soon())
-            await eventually(lambda: bool(received))
-            (lane,) = publishing._slots.idle
-            assert (PG_NOTIFY in lane.prepared) is ("$" in payload)  # the way it went
-            with pytest.raises(asyncpg.exceptions.InvalidParameterValueError):
-                await publishing.call(PG_NOTIFY, (channel, payload + "x" * 8000), soon())
-            await publishing.call(PG_NOTIFY, (channel, "after"), soon())  # still in use
-            await eventually(lambda: len(received) == 2)
-        assert received == [payload, "after"]
     finally:
         await publishing.aclose(1.0)
 

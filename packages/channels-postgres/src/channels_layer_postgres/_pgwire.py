@@ -1,10 +1,9 @@
 """PostgreSQL's frontend/backend protocol, the part the layer's own connections need.
 
 Messages the client sends (Parse of a named statement, Bind + Execute +
-Sync of it, a simple Query, and the simple Query a `PG_NOTIFY` becomes)
-and the framing of what the server sends back (`HEADER`: one-byte type,
-four-byte length, then the body), with the bodies the layer reads
-(ErrorResponse, NotificationResponse).
+Sync of it, a simple Query) and the framing of what the server sends back
+(`HEADER`: one-byte type, four-byte length, then the body), with the
+bodies the layer reads (ErrorResponse, NotificationResponse).
 
 Parameters: str as UTF-8 text and int in decimal (text format: the server
 parses them with whatever type it inferred), bytes as bytea and a list of
@@ -17,24 +16,18 @@ take bytes where it takes bytea, and a list of str where it takes text[]
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from struct import Struct
 from typing import Any
 
 __all__ = [
     "HEADER",
-    "PG_NOTIFY",
     "bind_execute",
     "error_fields",
     "notification",
-    "notify",
     "parse",
     "simple_query",
 ]
-
-#: The statement that notifies $2 on channel $1, which `notify` sends as a NOTIFY.
-PG_NOTIFY = "SELECT pg_notify($1, $2)"
 
 #: What starts every message from the server: its type, then its length (itself
 #: included, the type not).
@@ -59,28 +52,6 @@ def simple_query(sql: str) -> bytes:
     """Query: run `sql`, one statement or several separated by semicolons."""
     body = sql.encode("utf-8") + b"\x00"
     return b"Q" + _LENGTH.pack(len(body) + 4) + body
-
-
-def notify(channel: object, payload: object) -> bytes | None:
-    """`PG_NOTIFY` of `payload` on `channel` as a simple Query: ``NOTIFY "channel", $$payload$$``;
-    None (send the statement) unless both are str and `payload` holds no ``$``.
-
-    It costs the server less than binding and running the statement (2 us
-    of its CPU at 100 B, `benchmarks/README.md`), and its answer is shorter. Dollar-quoted,
-    the payload is taken as it is, whatever the server's string settings
-    (``standard_conforming_strings``): no escaping, as long as it cannot end
-    the quote.
-    """
-    if type(payload) is not str or type(channel) is not str or "$" in payload:
-        return None
-    body = _notify_head(channel) + payload.encode("utf-8") + b"$$\x00"
-    return b"Q" + _LENGTH.pack(len(body) + 4) + body
-
-
-@functools.lru_cache(maxsize=4096)  # channels are the layer's buckets: a few per namespace
-def _notify_head(channel: str) -> bytes:
-    quoted = channel.replace('"', '""')
-    return f'NOTIFY "{quoted}", $$'.encode()
 
 
 def bind_execute(name: bytes, arguments: Sequence[Any]) -> bytes:

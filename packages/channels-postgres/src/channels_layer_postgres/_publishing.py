@@ -3,9 +3,8 @@
 asyncpg opens each connection (address, TLS, authentication, server
 settings); then `take_transport` hands its socket to a `Lane`, and
 `PublishingConnections.call` writes the statement's Bind + Execute + Sync
-(and its Parse, the first time on that connection) straight to it, or
-for a plain publish (`PG_NOTIFY`) the NOTIFY it stands for, and reads the
-replies with `_pgwire`. That skips what asyncpg charges per
+(and its Parse, the first time on that connection) straight to it, and
+reads the replies with `_pgwire`. That skips what asyncpg charges per
 statement in Python (its execute chain, statement cache lookup, timeout
 handling) and what a pool acquire and release would.
 
@@ -45,7 +44,7 @@ from channels_core.slots import Slots
 
 from ._connection import take_transport
 from ._lane import Lane, server_error
-from ._pgwire import PG_NOTIFY, bind_execute, notify, parse
+from ._pgwire import bind_execute, parse
 
 __all__ = ["PublishingConnections"]
 
@@ -100,12 +99,9 @@ class PublishingConnections:
                     slots.lost(lane)
                 with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
                     lane = await slots.acquire()
+        name = lane.prepared.get(query)
         try:
-            notifying = notify(*arguments) if query == PG_NOTIFY else None
-            if notifying is not None:
-                lane.parsing = None
-                message = notifying
-            elif (name := lane.prepared.get(query)) is None:
+            if name is None:
                 self._names += 1
                 name = b"channels_%d" % self._names
                 lane.parsing = (query, name)

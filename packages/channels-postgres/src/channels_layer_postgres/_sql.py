@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ._names import ChannelNames, quote_ident
-from ._pgwire import PG_NOTIFY
 
 __all__ = ["Statements", "listen_batch"]
 
@@ -71,7 +70,7 @@ class Statements:
             f"CREATE INDEX IF NOT EXISTS {quote_ident(created_index)} ON {payloads} (created)",
         ]
         #: $1 channel, $2 envelope.
-        self.publish = PG_NOTIFY  # sent as a NOTIFY where it can be (`_pgwire.notify`)
+        self.publish = "SELECT pg_notify($1, $2)"
         #: $1 channels, $2 envelopes (arrays, notified in this order).
         self.publish_many = (
             "SELECT pg_notify(m.channel, m.envelope)"
