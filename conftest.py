@@ -92,7 +92,12 @@ def private_postgres() -> Iterator[PostgresServer]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    with PostgresServer() as server:
+    server = PostgresServer()
+    # Statement statistics too, as many servers keep them: what the layer's
+    # statements leave in them is tested.
+    if server.has_library("pg_stat_statements"):
+        server.settings["shared_preload_libraries"] = "pg_stat_statements"
+    with server:
         yield server
 
 

@@ -20,7 +20,7 @@ from channels_core import BrokerUnavailableError, Channel, Subscriber
 from channels_layer_postgres import ChannelNames
 from channels_layer_postgres._envelope import EnvelopeWriter, decode
 from channels_layer_postgres._names import quote_ident
-from channels_layer_postgres.testing import LayerMaker
+from channels_layer_postgres.testing import LayerMaker, PostgresServer
 
 pytestmark = pytest.mark.anyio
 
@@ -119,3 +119,34 @@ def test_the_writer_quotes_each_group_for_the_server_it_learns_of() -> None:
     assert '"caf\\u00e9"' in envelope
     assert decode(envelope).group == "café"
     assert decode(writer.inline("g", b"\x00\xff") or "").payload == b"\x00\xff"  # base64
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["history-off", "history-on"])
+async def test_statement_statistics_count_publishes_under_their_statements_not_their_messages(
+    make_layer: LayerMaker, private_server: PostgresServer, history: bool
+) -> None:
+    """Payloads travel as parameters, never in a statement's text: a server keeping
+    statement statistics (pg_stat_statements, on by default on many hosted servers)
+    counts a layer's publishes under a few statements, instead of keeping one entry
+    per message with its payload in it."""
+    if private_server.settings.get("shared_preload_libraries") != "pg_stat_statements":
+        pytest.skip("pg_stat_statements is not installed with this PostgreSQL")
+    admin = await asyncpg.connect(private_server.url)
+    try:
+        await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await admin.execute("SELECT pg_stat_statements_reset()")
+        layer = make_layer(private_server.url, history_size=10 if history else 0)
+        messages = [f"secret {number}" for number in range(50)] + ["secret" + "x" * 9_000]
+        batch = [("stats", f"secret in a batch {number}") for number in range(5)]
+        async with Channel(layer) as channel, channel.subscribe("stats") as subscriber:
+            for message in messages:
+                await channel.publish("stats", message)
+            await channel.publish_many(batch)
+            assert await _messages(subscriber, 56) == messages + [m for _, m in batch]
+        rows = await admin.fetch("SELECT query, calls FROM pg_stat_statements")
+    finally:
+        await admin.close()
+    assert [row["query"] for row in rows if "secret" in row["query"]] == []
+    publishing = [row for row in rows if "pg_notify" in row["query"]]
+    assert sum(row["calls"] for row in publishing) == 52  # every publish and the batch...
+    assert len(publishing) == 3  # ...under three statements: one, large, batch

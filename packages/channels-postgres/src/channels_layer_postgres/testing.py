@@ -24,7 +24,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,12 +82,20 @@ def find_postgres_bin() -> Path | None:
 class PostgresServer(ThrowawayServer):
     """A private PostgreSQL server: `start`, `stop`, `restart`, and `url` to reach it.
 
-    `start` creates the data directory the first time. As root (PostgreSQL
-    refuses to run as root) the server runs as the ``postgres`` system user.
+    `start` creates the data directory the first time, and starts the
+    server with `settings` (``-c name=value``; `has_library` tells whether a
+    library to preload is installed). As root (PostgreSQL refuses to run as
+    root) the server runs as the ``postgres`` system user.
     Leaving the context stops it and deletes its files.
     """
 
-    def __init__(self, port: int | None = None, *, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        bin_dir: Path | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         found = bin_dir or find_postgres_bin()
         if found is None:
             raise ToolMissing(
@@ -97,6 +105,8 @@ class PostgresServer(ThrowawayServer):
         super().__init__(port)
         self.bin_dir = found
         self._user = "postgres" if os.geteuid() == 0 else None
+        #: Server settings it starts with (``-c name=value``), e.g. ``shared_preload_libraries``.
+        self.settings = dict(settings or {})
         self._root = Path(tempfile.mkdtemp(prefix="channels-pg-"))
         self._data = self._root / "data"
         if self._user is not None:
@@ -145,6 +155,7 @@ class PostgresServer(ThrowawayServer):
         elif self._running():
             return
         options = f"-p {self.port} -k {self._root} -c listen_addresses={self.host} -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         log = str(self._root / "log")
         self._pg("pg_ctl", "-D", str(self._data), "-l", log, "-o", options, "-w", "start")
 
@@ -152,6 +163,14 @@ class PostgresServer(ThrowawayServer):
         """Stop the server (``fast``: clients are cut at once); a no-op if it is stopped."""
         if self._running():
             self._pg("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
+
+    def has_library(self, name: str) -> bool:
+        """Whether the installation has the server library `name` (one to preload)."""
+        installation = (self.bin_dir / "postgres").resolve().parent.parent
+        return any(
+            (library_dir / f"{name}.so").exists()
+            for library_dir in (installation / "lib", installation / "lib" / "postgresql")
+        )
 
     def ensure_running(self) -> None:
         """Start the server if it is stopped (e.g. after a test that stopped it failed)."""
