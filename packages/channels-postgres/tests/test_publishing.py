@@ -499,6 +499,41 @@ async def test_a_large_publish_waiting_for_a_table_lock_holds_up_no_other_delive
     assert (stats.reconnects, stats.health_check_failures) == (0, 0)
 
 
+async def test_a_publish_finding_every_publishing_connection_held_waits_for_the_listening_one(
+    make_layer: LayerMaker, pg: asyncpg.Connection
+) -> None:
+    """The one publishing connection is held by a large payload's publish waiting for a
+    lock, the listening connection by a slow publish: the next publish goes on the
+    listening connection once that is idle, instead of waiting for the held one until
+    its publish_timeout."""
+    layer = make_layer(pool_size=1)
+    table = quote_ident(ChannelNames(layer.options.namespace).payloads_table)
+    large = "large" + "x" * 20_000  # too large for a NOTIFY: it writes the locked table
+    slow = "SELECT pg_notify($1, $2) FROM pg_sleep(0.3)"  # a publish that takes its time
+    async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
+        publishing, listener = layer._publisher.publishing, layer._listener
+        assert publishing is not None
+        assert listener is not None
+        publishing.share(listener._lane, layer._sql.notify_only | {slow})
+        _, arguments, _ = layer._prepare("g", layer._inbox.encode("g", "slow"))  # type: ignore[union-attr]
+        await pg.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(channel.publish, "g", large)  # on the publishing connection
+                await anyio.sleep(0.1)
+                tasks.start_soon(publishing.call, slow, arguments, soon())  # on the listening one
+                await anyio.sleep(0.05)
+                with anyio.fail_after(1):  # publish_timeout is 2 s
+                    await channel.publish("g", "next")
+                assert [await _message(subscriber) for _ in range(2)] == ["slow", "next"]
+                await pg.execute("COMMIT")  # the lock goes: the large one goes on
+        finally:
+            if pg.is_in_transaction():
+                await pg.execute("ROLLBACK")
+        assert await _message(subscriber) == large
+    assert layer.stats().reconnects == 0
+
+
 async def test_a_killed_listening_connection_answers_the_publishes_running_on_it(
     make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:

@@ -26,9 +26,12 @@ notify the listening connection (see the package README for what it
 saves). A statement that writes a table (a large payload's) never runs
 there: waiting for a lock an application holds on that table, it would
 hold up every notification of the process, and the health check after
-them. A call cancelled or timed out there leaves its answer to be read:
-the connection carries the subscriptions, and is closed only when it
-fails (the listener's health check notices a server gone silent).
+them. Since nothing there waits for long, a call that may run there and
+finds every publishing connection in use waits for it rather than for
+them (`_next_free`). A call cancelled or timed out there leaves its
+answer to be read: the connection carries the subscriptions, and is
+closed only when it fails (the listener's health check notices a server
+gone silent).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import asyncpg.exceptions
 
 from channels_core.deadlines import Deadlines
@@ -98,7 +102,9 @@ class PublishingConnections:
                 if lane is not None:
                     slots.lost(lane)
                 with anyio.fail_after(max(deadline - self._loop.time(), 0.0)):
-                    lane = await slots.acquire()
+                    lane = await self._next_free(query)
+                if lane is self._shared:
+                    shared = lane
         name = lane.prepared.get(query)
         try:
             if name is None:
@@ -136,6 +142,31 @@ class PublishingConnections:
             self._done(lane)
         if error is not None:
             raise server_error(error)
+
+    async def _next_free(self, query: str) -> Lane:
+        """The connection a call of `query` gets when none is free now.
+
+        A statement run on the listening connection too waits for that one
+        to be idle if every publishing connection is in use: those may be
+        held up for long (a large payload's statement waiting for a lock),
+        the listening one never is. Else the next publishing connection.
+        """
+        slots = self._slots
+        while (
+            (shared := self._shared) is not None
+            and query in self._shareable
+            and not shared.broken
+            and not slots.idle
+            and not slots.free
+        ):
+            if shared.waiter is None and not shared.reserved:
+                shared.expired = False
+                return shared
+            if shared.waiter is None:  # the listener's statement is about to start there
+                await anyio.lowlevel.checkpoint()
+            else:
+                await shared.until_idle()
+        return await slots.acquire()
 
     def _done(self, lane: Lane) -> None:
         """A call has finished with publishing connection `lane`: it goes back to the idle ones."""
