@@ -534,6 +534,37 @@ async def test_a_publish_finding_every_publishing_connection_held_waits_for_the_
     assert layer.stats().reconnects == 0
 
 
+async def test_a_call_waiting_for_either_connection_takes_the_first_free_and_leaks_none(
+    postgres_url: str,
+) -> None:
+    """Every publishing connection in use and the listening one too: a call that may
+    run on either takes the first free, here the publishing one; a call cancelled
+    while it waits for either leaves every connection to the others."""
+    channel = f"pw_{secrets.token_hex(4)}"
+    sleep = "SELECT pg_sleep($1::float8)"
+    slow = "SELECT pg_notify($1, $2) FROM pg_sleep(1)"
+    publishing = connections(postgres_url, 1)
+    async with listening_lane(postgres_url, channel, lambda *_: None) as lane:
+        publishing.share(lane, frozenset((NOTIFY, slow)))
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(publishing.call, sleep, ("0.2",), soon())  # not shared
+                await anyio.sleep(0.05)
+                tasks.start_soon(publishing.call, slow, (channel, "slow"), soon())  # shared
+                await anyio.sleep(0.05)
+                with anyio.move_on_after(0.05):  # cancelled while it waits for either
+                    await publishing.call(NOTIFY, (channel, "withdrawn"), soon())
+                started = anyio.current_time()
+                await publishing.call(NOTIFY, (channel, "first free"), soon())
+                assert anyio.current_time() - started < 0.5  # not after the slow one
+                assert lane.waiter is not None  # the slow one still runs there
+            with anyio.fail_after(1):  # the one publishing connection is free again
+                await publishing.call(sleep, ("0",), soon())
+        finally:
+            publishing.share(None)
+            await publishing.aclose(1.0)
+
+
 async def test_a_killed_listening_connection_answers_the_publishes_running_on_it(
     make_layer: LayerMaker, pg: asyncpg.Connection
 ) -> None:

@@ -27,8 +27,8 @@ saves). A statement that writes a table (a large payload's) never runs
 there: waiting for a lock an application holds on that table, it would
 hold up every notification of the process, and the health check after
 them. Since nothing there waits for long, a call that may run there and
-finds every publishing connection in use waits for it rather than for
-them (`_next_free`). A call cancelled or timed out there leaves its
+finds every publishing connection in use takes whichever is free first,
+that one or one of them (`_next_free`). A call cancelled or timed out there leaves its
 answer to be read: the connection carries the subscriptions, and is
 closed only when it fails (the listener's health check notices a server
 gone silent).
@@ -36,6 +36,7 @@ gone silent).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -146,27 +147,79 @@ class PublishingConnections:
     async def _next_free(self, query: str) -> Lane:
         """The connection a call of `query` gets when none is free now.
 
-        A statement run on the listening connection too waits for that one
-        to be idle if every publishing connection is in use: those may be
-        held up for long (a large payload's statement waiting for a lock),
-        the listening one never is. Else the next publishing connection.
+        A statement run on the listening connection too takes whichever is
+        free first, that one or a publishing connection, if every
+        publishing connection is in use: those may be held up for long (a
+        large payload's statement waiting for a lock), the listening one
+        never is. Else the next publishing connection.
         """
         slots = self._slots
-        while (
-            (shared := self._shared) is not None
-            and query in self._shareable
-            and not shared.broken
-            and not slots.idle
-            and not slots.free
-        ):
-            if shared.waiter is None and not shared.reserved:
-                shared.expired = False
-                return shared
-            if shared.waiter is None:  # the listener's statement is about to start there
+        while self._shared is not None and query in self._shareable:
+            if slots.idle or slots.free:
+                break
+            lane, publishing = await self._first_free(query)
+            if publishing:
+                return lane
+            # The listening one is the call's if no other call took it meanwhile.
+            if (
+                lane is self._shared
+                and lane.waiter is None
+                and not lane.reserved
+                and not lane.broken
+            ):
+                lane.expired = False
+                return lane
+        return await slots.acquire()
+
+    async def _first_free(self, query: str) -> tuple[Lane, bool]:
+        """A publishing connection or the listening one, whichever is free first, and
+        whether it is a publishing connection.
+
+        Raises what waiting for a publishing connection raises (the
+        connections closed, one failing to open), as itself. A publishing
+        connection won but not returned (cancelled, failed, or both free at
+        once) goes back.
+        """
+        won: list[tuple[Lane, bool]] = []
+        failed: list[Exception] = []
+
+        async def take(wait: Callable[[], Awaitable[Lane]], publishing: bool) -> None:
+            try:
+                won.append((await wait(), publishing))
+            except Exception as exc:
+                failed.append(exc)
+            tasks.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(take, self._slots.acquire, True)
+                tasks.start_soon(take, functools.partial(self._listening_when_idle, query), False)
+            if failed:
+                raise failed[0]
+        except BaseException:
+            self._give_back(won)
+            raise
+        self._give_back(won[1:])
+        return won[0]
+
+    def _give_back(self, won: list[tuple[Lane, bool]]) -> None:
+        """The publishing connections of `won` go back unused."""
+        for lane, publishing in won:
+            if publishing:
+                self._done(lane)
+
+    async def _listening_when_idle(self, query: str) -> Lane:
+        """The listening connection once it can take a call of `query` (never, if it goes)."""
+        while True:
+            shared = self._shared
+            if shared is None or shared.broken or query not in self._shareable:
+                await anyio.sleep_forever()  # a publishing connection will do
+            elif shared.waiter is not None:
+                await shared.until_idle()
+            elif shared.reserved:  # the listener's statement is about to start there
                 await anyio.lowlevel.checkpoint()
             else:
-                await shared.until_idle()
-        return await slots.acquire()
+                return shared
 
     def _done(self, lane: Lane) -> None:
         """A call has finished with publishing connection `lane`: it goes back to the idle ones."""
