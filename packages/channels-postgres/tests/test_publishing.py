@@ -25,7 +25,7 @@ import pytest
 
 from channels_core import BrokerUnavailableError, Channel, ChannelClosedError, MessagesLost
 from channels_core.testing import TcpProxy, eventually, handed_on
-from channels_layer_postgres import ChannelNames
+from channels_layer_postgres import ChannelNames, PostgreSQLChannelLayer
 from channels_layer_postgres._connection import take_transport
 from channels_layer_postgres._lane import Lane
 from channels_layer_postgres._names import quote_ident
@@ -437,20 +437,29 @@ async def test_only_publishes_that_only_notify_run_on_the_listening_connection(
         assert (pids == [layer.stats().listener_pid]) is on_listener
 
 
+def _slow_publish_shared(
+    layer: PostgreSQLChannelLayer, group: str, message: str, seconds: float
+) -> tuple[PublishingConnections, str, tuple[Any, ...]]:
+    """A publish of `message` to `group` that takes `seconds`, let run on the open
+    `layer`'s listening connection: its publishing connections, statement, arguments."""
+    publishing, listener = layer._publisher.publishing, layer._listener
+    assert publishing is not None
+    assert listener is not None
+    slow = f"SELECT pg_notify($1, $2) FROM pg_sleep({seconds})"
+    publishing.share(listener._lane, layer._sql.notify_only | {slow})
+    query, arguments, _ = layer._prepare(group, layer._inbox.encode(group, message))  # type: ignore[union-attr]
+    assert query == layer._sql.publish
+    return publishing, slow, arguments
+
+
 async def test_the_listener_waits_for_a_publish_running_on_its_connection(
     make_layer: LayerMaker,
 ) -> None:
     """A subscribe (LISTEN) while a publish holds the listening connection: it is sent
     once the publish is answered, and both work."""
     layer = make_layer()
-    slow = "SELECT pg_notify($1, $2) FROM pg_sleep(0.5)"  # a publish that takes its time
     async with Channel(layer) as channel, channel.subscribe("first") as first:
-        publishing, listener = layer._publisher.publishing, layer._listener
-        assert publishing is not None
-        assert listener is not None
-        publishing.share(listener._lane, layer._sql.notify_only | {slow})
-        query, arguments, _ = layer._prepare("first", layer._inbox.encode("first", "held"))  # type: ignore[union-attr]
-        assert query == layer._sql.publish
+        publishing, slow, arguments = _slow_publish_shared(layer, "first", "held", 0.5)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(publishing.call, slow, arguments, soon())  # on the listening one
             await anyio.sleep(0.1)
@@ -509,13 +518,8 @@ async def test_a_publish_finding_every_publishing_connection_held_waits_for_the_
     layer = make_layer(pool_size=1)
     table = quote_ident(ChannelNames(layer.options.namespace).payloads_table)
     large = "large" + "x" * 20_000  # too large for a NOTIFY: it writes the locked table
-    slow = "SELECT pg_notify($1, $2) FROM pg_sleep(0.3)"  # a publish that takes its time
     async with Channel(layer) as channel, channel.subscribe("g") as subscriber:
-        publishing, listener = layer._publisher.publishing, layer._listener
-        assert publishing is not None
-        assert listener is not None
-        publishing.share(listener._lane, layer._sql.notify_only | {slow})
-        _, arguments, _ = layer._prepare("g", layer._inbox.encode("g", "slow"))  # type: ignore[union-attr]
+        publishing, slow, arguments = _slow_publish_shared(layer, "g", "slow", 0.3)
         await pg.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         try:
             async with anyio.create_task_group() as tasks:
