@@ -28,10 +28,10 @@ there: waiting for a lock an application holds on that table, it would
 hold up every notification of the process, and the health check after
 them. Since nothing there waits for long, a call that may run there and
 finds every publishing connection in use takes whichever is free first,
-that one or one of them (`_next_free`). A call cancelled or timed out there leaves its
-answer to be read: the connection carries the subscriptions, and is
-closed only when it fails (the listener's health check notices a server
-gone silent).
+that one or one of them (`_next_free`). A call cancelled or timed out
+there leaves its answer to be read: the connection carries the
+subscriptions, and is closed only when it fails (the listener's health
+check notices a server gone silent).
 """
 
 from __future__ import annotations
