@@ -1,7 +1,7 @@
 """The floor of a sequential PostgreSQL publisher in Python: one bare round trip per message.
 
     hatch run bench:python -m benchmarks.postgres_round_trip [--url URL] [--size BYTES]
-        [--messages N] [--repeat R] [--uvloop]
+        [--messages N] [--repeat R] [--uvloop] [--spin N]
 
 A sequential publisher's ``await publish`` returns once the server has
 answered, so its rate is bounded by one round trip per message. Each
@@ -27,6 +27,10 @@ repetition measures, one after the other in one process and event loop:
   postgres`` (one publisher, one subscriber in the same process, as
   ``python -m benchmarks`` measures it).
 
+With ``--spin N``, N other processes keep CPUs busy meanwhile: on a
+virtual machine a CPU that has gone idle takes long to wake, and every
+round wakes one on each side (the round's own cost shows without it).
+
 Prints microseconds of wall time per message (of the server backend's CPU
 for the ``server CPU`` rows): the median (min-max) of the repetitions, and
 the ratio a zero-cost client would reach against
@@ -40,10 +44,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +210,18 @@ async def _repetition(args: argparse.Namespace) -> dict[str, float]:
     return {key: seconds / args.messages * 1e6 for key, seconds in per_message.items()}
 
 
+@contextlib.contextmanager
+def _spinning(count: int) -> Iterator[None]:
+    """`count` processes busy on the CPU for the duration (none with 0)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.postgres_round_trip")
     parser.add_argument("--url", default=POSTGRES_URL)
@@ -209,11 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
+    parser.add_argument(
+        "--spin",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N other processes spinning on the CPU meanwhile (an idle CPU wakes slowly)",
+    )
     args = parser.parse_args(argv)
     options = {"use_uvloop": True} if args.uvloop else {}
-    runs = [anyio.run(_repetition, args, backend_options=options) for _ in range(args.repeat)]
+    with _spinning(args.spin):
+        runs = [anyio.run(_repetition, args, backend_options=options) for _ in range(args.repeat)]
     loop_name = "uvloop" if args.uvloop else "asyncio"
-    print(f"{args.size} B, {args.messages:,} messages, {args.repeat} repetitions, {loop_name}")
+    print(
+        f"{args.size} B, {args.messages:,} messages, {args.repeat} repetitions, {loop_name}, "
+        f"{args.spin} spinning process(es)"
+    )
     print("us per message, of wall time (server CPU: of the backend's CPU): median (min-max)")
     for key in sorted(runs[0], key=lambda key: key.startswith("server CPU")):
         values = [run[key] for run in runs]
