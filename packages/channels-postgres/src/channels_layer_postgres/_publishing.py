@@ -176,9 +176,9 @@ class PublishingConnections:
         whether it is a publishing connection.
 
         Raises what waiting for a publishing connection raises (the
-        connections closed, one failing to open), as itself. A publishing
-        connection won but not returned (cancelled, failed, or both free at
-        once) goes back.
+        connections closed, one failing to open), as itself, unless the
+        listening one was free first. A publishing connection won but not
+        returned (cancelled, or both free at once) goes back.
         """
         won: list[tuple[Lane, bool]] = []
         failed: list[Exception] = []
@@ -194,7 +194,7 @@ class PublishingConnections:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(take, self._slots.acquire, True)
                 tasks.start_soon(take, functools.partial(self._listening_when_idle, query), False)
-            if failed:
+            if not won:
                 raise failed[0]
         except BaseException:
             self._give_back(won)
