@@ -784,6 +784,8 @@ def chat_page(browser: Browser, instance: Instance, room: str, nick: str) -> Pag
 
     page = browser.new_page()
     page.goto(f"{instance.http}/#{room}")
+    # The page joins on its own once connected (as a guest): a user types a nick after that.
+    expect(page.locator("#log")).to_contain_text(f" in {room}")
     page.fill("#nick", nick)
     page.click("#join")
     expect(page.locator("#log")).to_contain_text(f"you are {nick} in {room}")
